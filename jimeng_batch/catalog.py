@@ -334,3 +334,16 @@ class CostTable:
             return override if override is not None else model.cost.get(resolution, 0.0)
         per_second = override if override is not None else model.cost_per_second.get(resolution, 0.0)
         return per_second * float(duration_s or 0)
+
+# --------------------------------------------------------------------------------------------------------------
+# Reference images the service accepts (conservative: what the web app's uploader offers)
+# --------------------------------------------------------------------------------------------------------------
+
+REFERENCE_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+REFERENCE_IMAGE_MAX_BYTES = 20 * 1024 * 1024
+REFERENCE_IMAGE_MIN_SIDE = 64
+REFERENCE_IMAGE_MAX_SIDE = 8192
+MAX_REFERENCES = 4
+# A reference written as a string is an image_uri already on the service when it starts with one of these.
+IMAGE_URI_PREFIXES: tuple[str, ...] = ("tos-",)
+EXPLICIT_URI_PREFIX = "uri:"

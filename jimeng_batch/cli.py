@@ -1,0 +1,254 @@
+"""The `jimeng-batch` command line. Commands are thin: parse, call the library, print.
+
+Only :func:`main` turns a :class:`JimengBatchError` into a message and an exit code; set ``JIMENG_BATCH_DEBUG=1``
+to get the traceback instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich import box
+from rich.table import Table
+
+from jimeng_batch import __version__, catalog
+from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
+from jimeng_batch.manifest import Manifest, SpreadsheetOptions, load_manifest
+from jimeng_batch.plan import PlanSummary, iter_plan_records, summarize
+from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
+from jimeng_batch.sources import display_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_ENV = "JIMENG_BATCH_DEBUG"
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+def spreadsheet_options(command: F) -> F:
+    """Options that stand in for the settings a CSV/XLSX manifest cannot hold."""
+    options = [
+        click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=catalog.DEFAULT_REGION,
+                     show_default=True, help="Region for CSV/XLSX manifests."),
+        click.option("--type", "job_type", type=click.Choice(list(catalog.JOB_TYPES)), default="image",
+                     show_default=True, help="Job type of CSV/XLSX rows without a `type` column."),
+        click.option("--model", default=None, help="Default model for CSV/XLSX rows."),
+        click.option("--ratio", type=click.Choice(list(catalog.IMAGE_RATIOS)), default=None,
+                     help="Default image ratio for CSV/XLSX rows."),
+        click.option("--resolution", type=click.Choice(list(catalog.IMAGE_RESOLUTIONS + catalog.VIDEO_RESOLUTIONS)),
+                     default=None, help="Default resolution for CSV/XLSX rows."),
+        click.option("--protocol-profile", type=click.Choice(list(catalog.PROTOCOL_PROFILES)),
+                     default=catalog.DEFAULT_PROTOCOL_PROFILE, show_default=True,
+                     help="Version constants for CSV/XLSX manifests."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _sheet_options(kwargs: dict[str, Any]) -> SpreadsheetOptions:
+    defaults = {name: kwargs.pop(name) for name in ("model", "ratio", "resolution")}
+    return SpreadsheetOptions(region=kwargs.pop("region"), type=kwargs.pop("job_type"), defaults=defaults,
+                              protocol_profile=kwargs.pop("protocol_profile"))
+
+
+def _err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _load_and_check(path: Path, options: SpreadsheetOptions) -> tuple[Manifest, PlanSummary]:
+    manifest = load_manifest(path, options)
+    summary = summarize(manifest)
+    if summary.problems:
+        error = SchemaError(summary.problems)
+        if summary.more_problems:
+            error.args = (f"{error.args[0]}\n... and {summary.more_problems} more problems",)
+        raise error
+    return manifest, summary
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="jimeng-batch")
+def cli() -> None:
+    """Declarative, validated, resumable batches of Jimeng / Dreamina generations."""
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@spreadsheet_options
+def validate(files: tuple[Path, ...], **kwargs: Any) -> None:
+    """Check manifests (YAML, CSV or XLSX): every problem, each with its location."""
+    options = _sheet_options(kwargs)
+    failed: list[JimengBatchError] = []
+    for path in files:
+        try:
+            manifest, summary = _load_and_check(path, options)
+        except JimengBatchError as exc:
+            failed.append(exc)
+            _err(str(exc))
+            continue
+        click.echo(f"ok: {manifest.display}: {summary.jobs} job(s), {summary.distinct} request(s)"
+                   + (f" ({summary.duplicates} duplicate(s) share a submission)" if summary.duplicates else ""))
+    if failed:
+        raise click.exceptions.Exit(max(e.exit_code for e in failed))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["summary", "json", "jsonl"]), default="summary",
+              show_default=True, help="summary: a readable table; json: the summary as JSON; jsonl: every request "
+                                      "in full (envelope and query exactly as they would be sent).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the plan here instead of to stdout (written whole or not at all).")
+@spreadsheet_options
+def plan(file: Path, fmt: str, out: Path | None, **kwargs: Any) -> None:
+    """Show what FILE would send and what it would cost, without sending anything."""
+    manifest, summary = _load_and_check(file, _sheet_options(kwargs))
+    if fmt == "summary":
+        _write_output(out, lambda write: _print_summary(summary, write))
+    elif fmt == "json":
+        _write_output(out, lambda write: write(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False) + "\n"))
+    else:
+        def lines(write: Callable[[str], None]) -> None:
+            for record in iter_plan_records(manifest):
+                write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+        _write_output(out, lines)
+        if out is not None:
+            _print_summary(summary, lambda text: click.echo(text, nl=False))
+
+
+def _write_output(out: Path | None, produce: Callable[[Callable[[str], None]], None]) -> None:
+    if out is None:
+        produce(lambda text: click.echo(text, nl=False))
+        return
+    temporary = out.with_name(out.name + ".tmp")
+    try:
+        with temporary.open("w", encoding="utf-8", newline="\n") as handle:
+            produce(handle.write)
+        temporary.replace(out)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ConfigError(f"{display_path(out)}: cannot be written ({exc.strerror})") from exc
+
+
+def _print_summary(summary: PlanSummary, write: Callable[[str], None]) -> None:
+    console = Console(file=io.StringIO(), width=110, color_system=None)
+    table = Table(title=f"Plan for {summary.manifest} (region {summary.region}, protocol {summary.protocol_profile})",
+                  title_justify="left", show_footer=True, box=box.SIMPLE)
+    table.add_column("type", footer="total")
+    table.add_column("model")
+    table.add_column("resolution")
+    table.add_column("requests", justify="right", footer=str(summary.distinct))
+    table.add_column("est. credits", justify="right", footer=_credits(summary.estimated_credits))
+    for (job_type, model, resolution), count in sorted(summary.groups.items()):
+        table.add_row(job_type, model, resolution, str(count),
+                      _credits(summary.group_credits[(job_type, model, resolution)]))
+    console.print(table)
+    lines = [f"{summary.jobs} job(s); {summary.distinct} distinct request(s)"]
+    if summary.duplicates:
+        lines[0] += f"; {summary.duplicates} duplicate(s) share a submission (the cache rule)"
+    lines.append(f"reference images to upload: {summary.local_images} distinct file(s)"
+                 + (f", {summary.local_image_bytes} bytes" if summary.local_images else ""))
+    lines.append("credits are estimates from the catalog's cost table (override with `costs:` in the manifest)")
+    assert isinstance(console.file, io.StringIO)
+    write(console.file.getvalue() + "\n".join(lines) + "\n")
+
+
+def _credits(value: float) -> str:
+    return f"{value:g}"
+
+
+@cli.command()
+@click.option("--row", is_flag=True, help="The schema of one spreadsheet row instead of the manifest's.")
+def schema(row: bool) -> None:
+    """Print the manifest JSON Schema (draft 2020-12), for editors and other tools."""
+    click.echo(schema_text(ROW_SCHEMA if row else MANIFEST_SCHEMA), nl=False)
+
+
+@cli.command()
+@click.option("--type", "kind", type=click.Choice(["image", "video"]), default=None, help="Only this kind.")
+@click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None, help="Only models offered here.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(kind: str | None, region: str | None, as_json: bool) -> None:
+    """List the models and what each supports."""
+    rows: list[dict[str, Any]] = []
+    for model in (*catalog.IMAGE_MODELS, *catalog.VIDEO_MODELS):
+        if (kind and model.kind != kind) or (region and region not in model.regions):
+            continue
+        row: dict[str, Any] = {"name": model.name, "kind": model.kind, "key": model.key,
+                               "resolutions": list(model.resolutions), "regions": sorted(model.regions)}
+        if isinstance(model, catalog.VideoModel):
+            row |= {"durations": list(model.durations), "benefit_type": model.benefit_type,
+                    "credits_per_second": dict(model.cost_per_second)}
+        else:
+            row |= {"ratios": list(catalog.IMAGE_RATIOS), "credits": dict(model.cost)}
+        row["note"] = model.note
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(show_lines=False)
+    for column in ("name", "kind", "key", "resolutions", "durations (s)", "regions", "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        durations = row.get("durations")
+        table.add_row(row["name"], row["kind"], row["key"], ", ".join(row["resolutions"]),
+                      "" if durations is None else _span(durations), ", ".join(row["regions"]), row["note"])
+    Console(width=160).print(table)
+
+
+def _span(values: list[int]) -> str:
+    if len(values) > 3 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(str(v) for v in values)
+
+
+def _attach_simulator() -> None:
+    try:
+        from jimeng_batch.sim.cli import sim
+    except ImportError:  # the simulator is optional for the manifest commands
+        return
+    cli.add_command(sim)
+
+
+_attach_simulator()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; the one place errors become messages and exit codes."""
+    try:
+        cli.main(args=argv, prog_name="jimeng-batch", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Abort:
+        _err("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except JimengBatchError as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _err(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # `jimeng-batch plan --format jsonl | head` closes the pipe early; that is not an error.
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as exc:  # a bug, not bad input: say so plainly rather than dump a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc}\n(set {DEBUG_ENV}=1 to see the traceback, and please "
+             "report it)")
+        sys.exit(1)

@@ -1,0 +1,147 @@
+"""Templates to requests: the matrix, template variables, samples, keys, submit ids and seeds. Pure.
+
+The same template always gives the same requests, in the same order, with the same keys, ``submit_id`` s and
+seeds, in any process on any machine: everything derives from the canonical parameters through SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from jimeng_batch import catalog
+from jimeng_batch.catalog import Model, VideoModel
+from jimeng_batch.errors import Problem
+from jimeng_batch.manifest import MATRIX_FIELDS, Settings, Template
+from jimeng_batch.request_spec import ImageInput, RequestSpec
+from jimeng_batch.rules import as_list, check_combination, check_template, resolve_model
+from jimeng_batch.templating import render
+
+# Bump when the canonical form changes: it changes every key, so old ledgers and caches no longer match.
+KEY_VERSION = 1
+KEY_HEX_CHARS = 32
+# The namespace of submit_ids: uuid5(namespace, key).
+SUBMIT_ID_NAMESPACE = uuid.UUID("6f1f3c0e-8d0a-5b57-9a43-6a696d656e67")
+
+
+def type_defaults(job_type: str) -> dict[str, Any]:
+    """The values a request of this type takes for fields the manifest leaves out."""
+    if job_type == "video":
+        return {
+            "model": catalog.DEFAULT_VIDEO_MODEL, "resolution": catalog.DEFAULT_VIDEO_RESOLUTION,
+            "duration": catalog.DEFAULT_VIDEO_DURATION, "aspect_ratio": catalog.DEFAULT_VIDEO_ASPECT_RATIO,
+            "fps": catalog.DEFAULT_FPS,
+        }
+    defaults: dict[str, Any] = {
+        "model": catalog.DEFAULT_IMAGE_MODEL, "resolution": catalog.DEFAULT_IMAGE_RESOLUTION,
+        "ratio": catalog.DEFAULT_IMAGE_RATIO, "sample_strength": catalog.DEFAULT_SAMPLE_STRENGTH,
+    }
+    if job_type == "image":
+        defaults["negative_prompt"] = ""
+    return defaults
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_key(canonical: dict[str, Any]) -> tuple[str, str]:
+    """The key (32 hex digits) of a request's canonical parameters, and the full digest."""
+    digest = hashlib.sha256(canonical_json({"v": KEY_VERSION, **canonical}).encode("utf-8")).hexdigest()
+    return digest[:KEY_HEX_CHARS], digest
+
+
+def submit_id_for(key: str) -> str:
+    return str(uuid.uuid5(SUBMIT_ID_NAMESPACE, key))
+
+
+def derived_seed(digest: str) -> int:
+    """A seed in the document's range, from the part of the digest the key does not show."""
+    return catalog.SEED_BASE + int(digest[KEY_HEX_CHARS:KEY_HEX_CHARS + 16], 16) % catalog.SEED_SPAN
+
+
+def _image_identity(image: ImageInput) -> list[Any]:
+    return [image.identity, image.strength]
+
+
+def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Problem]:
+    """Every request of a template, or the problems that stop it from being expanded."""
+    problems = check_template(template)
+    if problems:
+        yield from problems
+        return
+    fields = type_defaults(template.type) | template.fields
+    axes = [(name, as_list(fields[name])) for name in MATRIX_FIELDS if name in fields]
+    axes += [(f"var:{name}", as_list(value)) for name, value in template.vars.items()]
+    count = int(fields.get("count", 1))
+    seen_problems: set[Problem] = set()
+    models: dict[str, Model | Problem] = {}
+    for choice in itertools.product(*(range(len(values)) for _, values in axes)):
+        values = {name: axis[choice[i]] for i, (name, axis) in enumerate(axes)}
+        # Where to point a problem: the list item when the field is a list, else the field itself.
+        indexes = {name: (choice[i] if isinstance(fields.get(name), list) else None) for i, (name, _) in
+                   enumerate(axes)}
+        model_name = str(values["model"])
+        if model_name not in models:
+            models[model_name] = resolve_model(model_name, template.type, settings.region,
+                                               template.locate("model", indexes.get("model")))
+        model = models[model_name]
+        found = [model] if isinstance(model, Problem) else check_combination(model, values, template, indexes)
+        if found:
+            for problem in found:
+                if problem not in seen_problems:
+                    seen_problems.add(problem)
+                    yield problem
+            continue
+        assert not isinstance(model, Problem)
+        yield from _samples(template, settings, model, fields, values, count)
+
+
+def _samples(template: Template, settings: Settings, model: Model, fields: dict[str, Any], values: dict[str, Any],
+             count: int) -> Iterator[RequestSpec]:
+    variables = {name[4:]: value for name, value in values.items() if name.startswith("var:")}
+    prompt = render(str(values["prompt"]), variables)
+    params: dict[str, Any] = {
+        "region": settings.region, "type": template.type, "model": model.key, "prompt": prompt,
+        "resolution": values["resolution"],
+    }
+    extra: dict[str, Any] = {}
+    if isinstance(model, VideoModel):
+        first, end = fields.get("first_frame"), fields.get("end_frame")
+        params |= {"duration": int(values["duration"]), "aspect_ratio": values["aspect_ratio"],
+                   "fps": int(values["fps"]),
+                   "first_frame": first.identity if first else None, "end_frame": end.identity if end else None}
+        extra |= {"duration": params["duration"], "aspect_ratio": params["aspect_ratio"], "fps": params["fps"],
+                  "first_frame": first, "end_frame": end}
+    else:
+        params |= {"ratio": values["ratio"], "sample_strength": float(values["sample_strength"])}
+        extra |= {"ratio": params["ratio"], "sample_strength": params["sample_strength"]}
+        if template.type == "image":
+            params["negative_prompt"] = render(str(values["negative_prompt"]), variables)
+            extra["negative_prompt"] = params["negative_prompt"]
+        else:
+            references: tuple[ImageInput, ...] = fields["references"]
+            params["references"] = [_image_identity(r) for r in references]
+            extra["references"] = references
+    given_seed = values.get("seed")
+    params["seed"] = given_seed
+    credits = settings.costs.estimate(model, params["resolution"], params.get("duration"))
+    for sample in range(count):
+        key, digest = request_key({**params, "sample": sample})
+        yield RequestSpec(
+            key=key, submit_id=submit_id_for(key), sample=sample, type=template.type, region=settings.region,
+            model=model.name, model_key=model.key, prompt=prompt,
+            seed=_seed(template.type, given_seed, digest),
+            seed_given=given_seed is not None, resolution=params["resolution"], source=template.source,
+            estimated_credits=credits, **extra,
+        )
+
+
+def _seed(job_type: str, given: Any, digest: str) -> int | None:
+    if job_type == "image_to_image":
+        return None
+    return int(given) if given is not None else derived_seed(digest)

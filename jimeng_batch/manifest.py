@@ -1,0 +1,448 @@
+"""Manifests: a YAML file of settings and jobs, or a CSV/XLSX file of one request per row.
+
+Loading checks the YAML against ``schemas/manifest.schema.json`` and turns it into :class:`Manifest`: settings
+plus job definitions. :meth:`Manifest.templates` then yields one :class:`Template` per job (or per spreadsheet row
+of a job), with defaults merged in, reference images read and hashed, and every value's location kept, ready for
+the pure expansion in :mod:`jimeng_batch.expand`. Spreadsheet rows are streamed, never held all at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jimeng_batch import catalog
+from jimeng_batch.catalog import JobType
+from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError
+from jimeng_batch.images import ImageProblem, LocalImage, inspect_image
+from jimeng_batch.request_spec import ImageInput, Source
+from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, did_you_mean, load_schema, validate
+from jimeng_batch.sources import (
+    SheetRow,
+    SourceMap,
+    display_path,
+    is_spreadsheet,
+    iter_sheet,
+    load_yaml,
+    read_header,
+)
+
+# Fields whose value may be a list that multiplies the requests (the matrix), in expansion order.
+MATRIX_FIELDS: tuple[str, ...] = (
+    "prompt", "negative_prompt", "model", "ratio", "resolution", "sample_strength", "seed", "duration", "aspect_ratio",
+)
+IMAGE_FIELDS = ("references", "first_frame", "end_frame")
+VAR_COLUMN_PREFIX = "var."
+LIST_SEPARATOR = "|"
+# Spreadsheet cells are text; these columns hold numbers.
+_INTEGER_COLUMNS = frozenset({"seed", "count", "duration", "fps"})
+_NUMBER_COLUMNS = frozenset({"sample_strength", "reference_strength"})
+_SCALAR_COLUMNS = frozenset({"type", "count", "fps", "reference_strength", "first_frame", "end_frame"})
+
+Spot = Callable[[int | None], Location]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Manifest-wide settings."""
+
+    region: str = catalog.DEFAULT_REGION
+    protocol_profile: str = catalog.DEFAULT_PROTOCOL_PROFILE
+    protocol: catalog.ProtocolVersions = catalog.PROTOCOL_PROFILES[catalog.DEFAULT_PROTOCOL_PROFILE]
+    costs: catalog.CostTable = field(default_factory=catalog.CostTable)
+    limits: Mapping[str, float] = field(default_factory=dict)
+    cache: Mapping[str, Any] = field(default_factory=dict)
+    output_dir: str | None = None
+    budget: float | None = None
+
+
+@dataclass
+class Template:
+    """A job, or one spreadsheet row of a job: its field values before the matrix is expanded.
+
+    ``fields`` holds the merged values (defaults, then the job, then the row); a matrix field may hold a list.
+    ``spots`` says where each field's value (or list item) was written, for located problems.
+    """
+
+    job: str
+    job_index: int
+    type: JobType
+    source: Source
+    fields: dict[str, Any]
+    spots: dict[str, Spot]
+    vars: dict[str, Any] = field(default_factory=dict)
+    var_spots: dict[str, Spot] = field(default_factory=dict)
+    anchor: Location | None = None  # where the job (or row) itself starts
+
+    def locate(self, name: str, index: int | None = None) -> Location:
+        spot = self.spots.get(name) or self.var_spots.get(name)
+        if spot is not None:
+            return spot(index)
+        assert self.anchor is not None
+        return self.anchor
+
+
+@dataclass
+class JobDef:
+    """One job of a manifest, as written (with the manifest's defaults merged in)."""
+
+    name: str
+    index: int
+    type: JobType
+    fields: dict[str, Any]
+    spots: dict[str, Spot]
+    vars: dict[str, Any]
+    var_spots: dict[str, Spot]
+    anchor: Location
+    base_dir: Path
+    rows: Path | None = None
+    rows_location: Location | None = None
+
+
+@dataclass
+class Manifest:
+    """A loaded, schema-checked manifest. Iterate :meth:`templates` for the work it describes."""
+
+    path: Path
+    display: str
+    settings: Settings
+    jobs: list[JobDef]
+    _images: dict[Path, LocalImage | ImageProblem] = field(default_factory=dict)
+
+    def templates(self) -> Iterator[Template | Problem]:
+        """Every job (or spreadsheet row of a job) as a template, or the problems found reading it."""
+        for job in self.jobs:
+            if job.rows is None:
+                yield from self._with_images(
+                    Template(job.name, job.index, job.type, Source(self.display, job.name, job.index),
+                             dict(job.fields), dict(job.spots), dict(job.vars), dict(job.var_spots), job.anchor),
+                    job.base_dir,
+                )
+            else:
+                yield from self._row_templates(job)
+
+    def _row_templates(self, job: JobDef) -> Iterator[Template | Problem]:
+        assert job.rows is not None
+        shown = display_path(job.rows)
+        try:
+            header = read_header(job.rows)
+        except ManifestError as exc:
+            yield Problem(job.rows_location or job.anchor, str(exc).removeprefix(f"{shown}: "))
+            return
+        header_problems = check_header(header, shown)
+        yield from header_problems
+        if header_problems:
+            return
+        for row in iter_sheet(job.rows):
+            yield from self._row_template(job, row, shown)
+
+    def _row_template(self, job: JobDef, row: SheetRow, shown: str) -> Iterator[Template | Problem]:
+        values, problems = read_row(row, shown)
+        if problems:
+            yield from problems
+            return
+        fields = dict(job.fields)
+        spots = dict(job.spots)
+        variables = dict(job.vars)
+        var_spots = dict(job.var_spots)
+        row_type = values.pop("type", job.type)
+        for name, value in values.items():
+            spot = _cell_spot(shown, row.number, name)
+            if name.startswith(VAR_COLUMN_PREFIX):
+                variables[name[len(VAR_COLUMN_PREFIX):]] = value
+                var_spots[name[len(VAR_COLUMN_PREFIX):]] = spot
+            else:
+                fields[name] = value
+                spots[name] = spot
+        source = Source(self.display, job.name, job.index, row.number)
+        anchor = Location(shown, row=row.number)
+        template = Template(job.name, job.index, row_type, source, fields, spots, variables, var_spots, anchor)
+        yield from self._with_images(template, job.rows.parent if job.rows else job.base_dir)
+
+    def _with_images(self, template: Template, base_dir: Path) -> Iterator[Template | Problem]:
+        """Read the template's local images (once per file per manifest); unusable ones are problems."""
+        problems: list[Problem] = []
+        for name in IMAGE_FIELDS:
+            if name not in template.fields:
+                continue
+            value = template.fields[name]
+            if name == "references":
+                default_strength = float(template.fields.get("reference_strength", catalog.DEFAULT_REFERENCE_STRENGTH))
+                resolved = []
+                for i, item in enumerate(value):
+                    image = self._image(item, base_dir, template.locate(name, i), problems, default_strength)
+                    if image is not None:
+                        resolved.append(image)
+                template.fields[name] = tuple(resolved)
+            else:
+                template.fields[name] = self._image(value, base_dir, template.locate(name), problems, None)
+        if problems:
+            yield from problems
+        else:
+            yield template
+
+    def _image(self, item: Any, base_dir: Path, where: Location, problems: list[Problem],
+               default_strength: float | None) -> ImageInput | None:
+        if isinstance(item, ImageInput):
+            return item
+        strength = default_strength
+        if isinstance(item, Mapping):
+            if "strength" in item:
+                strength = float(item["strength"])
+            if "uri" in item:
+                return ImageInput("uri", str(item["uri"]), strength=strength)
+            text = str(item["image"])
+        else:
+            text = str(item)
+            if text.startswith(catalog.EXPLICIT_URI_PREFIX):
+                return ImageInput("uri", text[len(catalog.EXPLICIT_URI_PREFIX):], strength=strength)
+            if text.startswith(catalog.IMAGE_URI_PREFIXES):
+                return ImageInput("uri", text, strength=strength)
+        path = (base_dir / text).resolve()
+        if path not in self._images:
+            try:
+                self._images[path] = inspect_image(path)
+            except ImageProblem as exc:
+                self._images[path] = exc
+        info = self._images[path]
+        if isinstance(info, ImageProblem):
+            hint = f" (looked in {display_path(base_dir) or '.'})" if isinstance(info, FileNotFoundError) else ""
+            problems.append(Problem(where, f"image '{text}': {info}{hint}"))
+            return None
+        return ImageInput("file", text, info.sha256, info.width, info.height, info.format, strength)
+
+    def local_images(self) -> dict[Path, LocalImage]:
+        """The distinct local images read so far (after iterating :meth:`templates`)."""
+        return {p: i for p, i in self._images.items() if isinstance(i, LocalImage)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpreadsheetOptions:
+    """Settings for a CSV/XLSX manifest, which has no settings of its own (they come from the command line)."""
+
+    region: str = catalog.DEFAULT_REGION
+    type: JobType = "image"
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    protocol_profile: str = catalog.DEFAULT_PROTOCOL_PROFILE
+
+
+def load_manifest(path: Path, options: SpreadsheetOptions | None = None) -> Manifest:
+    """Load and schema-check a manifest file; raise SchemaError with every located problem."""
+    if is_spreadsheet(path):
+        return _load_spreadsheet(path, options or SpreadsheetOptions())
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise ManifestError(f"{display_path(path)}: unknown manifest type '{path.suffix}'; use .yaml, .yml, .csv or .xlsx")
+    document = load_yaml(path)
+    where = document.where
+    locate = where.locate
+    problems = validate(document.data, MANIFEST_SCHEMA, lambda p, k: locate(p, key=k))
+    if problems:
+        raise SchemaError(problems)
+    data: dict[str, Any] = document.data
+    settings = _settings(data)
+    jobs: list[JobDef] = []
+    names: dict[str, Location] = {}
+    base_dir = path.parent
+    defaults: dict[str, Any] = data.get("defaults", {})
+    for index, job in enumerate(data["jobs"]):
+        name = job.get("name", f"job-{index + 1}")
+        anchor = locate(("jobs", index))
+        if name in names:
+            problems.append(Problem(locate(("jobs", index, "name")),
+                                    f"job name '{name}' is already used at {names[name]}; names must be unique"))
+        names.setdefault(name, anchor)
+        job_type: JobType = job["type"]
+        fields: dict[str, Any] = {}
+        spots: dict[str, Spot] = {}
+        for key, value in defaults.items():
+            if applies_to(key, value, job_type):
+                fields[key] = value
+                spots[key] = _yaml_spot(where, ("defaults", key))
+        for key, value in job.items():
+            if key in ("name", "type", "vars", "rows"):
+                continue
+            fields[key] = value
+            spots[key] = _yaml_spot(where, ("jobs", index, key))
+        variables = dict(job.get("vars", {}))
+        var_spots = {k: _yaml_spot(where, ("jobs", index, "vars", k)) for k in variables}
+        rows = rows_location = None
+        if "rows" in job:
+            rows = (base_dir / job["rows"]).resolve()
+            rows_location = locate(("jobs", index, "rows"))
+            if not rows.is_file():
+                problems.append(Problem(rows_location, f"rows file '{job['rows']}' not found "
+                                                       f"(looked in {display_path(base_dir) or '.'})"))
+        jobs.append(JobDef(name, index, job_type, fields, spots, variables, var_spots, anchor, base_dir, rows,
+                           rows_location))
+    if problems:
+        raise SchemaError(problems)
+    return Manifest(path, where.file, settings, jobs)
+
+
+def _yaml_spot(where: SourceMap, path: tuple[str | int, ...]) -> Spot:
+    def spot(index: int | None = None) -> Location:
+        return where.locate(path if index is None else (*path, index))
+
+    return spot
+
+
+def _cell_spot(file: str, row: int, column: str) -> Spot:
+    location = Location(file, row=row, column_name=column)
+    return lambda index=None: location
+
+
+def _settings(data: Mapping[str, Any]) -> Settings:
+    protocol_data: Mapping[str, Any] = data.get("protocol", {})
+    profile = protocol_data.get("profile", catalog.DEFAULT_PROTOCOL_PROFILE)
+    protocol = catalog.PROTOCOL_PROFILES[profile].with_overrides(protocol_data)
+    cache = dict(data.get("cache", {}))
+    ttl = cache.get("ttl", 300)
+    cache["ttl"] = math.inf if ttl == "forever" else float(ttl)
+    output: Mapping[str, Any] = data.get("output", {})
+    return Settings(
+        region=data.get("region", catalog.DEFAULT_REGION),
+        protocol_profile=profile,
+        protocol=protocol,
+        costs=catalog.CostTable(dict(data.get("costs", {}))),
+        limits=dict(data.get("limits", {})),
+        cache=cache,
+        output_dir=output.get("dir"),
+        budget=data.get("budget"),
+    )
+
+
+def applies_to(name: str, value: Any, job_type: JobType) -> bool:
+    """Whether a default applies to a job of this type (a video default is not an image job's business)."""
+    if name not in FIELDS_BY_TYPE[job_type]:
+        return False
+    if name == "resolution":
+        allowed = catalog.VIDEO_RESOLUTIONS if job_type == "video" else catalog.IMAGE_RESOLUTIONS
+        values = value if isinstance(value, list) else [value]
+        return all(v in allowed for v in values)
+    return True
+
+
+_COMMON = frozenset({"prompt", "model", "resolution", "count"})
+# The document's blend draft carries no seed, so image_to_image jobs take none.
+FIELDS_BY_TYPE: Mapping[JobType, frozenset[str]] = {
+    "image": _COMMON | {"seed", "negative_prompt", "ratio", "sample_strength"},
+    "image_to_image": _COMMON | {"ratio", "sample_strength", "references", "reference_strength"},
+    "video": _COMMON | {"seed", "duration", "aspect_ratio", "fps", "first_frame", "end_frame"},
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Spreadsheets
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _load_spreadsheet(path: Path, options: SpreadsheetOptions) -> Manifest:
+    shown = display_path(path)
+    if not path.is_file():
+        raise ManifestError(f"{shown}: no such file")
+    problems = check_header(read_header(path), shown)
+    if problems:
+        raise SchemaError(problems)
+    profile = options.protocol_profile
+    settings = Settings(region=options.region, protocol_profile=profile, protocol=catalog.PROTOCOL_PROFILES[profile])
+    anchor = Location(shown, row=1)
+    option_spot: Spot = lambda index=None: Location("command line")  # noqa: E731 - a tiny constant function
+    fields = {k: v for k, v in options.defaults.items() if v is not None}
+    job = JobDef(path.stem, 0, options.type, fields, {k: option_spot for k in fields}, {}, {}, anchor,
+                 path.parent, path, anchor)
+    return Manifest(path, shown, settings, [job])
+
+
+def known_columns() -> list[str]:
+    return list(load_schema(ROW_SCHEMA)["properties"])
+
+
+def check_header(header: list[str], shown: str) -> list[Problem]:
+    """Unknown or repeated column names, reported once, at the header row."""
+    problems: list[Problem] = []
+    known = known_columns()
+    seen: set[str] = set()
+    for raw in header:
+        name = raw.strip()
+        if not name:
+            continue
+        where = Location(shown, row=1, column_name=name)
+        if name in seen:
+            problems.append(Problem(where, f"column '{name}' appears twice; give each column once"))
+        seen.add(name)
+        if name in known:
+            continue
+        if name.startswith(VAR_COLUMN_PREFIX):
+            if not name[len(VAR_COLUMN_PREFIX):].isidentifier():
+                problems.append(Problem(where, f"'{name}' is not a valid variable column; use var.NAME with NAME "
+                                               "made of letters, digits and _"))
+            continue
+        problems.append(Problem(where, f"unknown column '{name}'{did_you_mean(name, known)}; allowed: "
+                                       f"{', '.join(known)}, or var.NAME for a template variable"))
+    if not any(h.strip() for h in header):
+        problems.append(Problem(Location(shown, row=1), "the first row must name the columns (e.g. prompt, model)"))
+    return problems
+
+
+def _split(cell: str) -> list[str]:
+    r"""Split a list cell on `|`; `\|` is a literal bar."""
+    parts = cell.replace("\\|", "\0").split(LIST_SEPARATOR)
+    return [p.replace("\0", "|").strip() for p in parts]
+
+
+def _coerce(name: str, text: str) -> int | float | str:
+    if name in _INTEGER_COLUMNS:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not a whole number") from None
+        if not number.is_integer():
+            raise ValueError(f"'{text}' is not a whole number")
+        return int(number)
+    if name in _NUMBER_COLUMNS:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"'{text}' is not a finite number")
+        return number
+    return text
+
+
+def read_row(row: SheetRow, shown: str) -> tuple[dict[str, Any], list[Problem]]:
+    """A spreadsheet row's cells as typed field values, checked against ``schemas/row.schema.json``."""
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for name, cell in row.cells.items():
+        if name == "\0extra":
+            problems.append(Problem(Location(shown, row=row.number),
+                                    f"{cell} cell(s) beyond the last named column; name the column or clear them"))
+            continue
+        is_list = name not in _SCALAR_COLUMNS
+        items = _split(cell) if is_list else [cell]
+        try:
+            typed = [_coerce(name, item) for item in items]
+        except ValueError as exc:
+            problems.append(Problem(Location(shown, row=row.number, column_name=name), str(exc)))
+            continue
+        if name == "references":
+            values[name] = typed
+        else:
+            values[name] = typed if len(typed) > 1 else typed[0]
+    if problems:
+        return values, problems
+
+    def locate(path: tuple[str | int, ...], is_key: bool) -> Location:
+        column = str(path[0]) if path else None
+        return Location(shown, row=row.number, column_name=column)
+
+    return values, validate(values, ROW_SCHEMA, locate)

@@ -1,0 +1,138 @@
+"""Planning: every request a manifest describes, checked and counted, at zero cost.
+
+A plan makes two streaming passes over the manifest: the first finds every problem and counts the requests; the
+second, only when there were no problems, writes each distinct request in full. Spreadsheet rows are read again
+rather than kept, so memory stays flat however long the file (only the 16-byte digest of each key is kept, to
+drop duplicates: identical requests share one submission).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from jimeng_batch import catalog
+from jimeng_batch.drafts import build_request, default_web_id
+from jimeng_batch.errors import Problem
+from jimeng_batch.expand import expand
+from jimeng_batch.manifest import Manifest, Template
+from jimeng_batch.request_spec import RequestSpec
+
+MAX_PROBLEMS = 1000  # beyond this only a count is kept, so a broken million-row file cannot exhaust memory
+
+
+def iter_requests(manifest: Manifest) -> Iterator[RequestSpec | Problem]:
+    """Every request of the manifest, in order, or the problems found on the way (duplicates included)."""
+    for item in manifest.templates():
+        if isinstance(item, Template):
+            yield from expand(item, manifest.settings)
+        else:
+            yield item
+
+
+def iter_distinct(manifest: Manifest) -> Iterator[RequestSpec | Problem]:
+    """Like :func:`iter_requests`, without repeats of a request already seen."""
+    seen: set[bytes] = set()
+    for item in iter_requests(manifest):
+        if isinstance(item, RequestSpec):
+            digest = bytes.fromhex(item.key)
+            if digest in seen:
+                continue
+            seen.add(digest)
+        yield item
+
+
+@dataclass
+class PlanSummary:
+    """What a manifest would do: counts and estimated credits, by type, model and resolution."""
+
+    manifest: str
+    region: str
+    protocol_profile: str
+    jobs: int
+    requests: int = 0
+    distinct: int = 0
+    estimated_credits: float = 0.0
+    groups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    group_credits: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    local_images: int = 0
+    local_image_bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    more_problems: int = 0
+
+    @property
+    def duplicates(self) -> int:
+        return self.requests - self.distinct
+
+    @property
+    def problem_count(self) -> int:
+        return len(self.problems) + self.more_problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "manifest": self.manifest, "region": self.region, "protocol_profile": self.protocol_profile,
+            "jobs": self.jobs, "requests": self.requests, "distinct_requests": self.distinct,
+            "duplicates": self.duplicates, "estimated_credits": self.estimated_credits,
+            "local_images_to_upload": self.local_images, "local_image_bytes": self.local_image_bytes,
+            "groups": [
+                {"type": t, "model": m, "resolution": r, "requests": n, "estimated_credits": self.group_credits[(t, m, r)]}
+                for (t, m, r), n in sorted(self.groups.items())
+            ],
+        }
+
+
+def summarize(manifest: Manifest) -> PlanSummary:
+    """One pass over the manifest: all problems, and the counts of what it would send."""
+    summary = PlanSummary(manifest.display, manifest.settings.region, manifest.settings.protocol_profile,
+                          len(manifest.jobs))
+    seen: set[bytes] = set()
+    for item in iter_requests(manifest):
+        if isinstance(item, Problem):
+            if len(summary.problems) < MAX_PROBLEMS:
+                summary.problems.append(item)
+            else:
+                summary.more_problems += 1
+            continue
+        summary.requests += 1
+        digest = bytes.fromhex(item.key)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        summary.distinct += 1
+        group = (item.type, item.model, item.resolution)
+        summary.groups[group] += 1
+        summary.group_credits[group] += item.estimated_credits
+        summary.estimated_credits += item.estimated_credits
+    images = manifest.local_images()
+    summary.local_images = len({info.sha256 for info in images.values()})
+    summary.local_image_bytes = sum({info.sha256: info.size for info in images.values()}.values())
+    return summary
+
+
+def plan_web_id(manifest: Manifest) -> str:
+    """The webId a plan shows: the manifest's setting, or one derived from the region (stable across runs)."""
+    return manifest.settings.protocol.web_id or default_web_id(manifest.settings.region)
+
+
+def plan_record(spec: RequestSpec, manifest: Manifest, web_id: str) -> dict[str, Any]:
+    """One line of ``plan --format jsonl``: the request's identity, parameters and the exact HTTP request."""
+    region = catalog.REGIONS[manifest.settings.region]
+    request = build_request(spec, region, manifest.settings.protocol, web_id=web_id)
+    source: dict[str, Any] = {"file": spec.source.file, "job": spec.source.job}
+    if spec.source.row is not None:
+        source["row"] = spec.source.row
+    return {
+        "key": spec.key, "submit_id": spec.submit_id, "sample": spec.sample, "source": source,
+        "params": spec.params(), "estimated_credits": spec.estimated_credits,
+        "request": {"method": request.method, "path": request.path, "query": request.query, "body": request.body},
+    }
+
+
+def iter_plan_records(manifest: Manifest) -> Iterator[dict[str, Any]]:
+    """Every distinct request in full; call only for a manifest that :func:`summarize` found no problem in."""
+    web_id = plan_web_id(manifest)
+    for item in iter_distinct(manifest):
+        if isinstance(item, RequestSpec):
+            yield plan_record(item, manifest, web_id)

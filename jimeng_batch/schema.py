@@ -1,0 +1,214 @@
+"""The JSON Schemas in ``schemas/``: loading them and turning jsonschema's errors into located, readable problems.
+
+The schemas ship inside the wheel (as ``jimeng_batch/schemas``); in a source checkout they are read from the
+top-level ``schemas/`` folder. Both paths hold the same files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from jimeng_batch.errors import Location, Problem
+
+MANIFEST_SCHEMA = "manifest.schema.json"
+ROW_SCHEMA = "row.schema.json"
+
+Locator = Callable[[tuple[str | int, ...], bool], Location]
+
+_JSON_TYPE_NAMES = {
+    "string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+    "array": "a list", "object": "a mapping", "null": "nothing",
+}
+
+
+def _schema_text(name: str) -> str:
+    packaged = resources.files("jimeng_batch").joinpath("schemas", name)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    # A source checkout or an editable install: the schemas live beside the package.
+    return (Path(__file__).resolve().parent.parent / "schemas" / name).read_text(encoding="utf-8")
+
+
+@cache
+def load_schema(name: str) -> Mapping[str, Any]:
+    """The parsed schema ``name`` (``manifest.schema.json`` or ``row.schema.json``)."""
+    schema: dict[str, Any] = json.loads(_schema_text(name))
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def schema_text(name: str = MANIFEST_SCHEMA) -> str:
+    return _schema_text(name)
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name))
+
+
+def describe_value(value: Any) -> str:
+    """A short rendering of a value for messages."""
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"'{shown}'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a choice is close to ``word``, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def allowed_list(values: Sequence[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _type_names(schema: Mapping[str, Any]) -> list[str]:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return [_JSON_TYPE_NAMES.get(k, k) for k in kind]
+    if isinstance(kind, str):
+        name = _JSON_TYPE_NAMES.get(kind, kind)
+        items = schema.get("items")
+        if kind == "array" and isinstance(items, Mapping):
+            inner = _type_names(items) or ["allowed values"]
+            return [f"a list of {' or '.join(inner)}"]
+        return [name]
+    if "enum" in schema:
+        return ["one of: " + allowed_list(schema["enum"])]
+    if "const" in schema:
+        return [describe_value(schema["const"])]
+    return []
+
+
+def _branch_types(error: ValidationError) -> list[str]:
+    names: list[str] = []
+    for branch in error.validator_value:
+        for name in _type_names(branch):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _relevant(error: ValidationError) -> ValidationError:
+    """For a oneOf/anyOf failure, the sub-error of the branch that fits the value's shape, if one does."""
+    while error.validator in ("oneOf", "anyOf") and error.context:
+        shaped = [e for e in error.context if e.validator != "type"]
+        if not shaped:
+            return error
+        error = best_match(shaped)
+    return error
+
+
+def _message(error: ValidationError, field: str) -> str:
+    value = error.instance
+    kind = error.validator
+    if kind in ("oneOf", "anyOf"):
+        types = _branch_types(error)
+        if types:
+            return f"{field}: expected {' or '.join(types)}, got {describe_value(value)}"
+        return f"{field}: {describe_value(value)} is not allowed here"
+    if kind == "type":
+        expected = _type_names(error.schema) or [str(error.validator_value)]
+        return f"{field}: expected {' or '.join(expected)}, got {describe_value(value)}"
+    if kind == "enum":
+        allowed = [str(v) for v in error.validator_value]
+        hint = did_you_mean(str(value), allowed)
+        return f"{field}: {describe_value(value)} is not allowed{hint}; allowed: {allowed_list(allowed)}"
+    if kind == "const":
+        return f"{field}: must be {describe_value(error.validator_value)}, got {describe_value(value)}"
+    if kind == "minimum":
+        return f"{field}: {value} is below the minimum of {error.validator_value}"
+    if kind == "exclusiveMinimum":
+        return f"{field}: {value} must be greater than {error.validator_value}"
+    if kind == "maximum":
+        return f"{field}: {value} is above the maximum of {error.validator_value}"
+    if kind == "minItems":
+        return f"{field}: the list must have at least {error.validator_value} item(s)"
+    if kind == "maxItems":
+        return f"{field}: the list may have at most {error.validator_value} items, got {len(value)}"
+    if kind == "minLength":
+        return f"{field}: must not be empty"
+    if kind == "pattern":
+        description = error.schema.get("description", f"must match {error.validator_value}")
+        return f"{field}: {describe_value(value)} is not valid: {description}"
+    if kind == "propertyNames":
+        return f"{field}: {error.message}"
+    if kind == "not":
+        return f"{field}: give either `image` or `uri`, not both"
+    return f"{field}: {error.message}"
+
+
+def _field_name(path: Sequence[str | int]) -> str:
+    parts: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            parts.append(f"[{part + 1}]" if parts else f"item {part + 1}")
+        else:
+            parts.append(("." if parts else "") + part)
+    return "".join(parts) or "the document"
+
+
+def _property_names(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[str]:
+    """The property names a (possibly $ref'd) object schema declares."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return _property_names(target, root) + list(schema.get("properties", {}))
+    return list(schema.get("properties", {}))
+
+
+def _unknown_keys(error: ValidationError, root: Mapping[str, Any], locate: Locator, base: tuple[str | int, ...],
+                  problems: list[Problem]) -> None:
+    known = _property_names(error.schema, root)
+    patterns = error.schema.get("patternProperties", {})
+    for key in error.instance:
+        if key in known or any(re.search(p, key) for p in patterns):
+            continue
+        path = (*base, *error.absolute_path, key)
+        owner = _field_name([*base, *error.absolute_path])
+        where = "" if owner == "the document" else f" in {owner}"
+        problems.append(
+            Problem(locate(path, True), f"unknown key '{key}'{where}{did_you_mean(key, known)}; "
+                                         f"allowed: {allowed_list(known)}")
+        )
+
+
+def validate(instance: Any, schema_name: str, locate: Locator, base: tuple[str | int, ...] = ()) -> list[Problem]:
+    """Every schema problem of ``instance``, each located through ``locate(path, is_key)``."""
+    root = load_schema(schema_name)
+    problems: list[Problem] = []
+    for raw in _validator(schema_name).iter_errors(instance):
+        error = _relevant(raw)
+        if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+            _unknown_keys(error, root, locate, base, problems)
+            continue
+        path = (*base, *error.absolute_path)
+        if error.validator == "required":
+            missing = [name for name in error.validator_value if name not in error.instance]
+            for name in missing:
+                problems.append(Problem(locate(path, False), f"{_field_name(path)}: missing required key '{name}'"))
+            continue
+        problems.append(Problem(locate(path, False), _message(error, _field_name(path))))
+    return problems
