@@ -225,7 +225,10 @@ _attach_simulator()
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the one place errors become messages and exit codes."""
     try:
-        cli.main(args=argv, prog_name="jimeng-batch", standalone_mode=False)
+        # Outside standalone mode click returns the code of a `click.exceptions.Exit` instead of raising it.
+        result = cli.main(args=argv, prog_name="jimeng-batch", standalone_mode=False)
+        if isinstance(result, int) and result:
+            sys.exit(result)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -71,7 +71,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.message}"
+        message = self.message
+        column = self.location.column_name
+        if column and message.startswith(f"{column}: "):
+            message = message[len(column) + 2:]  # the location already names the column
+        return f"{self.location}: {message}"
 
 
 class JimengBatchError(Exception):

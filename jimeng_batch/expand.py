@@ -71,9 +71,7 @@ def _image_identity(image: ImageInput) -> list[Any]:
 def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Problem]:
     """Every request of a template, or the problems that stop it from being expanded."""
     problems = check_template(template)
-    if problems:
-        yield from problems
-        return
+    yield from problems
     fields = type_defaults(template.type) | template.fields
     axes = [(name, as_list(fields[name])) for name in MATRIX_FIELDS if name in fields]
     axes += [(f"var:{name}", as_list(value)) for name, value in template.vars.items()]
@@ -81,10 +79,12 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
     seen_problems: set[Problem] = set()
     models: dict[str, Model | Problem] = {}
     for choice in itertools.product(*(range(len(values)) for _, values in axes)):
-        values = {name: axis[choice[i]] for i, (name, axis) in enumerate(axes)}
+        values = fields | {name: axis[choice[i]] for i, (name, axis) in enumerate(axes)}
         # Where to point a problem: the list item when the field is a list, else the field itself.
         indexes = {name: (choice[i] if isinstance(fields.get(name), list) else None) for i, (name, _) in
                    enumerate(axes)}
+        if "prompt" not in values:
+            values["prompt"] = ""  # reported by check_template; the combination checks still run
         model_name = str(values["model"])
         if model_name not in models:
             models[model_name] = resolve_model(model_name, template.type, settings.region,
@@ -96,6 +96,8 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
                 if problem not in seen_problems:
                     seen_problems.add(problem)
                     yield problem
+            continue
+        if problems:  # the template's own problems were reported; its combinations are still checked
             continue
         assert not isinstance(model, Problem)
         yield from _samples(template, settings, model, fields, values, count)

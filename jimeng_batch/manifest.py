@@ -110,10 +110,12 @@ class Manifest:
     display: str
     settings: Settings
     jobs: list[JobDef]
+    load_problems: list[Problem] = field(default_factory=list)
     _images: dict[Path, LocalImage | ImageProblem] = field(default_factory=dict)
 
     def templates(self) -> Iterator[Template | Problem]:
         """Every job (or spreadsheet row of a job) as a template, or the problems found reading it."""
+        yield from self.load_problems
         for job in self.jobs:
             if job.rows is None:
                 yield from self._with_images(
@@ -127,6 +129,10 @@ class Manifest:
     def _row_templates(self, job: JobDef) -> Iterator[Template | Problem]:
         assert job.rows is not None
         shown = display_path(job.rows)
+        if not job.rows.is_file():
+            yield Problem(job.rows_location or job.anchor,
+                          f"rows file '{display_path(job.rows)}' not found")
+            return
         try:
             header = read_header(job.rows)
         except ManifestError as exc:
@@ -277,14 +283,10 @@ def load_manifest(path: Path, options: SpreadsheetOptions | None = None) -> Mani
         if "rows" in job:
             rows = (base_dir / job["rows"]).resolve()
             rows_location = locate(("jobs", index, "rows"))
-            if not rows.is_file():
-                problems.append(Problem(rows_location, f"rows file '{job['rows']}' not found "
-                                                       f"(looked in {display_path(base_dir) or '.'})"))
         jobs.append(JobDef(name, index, job_type, fields, spots, variables, var_spots, anchor, base_dir, rows,
                            rows_location))
-    if problems:
-        raise SchemaError(problems)
-    return Manifest(path, where.file, settings, jobs)
+    # Problems found here do not stop the other jobs from being checked: they are reported with theirs.
+    return Manifest(path, where.file, settings, jobs, problems)
 
 
 def _yaml_spot(where: SourceMap, path: tuple[str | int, ...]) -> Spot:

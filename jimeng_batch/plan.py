@@ -88,10 +88,14 @@ def summarize(manifest: Manifest) -> PlanSummary:
     summary = PlanSummary(manifest.display, manifest.settings.region, manifest.settings.protocol_profile,
                           len(manifest.jobs))
     seen: set[bytes] = set()
+    reported: set[Problem] = set()  # rows inheriting the same job field repeat that field's problem
     for item in iter_requests(manifest):
         if isinstance(item, Problem):
+            if item in reported:
+                continue
             if len(summary.problems) < MAX_PROBLEMS:
                 summary.problems.append(item)
+                reported.add(item)
             else:
                 summary.more_problems += 1
             continue

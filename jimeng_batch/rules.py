@@ -86,7 +86,8 @@ def resolve_model(name: str, job_type: JobType, region: str, where: Location) ->
         return Problem(where, f"unknown model '{name}'{did_you_mean(name, names)}; {wanted} models: "
                               f"{allowed_list(names)} (or their raw keys; see `jimeng-batch models`)")
     if model.kind != wanted:
-        return Problem(where, f"{model.name} is a {model.kind} model; {job_type} jobs need a {wanted} model")
+        article = "an" if wanted == "image" else "a"
+        return Problem(where, f"{model.name} is a {model.kind} model; {job_type} jobs need {article} {wanted} model")
     if region not in model.regions:
         return Problem(where, f"{model.name} is not offered in region {region}; it is offered in: "
                               f"{allowed_list(sorted(model.regions))}")

@@ -112,7 +112,8 @@ def _branch_types(error: ValidationError) -> list[str]:
 def _relevant(error: ValidationError) -> ValidationError:
     """For a oneOf/anyOf failure, the sub-error of the branch that fits the value's shape, if one does."""
     while error.validator in ("oneOf", "anyOf") and error.context:
-        shaped = [e for e in error.context if e.validator != "type"]
+        # A branch that failed only on its top-level type or constant did not fit the value's shape at all.
+        shaped = [e for e in error.context if e.validator not in ("type", "const") or e.relative_path]
         if not shaped:
             return error
         error = best_match(shaped)

@@ -1,0 +1,53 @@
+"""Shared fixtures: manifests written to a temporary folder, and their problems as plain strings."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from jimeng_batch.errors import SchemaError
+from jimeng_batch.manifest import SpreadsheetOptions, load_manifest
+from jimeng_batch.plan import PlanSummary, summarize
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Write a file under tmp_path (dedented) and return its path; the working directory is tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return _write
+
+
+def problems(path: Path, options: SpreadsheetOptions | None = None) -> list[str]:
+    """Every problem of a manifest as 'location: message' strings (load-time and plan-time alike)."""
+    try:
+        manifest = load_manifest(path, options)
+    except SchemaError as exc:
+        return [str(p) for p in exc.problems]
+    return [str(p) for p in summarize(manifest).problems]
+
+
+def summary_of(path: Path, options: SpreadsheetOptions | None = None) -> PlanSummary:
+    summary = summarize(load_manifest(path, options))
+    assert not summary.problems, [str(p) for p in summary.problems]
+    return summary
+
+
+def png(path: Path, size: tuple[int, int] = (128, 96), color: str = "#336699") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
