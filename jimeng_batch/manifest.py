@@ -325,10 +325,15 @@ def applies_to(name: str, value: Any, job_type: JobType) -> bool:
     """Whether a default applies to a job of this type (a video default is not an image job's business)."""
     if name not in FIELDS_BY_TYPE[job_type]:
         return False
+    values = value if isinstance(value, list) else [value]
     if name == "resolution":
         allowed = catalog.VIDEO_RESOLUTIONS if job_type == "video" else catalog.IMAGE_RESOLUTIONS
-        values = value if isinstance(value, list) else [value]
         return all(v in allowed for v in values)
+    if name == "model":
+        # A default image model is not meant for video jobs (and the other way round); unknown names still apply,
+        # so that their problem is reported.
+        kinds = {m.kind for m in map(catalog.find_model, map(str, values)) if m is not None}
+        return not kinds or kinds == {catalog.model_kind_for(job_type)}
     return True
 
 

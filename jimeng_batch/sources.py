@@ -115,16 +115,25 @@ class _Builder:
             return node.value
 
     def _mapping(self, node: MappingNode, path: PathKey) -> dict[str, Any]:
+        merged = 0
         if any(key.tag == _MERGE_TAG for key, _ in node.value):
-            self.loader.flatten_mapping(node)
+            own = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
+            self.loader.flatten_mapping(node)  # puts the merged entries first
+            merged = len(node.value) - own
         result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
+        from_merge: set[str] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
             key = self._scalar(key_node) if isinstance(key_node, ScalarNode) else None
             location = Location(self.where.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
                 self.problems.append(Problem(location, "a key must be a plain name"))
                 continue
             key = str(key)
+            if index < merged:
+                from_merge.add(key)
+            elif key in from_merge:  # a key written here overrides the one merged in with `<<`
+                from_merge.discard(key)
+                del result[key]
             if key in result:
                 first = self.where.keys[(*path, key)]
                 self.problems.append(
