@@ -1,0 +1,153 @@
+"""The command line: exit codes, messages without tracebacks, plan output, determinism across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO
+from jimeng_batch import catalog
+from jimeng_batch.cli import cli, main
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_validate_ok_and_bad(write: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    good = write("good.yaml", "jobs:\n  - {type: image, prompt: a, count: 2}\n")
+    bad = write("bad.yaml", "jobs:\n  - {type: image, promt: a}\n")
+    code, out, err = run_main(["validate", str(good)], capsys)
+    assert (code, out) == (0, "ok: good.yaml: 1 job(s), 2 request(s)\n")
+    code, out, err = run_main(["validate", str(good), str(bad)], capsys)
+    assert code == 2
+    assert out == "ok: good.yaml: 1 job(s), 2 request(s)\n"
+    assert err.startswith("1 problem found\nbad.yaml:2:19: unknown key 'promt' in jobs[1] (did you mean 'prompt'?)")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["validate", "missing.yaml"], "missing.yaml: no such file", id="missing-file"),
+        pytest.param(["validate", "notes.txt"], "notes.txt: unknown manifest type '.txt'; use .yaml, .yml, .csv or "
+                                                ".xlsx", id="unknown-suffix"),
+        pytest.param(["plan", "folder.yaml"], "Invalid value for 'FILE': File 'folder.yaml' is a directory.", id="folder"),
+    ],
+)
+def test_bad_files_exit_2_with_one_line(write: Callable[..., Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    write("notes.txt", "hello")
+    (tmp_path / "folder.yaml").mkdir()
+    code, out, err = run_main(args, capsys)
+    assert code == 2
+    assert err.strip().endswith(message)
+    assert "Traceback" not in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["plan"], capsys)
+    assert code == 2 and "Missing argument 'FILE'" in err
+    code, _, err = run_main(["plan", "x.yaml", "--format", "xml"], capsys)
+    assert code == 2 and "'xml' is not one of" in err
+
+
+def test_plan_summary_counts_and_credits(write: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    path = write("m.yaml", """
+        jobs:
+          - {type: image, prompt: [a, b], model: [jimeng-4.0, jimeng-3.0]}
+          - {type: video, prompt: c, duration: 10}
+        """)
+    code, out, _ = run_main(["plan", str(path)], capsys)
+    assert code == 0
+    assert "Plan for m.yaml (region cn, protocol live)" in out
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert "image jimeng-3.0 2k 2 2" in lines
+    assert "image jimeng-4.0 2k 2 2" in lines
+    assert "video jimeng-video-3.0 720p 1 20" in lines
+    assert "total 5 24" in lines
+    code, out, _ = run_main(["plan", str(path), "--format", "json"], capsys)
+    data = json.loads(out)
+    assert (data["distinct_requests"], data["estimated_credits"], len(data["groups"])) == (5, 24.0, 3)
+
+
+def test_plan_jsonl_has_every_request_in_full(write: Callable[..., Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = write("m.yaml", "jobs:\n  - {type: image, prompt: [a, b, a], count: 2}\n")
+    out_file = tmp_path / "plan.jsonl"
+    code, out, _ = run_main(["plan", str(path), "--format", "jsonl", "--out", str(out_file)], capsys)
+    assert code == 0 and "4 distinct request(s); 2 duplicate(s)" in out
+    records = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(records) == 4
+    record = records[0]
+    assert record["request"]["path"] == "/mweb/v1/aigc_draft/generate"
+    assert record["request"]["body"]["submit_id"] == record["submit_id"]
+    draft = json.loads(record["request"]["body"]["draft_content"])
+    assert draft["component_list"][0]["abilities"]["generate"]["core_param"]["seed"] == record["params"]["seed"]
+    assert not (tmp_path / "plan.jsonl.tmp").exists()
+
+
+def test_invalid_plan_writes_nothing(write: Callable[..., Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = write("m.yaml", "jobs:\n  - {type: image, prompt: a, model: nope}\n")
+    code, out, err = run_main(["plan", str(path), "--format", "jsonl", "--out", "plan.jsonl"], capsys)
+    assert code == 2 and out == "" and "unknown model 'nope'" in err
+    assert not (tmp_path / "plan.jsonl").exists()
+
+
+def test_plan_is_byte_identical_across_processes(tmp_path: Path) -> None:
+    """Two interpreters with different hash seeds print the same plan, byte for byte."""
+    outputs = []
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        result = subprocess.run(
+            [sys.executable, "-m", "jimeng_batch", "plan", "jobs/dataset.yaml", "--format", "jsonl"],
+            cwd=REPO, env=env, capture_output=True, check=True,
+        )
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count(b"\n") == 144
+
+
+def test_schema_command_prints_the_schema() -> None:
+    result = CliRunner().invoke(cli, ["schema"])
+    schema = json.loads(result.output)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "jobs" in schema["properties"]
+    row = json.loads(CliRunner().invoke(cli, ["schema", "--row"]).output)
+    assert "prompt" in row["properties"]
+
+
+def test_models_lists_the_catalog() -> None:
+    result = CliRunner().invoke(cli, ["models", "--json"])
+    names = [m["name"] for m in json.loads(result.output)]
+    assert names == list(catalog.MODEL_NAMES)
+    video = json.loads(CliRunner().invoke(cli, ["models", "--json", "--type", "video", "--region", "us"]).output)
+    assert {m["name"] for m in video} == {"jimeng-video-3.5-pro", "jimeng-video-3.0"}
+    table = CliRunner().invoke(cli, ["models"]).output
+    assert "high_aes_general_v40" in table and "4-15" in table
+
+
+def test_every_example_job_validates(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    examples = sorted(str(p.relative_to(REPO)) for p in (REPO / "jobs").glob("*.yaml")) + ["jobs/prompts.csv"]
+    code, out, err = run_main(["validate", *examples], capsys)
+    assert code == 0, err
+    assert out.count("ok: ") == len(examples) >= 6
+
+
+def test_python_dash_m_works() -> None:
+    result = subprocess.run([sys.executable, "-m", "jimeng_batch", "--version"], cwd=REPO, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.startswith("jimeng-batch, version ")

@@ -1,0 +1,133 @@
+"""CSV and XLSX manifests, on their own and as a job's rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import png, problems, summary_of
+from jimeng_batch.manifest import SpreadsheetOptions, load_manifest
+from jimeng_batch.plan import iter_distinct
+from jimeng_batch.request_spec import RequestSpec
+from jimeng_batch.sources import iter_sheet
+
+
+def specs(path: Path, options: SpreadsheetOptions | None = None) -> list[RequestSpec]:
+    return [i for i in iter_distinct(load_manifest(path, options)) if isinstance(i, RequestSpec)]
+
+
+def xlsx(path: Path, rows: list[list[object]]) -> Path:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    book.save(path)
+    return path
+
+
+CSV_TEXT = (
+    "prompt,model,ratio,count,seed,var.animal\n"
+    "a {animal},jimeng-4.0|jimeng-3.0,1:1,1,,cat|dog\n"
+    "\n"
+    "plain,,16:9,2,,\n"
+    "fixed,,,1,42,\n"
+)
+
+
+def test_csv_manifest_one_row_per_request_with_lists(write: Callable[..., Path]) -> None:
+    path = write("s.csv", CSV_TEXT)
+    found = specs(path, SpreadsheetOptions(defaults={"model": "jimeng-4.5"}))
+    assert [(s.prompt, s.model, s.source.row) for s in found] == [
+        ("a cat", "jimeng-4.0", 2), ("a dog", "jimeng-4.0", 2), ("a cat", "jimeng-3.0", 2),
+        ("a dog", "jimeng-3.0", 2), ("plain", "jimeng-4.5", 4), ("plain", "jimeng-4.5", 4), ("fixed", "jimeng-4.5", 5),
+    ]
+    assert found[-1].seed == 42 and found[-1].ratio == "1:1"
+    assert found[4].ratio == "16:9" and found[4].key != found[5].key
+
+
+def test_xlsx_manifest_matches_the_same_csv(write: Callable[..., Path], tmp_path: Path) -> None:
+    csv_path = write("s.csv", CSV_TEXT)
+    rows: list[list[object]] = [
+        ["prompt", "model", "ratio", "count", "seed", "var.animal"],
+        ["a {animal}", "jimeng-4.0|jimeng-3.0", "1:1", 1, None, "cat|dog"],
+        [None, None, None, None, None, None],
+        ["plain", None, "16:9", 2, None, None],
+        ["fixed", None, None, 1, 42, None],
+    ]
+    xlsx_path = xlsx(tmp_path / "s.xlsx", rows)
+    options = SpreadsheetOptions(defaults={"model": "jimeng-4.5"})
+    assert [s.key for s in specs(xlsx_path, options)] == [s.key for s in specs(csv_path, options)]
+
+
+def test_xlsx_errors_name_row_and_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = xlsx(tmp_path / "s.xlsx", [["prompt", "sample_strength"], ["a", 0.5], ["b", "lots"]])
+    assert problems(path) == ["s.xlsx:row 3, column sample_strength: 'lots' is not a number"]
+
+
+def test_a_corrupt_xlsx_is_a_clear_error(write: Callable[..., Path]) -> None:
+    path = write("s.xlsx", "this is not a zip file")
+    from jimeng_batch.errors import ManifestError
+
+    with pytest.raises(ManifestError, match=r"^s.xlsx: not a readable XLSX workbook"):
+        summary_of(path)
+
+
+def test_rows_override_the_jobs_fields(write: Callable[..., Path]) -> None:
+    write("rows.csv", "prompt,resolution\nfirst,\nsecond,1k\n")
+    path = write("m.yaml", """
+        jobs:
+          - type: image
+            rows: rows.csv
+            resolution: 2k
+            model: jimeng-4.0
+            negative_prompt: blur
+        """)
+    found = specs(path)
+    assert [(s.prompt, s.resolution, s.negative_prompt) for s in found] == [("first", "2k", "blur"),
+                                                                           ("second", "1k", "blur")]
+    assert [s.source.row for s in found] == [2, 3]
+    assert found[0].source.file == "m.yaml" and found[0].source.job == "job-1"
+
+
+def test_row_references_are_relative_to_the_spreadsheet(write: Callable[..., Path], tmp_path: Path) -> None:
+    png(tmp_path / "sheets" / "pics" / "a.png")
+    write("sheets/rows.csv", "prompt,references,reference_strength\nedit,pics/a.png|tos-cn-i-x/y,0.3\n")
+    path = write("m.yaml", "jobs:\n  - {type: image_to_image, rows: sheets/rows.csv}\n")
+    (spec,) = specs(path)
+    assert [(r.kind, r.strength) for r in spec.references] == [("file", 0.3), ("uri", 0.3)]
+
+
+def test_escaped_bar_is_a_literal(write: Callable[..., Path]) -> None:
+    path = write("s.csv", "prompt\na \\| b|c\n")
+    assert [s.prompt for s in specs(path)] == ["a | b", "c"]
+
+
+def test_rows_are_streamed(write: Callable[..., Path]) -> None:
+    """Reading a spreadsheet yields rows one at a time instead of loading the file."""
+    path = write("s.csv", "prompt\n" + "".join(f"p{i}\n" for i in range(1000)))
+    rows = iter_sheet(path)
+    first = next(rows)
+    assert (first.number, first.cells) == (2, {"prompt": "p0"})
+    with path.open("a") as handle:  # a generator reads lazily: rows appended now are still seen
+        handle.write("late\n")
+    assert sum(1 for _ in rows) == 1000
+
+
+def test_csv_with_byte_order_mark(write: Callable[..., Path], tmp_path: Path) -> None:
+    (tmp_path / "bom.csv").write_bytes("\ufeffprompt,model\nhello,jimeng-4.0\n".encode())
+    assert summary_of(tmp_path / "bom.csv").distinct == 1
+
+
+def test_not_utf8_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin.csv").write_bytes("prompt\ncaf\xe9\n".encode("latin-1"))
+    from jimeng_batch.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="latin.csv: not UTF-8 text"):
+        summary_of(tmp_path / "latin.csv")
