@@ -151,7 +151,7 @@ class SimState:
         self._by_submit: dict[tuple[str, str], Record] = {}
         self._stats = _Stats()
         self._counter = 0
-        self._id_base = 7_400_000_000_000 + _derived_int(config.seed, "history", 10**11) * 1000
+        self._id_base = 7_000_000_000_000 + _derived_int(config.seed, "history", 10**9) * 1000  # 13 digits, as live
         self._costs = catalog.CostTable(dict(config.cost_overrides))
         self._filter_words = tuple(w.lower() for w in config.content_filter.words if w)
         self._known_uris = frozenset(config.known_image_uris)
