@@ -66,13 +66,14 @@ class _UploadSession:
 
 
 def parse_raw_query(raw: str) -> list[tuple[str, str]]:
-    """Decoded (key, value) pairs of a raw query string, in order, blanks kept."""
+    """Percent-decoded (key, value) pairs of a raw query string, in order. A ``+`` stays a ``+``: signers put the
+    raw text into the canonical query, so reading it as a space would break their signatures."""
     pairs = []
     for part in raw.split("&"):
         if not part:
             continue
         key, _, value = part.partition("=")
-        pairs.append((unquote(key.replace("+", " ")), unquote(value.replace("+", " "))))
+        pairs.append((unquote(key) if "%" in key else key, unquote(value) if "%" in value else value))
     return pairs
 
 

@@ -53,7 +53,7 @@ def submit_data(record: Record, now: float) -> dict[str, Any]:
 def _image_item(record: Record, index: int, asset_url: AssetUrl) -> dict[str, Any]:
     spec = record.spec
     url = asset_url(record.asset_name(index))
-    uri = f"{_IMAGE_URI_PREFIX}/{record.asset_name(index).partition('.')[0]}"
+    uri = f"{_IMAGE_URI_PREFIX}/{record.history_record_id}-{index}"
     large = {"image_url": url, "image_uri": uri, "width": spec.width, "height": spec.height, "format": "png"}
     return {
         "common_attr": {"id": record.item_id(index), "item_id": record.item_id(index), "cover_url": url},

@@ -151,7 +151,38 @@ def parse_submission(body: Mapping[str, Any], *, known_uri: Callable[[str], bool
 
 
 def _check_nodes(value: Any, path: str, *, is_node: bool = True) -> None:
-    """Every draft node must carry `type` and `id`, at any depth."""
+    """Every draft node must carry `type` and `id`, at any depth.
+
+    A path-free pass runs first because it is several times cheaper (submits are the hot path); only a draft that
+    fails it is walked again to name the offending field.
+    """
+    if not _nodes_ok(value, is_node):
+        _find_bad_node(value, path, is_node=is_node)
+
+
+def _nodes_ok(value: Any, is_node: bool) -> bool:
+    if type(value) is dict:
+        if is_node:
+            node_id = value.get("id")
+            if type(value.get("type")) is not str or type(node_id) is not str or not node_id:
+                return False
+        for key, child in value.items():
+            kind = type(child)
+            if kind is dict:
+                if not _nodes_ok(child, key in NODE_KEYS):
+                    return False
+            elif kind is list:
+                child_is_node = key in NODE_LIST_KEYS
+                for item in child:
+                    if type(item) in (dict, list) and not _nodes_ok(item, child_is_node):
+                        return False
+        return True
+    if type(value) is list:
+        return all(_nodes_ok(item, False) for item in value if type(item) in (dict, list))
+    return True
+
+
+def _find_bad_node(value: Any, path: str, *, is_node: bool) -> None:
     if isinstance(value, dict):
         if is_node:
             if not isinstance(value.get("type"), str):
@@ -162,13 +193,13 @@ def _check_nodes(value: Any, path: str, *, is_node: bool = True) -> None:
         for key, child in value.items():
             child_path = f"{path}.{key}"
             if isinstance(child, dict):
-                _check_nodes(child, child_path, is_node=key in NODE_KEYS)
+                _find_bad_node(child, child_path, is_node=key in NODE_KEYS)
             elif isinstance(child, list):
                 for i, item in enumerate(child):
-                    _check_nodes(item, f"{child_path}[{i}]", is_node=key in NODE_LIST_KEYS)
+                    _find_bad_node(item, f"{child_path}[{i}]", is_node=key in NODE_LIST_KEYS)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _check_nodes(item, f"{path}[{i}]", is_node=False)
+            _find_bad_node(item, f"{path}[{i}]", is_node=False)
 
 
 def _mapping(parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
