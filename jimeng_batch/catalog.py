@@ -283,8 +283,9 @@ VIDEO_MODELS: tuple[VideoModel, ...] = (
 DEFAULT_IMAGE_MODEL = "jimeng-4.0"
 DEFAULT_VIDEO_MODEL = "jimeng-video-3.0"
 
-_BY_NAME: dict[str, Model] = {m.name: m for m in (*IMAGE_MODELS, *VIDEO_MODELS)}
-_BY_KEY: dict[str, Model] = {m.key: m for m in (*IMAGE_MODELS, *VIDEO_MODELS)}
+ALL_MODELS: tuple[Model, ...] = (*IMAGE_MODELS, *VIDEO_MODELS)
+_BY_NAME: dict[str, Model] = {m.name: m for m in ALL_MODELS}
+_BY_KEY: dict[str, Model] = {m.key: m for m in ALL_MODELS}
 MODEL_NAMES: tuple[str, ...] = tuple(_BY_NAME)
 MODEL_KEYS: tuple[str, ...] = tuple(_BY_KEY)
 

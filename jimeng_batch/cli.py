@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from jimeng_batch import __version__, catalog
 from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
 from jimeng_batch.manifest import Manifest, SpreadsheetOptions, load_manifest
-from jimeng_batch.plan import PlanSummary, iter_plan_records, summarize
+from jimeng_batch.plan import PlanSummary, iter_plan_records, record_writer, summarize
 from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.sources import display_path
 
@@ -63,14 +63,18 @@ def _err(text: str) -> None:
     click.echo(text, err=True)
 
 
-def _load_and_check(path: Path, options: SpreadsheetOptions) -> tuple[Manifest, PlanSummary]:
-    manifest = load_manifest(path, options)
-    summary = summarize(manifest)
+def _raise_problems(summary: PlanSummary) -> None:
     if summary.problems:
         error = SchemaError(summary.problems)
         if summary.more_problems:
             error.args = (f"{error.args[0]}\n... and {summary.more_problems} more problems",)
         raise error
+
+
+def _load_and_check(path: Path, options: SpreadsheetOptions) -> tuple[Manifest, PlanSummary]:
+    manifest = load_manifest(path, options)
+    summary = summarize(manifest)
+    _raise_problems(summary)
     return manifest, summary
 
 
@@ -110,36 +114,58 @@ def validate(files: tuple[Path, ...], **kwargs: Any) -> None:
 @spreadsheet_options
 def plan(file: Path, fmt: str, out: Path | None, **kwargs: Any) -> None:
     """Show what FILE would send and what it would cost, without sending anything."""
-    manifest, summary = _load_and_check(file, _sheet_options(kwargs))
+    options = _sheet_options(kwargs)
+    if fmt == "jsonl" and out is not None:
+        # One pass: records are written as they are found; a problem anywhere discards the file.
+        manifest = load_manifest(file, options)
+        record = record_writer(manifest)
+
+        def produce(write: Callable[[str], object]) -> PlanSummary:
+            summary = summarize(manifest, lambda spec: write(_jsonl(record(spec))))
+            _raise_problems(summary)
+            return summary
+
+        _print_summary(_write_file(out, produce), lambda text: click.echo(text, nl=False))
+        return
+    manifest, summary = _load_and_check(file, options)
     if fmt == "summary":
-        _write_output(out, lambda write: _print_summary(summary, write))
+        _emit(out, lambda write: _print_summary(summary, write))
     elif fmt == "json":
-        _write_output(out, lambda write: write(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False) + "\n"))
+        _emit(out, lambda write: write(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False) + "\n"))
     else:
-        def lines(write: Callable[[str], None]) -> None:
-            for record in iter_plan_records(manifest):
-                write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-
-        _write_output(out, lines)
-        if out is not None:
-            _print_summary(summary, lambda text: click.echo(text, nl=False))
+        for line in iter_plan_records(manifest):
+            click.echo(_jsonl(line), nl=False)
 
 
-def _write_output(out: Path | None, produce: Callable[[Callable[[str], None]], None]) -> None:
+def _jsonl(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _emit(out: Path | None, produce: Callable[[Callable[[str], object]], object]) -> None:
     if out is None:
         produce(lambda text: click.echo(text, nl=False))
-        return
+    else:
+        _write_file(out, produce)
+
+
+T = TypeVar("T")
+
+
+def _write_file(out: Path, produce: Callable[[Callable[[str], object]], T]) -> T:
+    """Write ``out`` whole or not at all: through a temporary file renamed into place on success."""
     temporary = out.with_name(out.name + ".tmp")
     try:
         with temporary.open("w", encoding="utf-8", newline="\n") as handle:
-            produce(handle.write)
+            result = produce(handle.write)
         temporary.replace(out)
+        return result
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise ConfigError(f"{display_path(out)}: cannot be written ({exc.strerror})") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
-def _print_summary(summary: PlanSummary, write: Callable[[str], None]) -> None:
+def _print_summary(summary: PlanSummary, write: Callable[[str], object]) -> None:
     console = Console(file=io.StringIO(), width=110, color_system=None)
     table = Table(title=f"Plan for {summary.manifest} (region {summary.region}, protocol {summary.protocol_profile})",
                   title_justify="left", show_footer=True, box=box.SIMPLE)
@@ -180,7 +206,7 @@ def schema(row: bool) -> None:
 def models(kind: str | None, region: str | None, as_json: bool) -> None:
     """List the models and what each supports."""
     rows: list[dict[str, Any]] = []
-    for model in (*catalog.IMAGE_MODELS, *catalog.VIDEO_MODELS):
+    for model in catalog.ALL_MODELS:
         if (kind and model.kind != kind) or (region and region not in model.regions):
             continue
         row: dict[str, Any] = {"name": model.name, "kind": model.kind, "key": model.key,

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from jimeng_batch import catalog
 from jimeng_batch.catalog import ProtocolVersions, Region
+from jimeng_batch.ids import uuid5_text
 from jimeng_batch.request_spec import ImageInput, RequestSpec
 
 GENERATE_PATH = "/mweb/v1/aigc_draft/generate"
@@ -59,7 +60,7 @@ class _Ids:
         self.key = key
 
     def __call__(self, role: str) -> str:
-        return str(uuid.uuid5(NODE_ID_NAMESPACE, f"{self.key}/{role}"))
+        return uuid5_text(NODE_ID_NAMESPACE, f"{self.key}/{role}")
 
 
 def image_uri(image: ImageInput, uploaded: Mapping[str, str]) -> str:

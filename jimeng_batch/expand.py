@@ -16,6 +16,7 @@ from typing import Any
 from jimeng_batch import catalog
 from jimeng_batch.catalog import Model, VideoModel
 from jimeng_batch.errors import Problem
+from jimeng_batch.ids import uuid5_text
 from jimeng_batch.manifest import MATRIX_FIELDS, Settings, Template
 from jimeng_batch.request_spec import ImageInput, RequestSpec
 from jimeng_batch.rules import as_list, check_combination, check_template, resolve_model
@@ -56,7 +57,7 @@ def request_key(canonical: dict[str, Any]) -> tuple[str, str]:
 
 
 def submit_id_for(key: str) -> str:
-    return str(uuid.uuid5(SUBMIT_ID_NAMESPACE, key))
+    return uuid5_text(SUBMIT_ID_NAMESPACE, key)
 
 
 def derived_seed(digest: str) -> int:

@@ -19,7 +19,7 @@ from jimeng_batch.catalog import JobType
 from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError
 from jimeng_batch.images import ImageProblem, LocalImage, inspect_image
 from jimeng_batch.request_spec import ImageInput, Source
-from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, did_you_mean, load_schema, validate
+from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, did_you_mean, load_schema, validate, validate_row
 from jimeng_batch.sources import (
     SheetRow,
     SourceMap,
@@ -298,7 +298,11 @@ def _yaml_spot(where: SourceMap, path: tuple[str | int, ...]) -> Spot:
 
 def _cell_spot(file: str, row: int, column: str) -> Spot:
     location = Location(file, row=row, column_name=column)
-    return lambda index=None: location
+
+    def spot(index: int | None = None) -> Location:
+        return location  # a cell is one place, whichever list item in it is meant
+
+    return spot
 
 
 def _settings(data: Mapping[str, Any]) -> Settings:
@@ -361,7 +365,7 @@ def _load_spreadsheet(path: Path, options: SpreadsheetOptions) -> Manifest:
     profile = options.protocol_profile
     settings = Settings(region=options.region, protocol_profile=profile, protocol=catalog.PROTOCOL_PROFILES[profile])
     anchor = Location(shown, row=1)
-    option_spot: Spot = lambda index=None: Location("command line")  # noqa: E731 - a tiny constant function
+    option_spot = _cell_spot("command line", 0, "option")
     fields = {k: v for k, v in options.defaults.items() if v is not None}
     job = JobDef(path.stem, 0, options.type, fields, {k: option_spot for k in fields}, {}, {}, anchor,
                  path.parent, path, anchor)
@@ -452,4 +456,4 @@ def read_row(row: SheetRow, shown: str) -> tuple[dict[str, Any], list[Problem]]:
         column = str(path[0]) if path else None
         return Location(shown, row=row.number, column_name=column)
 
-    return values, validate(values, ROW_SCHEMA, locate)
+    return values, validate_row(values, locate)

@@ -9,7 +9,7 @@ drop duplicates: identical requests share one submission).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,7 @@ class PlanSummary:
     distinct: int = 0
     estimated_credits: float = 0.0
     groups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    group_credits: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    group_credits: dict[tuple[str, str, str], float] = field(default_factory=dict)
     local_images: int = 0
     local_image_bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -83,8 +83,12 @@ class PlanSummary:
         }
 
 
-def summarize(manifest: Manifest) -> PlanSummary:
-    """One pass over the manifest: all problems, and the counts of what it would send."""
+def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | None = None) -> PlanSummary:
+    """One pass over the manifest: all problems, and the counts of what it would send.
+
+    ``on_request`` is called with each distinct request as it is found (a plan written to a file uses it to write
+    in the same pass, and throws the file away if a problem turns up).
+    """
     summary = PlanSummary(manifest.display, manifest.settings.region, manifest.settings.protocol_profile,
                           len(manifest.jobs))
     seen: set[bytes] = set()
@@ -107,8 +111,10 @@ def summarize(manifest: Manifest) -> PlanSummary:
         summary.distinct += 1
         group = (item.type, item.model, item.resolution)
         summary.groups[group] += 1
-        summary.group_credits[group] += item.estimated_credits
+        summary.group_credits[group] = summary.group_credits.get(group, 0.0) + item.estimated_credits
         summary.estimated_credits += item.estimated_credits
+        if on_request is not None and not summary.problems:
+            on_request(item)
     images = manifest.local_images()
     summary.local_images = len({info.sha256 for info in images.values()})
     summary.local_image_bytes = sum({info.sha256: info.size for info in images.values()}.values())
@@ -132,6 +138,12 @@ def plan_record(spec: RequestSpec, manifest: Manifest, web_id: str) -> dict[str,
         "params": spec.params(), "estimated_credits": spec.estimated_credits,
         "request": {"method": request.method, "path": request.path, "query": request.query, "body": request.body},
     }
+
+
+def record_writer(manifest: Manifest) -> Callable[[RequestSpec], dict[str, Any]]:
+    """A function from a request to its plan record (the webId is worked out once)."""
+    web_id = plan_web_id(manifest)
+    return lambda spec: plan_record(spec, manifest, web_id)
 
 
 def iter_plan_records(manifest: Manifest) -> Iterator[dict[str, Any]]:

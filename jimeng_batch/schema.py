@@ -10,10 +10,10 @@ import difflib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
@@ -85,7 +85,7 @@ def allowed_list(values: Sequence[Any]) -> str:
 def _type_names(schema: Mapping[str, Any]) -> list[str]:
     kind = schema.get("type")
     if isinstance(kind, list):
-        return [_JSON_TYPE_NAMES.get(k, k) for k in kind]
+        return [_JSON_TYPE_NAMES.get(str(k), str(k)) for k in kind]
     if isinstance(kind, str):
         name = _JSON_TYPE_NAMES.get(kind, kind)
         items = schema.get("items")
@@ -102,7 +102,7 @@ def _type_names(schema: Mapping[str, Any]) -> list[str]:
 
 def _branch_types(error: ValidationError) -> list[str]:
     names: list[str] = []
-    for branch in error.validator_value:
+    for branch in cast(Any, error.validator_value):
         for name in _type_names(branch):
             if name not in names:
                 names.append(name)
@@ -121,7 +121,9 @@ def _relevant(error: ValidationError) -> ValidationError:
 
 
 def _message(error: ValidationError, field: str) -> str:
-    value = error.instance
+    value: Any = cast(Any, error.instance)
+    rule: Any = cast(Any, error.validator_value)
+    schema = _schema_of(error)
     kind = error.validator
     if kind in ("oneOf", "anyOf"):
         types = _branch_types(error)
@@ -129,28 +131,28 @@ def _message(error: ValidationError, field: str) -> str:
             return f"{field}: expected {' or '.join(types)}, got {describe_value(value)}"
         return f"{field}: {describe_value(value)} is not allowed here"
     if kind == "type":
-        expected = _type_names(error.schema) or [str(error.validator_value)]
+        expected = _type_names(schema) or [str(rule)]
         return f"{field}: expected {' or '.join(expected)}, got {describe_value(value)}"
     if kind == "enum":
-        allowed = [str(v) for v in error.validator_value]
+        allowed = [str(v) for v in rule]
         hint = did_you_mean(str(value), allowed)
         return f"{field}: {describe_value(value)} is not allowed{hint}; allowed: {allowed_list(allowed)}"
     if kind == "const":
-        return f"{field}: must be {describe_value(error.validator_value)}, got {describe_value(value)}"
+        return f"{field}: must be {describe_value(rule)}, got {describe_value(value)}"
     if kind == "minimum":
-        return f"{field}: {value} is below the minimum of {error.validator_value}"
+        return f"{field}: {value} is below the minimum of {rule}"
     if kind == "exclusiveMinimum":
-        return f"{field}: {value} must be greater than {error.validator_value}"
+        return f"{field}: {value} must be greater than {rule}"
     if kind == "maximum":
-        return f"{field}: {value} is above the maximum of {error.validator_value}"
+        return f"{field}: {value} is above the maximum of {rule}"
     if kind == "minItems":
-        return f"{field}: the list must have at least {error.validator_value} item(s)"
+        return f"{field}: the list must have at least {rule} item(s)"
     if kind == "maxItems":
-        return f"{field}: the list may have at most {error.validator_value} items, got {len(value)}"
+        return f"{field}: the list may have at most {rule} items, got {len(value)}"
     if kind == "minLength":
         return f"{field}: must not be empty"
     if kind == "pattern":
-        description = error.schema.get("description", f"must match {error.validator_value}")
+        description = schema.get("description", f"must match {rule}")
         return f"{field}: {describe_value(value)} is not valid: {description}"
     if kind == "propertyNames":
         return f"{field}: {error.message}"
@@ -180,11 +182,16 @@ def _property_names(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[
     return list(schema.get("properties", {}))
 
 
+def _schema_of(error: ValidationError) -> Mapping[str, Any]:
+    return error.schema if isinstance(error.schema, Mapping) else {}
+
+
 def _unknown_keys(error: ValidationError, root: Mapping[str, Any], locate: Locator, base: tuple[str | int, ...],
                   problems: list[Problem]) -> None:
-    known = _property_names(error.schema, root)
-    patterns = error.schema.get("patternProperties", {})
-    for key in error.instance:
+    schema = _schema_of(error)
+    known = _property_names(schema, root)
+    patterns = schema.get("patternProperties", {})
+    for key in cast(Any, error.instance):
         if key in known or any(re.search(p, key) for p in patterns):
             continue
         path = (*base, *error.absolute_path, key)
@@ -207,9 +214,52 @@ def validate(instance: Any, schema_name: str, locate: Locator, base: tuple[str |
             continue
         path = (*base, *error.absolute_path)
         if error.validator == "required":
-            missing = [name for name in error.validator_value if name not in error.instance]
+            required: list[str] = list(cast(Any, error.validator_value))
+            missing = [name for name in required if name not in cast(Any, error.instance)]
             for name in missing:
                 problems.append(Problem(locate(path, False), f"{_field_name(path)}: missing required key '{name}'"))
             continue
         problems.append(Problem(locate(path, False), _message(error, _field_name(path))))
+    return problems
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _thaw(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@cache
+def _cell_validator(column: str) -> Draft202012Validator:
+    """The row schema's rule for one column (a property, or the pattern a var.NAME column matches)."""
+    row = load_schema(ROW_SCHEMA)
+    schema = row["properties"].get(column)
+    if schema is None:
+        schema = next(s for pattern, s in row["patternProperties"].items() if re.search(pattern, column))
+    return Draft202012Validator(schema)
+
+
+@lru_cache(maxsize=65536)
+def _cell_problems(column: str, frozen: Any) -> tuple[tuple[tuple[str | int, ...], str], ...]:
+    found = []
+    for raw in _cell_validator(column).iter_errors(_thaw(frozen)):
+        error = _relevant(raw)
+        path = (column, *error.absolute_path)
+        found.append((path, _message(error, _field_name(path))))
+    return tuple(found)
+
+
+def validate_row(values: Mapping[str, Any], locate: Locator) -> list[Problem]:
+    """The row schema's problems of one spreadsheet row, column by column.
+
+    Equivalent to validating the whole row against ``row.schema.json`` once its header has been checked (the row
+    schema is a set of independent column rules); checking cells one at a time lets repeated cells, which most
+    columns of a large sheet are, be checked once, which makes large sheets several times faster to plan.
+    """
+    problems: list[Problem] = []
+    for column, value in values.items():
+        for path, message in _cell_problems(column, _freeze(value)):
+            problems.append(Problem(locate(path, False), message))
     return problems

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from jimeng_batch import catalog
 from jimeng_batch.cli import cli, main
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import png, summary_of
+
 from jimeng_batch import catalog
 from jimeng_batch.expand import SUBMIT_ID_NAMESPACE
 from jimeng_batch.manifest import load_manifest

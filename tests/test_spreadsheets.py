@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import png, problems, summary_of
+
 from jimeng_batch.manifest import SpreadsheetOptions, load_manifest
 from jimeng_batch.plan import iter_distinct
 from jimeng_batch.request_spec import RequestSpec

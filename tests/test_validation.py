@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import png, problems
+
 from jimeng_batch.manifest import SpreadsheetOptions
 
 CASES = [

@@ -1,0 +1,20 @@
+"""Name-based UUIDs (RFC 4122 version 5), as strings, without building UUID objects.
+
+Plans derive about a dozen ids per request (the submit_id and one per draft node); ``uuid.uuid5`` builds and
+formats a UUID object each time, which made id derivation a large share of planning. This gives the same strings
+several times faster (a test checks it against ``uuid.uuid5``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+
+def uuid5_text(namespace: uuid.UUID, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))``."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode("utf-8")).digest()[:16])  # noqa: S324 - RFC 4122
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -1,0 +1,15 @@
+"""Derived ids are exactly RFC 4122 version-5 UUIDs."""
+
+from __future__ import annotations
+
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jimeng_batch.ids import uuid5_text
+
+
+@given(st.uuids(), st.text())
+def test_uuid5_text_equals_the_standard_library(namespace: uuid.UUID, name: str) -> None:
+    assert uuid5_text(namespace, name) == str(uuid.uuid5(namespace, name))
