@@ -241,7 +241,7 @@ def _cell_validator(column: str) -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)  # repeated cells (models, ratios) stay; unique prompts pass through
 def _cell_problems(column: str, frozen: Any) -> tuple[tuple[tuple[str | int, ...], str], ...]:
     found = []
     for raw in _cell_validator(column).iter_errors(_thaw(frozen)):
