@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jimeng_batch import catalog  # noqa: E402
-from jimeng_batch.signing import web_sign  # noqa: E402
-from jimeng_batch.sim.config import SimConfig  # noqa: E402
+from jimeng_batch import catalog
+from jimeng_batch.signing import web_sign
+from jimeng_batch.sim.config import SimConfig
 
 DRAFT = Path(__file__).resolve().parents[1] / "tests" / "data" / "document" / "image_draft.json"
 GENERATE = "/mweb/v1/aigc_draft/generate"

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 __all__ = [
@@ -75,7 +75,7 @@ class Authorization:
 
 def amz_date(unix_seconds: float) -> str:
     """The ``x-amz-date`` form of a unix time: ``YYYYMMDDTHHMMSSZ`` in UTC."""
-    return datetime.fromtimestamp(int(unix_seconds), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.fromtimestamp(int(unix_seconds), tz=UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def payload_hash(body: bytes) -> str:

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from jimeng_batch.errors import ConfigError
-from jimeng_batch.sim.config import Distribution, SimConfig, config_from_mapping, load_config
+from jimeng_batch.sim.config import (
+    Distribution,
+    SimConfig,
+    config_from_mapping,
+    load_config,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:

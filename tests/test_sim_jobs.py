@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from sim_helpers import OTHER_TOKEN, TOKEN, Harness, image_envelope, simulator, video_envelope
+from sim_helpers import (
+    OTHER_TOKEN,
+    TOKEN,
+    Harness,
+    image_envelope,
+    simulator,
+    video_envelope,
+)
 
 from jimeng_batch.sim import SimConfig, mask_token
 from jimeng_batch.sim.assets import asset_signature, mp4_boxes

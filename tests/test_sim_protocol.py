@@ -9,7 +9,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from sim_helpers import OTHER_TOKEN, Caller, Harness, document, envelope, image_envelope, simulator
+from sim_helpers import (
+    OTHER_TOKEN,
+    Caller,
+    Harness,
+    document,
+    envelope,
+    image_envelope,
+    simulator,
+)
 
 from jimeng_batch.signing import web_sign
 from jimeng_batch.sim import SimConfig

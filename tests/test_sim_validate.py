@@ -8,7 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sim_helpers import blend_envelope, document, envelope, image_envelope, video_envelope
+from sim_helpers import (
+    blend_envelope,
+    document,
+    envelope,
+    image_envelope,
+    video_envelope,
+)
 
 from jimeng_batch.sim.validate import DraftError, parse_submission, submit_id_of
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from PIL import Image
 
-__all__ = ["asset_signature", "render_mp4", "render_png", "mp4_boxes"]
+__all__ = ["asset_signature", "mp4_boxes", "render_mp4", "render_png"]
 
 _GRID = 8  # colour cells per side
 _CACHE_SIZE = 64

@@ -362,7 +362,7 @@ def _distribution(value: Any, dotted: str, where: _Locate) -> Distribution:
             if isinstance(spec, Mapping):
                 extra = set(spec) - {"median", "sigma", "cap"}
                 if extra:
-                    _fail(where, f"{dotted}.lognormal", f"unknown key {sorted(extra)[0]!r}; allowed: cap, median, sigma")
+                    _fail(where, f"{dotted}.lognormal", f"unknown key {min(extra)!r}; allowed: cap, median, sigma")
                 cap = spec.get("cap")
                 dist = Distribution("lognormal", float(spec["median"]), float(spec["sigma"]),
                                     float(cap) if cap is not None else None)

@@ -17,7 +17,7 @@ import threading
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -254,7 +254,7 @@ class ImageXStore:
                     "ImageUri": session.store_uri,
                     "ImageWidth": width,
                     "ImageHeight": height,
-                    "ImageMd5": hashlib.md5(session.data).hexdigest(),  # noqa: S324 - a content id, as ImageX returns
+                    "ImageMd5": hashlib.md5(session.data).hexdigest(),
                     "ImageFormat": image_format,
                     "ImageSize": len(session.data),
                     "FrameCnt": 1,
@@ -271,6 +271,6 @@ def _require_version(params: Mapping[str, str]) -> None:
 
 def _parse_amz_date(value: str) -> float:
     try:
-        return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         raise ImageXError(403, "SignatureDoesNotMatch", "x-amz-date must be YYYYMMDDTHHMMSSZ") from None

@@ -75,7 +75,7 @@ class _StoppableServer(uvicorn.Server):
             counter = (counter + 1) % 864000
             try:
                 await asyncio.wait_for(self._wake.wait(), 0.1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             should_exit = await self.on_tick(counter)
 
@@ -105,7 +105,7 @@ class SimServer:
     def _run(self) -> None:
         try:
             self._server.run(sockets=[self._socket])
-        except BaseException as exc:  # reported to the starting thread instead of dying silently
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread instead of dying silently
             self._error = exc
 
     def start(self) -> None:

@@ -23,7 +23,12 @@ from jimeng_batch.sim.clock import Clock, system_clock
 from jimeng_batch.sim.codes import Concept, Outcome, outcome
 from jimeng_batch.sim.config import SimConfig
 from jimeng_batch.sim.imagex import ImageXStore
-from jimeng_batch.sim.validate import DraftError, DraftSpec, parse_submission, submit_id_of
+from jimeng_batch.sim.validate import (
+    DraftError,
+    DraftSpec,
+    parse_submission,
+    submit_id_of,
+)
 
 __all__ = ["Account", "Record", "SimError", "SimState", "mask_token"]
 
@@ -347,7 +352,7 @@ class SimState:
 
     def asset(self, name: str) -> tuple[Record, int] | None:
         """The record and item index an asset file name refers to, if it exists and is finished."""
-        stem, _, extension = name.rpartition(".")
+        stem = name.rpartition(".")[0]
         history_id, _, index_text = stem.partition("-")
         record = self._records.get(history_id)
         if record is None or not index_text.isdigit():

@@ -118,7 +118,7 @@ def parse_submission(body: Mapping[str, Any], *, known_uri: Callable[[str], bool
         raise DraftError("draft_content", "is required and must be a JSON string")
     try:
         draft = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise DraftError("draft_content", f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(draft, dict):
         raise DraftError("draft_content", "must encode a JSON object")
