@@ -72,7 +72,7 @@ class RequestSpec:
         """The generation parameters, as plain data (for plans, ledgers and reports)."""
         out: dict[str, Any] = {
             "type": self.type, "region": self.region, "model": self.model, "model_key": self.model_key,
-            "prompt": self.prompt, "seed": self.seed, "resolution": self.resolution,
+            "prompt": self.prompt, "seed": self.seed, "seed_given": self.seed_given, "resolution": self.resolution,
         }
         if self.type == "video":
             out |= {"duration": self.duration, "aspect_ratio": self.aspect_ratio, "fps": self.fps}
@@ -95,3 +95,24 @@ def _image_data(image: ImageInput) -> dict[str, Any]:
     if image.strength is not None:
         data["strength"] = image.strength
     return data
+
+
+def _image_from(data: dict[str, Any]) -> ImageInput:
+    return ImageInput(data["kind"], data["ref"], data.get("sha256"), int(data.get("width", 0)),
+                      int(data.get("height", 0)), str(data.get("format", "")), data.get("strength"))
+
+
+def spec_from_params(key: str, submit_id: str, sample: int, params: dict[str, Any], source: Source,
+                     estimated_credits: float) -> RequestSpec:
+    """A request rebuilt from what :meth:`RequestSpec.params` stored (the ledger keeps params, not objects)."""
+    frames = {name: _image_from(params[name]) for name in ("first_frame", "end_frame") if params.get(name)}
+    return RequestSpec(
+        key=key, submit_id=submit_id, sample=sample, type=params["type"], region=params["region"],
+        model=params["model"], model_key=params["model_key"], prompt=params["prompt"], seed=params.get("seed"),
+        seed_given=bool(params.get("seed_given")), resolution=params["resolution"], source=source,
+        estimated_credits=estimated_credits, negative_prompt=params.get("negative_prompt"),
+        ratio=params.get("ratio"), sample_strength=params.get("sample_strength"),
+        references=tuple(_image_from(r) for r in params.get("references", [])), duration=params.get("duration"),
+        aspect_ratio=params.get("aspect_ratio"), fps=params.get("fps"), first_frame=frames.get("first_frame"),
+        end_frame=frames.get("end_frame"),
+    )

@@ -1,0 +1,355 @@
+"""The HTTP client for the web API: one ``httpx.AsyncClient``, one connection pool.
+
+It adds what every call needs (the query parameters, the ``Sign`` and version headers, the minimal cookie jar
+built from a session token), parses answers into typed results, and turns every failure into an ``APIError``
+that carries its :class:`~jimeng_batch.outcomes.Rule` from the one table in :mod:`jimeng_batch.outcomes`.
+The transport is a parameter, so tests can pass ``httpx.MockTransport`` or point at the simulator.
+
+A token never appears in a message, a log line or an exception: only its masked label does.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from jimeng_batch.catalog import ProtocolVersions, Region
+from jimeng_batch.drafts import GENERATE_PATH, DraftRequest, common_query
+from jimeng_batch.errors import APIError, RequestFailedError, RetryableAPIError, StopSubmittingError
+from jimeng_batch.outcomes import Action, Rule, Source, classify
+from jimeng_batch.signing import web_sign
+from jimeng_batch.tokens import Token
+
+HISTORY_PATH = "/mweb/v1/get_history_by_ids"
+USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
+CREDIT_RECEIVE_PATH = "/commerce/v1/benefits/credit_receive"
+UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"
+
+# The live service's submit can take a while (one client raised its timeout to 60 s for it); downloads are big.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=None)
+USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/132.0.0.0 Safari/537.36")
+
+# Record statuses (protocol reference 2.3).
+STATUS_DONE = 50
+STATUS_FAILED = 30
+FAILED_STATUSES = frozenset({30, 60, 70, 80})
+
+
+class CallError(APIError):
+    """Base of the errors a call raises: carries the rule it was classified by and any Retry-After."""
+
+    def __init__(self, message: str, *, rule: Rule, code: str | None = None, request_key: str | None = None,
+                 retry_after: float | None = None, http_status: int | None = None) -> None:
+        super().__init__(message, code=code, request_key=request_key)
+        self.rule = rule
+        self.retry_after = retry_after
+        self.http_status = http_status
+
+
+class RetryableCallError(CallError, RetryableAPIError):
+    """Try the same call again later."""
+
+
+class StopCallError(CallError, StopSubmittingError):
+    """No new submits with this token (or at all)."""
+
+
+class RequestCallError(CallError, RequestFailedError):
+    """This request will not succeed as it is."""
+
+
+def error_for(rule: Rule, message: str, **kwargs: Any) -> CallError:
+    """The exception class the rule's action calls for."""
+    if rule.action in (Action.RETRY, Action.RETRY_AFTER):
+        return RetryableCallError(message, rule=rule, **kwargs)
+    if rule.action is Action.STOP:
+        return StopCallError(message, rule=rule, **kwargs)
+    return RequestCallError(message, rule=rule, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A submit the service accepted."""
+
+    history_record_id: str
+    task_id: str
+    submit_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One generated output: where to fetch it and what the service says it is."""
+
+    url: str
+    kind: str  # "image" or "video"
+    item_id: str = ""
+    uri: str = ""
+    width: int = 0
+    height: int = 0
+    format: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """A ``get_history_by_ids`` entry, reduced to what the executor needs."""
+
+    history_record_id: str
+    status: int
+    fail_code: str = ""
+    fail_message: str = ""
+    items: tuple[Item, ...] = ()
+    total_count: int = 0
+    finished_count: int = 0
+    finish_time: int = 0
+    forecast_seconds: float | None = None
+    queue_position: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+    def complete(self, kind: str) -> bool:
+        """The protocol reference's completion rule (a status alone is not enough)."""
+        if self.failed:
+            return False
+        if kind == "video":
+            return self.status == STATUS_DONE and any(item.url for item in self.items)
+        return (self.finished_count >= self.total_count > 0 and len(self.items) >= self.total_count
+                and self.finish_time > 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CreditBalance:
+    """An account's credits, from ``user_credit``."""
+
+    gift: int = 0
+    purchase: int = 0
+    vip: int = 0
+    expiring: int = 0
+
+    @property
+    def total(self) -> int:
+        # The live service has shown gift_credit 0 while expiring_credits held the day's grant; count the larger.
+        return max(self.gift, self.expiring) + self.purchase + self.vip
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_item(raw: Mapping[str, Any]) -> Item | None:
+    """One item of ``item_list``: an image's large image, or a video's URL (with the reference's fallbacks)."""
+    common = raw.get("common_attr") or {}
+    item_id = str(common.get("id") or common.get("item_id") or raw.get("item_id") or raw.get("id") or "")
+    video = raw.get("video")
+    if isinstance(video, Mapping):
+        transcoded = (video.get("transcoded_video") or common.get("transcoded_video") or {}).get("origin") or {}
+        url = transcoded.get("video_url") or video.get("play_url") or video.get("download_url") or video.get("url")
+        if url:
+            return Item(str(url), "video", item_id, "", _int(transcoded.get("width") or video.get("width")),
+                        _int(transcoded.get("height") or video.get("height")), str(transcoded.get("format") or "mp4"))
+    image = raw.get("image")
+    if isinstance(image, Mapping):
+        large = (image.get("large_images") or [{}])[0]
+        url = large.get("image_url") or common.get("cover_url")
+        if url:
+            return Item(str(url).replace("\\u0026", "&"), "image", item_id, str(large.get("image_uri") or ""),
+                        _int(large.get("width") or image.get("width")), _int(large.get("height") or image.get("height")),
+                        str(large.get("format") or image.get("format") or ""))
+    return None
+
+
+def parse_record(raw: Mapping[str, Any]) -> HistoryRecord:
+    task = raw.get("task") or {}
+    forecast = raw.get("forecast_cost_time") or {}
+    queue = raw.get("queue_info") or {}
+    items = tuple(item for item in (parse_item(i) for i in raw.get("item_list") or []) if item is not None)
+    seconds = None
+    if forecast:
+        seconds = float(_int(forecast.get("forecast_queue_cost")) + _int(forecast.get("forecast_generate_cost")))
+    return HistoryRecord(
+        history_record_id=str(raw.get("history_record_id") or task.get("history_id") or ""),
+        status=_int(raw.get("status", task.get("status"))),
+        fail_code=str(raw.get("fail_code") or ""),
+        fail_message=str(raw.get("fail_msg") or raw.get("fail_starling_message") or ""),
+        items=items,
+        total_count=_int(raw.get("total_image_count")),
+        finished_count=_int(raw.get("finished_image_count")),
+        finish_time=_int(task.get("finish_time") or raw.get("finish_time")),
+        forecast_seconds=seconds,
+        queue_position=_int(queue.get("queue_idx")) if queue else None,
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+@dataclass
+class _CookieJar:
+    """The minimal cookie jar clients rebuild per token; its random parts stay fixed for the process."""
+
+    web_id: str
+    uid: dict[str, str] = field(default_factory=dict)
+
+    def header(self, token: Token, now: int) -> str:
+        uid = self.uid.setdefault(token.label, secrets.token_hex(16))
+        sid = token.value
+        guard = quote(f"{sid}|{now}|5184000|Mon, 03-Feb-2025 08:17:09 GMT", safe="")
+        return (f"_tea_web_id={self.web_id}; is_staff_user=false; sid_guard={guard}; uid_tt={uid}; "
+                f"uid_tt_ss={uid}; sid_tt={sid}; sessionid={sid}; sessionid_ss={sid}")
+
+
+class JimengClient:
+    """Calls to the web API of one region (or of a base URL that stands in for it, like the simulator)."""
+
+    def __init__(self, *, region: Region, versions: ProtocolVersions, web_id: str, base_url: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                 clock: Callable[[], float] = time.time, max_connections: int = 100) -> None:
+        self.region = region
+        self.versions = versions
+        self.web_id = web_id
+        self.api_base = (base_url or region.api_base).rstrip("/")
+        self.commerce_base = (base_url or region.commerce_base).rstrip("/")
+        self._clock = clock
+        self._cookies = _CookieJar(web_id)
+        self._query = common_query(region, versions, web_id)
+        self.http = httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def __aenter__(self) -> JimengClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def headers(self, path: str, token: Token) -> dict[str, str]:
+        """The headers of one call to ``path`` (Sign covers the path, the platform, the app version and the time)."""
+        now = int(self._clock())
+        v = self.versions
+        return {
+            "Accept": "application/json, text/plain, */*",
+            "App-Sdk-Version": v.app_sdk_version,
+            "Appid": str(self.region.aid),
+            "Appvr": v.app_version,
+            "Device-Time": str(now),
+            "Lan": self.region.lan,
+            "Loc": self.region.loc,
+            "Pf": v.platform,
+            "Sign": web_sign(path, platform=v.platform, app_version=v.app_version, device_time=now),
+            "Sign-Ver": v.sign_version,
+            "Tdid": "",
+            "Content-Type": "application/json",
+            "Cookie": self._cookies.header(token, now),
+            "Origin": self.region.referer.split("/ai-tool")[0].rstrip("/"),
+            "Referer": self.region.referer,
+            "User-Agent": USER_AGENT,
+        }
+
+    async def call(self, path: str, body: Mapping[str, Any], token: Token, *,
+                   query: Mapping[str, str] | None = None, request_key: str | None = None) -> Any:
+        """POST ``body`` to ``path``; the answer's ``data`` on ``ret == "0"``, else the classified error."""
+        commerce = path.startswith("/commerce/")
+        url = (self.commerce_base if commerce else self.api_base) + path
+        # The credits calls go without the default query, as the web app sends them.
+        params = None if commerce else dict(query if query is not None else self._query)
+        try:
+            response = await self.http.post(url, params=params, content=json.dumps(body, ensure_ascii=False),
+                                            headers=self.headers(path, token))
+        except httpx.TimeoutException as exc:
+            raise self._transport_error("timeout", path, request_key, exc) from exc
+        except httpx.TransportError as exc:
+            raise self._transport_error("connection", path, request_key, exc) from exc
+        if response.status_code != 200:
+            rule = classify("http", response.status_code)
+            raise error_for(rule, f"{path}: HTTP {response.status_code} ({rule.meaning})",
+                            code=str(response.status_code), request_key=request_key,
+                            retry_after=_retry_after(response), http_status=response.status_code)
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            rule = classify("http", 502)
+            raise error_for(rule, f"{path}: the answer is not JSON", request_key=request_key) from exc
+        ret = str(payload.get("ret", "")) if isinstance(payload, Mapping) else ""
+        if ret != "0":
+            if not isinstance(payload, Mapping):
+                rule = classify("http", 502)
+                raise error_for(rule, f"{path}: unexpected answer", request_key=request_key)
+            return self._raise_ret(path, payload, request_key)
+        return payload.get("data")
+
+    def _transport_error(self, kind: str, path: str, request_key: str | None, exc: Exception) -> CallError:
+        rule = classify("transport", kind)
+        return error_for(rule, f"{path}: {rule.meaning} ({type(exc).__name__})", code=kind, request_key=request_key)
+
+    def _raise_ret(self, path: str, payload: Mapping[str, Any], request_key: str | None) -> Any:
+        ret = str(payload.get("ret"))
+        data = payload.get("data")
+        fail_code = str(data.get("fail_code")) if isinstance(data, Mapping) and data.get("fail_code") else ""
+        source: Source = "ret"
+        rule = classify(source, ret)
+        errmsg = str(payload.get("errmsg") or "")
+        raise error_for(rule, f"{path}: ret {ret} ({rule.meaning}){': ' + errmsg if errmsg else ''}",
+                        code=fail_code or ret, request_key=request_key)
+
+    async def submit(self, request: DraftRequest, token: Token, *, request_key: str | None = None) -> Submitted:
+        """Send one draft. Idempotent by ``submit_id``: the service answers a repeat with the same record."""
+        data = await self.call(request.path, request.body, token, query=request.query, request_key=request_key)
+        aigc = (data or {}).get("aigc_data") if isinstance(data, Mapping) else None
+        if not isinstance(aigc, Mapping) or not aigc.get("history_record_id"):
+            rule = classify("http", 502)
+            raise error_for(rule, f"{GENERATE_PATH}: accepted without a history_record_id", request_key=request_key)
+        task = aigc.get("task") or {}
+        return Submitted(str(aigc["history_record_id"]), str(aigc.get("task_id") or task.get("task_id") or ""),
+                         str(aigc.get("submit_id") or task.get("submit_id") or request.body.get("submit_id")))
+
+    async def history(self, token: Token, *, submit_ids: list[str] | None = None,
+                      history_ids: list[str] | None = None) -> dict[str, HistoryRecord | None]:
+        """Records by submit id or by history id; an id the service does not (yet) know maps to None."""
+        ids = submit_ids if submit_ids is not None else history_ids or []
+        body = {"submit_ids": ids} if submit_ids is not None else {"history_ids": ids}
+        data = await self.call(HISTORY_PATH, body, token)
+        found: dict[str, HistoryRecord | None] = {}
+        for key in ids:
+            raw = data.get(key) if isinstance(data, Mapping) else None
+            found[key] = parse_record(raw) if isinstance(raw, Mapping) else None
+        return found
+
+    async def user_credit(self, token: Token) -> CreditBalance:
+        data = await self.call(USER_CREDIT_PATH, {}, token) or {}
+        credit = data.get("credit") or {}
+        expiring = sum(_int(c.get("credit_amount")) for c in data.get("expiring_credits") or [])
+        return CreditBalance(_int(credit.get("gift_credit")), _int(credit.get("purchase_credit")),
+                             _int(credit.get("vip_credit")), expiring)
+
+    async def credit_receive(self, token: Token) -> Any:
+        return await self.call(CREDIT_RECEIVE_PATH, {"time_zone": "Asia/Shanghai"}, token)
+
+    @asynccontextmanager
+    async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
+        """GET an asset URL as a stream (signed URLs need no session cookie)."""
+        async with self.http.stream("GET", url, headers={"User-Agent": USER_AGENT}) as response:
+            yield response

@@ -1,0 +1,371 @@
+"""The ledger: a SQLite file (WAL) in the output folder that records every step of every request.
+
+Tables: ``runs``, ``requests`` (one row per distinct request, keyed by its stable key, with its ``submit_id`` and
+state), ``events`` (every state change, with its time: the lifecycle, for reports), ``attempts`` (every call,
+with its outcome) and ``assets`` (every downloaded file, with its sha256). The schema is created and evolved by
+the numbered migrations in :data:`MIGRATIONS`, recorded in ``migrations``.
+
+Each change is committed before the caller goes on: a request is ``submitting`` on disk before its submit is
+sent, so a crash at any moment leaves a ledger that says what might have happened. WAL with
+``synchronous=NORMAL`` survives the process being killed (the writes are in the operating system's hands); a power
+cut could lose the last few commits, which the idempotent ``submit_id`` and the reconciliation on resume cover.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jimeng_batch.errors import LedgerError
+from jimeng_batch.request_spec import RequestSpec, Source, spec_from_params
+
+LEDGER_NAME = "ledger.sqlite"
+
+# States of a request. Terminal states end its lifecycle; `succeeded` still waits for its download.
+PLANNED = "planned"
+SUBMITTING = "submitting"
+SUBMITTED = "submitted"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+DOWNLOADED = "downloaded"
+FAILED = "failed"
+BLOCKED = "blocked"
+INVALID = "invalid"
+SKIPPED = "skipped"
+STATES = (PLANNED, SUBMITTING, SUBMITTED, RUNNING, SUCCEEDED, DOWNLOADED, FAILED, BLOCKED, INVALID, SKIPPED)
+FINAL_STATES = frozenset({DOWNLOADED, FAILED, BLOCKED, INVALID})
+IN_FLIGHT_STATES = frozenset({SUBMITTING, SUBMITTED, RUNNING})
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            manifest TEXT NOT NULL,
+            manifest_sha256 TEXT NOT NULL,
+            tool_version TEXT NOT NULL,
+            options TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'running',
+            exit_code INTEGER,
+            stop_reason TEXT
+        );
+        CREATE TABLE requests (
+            key TEXT PRIMARY KEY,
+            submit_id TEXT NOT NULL UNIQUE,
+            ord INTEGER NOT NULL,
+            job TEXT NOT NULL,
+            source_file TEXT NOT NULL,
+            source_row INTEGER,
+            sample INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            model TEXT NOT NULL,
+            resolution TEXT NOT NULL,
+            params TEXT NOT NULL,
+            estimated_credits REAL NOT NULL,
+            state TEXT NOT NULL,
+            token TEXT,
+            history_record_id TEXT,
+            task_id TEXT,
+            submits INTEGER NOT NULL DEFAULT 0,
+            polls INTEGER NOT NULL DEFAULT 0,
+            retries INTEGER NOT NULL DEFAULT 0,
+            code TEXT,
+            reason TEXT,
+            message TEXT,
+            shared_from TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            submitted_at REAL,
+            finished_at REAL,
+            downloaded_at REAL,
+            run_id INTEGER REFERENCES runs(id)
+        );
+        CREATE INDEX requests_by_state ON requests(state, ord);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            run_id INTEGER,
+            state TEXT NOT NULL,
+            at REAL NOT NULL,
+            detail TEXT
+        );
+        CREATE INDEX events_by_key ON events(key);
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            key TEXT,
+            run_id INTEGER,
+            kind TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            seconds REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            code TEXT,
+            http_status INTEGER,
+            message TEXT
+        );
+        CREATE INDEX attempts_by_key ON attempts(key);
+        CREATE TABLE assets (
+            key TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            width INTEGER,
+            height INTEGER,
+            format TEXT,
+            item_id TEXT,
+            url_expires REAL,
+            downloaded_at REAL NOT NULL,
+            PRIMARY KEY (key, idx)
+        );
+    """),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """A request as the ledger holds it."""
+
+    key: str
+    submit_id: str
+    ord: int
+    job: str
+    type: str
+    model: str
+    resolution: str
+    params: dict[str, Any]
+    estimated_credits: float
+    state: str
+    token: str | None
+    history_record_id: str | None
+    code: str | None
+    reason: str | None
+    submitted_at: float | None
+    sample: int
+    source_file: str
+    source_row: int | None
+
+    @property
+    def kind(self) -> str:
+        return "video" if self.type == "video" else "image"
+
+    def spec(self) -> RequestSpec:
+        """The request, rebuilt for building its draft."""
+        return spec_from_params(self.key, self.submit_id, self.sample, self.params,
+                                Source(self.source_file, self.job, 0, self.source_row), self.estimated_credits)
+
+
+_ROW_COLUMNS = ("key, submit_id, ord, job, type, model, resolution, params, estimated_credits, state, token, "
+                "history_record_id, code, reason, submitted_at, sample, source_file, source_row")
+
+
+def _row(values: tuple[Any, ...]) -> RequestRow:
+    data = list(values)
+    data[7] = json.loads(data[7])
+    return RequestRow(*data)
+
+
+class Ledger:
+    """The ledger of one output folder."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{path}: not a usable ledger ({exc}); move it away to start afresh") from exc
+        self.run_id: int | None = None
+
+    @classmethod
+    def in_folder(cls, folder: Path, **kwargs: Any) -> Ledger:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"{folder}: cannot create the output folder ({exc.strerror})") from exc
+        return cls(folder / LEDGER_NAME, **kwargs)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- migrations ---------------------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                        "applied_at REAL NOT NULL)")
+        done = {row[0] for row in self.db.execute("SELECT version FROM migrations")}
+        if done and max(done) > LATEST_VERSION:
+            raise LedgerError(f"{self.path}: written by a newer jimeng-batch (schema {max(done)}); upgrade to use it")
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            # One script, one transaction: a migration is applied whole or not at all.
+            record = (f"INSERT INTO migrations VALUES ({migration.version}, '{migration.name}', "
+                      f"{self._clock()!r});")
+            try:
+                self.db.executescript("BEGIN IMMEDIATE;" + migration.sql + record + "COMMIT;")
+            except sqlite3.Error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        return int(self.db.execute("SELECT MAX(version) FROM migrations").fetchone()[0] or 0)
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> None:
+            self.db.execute("BEGIN IMMEDIATE")
+
+        def __exit__(self, kind: object, *rest: object) -> None:
+            self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+    def _transaction(self) -> Ledger._Tx:
+        return Ledger._Tx(self.db)
+
+    # -- runs ----------------------------------------------------------------------------------------------------
+
+    def begin_run(self, manifest: str, manifest_sha256: str, tool_version: str, options: dict[str, Any]) -> int:
+        cursor = self.db.execute(
+            "INSERT INTO runs (started_at, manifest, manifest_sha256, tool_version, options) VALUES (?, ?, ?, ?, ?)",
+            (self._clock(), manifest, manifest_sha256, tool_version, json.dumps(options, sort_keys=True)),
+        )
+        self.run_id = int(cursor.lastrowid or 0)
+        return self.run_id
+
+    def end_run(self, status: str, exit_code: int, stop_reason: str | None = None) -> None:
+        self.db.execute("UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, stop_reason = ? WHERE id = ?",
+                        (self._clock(), status, exit_code, stop_reason, self.run_id))
+
+    def last_run(self) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT id, manifest, manifest_sha256, options, status, exit_code, stop_reason "
+                              "FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "manifest": row[1], "manifest_sha256": row[2], "options": json.loads(row[3]),
+                "status": row[4], "exit_code": row[5], "stop_reason": row[6]}
+
+    # -- requests ------------------------------------------------------------------------------------------------
+
+    def add_planned(self, specs: Iterable[RequestSpec], batch: int = 2000) -> int:
+        """Record every request not yet in the ledger as planned; returns how many were new."""
+        now = self._clock()
+        next_ord = int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0])
+        added = 0
+        pending: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            nonlocal added
+            with self._transaction():
+                before = self.db.total_changes
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO requests (key, submit_id, ord, job, source_file, source_row, sample, "
+                    "type, model, resolution, params, estimated_credits, state, created_at, updated_at, run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?)",
+                    pending,
+                )
+                added += self.db.total_changes - before
+            pending.clear()
+
+        for spec in specs:
+            pending.append((spec.key, spec.submit_id, next_ord + len(pending) + added, spec.source.job,
+                            spec.source.file, spec.source.row, spec.sample, spec.type, spec.model, spec.resolution,
+                            json.dumps(spec.params(), ensure_ascii=False), spec.estimated_credits, now, now,
+                            self.run_id))
+            if len(pending) >= batch:
+                flush()
+                next_ord = int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0])
+        if pending:
+            flush()
+        return added
+
+    def set_state(self, key: str, state: str, *, detail: str | None = None, **fields: Any) -> None:
+        """Move a request to ``state`` (and set other columns), recording the event, in one commit."""
+        now = self._clock()
+        columns = {"state": state, "updated_at": now, **fields}
+        if state == SUBMITTED and "submitted_at" not in fields:
+            columns["submitted_at"] = now
+        if state in (SUCCEEDED, FAILED, BLOCKED, INVALID) and "finished_at" not in fields:
+            columns["finished_at"] = now
+        if state == DOWNLOADED:
+            columns.setdefault("downloaded_at", now)
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self._transaction():
+            self.db.execute(f"UPDATE requests SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
+            self.db.execute("INSERT INTO events (key, run_id, state, at, detail) VALUES (?, ?, ?, ?, ?)",
+                            (key, self.run_id, state, now, detail))
+
+    def bump(self, key: str, column: str, by: int = 1) -> None:
+        assert column in ("submits", "polls", "retries")
+        self.db.execute(f"UPDATE requests SET {column} = {column} + ? WHERE key = ?", (by, key))  # noqa: S608
+
+    def get(self, key: str) -> RequestRow | None:
+        row = self.db.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE key = ?", (key,)).fetchone()  # noqa: S608
+        return _row(row) if row else None
+
+    def in_states(self, states: Iterable[str]) -> Iterator[RequestRow]:
+        """Requests in any of ``states``, in plan order."""
+        wanted = list(states)
+        marks = ", ".join("?" for _ in wanted)
+        query = f"SELECT {_ROW_COLUMNS} FROM requests WHERE state IN ({marks}) ORDER BY ord"  # noqa: S608
+        for row in self.db.execute(query, wanted).fetchall():
+            yield _row(row)
+
+    def keys_in_states(self, states: Iterable[str]) -> list[str]:
+        wanted = list(states)
+        marks = ", ".join("?" for _ in wanted)
+        query = f"SELECT key FROM requests WHERE state IN ({marks}) ORDER BY ord"  # noqa: S608
+        return [row[0] for row in self.db.execute(query, wanted)]
+
+    def counts(self) -> dict[str, int]:
+        found = dict(self.db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall())
+        return {state: int(found.get(state, 0)) for state in STATES if found.get(state)}
+
+    def total(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+    # -- attempts and assets -------------------------------------------------------------------------------------
+
+    def add_attempt(self, key: str | None, kind: str, started_at: float, seconds: float, outcome: str,
+                    code: str | None = None, http_status: int | None = None, message: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO attempts (key, run_id, kind, started_at, seconds, outcome, code, http_status, message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, self.run_id, kind, started_at, seconds, outcome, code, http_status, message),
+        )
+
+    def add_asset(self, key: str, index: int, kind: str, path: str, sha256: str, size: int, width: int | None,
+                  height: int | None, fmt: str | None, item_id: str | None, url_expires: float | None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO assets (key, idx, kind, path, sha256, size, width, height, format, item_id, "
+            "url_expires, downloaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, index, kind, path, sha256, size, width, height, fmt, item_id, url_expires, self._clock()),
+        )
+
+    def assets_of(self, key: str) -> list[dict[str, Any]]:
+        cursor = self.db.execute("SELECT idx, kind, path, sha256, size, width, height, format FROM assets "
+                                 "WHERE key = ? ORDER BY idx", (key,))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -1,0 +1,101 @@
+"""The pool of session tokens: a cap on jobs in flight per token, and which tokens may still submit.
+
+The API document's concurrency rule is three jobs at a time, queued: each token has ``cap`` slots, a job holds
+one from its submit until its generation ends (success or failure), and requests wait for a slot in the order
+they were planned. A token is quarantined on a login error and marked exhausted on a credit error; the others
+go on, and when none is left, submitting stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from jimeng_batch.outcomes import TokenEffect
+from jimeng_batch.tokens import Token
+
+ACTIVE = "active"
+
+
+@dataclass
+class _Slot:
+    token: Token
+    free: int
+    state: str = ACTIVE
+    reason: str = ""
+    in_flight: int = 0
+    high_water: int = 0
+
+
+class TokenPool:
+    """Slots per token; create it inside the running event loop (it owns an asyncio.Condition)."""
+
+    def __init__(self, tokens: list[Token], cap: int) -> None:
+        if not tokens:
+            raise ValueError("a token pool needs at least one token")
+        self.cap = cap
+        self._slots = {token.label: _Slot(token, cap) for token in tokens}
+        self._changed = asyncio.Condition()
+
+    def token(self, label: str | None) -> Token | None:
+        slot = self._slots.get(label or "")
+        return slot.token if slot else None
+
+    @property
+    def any_active(self) -> bool:
+        return any(slot.state == ACTIVE for slot in self._slots.values())
+
+    def states(self) -> dict[str, str]:
+        """Each token's state, by masked label."""
+        return {label: slot.state + (f" ({slot.reason})" if slot.reason else "") for label, slot in self._slots.items()}
+
+    def high_water(self) -> dict[str, int]:
+        return {label: slot.high_water for label, slot in self._slots.items()}
+
+    async def acquire(self) -> Token | None:
+        """A slot on the active token with the most free slots; None once no token may submit any more."""
+        async with self._changed:
+            while True:
+                active = [slot for slot in self._slots.values() if slot.state == ACTIVE]
+                if not active:
+                    return None
+                best = max(active, key=lambda slot: slot.free)
+                if best.free > 0:
+                    self._take(best)
+                    return best.token
+                await self._changed.wait()
+
+    def hold(self, token: Token) -> None:
+        """Count a job already in flight on ``token`` (resumed from a previous run) against its cap."""
+        self._take(self._slots[token.label])
+
+    def _take(self, slot: _Slot) -> None:
+        slot.free -= 1
+        slot.in_flight += 1
+        slot.high_water = max(slot.high_water, slot.in_flight)
+
+    async def release(self, token: Token) -> None:
+        async with self._changed:
+            slot = self._slots[token.label]
+            slot.free += 1
+            slot.in_flight -= 1
+            self._changed.notify_all()
+
+    async def mark(self, token: Token, effect: TokenEffect, reason: str) -> None:
+        """Take a token out of the pool for the rest of the run."""
+        if effect is TokenEffect.NONE:
+            return
+        async with self._changed:
+            slot = self._slots[token.label]
+            if slot.state == ACTIVE:
+                slot.state = "quarantined" if effect is TokenEffect.QUARANTINE else "exhausted"
+                slot.reason = reason
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        """Wake every waiter: nothing more will be admitted."""
+        async with self._changed:
+            for slot in self._slots.values():
+                if slot.state == ACTIVE:
+                    slot.state = "closed"
+            self._changed.notify_all()

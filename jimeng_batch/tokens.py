@@ -1,0 +1,64 @@
+"""Session tokens: read from the environment or a file, never written anywhere, shown only masked.
+
+A token is the ``sessionid`` cookie of a logged-in web session. ``JIMENG_SESSIONID`` holds one or a
+comma-separated pool; ``--token-file`` names a file with one per line (``#`` comments and blank lines ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jimeng_batch.errors import ConfigError
+
+TOKEN_ENV = "JIMENG_SESSIONID"
+MASK_VISIBLE = 4
+
+
+def mask(secret: str) -> str:
+    """What may be shown of a token: its first four characters and its length."""
+    return f"{secret[:MASK_VISIBLE]}…({len(secret)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A session token. Its ``repr`` and ``str`` are masked, so it cannot leak through a log or a traceback."""
+
+    value: str = field(repr=False)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", mask(self.value))
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def parse_tokens(text: str, *, separators: str = ",\n") -> list[Token]:
+    """Tokens from a comma- or line-separated text; duplicates are dropped, order is kept."""
+    pieces = [text]
+    for separator in separators:
+        pieces = [part for piece in pieces for part in piece.split(separator)]
+    seen: dict[str, Token] = {}
+    for piece in pieces:
+        value = piece.strip()
+        if value and not value.startswith("#") and value not in seen:
+            seen[value] = Token(value)
+    return list(seen.values())
+
+
+def load_tokens(token_file: Path | None = None, environ: dict[str, str] | None = None) -> list[Token]:
+    """The token pool: from ``token_file`` when given, else from ``JIMENG_SESSIONID``."""
+    env = os.environ if environ is None else environ
+    if token_file is not None:
+        try:
+            text = token_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{token_file}: cannot read the token file ({exc.strerror})") from exc
+        tokens = parse_tokens(text)
+        if not tokens:
+            raise ConfigError(f"{token_file}: no session token in the file (one per line)")
+        return tokens
+    return parse_tokens(env.get(TOKEN_ENV, ""), separators=",")
