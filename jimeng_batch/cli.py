@@ -21,8 +21,10 @@ from rich.table import Table
 
 from jimeng_batch import __version__, catalog
 from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
+from jimeng_batch.ledger import IN_FLIGHT_STATES, Ledger
 from jimeng_batch.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.plan import PlanSummary, iter_plan_records, record_writer, summarize
+from jimeng_batch.runner import PREFLIGHT_MODES, RunReport, RunRequest, execute, ledger_path, resume_request, ttl_value
 from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.sources import display_path
 
@@ -235,6 +237,124 @@ def _span(values: list[int]) -> str:
     if len(values) > 3 and values == list(range(values[0], values[-1] + 1)):
         return f"{values[0]}-{values[-1]}"
     return ", ".join(str(v) for v in values)
+
+
+def run_options_flags(command: F) -> F:
+    """Options shared by `run` and `resume`: where to send, with which tokens, how fast, and the cache."""
+    options = [
+        click.option("--sim", is_flag=True, help="Run against the built-in simulator (no account, no credits)."),
+        click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+                     help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
+        click.option("--base-url", default=None, help="Send to this host instead of the region's "
+                                                      "(also JIMENG_BASE_URL)."),
+        click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
+        click.option("--concurrency", type=click.IntRange(1, 1000), default=None,
+                     help="Jobs in flight per token (default 3, the document's rule)."),
+        click.option("--submits-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
+        click.option("--polls-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
+        click.option("--downloads-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
+        click.option("--max-retries", type=click.IntRange(0, 100), default=None),
+        click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Seconds before the first poll of a job (default 2 for images, 5 for video)."),
+        click.option("--budget", type=click.FloatRange(min=0), default=None,
+                     help="Stop admitting requests once the estimated spend would pass this many credits."),
+        click.option("--preflight", type=click.Choice(list(PREFLIGHT_MODES)), default="warn", show_default=True,
+                     help="Check the accounts' credits first: warn, or stop when they cannot cover the plan."),
+        click.option("--no-cache", is_flag=True, help="Neither use nor fill the result cache."),
+        click.option("--cache-ttl", default=None, help="Seconds a cached result may be reused, or 'forever'."),
+        click.option("--cache-path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="The result cache database (shared between runs)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress display."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+_OVERRIDES = ("concurrency", "submits_per_second", "polls_per_second", "downloads_per_second", "max_retries",
+              "poll_interval", "budget")
+
+
+def _run_request_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sim": kwargs.pop("sim"), "sim_config": kwargs.pop("sim_config"), "base_url": kwargs.pop("base_url"),
+        "token_file": kwargs.pop("token_file"),
+        "overrides": {name: kwargs.pop(name) for name in _OVERRIDES if kwargs.get(name) is not None},
+        "use_cache": not kwargs.pop("no_cache"),
+        "cache_ttl": None if kwargs.get("cache_ttl") is None else ttl_value(kwargs.pop("cache_ttl")),
+        "cache_path": kwargs.pop("cache_path"), "preflight": kwargs.pop("preflight"), "quiet": kwargs.pop("quiet"),
+    }
+
+
+def _finish_run(report: RunReport) -> None:
+    result = report.result
+    counts = ", ".join(f"{state} {n}" for state, n in sorted(result.counts.items()))
+    _err(f"{display_path(report.out_dir)}: {counts or 'nothing to do'}")
+    if result.stop_reason:
+        _err(f"stopped early: {result.stop_reason}")
+    raise click.exceptions.Exit(report.exit_code)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The output folder (default: the manifest's output.dir, else out/<manifest name>).")
+@run_options_flags
+@spreadsheet_options
+def run(file: Path, out: Path | None, **kwargs: Any) -> None:
+    """Run FILE: submit, poll and download every request, resumably. Run it again to continue."""
+    fields = _run_request_fields(kwargs)
+    request = RunRequest(manifest=file, sheet_options=_sheet_options(kwargs), out_dir=out, **fields)
+    _finish_run(execute(request))
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@run_options_flags
+def resume(out_dir: Path, **kwargs: Any) -> None:
+    """Continue the last run recorded in OUT_DIR where it stopped."""
+    fields = _run_request_fields(kwargs)
+    overrides = fields.pop("overrides")
+    sim = fields.pop("sim")
+    request = resume_request(out_dir, **{k: v for k, v in fields.items() if v not in (None, False)})
+    request.overrides.update(overrides)
+    request.sim = request.sim or sim
+    request.use_cache = request.use_cache and fields["use_cache"]
+    _finish_run(execute(request))
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(out_dir: Path, as_json: bool) -> None:
+    """Counts by state, and what is in flight, in OUT_DIR's ledger."""
+    ledger = Ledger(ledger_path(out_dir))
+    try:
+        counts = ledger.counts()
+        in_flight = [
+            {"key": row.key, "state": row.state, "job": row.job, "model": row.model, "token": row.token,
+             "history_record_id": row.history_record_id}
+            for row in ledger.in_states(sorted(IN_FLIGHT_STATES))
+        ]
+        last = ledger.last_run()
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(json.dumps({"counts": counts, "total": sum(counts.values()), "in_flight": in_flight,
+                               "last_run": {k: v for k, v in (last or {}).items() if k != "options"}}, indent=2))
+        return
+    click.echo(f"{display_path(out_dir)}: {sum(counts.values())} request(s)")
+    for state, count in counts.items():
+        click.echo(f"  {state:<11} {count}")
+    if last:
+        click.echo(f"last run: {last['status']}" + (f" ({last['stop_reason']})" if last["stop_reason"] else ""))
+    if in_flight:
+        click.echo("in flight:")
+        for row in in_flight:
+            history = row["history_record_id"] or "-"
+            click.echo(f"  {row['key']}  {row['state']:<10} {row['model']:<18} history {history}  "
+                       f"token {row['token'] or '-'}")
 
 
 def _attach_simulator() -> None:

@@ -1,0 +1,123 @@
+"""What a run shows while it works: a rich live table on a terminal, periodic plain lines otherwise.
+
+Both read the executor's in-memory counts; neither touches the ledger, so showing progress costs nothing per
+request. Messages name tokens only by their masked labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from jimeng_batch import ledger as states
+
+log = logging.getLogger("jimeng_batch.run")
+
+COLUMNS = (
+    ("queued", (states.PLANNED,)),
+    ("submitted", (states.SUBMITTING, states.SUBMITTED)),
+    ("running", (states.RUNNING,)),
+    ("done", (states.SUCCEEDED, states.DOWNLOADED)),
+    ("failed", (states.FAILED, states.BLOCKED, states.INVALID)),
+    ("skipped", (states.SKIPPED,)),
+)
+
+
+def grouped(counts: Counter[str]) -> dict[str, int]:
+    return {name: sum(counts.get(s, 0) for s in members) for name, members in COLUMNS}
+
+
+def eta_seconds(done_now: int, total: int, started: float, done_at_start: int, now: float) -> float | None:
+    """Time left at the rate requests have finished since the run started."""
+    finished = done_now - done_at_start
+    elapsed = now - started
+    if finished <= 0 or elapsed <= 0:
+        return None
+    return (total - done_now) / (finished / elapsed)
+
+
+def describe(counts: Counter[str], total: int, credits: float, eta: float | None) -> str:
+    parts = [f"{name} {value}" for name, value in grouped(counts).items()]
+    text = f"{' | '.join(parts)} | of {total} | credits ~{credits:g}"
+    if eta is not None:
+        text += f" | ETA {int(eta // 60)}m{int(eta % 60):02d}s"
+    return text
+
+
+class Progress:
+    """Shows the run's progress until :meth:`stop`; call :meth:`start` inside the event loop."""
+
+    def __init__(self, total: int, *, quiet: bool = False, interval: float = 10.0,
+                 credits: Callable[[], float] = lambda: 0.0, live: bool | None = None) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.interval = interval
+        self.credits = credits
+        self.live = sys.stderr.isatty() if live is None else live
+        self.counts: Counter[str] = Counter()
+        self.started = time.monotonic()
+        self.done_at_start: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._live: Live | None = None
+
+    def update(self, counts: Counter[str]) -> None:
+        self.counts = counts
+        if self.done_at_start is None:
+            self.done_at_start = grouped(counts)["done"]
+
+    def _eta(self) -> float | None:
+        done = grouped(self.counts)["done"] + grouped(self.counts)["failed"]
+        return eta_seconds(done, self.total, self.started, self.done_at_start or 0, time.monotonic())
+
+    def _table(self) -> Table:
+        table = Table(title="jimeng-batch run", title_justify="left")
+        for name, _ in COLUMNS:
+            table.add_column(name, justify="right")
+        table.add_column("credits ~", justify="right")
+        table.add_column("ETA", justify="right")
+        eta = self._eta()
+        values: list[Any] = list(grouped(self.counts).values())
+        table.add_row(*(str(v) for v in values), f"{self.credits():g}",
+                      "-" if eta is None else f"{int(eta // 60)}m{int(eta % 60):02d}s")
+        return table
+
+    def start(self) -> None:
+        if self.quiet:
+            return
+        if self.live:
+            self._live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+            self._live.start()
+        self._task = asyncio.ensure_future(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25 if self._live else self.interval)
+            self._show()
+
+    def _show(self) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+        else:
+            line = describe(self.counts, self.total, self.credits(), self._eta())
+            log.info(line)
+            print(line, file=sys.stderr, flush=True)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._live is not None:
+            self._live.update(self._table())
+            self._live.stop()
+

@@ -1,0 +1,308 @@
+"""One `run` (or `resume`): manifest to ledger to executor, with the simulator, signals, logs and exit code.
+
+The command line calls :func:`execute`; everything that touches the outside world for a run is set up here, so
+the executor itself only sees a ledger, a client and tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from jimeng_batch import __version__, catalog
+from jimeng_batch import ledger as states
+from jimeng_batch.cache import DEFAULT_TTL, ResultCache, default_cache_path
+from jimeng_batch.client import JimengClient, RetryableCallError, StopCallError
+from jimeng_batch.errors import ConfigError, SchemaError
+from jimeng_batch.executor import Executor, RunOptions, RunResult
+from jimeng_batch.ledger import LEDGER_NAME, Ledger
+from jimeng_batch.manifest import Manifest, SpreadsheetOptions, load_manifest
+from jimeng_batch.plan import iter_distinct, plan_web_id, summarize
+from jimeng_batch.progress import Progress
+from jimeng_batch.request_spec import RequestSpec
+from jimeng_batch.sources import display_path
+from jimeng_batch.tokens import Token, load_tokens
+
+log = logging.getLogger("jimeng_batch.run")
+
+BASE_URL_ENV = "JIMENG_BASE_URL"
+LOG_NAME = "run.log"
+SIM_TOKEN = "simulator-demo-session-0000000000"  # the simulator accepts any session; this one is not a secret
+PREFLIGHT_MODES = ("warn", "stop", "off")
+
+
+@dataclass
+class RunRequest:
+    """Everything a run needs from the command line."""
+
+    manifest: Path
+    sheet_options: SpreadsheetOptions = field(default_factory=SpreadsheetOptions)
+    out_dir: Path | None = None
+    sim: bool = False
+    sim_config: Path | None = None
+    base_url: str | None = None
+    token_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # RunOptions fields given on the command line
+    use_cache: bool = True
+    cache_ttl: float | None = None
+    cache_path: Path | None = None
+    preflight: str = "warn"
+    quiet: bool = False
+    live: bool | None = None
+
+
+@dataclass
+class RunReport:
+    """How a run ended."""
+
+    out_dir: Path
+    result: RunResult
+    planned: int
+
+    @property
+    def exit_code(self) -> int:
+        return self.result.exit_code
+
+
+def manifest_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def output_folder(manifest: Manifest, requested: Path | None) -> Path:
+    """``--out``, else the manifest's ``output.dir`` (relative to the manifest), else ``out/<manifest name>``."""
+    if requested is not None:
+        return requested
+    if manifest.settings.output_dir:
+        return (manifest.path.parent / manifest.settings.output_dir).resolve()
+    return Path("out") / manifest.path.stem
+
+
+def run_options(manifest: Manifest, overrides: dict[str, Any]) -> RunOptions:
+    """The manifest's ``limits`` and ``budget``, then the command line's overrides."""
+    limits = dict(manifest.settings.limits)
+    options = RunOptions()
+    for name in ("concurrency", "submits_per_second", "polls_per_second", "downloads_per_second", "max_retries"):
+        if name in limits:
+            setattr(options, name, limits[name])
+    if manifest.settings.budget is not None:
+        options.budget = float(manifest.settings.budget)
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name == "poll_interval":
+            options.poll_first = {"image": value, "video": value}
+            options.poll_max = {k: max(v, value) for k, v in options.poll_max.items()}
+        else:
+            setattr(options, name, value)
+    return options
+
+
+@contextlib.contextmanager
+def file_log(folder: Path) -> Iterator[None]:
+    """Log the run to ``run.log`` in the output folder (tokens are never logged: only their masked labels)."""
+    handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("jimeng_batch")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _tokens(request: RunRequest) -> list[Token]:
+    tokens = load_tokens(request.token_file)
+    if not tokens and request.sim:
+        tokens = [Token(SIM_TOKEN)]
+    if not tokens:
+        raise ConfigError("no session token: set JIMENG_SESSIONID (one, or several separated by commas) or pass "
+                          "--token-file; or rehearse against the built-in simulator with --sim")
+    return tokens
+
+
+def execute(request: RunRequest) -> RunReport:
+    """Run a manifest to the end (or to a stop); the ledger says where it stands at every moment."""
+    manifest = load_manifest(request.manifest, request.sheet_options)
+    summary = summarize(manifest)
+    if summary.problems:
+        raise SchemaError(summary.problems)
+    tokens = _tokens(request)
+    out_dir = output_folder(manifest, request.out_dir)
+    ledger = Ledger.in_folder(out_dir)
+    try:
+        with file_log(out_dir):
+            return _execute(request, manifest, tokens, out_dir, ledger)
+    finally:
+        ledger.close()
+
+
+def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_dir: Path,
+             ledger: Ledger) -> RunReport:
+    options = run_options(manifest, request.overrides)
+    recorded = {
+        "manifest": str(request.manifest.resolve()), "sheet_options": {
+            "region": request.sheet_options.region, "type": request.sheet_options.type,
+            "defaults": dict(request.sheet_options.defaults),
+            "protocol_profile": request.sheet_options.protocol_profile,
+        },
+        "sim": request.sim, "overrides": request.overrides, "use_cache": request.use_cache,
+        "tokens": [t.label for t in tokens],
+    }
+    ledger.begin_run(manifest.display, manifest_sha256(request.manifest), __version__, recorded)
+    added = ledger.add_planned(item for item in iter_distinct(manifest) if isinstance(item, RequestSpec))
+    log.info("run of %s into %s: %d new request(s), %d in the ledger", manifest.display, out_dir, added,
+             ledger.total())
+    with contextlib.ExitStack() as stack:
+        base_url = request.base_url or os.environ.get(BASE_URL_ENV)
+        if request.sim:
+            from jimeng_batch.sim import SimConfig, load_config, running_simulator
+
+            config = load_config(request.sim_config) if request.sim_config else SimConfig()
+            server = stack.enter_context(running_simulator(config))
+            base_url = server.base_url
+            log.info("running against the built-in simulator at %s", base_url)
+        cache = None
+        if request.use_cache:
+            ttl = request.cache_ttl if request.cache_ttl is not None else manifest.settings.cache.get("ttl",
+                                                                                                     DEFAULT_TTL)
+            path = request.cache_path or _cache_path(manifest) or default_cache_path()
+            cache = ResultCache(path, float(ttl))
+            stack.callback(cache.close)
+        result = asyncio.run(_run(manifest, ledger, tokens, options, out_dir, base_url, cache, request))
+    status = "interrupted" if result.interrupted else ("stopped" if result.stop_reason else "finished")
+    ledger.end_run(status, result.exit_code, result.stop_reason)
+    return RunReport(out_dir, result, ledger.total())
+
+
+def _cache_path(manifest: Manifest) -> Path | None:
+    path = manifest.settings.cache.get("path")
+    return (manifest.path.parent / path).resolve() if path else None
+
+
+async def _run(manifest: Manifest, ledger: Ledger, tokens: list[Token], options: RunOptions, out_dir: Path,
+               base_url: str | None, cache: ResultCache | None, request: RunRequest) -> RunResult:
+    region = catalog.REGIONS[manifest.settings.region]
+    versions = manifest.settings.protocol
+    async with JimengClient(region=region, versions=versions, web_id=plan_web_id(manifest),
+                            base_url=base_url) as client:
+        executor = Executor(ledger, client, tokens, options, out_dir=out_dir, region=region, versions=versions,
+                            web_id=plan_web_id(manifest), cache=cache)
+        progress = Progress(ledger.total(), quiet=request.quiet, live=request.live,
+                            credits=lambda: executor.admitted_credits)
+        executor.on_change = progress.update
+        progress.update(Counter(ledger.counts()))
+        if request.preflight != "off":
+            await _preflight(client, tokens, ledger, executor, request.preflight)
+        main = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal() -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                print("\nstopping: no new submits; finishing what is in flight (Ctrl-C again to quit now)",
+                      file=sys.stderr, flush=True)
+                executor.interrupt()
+            elif main is not None:
+                main.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal)
+        progress.start()
+        try:
+            return await executor.run()
+        except asyncio.CancelledError:
+            executor.interrupted = True
+            return RunResult(dict(ledger.counts()), "interrupted", True, executor.admitted_credits, {}, {})
+        finally:
+            await progress.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+
+async def _preflight(client: JimengClient, tokens: list[Token], ledger: Ledger, executor: Executor,
+                     mode: str) -> None:
+    """Warn, or stop before the first submit, when the accounts' credits cannot cover what is still planned."""
+    needed = sum(row.estimated_credits for row in ledger.in_states([states.PLANNED, states.SKIPPED]))
+    if needed <= 0:
+        return
+    total = 0
+    for token in tokens:
+        try:
+            total += (await client.user_credit(token)).total
+        except StopCallError as error:
+            log.warning("credit check for token %s: %s", token.label, error)
+        except RetryableCallError as error:
+            log.warning("credit check for token %s failed: %s", token.label, error)
+            return  # a balance we could not read is not a reason to stop
+    if total >= needed:
+        log.info("credits: %d available, about %g needed", total, needed)
+        return
+    message = f"the plan needs about {needed:g} credits; the account(s) have {total}"
+    if mode == "stop":
+        print(f"preflight: {message}; not starting (use --preflight warn to run anyway)", file=sys.stderr)
+        executor.stop("preflight")
+    else:
+        print(f"warning: {message}", file=sys.stderr)
+        log.warning(message)
+
+
+def ttl_value(text: str) -> float:
+    """A cache TTL from the command line: seconds, or ``forever``."""
+    if text == "forever":
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--cache-ttl: '{text}' is not a number of seconds or 'forever'") from None
+    if value < 0:
+        raise ConfigError("--cache-ttl: must not be negative")
+    return value
+
+
+def ledger_path(out_dir: Path) -> Path:
+    path = out_dir / LEDGER_NAME
+    if not path.is_file():
+        raise ConfigError(f"{display_path(out_dir)}: no ledger here ({LEDGER_NAME}); is it a run's output folder?")
+    return path
+
+
+def resume_request(out_dir: Path, **changes: Any) -> RunRequest:
+    """The request of the last run recorded in ``out_dir``, to run it again from where it stopped."""
+    ledger = Ledger(ledger_path(out_dir))
+    try:
+        last = ledger.last_run()
+    finally:
+        ledger.close()
+    if last is None:
+        raise ConfigError(f"{display_path(out_dir)}: the ledger records no run to resume")
+    recorded = last["options"]
+    sheet = recorded.get("sheet_options", {})
+    request = RunRequest(
+        manifest=Path(recorded["manifest"]),
+        sheet_options=SpreadsheetOptions(region=sheet.get("region", catalog.DEFAULT_REGION),
+                                         type=sheet.get("type", "image"), defaults=sheet.get("defaults", {}),
+                                         protocol_profile=sheet.get("protocol_profile",
+                                                                    catalog.DEFAULT_PROTOCOL_PROFILE)),
+        out_dir=out_dir, sim=bool(recorded.get("sim")), overrides=dict(recorded.get("overrides", {})),
+        use_cache=bool(recorded.get("use_cache", True)),
+    )
+    if not request.manifest.is_file():
+        raise ConfigError(f"{request.manifest}: the manifest of the run in {display_path(out_dir)} is gone")
+    return replace(request, **{k: v for k, v in changes.items() if v is not None})
