@@ -1,0 +1,75 @@
+"""Kill a run with SIGKILL at random moments, resume it each time: every request finishes, none is paid twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+from jimeng_batch.ledger import Ledger
+from run_helpers import TOKEN, sha256_of, simulator, write_manifest
+
+MANIFEST = """
+    jobs:
+      - name: many
+        type: image
+        resolution: 1k
+        prompt: "picture {n}"
+        vars:
+          n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]
+"""
+
+
+def run_command(manifest: Path, out: Path, base_url: str, tokens: Path) -> list[str]:
+    return [sys.executable, "-m", "jimeng_batch", "run", str(manifest), "--out", str(out), "--base-url", base_url,
+            "--token-file", str(tokens), "--poll-interval", "0.02", "--quiet", "--preflight", "off", "--no-cache"]
+
+
+def kill_and_resume(tmp_path: Path, kills: int, seed: int) -> None:
+    manifest = write_manifest(tmp_path, MANIFEST)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(TOKEN + "\n")
+    out = tmp_path / "out"
+    chooser = random.Random(seed)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    latency = {"submit": {"uniform": [0.0, 0.05]}, "generation": {"uniform": [0.05, 0.2]}}
+    with simulator(seed=seed, latency=latency, images_per_request=2) as server:
+        killed = 0
+        for _ in range(kills):
+            process = subprocess.Popen(run_command(manifest, out, server.base_url, tokens), env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                process.wait(timeout=chooser.uniform(0.3, 1.2))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                killed += 1
+            else:
+                break  # it finished before this kill came
+        final = subprocess.run(run_command(manifest, out, server.base_url, tokens), env=env, capture_output=True,
+                               text=True, timeout=120)
+        stats = server.stats()
+    assert final.returncode == 0, final.stderr
+    assert killed >= kills // 2, f"only {killed} kill(s) landed mid-run"
+    assert set(stats["charges_by_submit_id"].values()) == {1}
+    assert len(stats["charges_by_submit_id"]) == 24
+    ledger = Ledger(out / "ledger.sqlite")
+    try:
+        assert ledger.counts() == {"downloaded": 24}
+        assets = ledger.db.execute("SELECT path, sha256, size FROM assets").fetchall()
+    finally:
+        ledger.close()
+    assert len(assets) == 48
+    for path, sha, size in assets:
+        file = out / path
+        assert file.stat().st_size == size and sha256_of(file) == sha
+    assert not list((out / "assets").glob(".*.part"))
+    assert TOKEN not in (out / "run.log").read_text()
+
+
+def test_killed_runs_resume_without_double_charges(tmp_path: Path) -> None:
+    kill_and_resume(tmp_path, kills=5, seed=7)
