@@ -151,3 +151,42 @@ def test_python_dash_m_works() -> None:
     result = subprocess.run([sys.executable, "-m", "jimeng_batch", "--version"], cwd=REPO, capture_output=True,
                             text=True, check=True)
     assert result.stdout.startswith("jimeng-batch, version ")
+
+
+def test_run_status_and_resume_on_the_simulator(write: Callable[..., Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JIMENG_SESSIONID", raising=False)
+    path = write("m.yaml", "jobs:\n  - {type: image, resolution: 1k, prompt: [a, b]}\n")
+    common = ["--sim", "--poll-interval", "0.01", "--quiet", "--cache-path", str(tmp_path / "c.sqlite")]
+    code, out, err = run_main(["run", str(path), "--out", "out", *common], capsys)
+    assert code == 0, err
+    assert err.strip().endswith("out: downloaded 2")
+    assert len(list((tmp_path / "out" / "assets").iterdir())) == 8
+    code, out, _ = run_main(["status", "out"], capsys)
+    assert code == 0 and "downloaded  2" in out and "last run: finished" in out
+    code, out, _ = run_main(["status", "out", "--json"], capsys)
+    assert json.loads(out)["counts"] == {"downloaded": 2}
+    code, _, err = run_main(["resume", "out", "--quiet"], capsys)
+    assert code == 0 and err.strip().endswith("out: downloaded 2")
+
+
+def test_run_without_a_token_is_a_clear_error(write: Callable[..., Path], capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JIMENG_SESSIONID", raising=False)
+    path = write("m.yaml", "jobs:\n  - {type: image, prompt: a}\n")
+    code, _, err = run_main(["run", str(path)], capsys)
+    assert code == 2 and err.startswith("no session token: set JIMENG_SESSIONID")
+
+
+def test_status_of_a_folder_without_a_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["status", str(tmp_path)], capsys)
+    assert code == 2 and "no ledger here" in err
+
+
+def test_an_invalid_manifest_runs_nothing(write: Callable[..., Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = write("m.yaml", "jobs:\n  - {type: image, prompt: a, model: nope}\n")
+    code, _, err = run_main(["run", str(path), "--sim", "--out", "out"], capsys)
+    assert code == 2 and "unknown model 'nope'" in err
+    assert not (tmp_path / "out").exists()
