@@ -224,11 +224,15 @@ def validate(instance: Any, schema_name: str, locate: Locator, base: tuple[str |
 
 
 def _freeze(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    """A cache key that keeps types apart: 1, 1.0 and True are equal in Python but read differently in messages."""
+    if isinstance(value, list):
+        return ("list", tuple(_freeze(item) for item in value))
+    return (type(value).__name__, value)
 
 
-def _thaw(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+def _thaw(frozen: Any) -> Any:
+    kind, value = frozen
+    return [_thaw(item) for item in value] if kind == "list" else value
 
 
 @cache

@@ -82,6 +82,16 @@ def test_random_spreadsheets_never_crash(tmp_path: Path, header: list[str], rows
     check(path)
 
 
+def test_cell_cache_keeps_equal_values_of_different_types_apart() -> None:
+    def locate(path: tuple[str | int, ...], is_key: bool) -> Location:
+        return Location("s.csv", row=2, column_name=str(path[0]))
+
+    assert [p.message for p in validate_row({"sample_strength": -1.0}, locate)] == [
+        "sample_strength: -1.0 is below the minimum of 0"]
+    assert [p.message for p in validate_row({"sample_strength": -1}, locate)] == [
+        "sample_strength: -1 is below the minimum of 0"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(row=st.dictionaries(st.sampled_from(FIELDS[:16] + ["var.x"]), st.one_of(CELLS, st.integers(-5, 5),
                                                                               st.lists(CELLS, max_size=3)), max_size=5))
