@@ -256,7 +256,8 @@ def run_options_flags(command: F) -> F:
         click.option("--downloads-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
         click.option("--max-retries", type=click.IntRange(0, 100), default=None),
         click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Seconds before the first poll of a job (default 2 for images, 5 for video)."),
+                     help="Poll every S seconds (default: 2 s then backing off to 5 s for images, 5 s to 15 s "
+                          "for video)."),
         click.option("--budget", type=click.FloatRange(min=0), default=None,
                      help="Stop admitting requests once the estimated spend would pass this many credits."),
         click.option("--preflight", type=click.Choice(list(PREFLIGHT_MODES)), default="warn", show_default=True,

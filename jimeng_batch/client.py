@@ -10,6 +10,7 @@ A token never appears in a message, a log line or an exception: only its masked 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -223,7 +224,8 @@ class JimengClient:
 
     def __init__(self, *, region: Region, versions: ProtocolVersions, web_id: str, base_url: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                 clock: Callable[[], float] = time.time, max_connections: int = 100) -> None:
+                 clock: Callable[[], float] = time.time, max_connections: int = 16,
+                 download_connections: int = 8) -> None:
         self.region = region
         self.versions = versions
         self.web_id = web_id
@@ -232,10 +234,18 @@ class JimengClient:
         self._clock = clock
         self._cookies = _CookieJar(web_id)
         self._query = common_query(region, versions, web_id)
-        self.http = httpx.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        # A small pool: httpx's cost per call grows with the number of open connections, and requests beyond the
+        # pool simply wait for a connection (the executor's own caps decide how much is in flight).
+        # Callers queue here, not inside httpx: httpcore rescans every queued request against every connection
+        # each time one frees up, which costs more CPU than the calls themselves once dozens are waiting.
+        self._gate = asyncio.Semaphore(max_connections)
+        self._download_gate = asyncio.Semaphore(download_connections)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.http = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=limits)
+        # Downloads use a pool of their own: asset hosts differ from the API host, and small pools stay cheap.
+        self.downloads = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
+                                           limits=httpx.Limits(max_connections=download_connections,
+                                                               max_keepalive_connections=download_connections))
 
     async def __aenter__(self) -> JimengClient:
         return self
@@ -245,6 +255,7 @@ class JimengClient:
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.downloads.aclose()
 
     def headers(self, path: str, token: Token) -> dict[str, str]:
         """The headers of one call to ``path`` (Sign covers the path, the platform, the app version and the time)."""
@@ -277,8 +288,9 @@ class JimengClient:
         # The credits calls go without the default query, as the web app sends them.
         params = None if commerce else dict(query if query is not None else self._query)
         try:
-            response = await self.http.post(url, params=params, content=json.dumps(body, ensure_ascii=False),
-                                            headers=self.headers(path, token))
+            async with self._gate:
+                response = await self.http.post(url, params=params, content=json.dumps(body, ensure_ascii=False),
+                                                headers=self.headers(path, token))
         except httpx.TimeoutException as exc:
             raise self._transport_error("timeout", path, request_key, exc) from exc
         except httpx.TransportError as exc:
@@ -351,5 +363,6 @@ class JimengClient:
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
         """GET an asset URL as a stream (signed URLs need no session cookie)."""
-        async with self.http.stream("GET", url, headers={"User-Agent": USER_AGENT}) as response:
+        async with self._download_gate, self.downloads.stream("GET", url,
+                                                              headers={"User-Agent": USER_AGENT}) as response:
             yield response

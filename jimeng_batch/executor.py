@@ -45,6 +45,7 @@ from jimeng_batch.download import ASSETS_DIR, Downloaded, download
 from jimeng_batch.drafts import build_request
 from jimeng_batch.ledger import Ledger, RequestRow
 from jimeng_batch.outcomes import Action, Rule, TokenEffect, classify
+from jimeng_batch.poller import BatchPoller
 from jimeng_batch.token_pool import TokenPool
 from jimeng_batch.tokens import Token
 
@@ -131,6 +132,7 @@ class Executor:
         self.admitted_credits = 0.0
         self._random = random.Random(options.jitter_seed)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pollers: dict[str, BatchPoller] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
@@ -212,6 +214,8 @@ class Executor:
         finally:
             for task in self._tasks:
                 task.cancel()
+            for poller in self._pollers.values():
+                await poller.close()
         await self.pool.close()
         reason = self.stop_reason or "not admitted"
         for row in list(self.ledger.in_states([states.PLANNED])):
@@ -428,8 +432,7 @@ class Executor:
             await self.sleep(interval)
             self.ledger.bump(row.key, "polls")
             try:
-                async with self._limited(self.poll_limiter):
-                    found = await self._timed(row.key, "poll", self.client.history(token, history_ids=[history_id]))
+                record = await self._poller(token).poll(history_id)
             except RetryableCallError as error:
                 interval = max(interval, self._backoff(0, error))
                 if self.clock() > deadline:
@@ -443,7 +446,6 @@ class Executor:
                 return None
             except RequestCallError as error:
                 return self._end(row, error.rule, error)
-            record = found.get(history_id)
             if record is None:
                 if self.clock() - submitted_at > self.options.not_found_grace:
                     return self._end(row, classify("fail_code", "not-found"), None, detail="record not found",
@@ -460,6 +462,16 @@ class Executor:
             if self.clock() > deadline:
                 return self._end(row, classify("transport", "timeout"), None, detail="poll timeout", code="timeout")
             interval = min(self.options.poll_max[kind], interval * 1.5)
+
+    def _poller(self, token: Token) -> BatchPoller:
+        poller = self._pollers.get(token.label)
+        if poller is None:
+            async def fetch(ids: list[str], token: Token = token) -> dict[str, HistoryRecord | None]:
+                async with self._limited(self.poll_limiter):
+                    return await self._timed(None, "poll", self.client.history(token, history_ids=ids))
+
+            poller = self._pollers[token.label] = BatchPoller(fetch)
+        return poller
 
     async def _download_all(self, row: RequestRow, token: Token, record: HistoryRecord | None) -> None:
         """Fetch every item of a finished job; a URL that stopped working is refreshed by polling once more."""

@@ -15,10 +15,10 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jimeng_batch import __version__, catalog
 from jimeng_batch import ledger as states
@@ -35,6 +35,7 @@ from jimeng_batch.sources import display_path
 from jimeng_batch.tokens import Token, load_tokens
 
 log = logging.getLogger("jimeng_batch.run")
+T = TypeVar("T")
 
 BASE_URL_ENV = "JIMENG_BASE_URL"
 LOG_NAME = "run.log"
@@ -101,8 +102,9 @@ def run_options(manifest: Manifest, overrides: dict[str, Any]) -> RunOptions:
         if value is None:
             continue
         if name == "poll_interval":
+            # A fixed interval instead of the default back-off (cheap: polls are batched per token).
             options.poll_first = {"image": value, "video": value}
-            options.poll_max = {k: max(v, value) for k, v in options.poll_max.items()}
+            options.poll_max = {"image": value, "video": value}
         else:
             setattr(options, name, value)
     return options
@@ -181,10 +183,19 @@ def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_d
             path = request.cache_path or _cache_path(manifest) or default_cache_path()
             cache = ResultCache(path, float(ttl))
             stack.callback(cache.close)
-        result = asyncio.run(_run(manifest, ledger, tokens, options, out_dir, base_url, cache, request))
+        result = _asyncio_run(_run(manifest, ledger, tokens, options, out_dir, base_url, cache, request))
     status = "interrupted" if result.interrupted else ("stopped" if result.stop_reason else "finished")
     ledger.end_run(status, result.exit_code, result.stop_reason)
     return RunReport(out_dir, result, ledger.total())
+
+
+def _asyncio_run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop where it is installed (a faster event loop: less CPU per request)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _cache_path(manifest: Manifest) -> Path | None:

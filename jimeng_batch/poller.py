@@ -1,0 +1,65 @@
+"""Batched polling: one ``get_history_by_ids`` call answers every job of a token that is due for a poll.
+
+Each job keeps its own schedule (first poll, back-off); when it is due it hands its history id to its token's
+poller and waits. The poller sends one call for all the ids waiting at that moment (up to ``max_batch``), and
+while that call is in flight the next ones gather. Fifty jobs in flight then cost a few calls per second instead
+of fifty, which keeps the client's CPU, the service's rate limits and the poll limiter happy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from jimeng_batch.client import HistoryRecord
+
+Fetch = Callable[[list[str]], Awaitable[dict[str, HistoryRecord | None]]]
+
+MAX_BATCH = 50
+
+
+class BatchPoller:
+    """Polls for one token; create it inside the running event loop."""
+
+    def __init__(self, fetch: Fetch, max_batch: int = MAX_BATCH) -> None:
+        self._fetch = fetch
+        self._max_batch = max_batch
+        self._waiting: dict[str, list[asyncio.Future[HistoryRecord | None]]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.calls = 0
+
+    async def poll(self, history_id: str) -> HistoryRecord | None:
+        """The record of ``history_id`` (None while the service does not know it), or the call's error."""
+        future: asyncio.Future[HistoryRecord | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(history_id, []).append(future)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        while self._waiting:
+            ids = list(self._waiting)[: self._max_batch]
+            futures = {history_id: self._waiting.pop(history_id) for history_id in ids}
+            self.calls += 1
+            try:
+                found = await self._fetch(ids)
+            except Exception as error:  # noqa: BLE001 - handed to every job that waited on this call
+                for waiting in futures.values():
+                    for future in waiting:
+                        if not future.done():
+                            future.set_exception(error)
+                continue
+            for history_id, waiting in futures.items():
+                for future in waiting:
+                    if not future.done():
+                        future.set_result(found.get(history_id))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
