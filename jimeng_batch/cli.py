@@ -254,6 +254,7 @@ def run_options_flags(command: F) -> F:
         click.option("--submits-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
         click.option("--polls-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
         click.option("--downloads-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
+        click.option("--uploads-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
         click.option("--max-retries", type=click.IntRange(0, 100), default=None),
         click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Poll every S seconds (default: 2 s then backing off to 5 s for images, 5 s to 15 s "
@@ -273,8 +274,8 @@ def run_options_flags(command: F) -> F:
     return command
 
 
-_OVERRIDES = ("concurrency", "submits_per_second", "polls_per_second", "downloads_per_second", "max_retries",
-              "poll_interval", "budget")
+_OVERRIDES = ("concurrency", "submits_per_second", "polls_per_second", "downloads_per_second",
+              "uploads_per_second", "max_retries", "poll_interval", "budget")
 
 
 def _run_request_fields(kwargs: dict[str, Any]) -> dict[str, Any]:

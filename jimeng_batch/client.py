@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -312,6 +312,17 @@ class JimengClient:
                 raise error_for(rule, f"{path}: unexpected answer", request_key=request_key)
             return self._raise_ret(path, payload, request_key)
         return payload.get("data")
+
+    async def send_raw(self, method: str, url: str, *, params: list[tuple[str, str]] | None = None,
+                       headers: Mapping[str, str] | None = None, content: bytes | None = None) -> httpx.Response:
+        """Any other call (the ImageX upload flow): the response as it is; network failures classified."""
+        try:
+            async with self._gate:
+                return await self.http.request(method, url, params=params, headers=headers, content=content)
+        except httpx.TimeoutException as exc:
+            raise self._transport_error("timeout", urlsplit(url).path, None, exc) from exc
+        except httpx.TransportError as exc:
+            raise self._transport_error("connection", urlsplit(url).path, None, exc) from exc
 
     def _transport_error(self, kind: str, path: str, request_key: str | None, exc: Exception) -> CallError:
         rule = classify("transport", kind)

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,7 +47,9 @@ from jimeng_batch.drafts import build_request
 from jimeng_batch.ledger import Ledger, RequestRow
 from jimeng_batch.outcomes import Action, Rule, TokenEffect, classify
 from jimeng_batch.poller import BatchPoller
+from jimeng_batch.request_spec import RequestSpec
 from jimeng_batch.token_pool import TokenPool
+from jimeng_batch.upload import Uploader
 from jimeng_batch.tokens import Token
 
 T = TypeVar("T")
@@ -64,6 +67,8 @@ class RunOptions:
     submits_per_second: float | None = None
     polls_per_second: float | None = None
     downloads_per_second: float | None = None
+    uploads_per_second: float | None = None
+    max_unfinished: int | None = None  # admitted but not yet final (downloads included); None: 4 x cap x tokens + 32
     max_retries: int = 5
     backoff_base: float = 1.0  # seconds; doubled per retry, with jitter
     backoff_max: float = 60.0
@@ -99,6 +104,10 @@ class RunResult:
         return 1 if bad or unfinished else 0
 
 
+class UploadUnavailable(Exception):
+    """A local image cannot be uploaded (gone, changed, unreadable): the request fails with reason `upload`."""
+
+
 class _Lease:
     """The token slot a request holds; a request can move to another token when its token is stopped."""
 
@@ -113,7 +122,8 @@ class Executor:
                  out_dir: Path, region: catalog.Region, versions: catalog.ProtocolVersions, web_id: str,
                  cache: ResultCache | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.time,
-                 on_change: Callable[[Counter[str]], None] | None = None) -> None:
+                 on_change: Callable[[Counter[str]], None] | None = None,
+                 uploader: Uploader | None = None, local_files: Mapping[str, Path] | None = None) -> None:
         self.ledger = ledger
         self.client = client
         self.tokens = tokens
@@ -133,6 +143,9 @@ class Executor:
         self._random = random.Random(options.jitter_seed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pollers: dict[str, BatchPoller] = {}
+        self.uploader = uploader
+        self.local_files = dict(local_files or {})
+        self._uploads: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
@@ -204,6 +217,9 @@ class Executor:
         self.submit_limiter = self._limiter(self.options.submits_per_second)
         self.poll_limiter = self._limiter(self.options.polls_per_second)
         self.download_limiter = self._limiter(self.options.downloads_per_second)
+        self.upload_limiter = self._limiter(self.options.uploads_per_second)
+        self._backlog = asyncio.Semaphore(self.options.max_unfinished or 4 * self.options.concurrency * len(self.tokens)
+                                          + 32)
         for row in list(self.ledger.in_states([states.SKIPPED])):
             self._set(row, states.PLANNED, detail="planned again")
         try:
@@ -282,34 +298,36 @@ class Executor:
             if await self._from_cache(row):
                 queue.popleft()
                 continue
-            if self._needs_upload(row):
-                queue.popleft()
-                self._set(row, states.FAILED, reason="upload", code="upload",
-                          message="local reference images must be uploaded first; this version cannot upload yet")
-                continue
             budget = self.options.budget
             if budget is not None and self.admitted_credits + row.estimated_credits > budget:
                 self.stop("budget")
                 break
+            # Backpressure: jobs finish faster than their files download when the asset host is slow; without a
+            # bound, finished-but-not-downloaded requests would pile up in memory.
+            await self._backlog.acquire()
             token = await self.pool.acquire()
-            if token is None:
-                self.stop(self._no_token_reason())
-                break
-            if self.stopping:
-                await self.pool.release(token)
+            if token is None or self.stopping:
+                self._backlog.release()
+                if token is not None:
+                    await self.pool.release(token)
+                if token is None:
+                    self.stop(self._no_token_reason())
                 break
             queue.popleft()
             self.admitted_credits += row.estimated_credits
-            self._spawn(self._finish(row, token, lease=_Lease(token)))
+            self._spawn(self._admitted(row, token))
+
+    async def _admitted(self, row: RequestRow, token: Token) -> None:
+        try:
+            await self._finish(row, token, lease=_Lease(token))
+        finally:
+            self._backlog.release()
 
     def _no_token_reason(self) -> str:
         reasons = [state for state in self.pool.states().values()]
         if any("quarantined" in r for r in reasons) and not any("exhausted" in r for r in reasons):
             return "login"
         return "credits"
-
-    def _needs_upload(self, row: RequestRow) -> bool:
-        return any(image.kind == "file" for image in row.spec().images())
 
     # -- one request ---------------------------------------------------------------------------------------------
 
@@ -348,22 +366,25 @@ class Executor:
         return None
 
     async def _submit(self, row: RequestRow, lease: _Lease) -> RequestRow | None:
-        """Send the draft until the service accepts it; None when the request ended or was not sent."""
+        """Upload what it needs, then send the draft until the service accepts it; None when it ended unsent."""
         spec = row.spec()
         attempt = 0
         while True:
             token = lease.token
             assert token is not None
-            row = self._set(row, states.SUBMITTING, token=token.label, detail=f"attempt {attempt + 1}")
-            self.ledger.bump(row.key, "submits")
-            request = build_request(spec, self.region, self.versions, web_id=self.web_id,
-                                    created_ms=int(self.clock() * 1000))
+            sending = False
             try:
+                uploaded = await self._ensure_uploaded(spec, token, row.key)
+                row = self._set(row, states.SUBMITTING, token=token.label, detail=f"attempt {attempt + 1}")
+                self.ledger.bump(row.key, "submits")
+                request = build_request(spec, self.region, self.versions, web_id=self.web_id,
+                                        created_ms=int(self.clock() * 1000), uploaded=uploaded)
+                sending = True
                 async with self._limited(self.submit_limiter):
                     submitted = await self._timed(row.key, "submit",
                                                   self.client.submit(request, token, request_key=row.key))
             except RetryableCallError as error:
-                if error.rule.reason in ("network", "server"):
+                if sending and error.rule.reason in ("network", "server"):
                     # The submit may have arrived and been charged even though no answer came back.
                     known = await self._known(row, token)
                     if known is not None:
@@ -372,20 +393,65 @@ class Executor:
                 if attempt >= self.options.max_retries:
                     return self._end(row, error.rule, error, detail=f"gave up after {attempt + 1} tries")
                 self.ledger.bump(row.key, "retries")
-                row = self._set(row, states.PLANNED, detail=f"retry: {error.rule.meaning}")
+                if row.state != states.PLANNED:
+                    row = self._set(row, states.PLANNED, detail=f"retry: {error.rule.meaning}")
                 await self.sleep(self._backoff(attempt, error))
                 attempt += 1
                 continue
             except StopCallError as error:
-                row = self._set(row, states.PLANNED, detail=f"not accepted: {error.rule.meaning}")
+                if row.state != states.PLANNED:
+                    row = self._set(row, states.PLANNED, detail=f"not accepted: {error.rule.meaning}")
                 replacement = await self._stopped(token, error.rule, lease)
                 if replacement is None:
                     return None
                 continue
             except RequestCallError as error:
                 return self._end(row, error.rule, error)
+            except UploadUnavailable as problem:
+                return self._end(row, classify("fail_code", "upload"), None, code="upload", detail=str(problem),
+                                 reason="upload")
             return self._set(row, states.SUBMITTED, history_record_id=submitted.history_record_id,
                              task_id=submitted.task_id)
+
+    async def _ensure_uploaded(self, spec: RequestSpec, token: Token, key: str) -> dict[str, str]:
+        """The image_uri of each local file the request names, uploading each file once per account and region."""
+        uploaded: dict[str, str] = {}
+        for image in spec.images():
+            if image.kind != "file" or image.sha256 is None or image.sha256 in uploaded:
+                continue
+            uploaded[image.sha256] = await self._upload_once(token, image.sha256, key)
+        return uploaded
+
+    async def _upload_once(self, token: Token, sha256: str, key: str) -> str:
+        memo = (token.account, sha256)
+        known = self.ledger.uploaded(token.account, self.region.code, sha256)
+        if known is not None:
+            return known
+        pending = self._uploads.get(memo)
+        if pending is None:  # the first request that needs this file uploads it; the others wait for it
+            pending = self._uploads[memo] = asyncio.ensure_future(self._upload(token, sha256, key))
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            if pending.done() and (pending.cancelled() or pending.exception() is not None):
+                self._uploads.pop(memo, None)  # a failed upload may be tried again
+
+    async def _upload(self, token: Token, sha256: str, key: str) -> str:
+        path = self.local_files.get(sha256)
+        if path is None or self.uploader is None:
+            raise UploadUnavailable("the local image is not part of this run's manifest any more")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UploadUnavailable(f"cannot read {path.name} ({exc.strerror})") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise UploadUnavailable(f"{path.name} changed since it was planned; plan the manifest again")
+        async with self._limited(self.upload_limiter):
+            image = await self._timed(key, "upload", self.uploader.upload(token, data))
+        self.ledger.add_upload(token.account, self.region.code, sha256, image.uri, image.width or None,
+                               image.height or None, image.format or None, len(data))
+        log.info("uploaded %s as %s", path.name, image.uri)
+        return image.uri
 
     async def _stopped(self, token: Token, rule: Rule, lease: _Lease) -> Token | None:
         """A stop outcome: take the token (or everything) out; a new token for the request if one is left."""
@@ -414,9 +480,9 @@ class Executor:
         return record.history_record_id if record is not None and record.history_record_id else None
 
     def _end(self, row: RequestRow, rule: Rule, error: CallError | None, *, detail: str | None = None,
-             code: str | None = None) -> None:
+             code: str | None = None, reason: str | None = None) -> None:
         state = {Action.BLOCKED: states.BLOCKED, Action.INVALID: states.INVALID}.get(rule.action, states.FAILED)
-        self._set(row, state, reason=rule.reason, code=code or (error.code if error else rule.code),
+        self._set(row, state, reason=reason or rule.reason, code=code or (error.code if error else rule.code),
                   message=str(error) if error else rule.meaning, detail=detail or rule.meaning)
         return None
 

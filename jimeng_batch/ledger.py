@@ -133,6 +133,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (key, idx)
         );
     """),
+    Migration(2, "uploads", """
+        CREATE TABLE uploads (
+            account TEXT NOT NULL,
+            region TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            image_uri TEXT NOT NULL,
+            width INTEGER,
+            height INTEGER,
+            format TEXT,
+            size INTEGER NOT NULL,
+            uploaded_at REAL NOT NULL,
+            PRIMARY KEY (account, region, sha256)
+        );
+    """),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -369,3 +383,16 @@ class Ledger:
                                  "WHERE key = ? ORDER BY idx", (key,))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # -- uploads -------------------------------------------------------------------------------------------------
+
+    def uploaded(self, account: str, region: str, sha256: str) -> str | None:
+        """The image_uri of a file already uploaded for this account (a one-way id, never the token) and region."""
+        row = self.db.execute("SELECT image_uri FROM uploads WHERE account = ? AND region = ? AND sha256 = ?",
+                              (account, region, sha256)).fetchone()
+        return str(row[0]) if row else None
+
+    def add_upload(self, account: str, region: str, sha256: str, image_uri: str, width: int | None,
+                   height: int | None, fmt: str | None, size: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (account, region, sha256, image_uri, width, height, fmt, size, self._clock()))

@@ -19,23 +19,27 @@ from jimeng_batch.errors import Problem
 from jimeng_batch.expand import expand
 from jimeng_batch.manifest import Manifest, Template
 from jimeng_batch.request_spec import RequestSpec
+from jimeng_batch.sharding import Shard
 
 MAX_PROBLEMS = 1000  # beyond this only a count is kept, so a broken million-row file cannot exhaust memory
 
 
-def iter_requests(manifest: Manifest) -> Iterator[RequestSpec | Problem]:
-    """Every request of the manifest, in order, or the problems found on the way (duplicates included)."""
+def iter_requests(manifest: Manifest, shard: Shard | None = None) -> Iterator[RequestSpec | Problem]:
+    """Every request of the manifest (of ``shard`` only, if given), in order, or the problems found on the way
+    (duplicates included)."""
     for item in manifest.templates():
         if isinstance(item, Template):
-            yield from expand(item, manifest.settings)
+            for expanded in expand(item, manifest.settings):
+                if shard is None or not isinstance(expanded, RequestSpec) or shard.contains(expanded.key):
+                    yield expanded
         else:
             yield item
 
 
-def iter_distinct(manifest: Manifest) -> Iterator[RequestSpec | Problem]:
+def iter_distinct(manifest: Manifest, shard: Shard | None = None) -> Iterator[RequestSpec | Problem]:
     """Like :func:`iter_requests`, without repeats of a request already seen."""
     seen: set[bytes] = set()
-    for item in iter_requests(manifest):
+    for item in iter_requests(manifest, shard):
         if isinstance(item, RequestSpec):
             digest = bytes.fromhex(item.key)
             if digest in seen:
@@ -83,8 +87,9 @@ class PlanSummary:
         }
 
 
-def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | None = None) -> PlanSummary:
-    """One pass over the manifest: all problems, and the counts of what it would send.
+def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | None = None,
+              shard: Shard | None = None) -> PlanSummary:
+    """One pass over the manifest: all problems, and the counts of what it would send (in ``shard``, if given).
 
     ``on_request`` is called with each distinct request as it is found (a plan written to a file uses it to write
     in the same pass, and throws the file away if a problem turns up).
@@ -93,7 +98,7 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
                           len(manifest.jobs))
     seen: set[bytes] = set()
     reported: set[Problem] = set()  # rows inheriting the same job field repeat that field's problem
-    for item in iter_requests(manifest):
+    for item in iter_requests(manifest, shard):
         if isinstance(item, Problem):
             if item in reported:
                 continue
@@ -146,9 +151,9 @@ def record_writer(manifest: Manifest) -> Callable[[RequestSpec], dict[str, Any]]
     return lambda spec: plan_record(spec, manifest, web_id)
 
 
-def iter_plan_records(manifest: Manifest) -> Iterator[dict[str, Any]]:
+def iter_plan_records(manifest: Manifest, shard: Shard | None = None) -> Iterator[dict[str, Any]]:
     """Every distinct request in full; call only for a manifest that :func:`summarize` found no problem in."""
     web_id = plan_web_id(manifest)
-    for item in iter_distinct(manifest):
+    for item in iter_distinct(manifest, shard):
         if isinstance(item, RequestSpec):
             yield plan_record(item, manifest, web_id)

@@ -33,6 +33,7 @@ from jimeng_batch.progress import Progress
 from jimeng_batch.request_spec import RequestSpec
 from jimeng_batch.sources import display_path
 from jimeng_batch.tokens import Token, load_tokens
+from jimeng_batch.upload import Uploader, imagex_base
 
 log = logging.getLogger("jimeng_batch.run")
 T = TypeVar("T")
@@ -93,7 +94,8 @@ def run_options(manifest: Manifest, overrides: dict[str, Any]) -> RunOptions:
     """The manifest's ``limits`` and ``budget``, then the command line's overrides."""
     limits = dict(manifest.settings.limits)
     options = RunOptions()
-    for name in ("concurrency", "submits_per_second", "polls_per_second", "downloads_per_second", "max_retries"):
+    for name in ("concurrency", "submits_per_second", "polls_per_second", "downloads_per_second",
+                 "uploads_per_second", "max_retries"):
         if name in limits:
             setattr(options, name, limits[name])
     if manifest.settings.budget is not None:
@@ -209,8 +211,10 @@ async def _run(manifest: Manifest, ledger: Ledger, tokens: list[Token], options:
     versions = manifest.settings.protocol
     async with JimengClient(region=region, versions=versions, web_id=plan_web_id(manifest),
                             base_url=base_url) as client:
+        uploader = Uploader(client, region, imagex_base(region, base_url, os.environ))
+        local_files = {info.sha256: path for path, info in manifest.local_images().items()}
         executor = Executor(ledger, client, tokens, options, out_dir=out_dir, region=region, versions=versions,
-                            web_id=plan_web_id(manifest), cache=cache)
+                            web_id=plan_web_id(manifest), cache=cache, uploader=uploader, local_files=local_files)
         progress = Progress(ledger.total(), quiet=request.quiet, live=request.live,
                             credits=lambda: executor.admitted_credits)
         executor.on_change = progress.update

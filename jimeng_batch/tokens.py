@@ -6,6 +6,7 @@ comma-separated pool; ``--token-file`` names a file with one per line (``#`` com
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,11 @@ class Token:
 
     def __str__(self) -> str:
         return self.label
+
+    @property
+    def account(self) -> str:
+        """A stable, one-way id of the account (what uploads are remembered by); it does not reveal the token."""
+        return hashlib.sha256(b"jimeng-batch account\0" + self.value.encode("utf-8")).hexdigest()[:16]
 
 
 def parse_tokens(text: str, *, separators: str = ",\n") -> list[Token]:

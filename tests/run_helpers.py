@@ -26,6 +26,7 @@ from jimeng_batch.plan import iter_distinct, plan_web_id
 from jimeng_batch.request_spec import RequestSpec
 from jimeng_batch.sim import SimServer, config_from_mapping, running_simulator
 from jimeng_batch.tokens import Token
+from jimeng_batch.upload import Uploader
 
 TOKEN = "tokA0123456789abcdef0123456789ab"
 TOKEN_B = "tokB0123456789abcdef0123456789ab"
@@ -93,9 +94,12 @@ def drive(manifest: Path, server: SimServer, *, out: Path, tokens: list[str] | N
         region = catalog.REGIONS[loaded.settings.region]
         async with JimengClient(region=region, versions=loaded.settings.protocol, web_id=plan_web_id(loaded),
                                 base_url=server.base_url) as client:
+            uploader = Uploader(client, region, server.base_url)
+            local_files = {info.sha256: path for path, info in loaded.local_images().items()}
             executor = Executor(ledger, client, [Token(t) for t in tokens or [TOKEN]], options or fast_options(),
                                 out_dir=out, region=region, versions=loaded.settings.protocol,
-                                web_id=plan_web_id(loaded), cache=cache, sleep=sleep)
+                                web_id=plan_web_id(loaded), cache=cache, sleep=sleep, uploader=uploader,
+                                local_files=local_files)
 
             def watch(counts: Counter[str]) -> None:
                 changes.append(Counter(counts))

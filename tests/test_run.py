@@ -85,21 +85,6 @@ def test_image_to_image_with_a_uri_reference(tmp_path: Path) -> None:
     assert run.result.exit_code == 0 and run.result.counts == {"downloaded": 2}
 
 
-def test_local_images_wait_for_the_upload_step(tmp_path: Path) -> None:
-    from conftest import png
-
-    png(tmp_path / "ref.png")
-    manifest = write_manifest(tmp_path, """
-        jobs:
-          - {type: image_to_image, prompt: edit, resolution: 1k, references: [ref.png]}
-    """)
-    with simulator() as server:
-        run = drive(manifest, server, out=tmp_path / "out")
-        assert server.stats()["charges_by_submit_id"] == {}
-    assert run.result.counts == {"failed": 1}
-    assert list(run.column("reason").values()) == ["upload"]
-
-
 def test_busy_is_retried_with_backoff(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, IMAGES)
     with simulator(seed=3, faults={"busy_probability": 0.5}) as server:
