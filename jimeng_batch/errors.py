@@ -9,7 +9,8 @@ clean message and an exit code, and lets nothing else through as a traceback unl
     ├── ManifestError                exit 2: the input cannot be used as it is
     │   └── SchemaError              exit 2: a list of located problems, all found in one pass
     ├── ConfigError                  exit 2: bad command-line options or settings
-    ├── LedgerError                  exit 1: the output folder's ledger cannot be used
+    ├── LedgerError                  exit 1: the output folder's ledger cannot be used or written
+    ├── OutputError                  exit 1: the output folder cannot be written (full, read-only)
     └── APIError                     the service said no; ``.code`` and ``.request_key`` say what and for which
         ├── RetryableAPIError        try the same request again later
         ├── StopSubmittingError      no new submits this run (credits, login, permission, region)
@@ -31,6 +32,7 @@ __all__ = [
     "LedgerError",
     "Location",
     "ManifestError",
+    "OutputError",
     "Problem",
     "RequestFailedError",
     "RetryableAPIError",
@@ -108,6 +110,10 @@ class ConfigError(JimengBatchError):
 
 class LedgerError(JimengBatchError):
     """The ledger in an output folder is missing, corrupted or from an unknown version."""
+
+
+class OutputError(JimengBatchError):
+    """The output folder cannot be written: full, read-only, gone."""
 
 
 class APIError(JimengBatchError):

@@ -43,6 +43,7 @@ from jimeng_batch.client import (
     StopCallError,
 )
 from jimeng_batch.download import ASSETS_DIR, Downloaded, download
+from jimeng_batch.errors import OutputError
 from jimeng_batch.drafts import build_request
 from jimeng_batch.ledger import Ledger, RequestRow
 from jimeng_batch.outcomes import Action, Rule, TokenEffect, classify
@@ -222,6 +223,11 @@ class Executor:
                                           + 32)
         for row in list(self.ledger.in_states([states.SKIPPED])):
             self._set(row, states.PLANNED, detail="planned again")
+        for key in self.ledger.verify_assets(self.out_dir):
+            row = self.ledger.get(key)
+            if row is not None and row.state == states.DOWNLOADED:
+                log.warning("%s: a downloaded file is missing or damaged; downloading it again", key)
+                self._set(row, states.SUCCEEDED, detail="asset missing or damaged: download again")
         try:
             await self._reconcile()
             self._resume_in_flight()
@@ -558,6 +564,11 @@ class Executor:
                     async with self._limited(self.download_limiter):
                         got: Downloaded = await self._timed(row.key, "download",
                                                             download(self.client, item, folder, row.key, index))
+                except OSError as exc:
+                    # The output folder itself failed (full, read-only): nothing more can be kept, so stop here;
+                    # the request stays `succeeded` and the next run downloads it.
+                    raise OutputError(f"{folder}: cannot write a download ({exc.strerror or exc}); finished "
+                                      "files and the ledger are kept, and the run can be resumed") from exc
                 except CallError as error:
                     if error.http_status in (403, 404, 410) and not refreshed:
                         fresh = await self._refresh(row, token)

@@ -13,18 +13,20 @@ cut could lose the last few commits, which the idempotent ``submit_id`` and the 
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jimeng_batch.errors import LedgerError
 from jimeng_batch.request_spec import RequestSpec, Source, spec_from_params
 
 LEDGER_NAME = "ledger.sqlite"
+T = TypeVar("T")
 
 # States of a request. Terminal states end its lifecycle; `succeeded` still waits for its download.
 PLANNED = "planned"
@@ -194,6 +196,20 @@ def _row(values: tuple[Any, ...]) -> RequestRow:
     return RequestRow(*data)
 
 
+def _writes(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn a failed write (disk full, read-only folder) into a LedgerError that says so."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            raise LedgerError(f"{self.path}: cannot write the ledger ({exc}); what was recorded before is kept, "
+                              "and the run can be resumed once the folder is writable") from exc
+
+    return wrapper
+
+
 class Ledger:
     """The ledger of one output folder."""
 
@@ -261,6 +277,7 @@ class Ledger:
 
     # -- runs ----------------------------------------------------------------------------------------------------
 
+    @_writes
     def begin_run(self, manifest: str, manifest_sha256: str, tool_version: str, options: dict[str, Any]) -> int:
         cursor = self.db.execute(
             "INSERT INTO runs (started_at, manifest, manifest_sha256, tool_version, options) VALUES (?, ?, ?, ?, ?)",
@@ -269,6 +286,7 @@ class Ledger:
         self.run_id = int(cursor.lastrowid or 0)
         return self.run_id
 
+    @_writes
     def end_run(self, status: str, exit_code: int, stop_reason: str | None = None) -> None:
         self.db.execute("UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, stop_reason = ? WHERE id = ?",
                         (self._clock(), status, exit_code, stop_reason, self.run_id))
@@ -283,6 +301,7 @@ class Ledger:
 
     # -- requests ------------------------------------------------------------------------------------------------
 
+    @_writes
     def add_planned(self, specs: Iterable[RequestSpec], batch: int = 2000) -> int:
         """Record every request not yet in the ledger as planned; returns how many were new."""
         now = self._clock()
@@ -315,6 +334,28 @@ class Ledger:
             flush()
         return added
 
+    @_writes
+    def verify_assets(self, folder: Path) -> list[str]:
+        """Keys of downloaded requests whose files are missing or not the size recorded; their assets are dropped.
+
+        Sizes, not hashes, are compared: it is cheap enough to do at the start of every run, and catches the files
+        that were deleted or cut short since.
+        """
+        damaged: set[str] = set()
+        for key, path, size in self.db.execute("SELECT key, path, size FROM assets").fetchall():
+            file = folder / path
+            try:
+                ok = file.stat().st_size == size
+            except OSError:
+                ok = False
+            if not ok:
+                damaged.add(key)
+        for key in sorted(damaged):
+            with self._transaction():
+                self.db.execute("DELETE FROM assets WHERE key = ?", (key,))
+        return sorted(damaged)
+
+    @_writes
     def set_state(self, key: str, state: str, *, detail: str | None = None, **fields: Any) -> None:
         """Move a request to ``state`` (and set other columns), recording the event, in one commit."""
         now = self._clock()
@@ -331,6 +372,7 @@ class Ledger:
             self.db.execute("INSERT INTO events (key, run_id, state, at, detail) VALUES (?, ?, ?, ?, ?)",
                             (key, self.run_id, state, now, detail))
 
+    @_writes
     def bump(self, key: str, column: str, by: int = 1) -> None:
         assert column in ("submits", "polls", "retries")
         self.db.execute(f"UPDATE requests SET {column} = {column} + ? WHERE key = ?", (by, key))  # noqa: S608
@@ -362,6 +404,7 @@ class Ledger:
 
     # -- attempts and assets -------------------------------------------------------------------------------------
 
+    @_writes
     def add_attempt(self, key: str | None, kind: str, started_at: float, seconds: float, outcome: str,
                     code: str | None = None, http_status: int | None = None, message: str | None = None) -> None:
         self.db.execute(
@@ -370,6 +413,7 @@ class Ledger:
             (key, self.run_id, kind, started_at, seconds, outcome, code, http_status, message),
         )
 
+    @_writes
     def add_asset(self, key: str, index: int, kind: str, path: str, sha256: str, size: int, width: int | None,
                   height: int | None, fmt: str | None, item_id: str | None, url_expires: float | None) -> None:
         self.db.execute(
@@ -392,6 +436,7 @@ class Ledger:
                               (account, region, sha256)).fetchone()
         return str(row[0]) if row else None
 
+    @_writes
     def add_upload(self, account: str, region: str, sha256: str, image_uri: str, width: int | None,
                    height: int | None, fmt: str | None, size: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -311,3 +311,37 @@ def test_record_not_found_shortly_after_submit_is_pending(tmp_path: Path, kind: 
             poll_first={"image": 0.02, "video": 0.02}, poll_max={"image": 0.02, "video": 0.02}))
     assert run.result.counts == {"downloaded": 1}
     assert list(run.column("polls").values())[0] > 1  # the first polls found nothing, and that was not an error
+
+
+def test_a_truncated_or_missing_asset_is_downloaded_again(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, IMAGES)
+    with simulator() as server:
+        first = drive(manifest, server, out=tmp_path / "out")
+        paths = [row[0] for row in first.ledger.db.execute("SELECT path FROM assets ORDER BY key")]
+        first.ledger.close()
+        (tmp_path / "out" / paths[0]).write_bytes(b"cut short")
+        (tmp_path / "out" / paths[1]).unlink()
+        second = drive(manifest, server, out=tmp_path / "out")
+        stats = server.stats()
+    assert second.result.counts == {"downloaded": 5}
+    charged_once(stats)
+    for path, sha in second.ledger.db.execute("SELECT path, sha256 FROM assets"):
+        assert sha256_of(tmp_path / "out" / path) == sha
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    from jimeng_batch.errors import LedgerError
+    from jimeng_batch.ledger import Ledger
+
+    (tmp_path / "blocker").write_text("a file where the folder should be")
+    with pytest.raises(LedgerError, match="cannot create the output folder"):
+        Ledger.in_folder(tmp_path / "blocker" / "out")
+
+
+def test_a_corrupted_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    from jimeng_batch.errors import LedgerError
+    from jimeng_batch.ledger import Ledger
+
+    (tmp_path / "ledger.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LedgerError, match="not a usable ledger"):
+        Ledger(tmp_path / "ledger.sqlite")
