@@ -24,8 +24,10 @@ from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
 from jimeng_batch.ledger import IN_FLIGHT_STATES, Ledger
 from jimeng_batch.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.plan import PlanSummary, iter_plan_records, record_writer, summarize
+from jimeng_batch.executor import FAIL_ON_STATES
 from jimeng_batch.runner import PREFLIGHT_MODES, RunReport, RunRequest, execute, ledger_path, resume_request, ttl_value
 from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
+from jimeng_batch.sharding import Shard, parse_shard
 from jimeng_batch.sources import display_path
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,30 +115,54 @@ def validate(files: tuple[Path, ...], **kwargs: Any) -> None:
                                       "in full (envelope and query exactly as they would be sent).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the plan here instead of to stdout (written whole or not at all).")
+@click.option("--shard", "shard_text", default=None, metavar="K/N",
+              help="Only the requests of shard K of N (split by request key).")
 @spreadsheet_options
-def plan(file: Path, fmt: str, out: Path | None, **kwargs: Any) -> None:
+def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, **kwargs: Any) -> None:
     """Show what FILE would send and what it would cost, without sending anything."""
     options = _sheet_options(kwargs)
+    shard = _shard(shard_text)
     if fmt == "jsonl" and out is not None:
         # One pass: records are written as they are found; a problem anywhere discards the file.
         manifest = load_manifest(file, options)
         record = record_writer(manifest)
 
         def produce(write: Callable[[str], object]) -> PlanSummary:
-            summary = summarize(manifest, lambda spec: write(_jsonl(record(spec))))
+            summary = summarize(manifest, lambda spec: write(_jsonl(record(spec))), shard=shard)
             _raise_problems(summary)
             return summary
 
         _print_summary(_write_file(out, produce), lambda text: click.echo(text, nl=False))
         return
     manifest, summary = _load_and_check(file, options)
+    if shard is not None:
+        summary = summarize(manifest, shard=shard)  # the problems were checked on the whole manifest above
     if fmt == "summary":
         _emit(out, lambda write: _print_summary(summary, write))
     elif fmt == "json":
-        _emit(out, lambda write: write(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False) + "\n"))
+        _emit(out, lambda write: write(json.dumps(summary.as_dict() | ({"shard": str(shard)} if shard else {}),
+                                                  indent=2, ensure_ascii=False) + "\n"))
     else:
-        for line in iter_plan_records(manifest):
+        for line in iter_plan_records(manifest, shard):
             click.echo(_jsonl(line), nl=False)
+
+
+def _shard(text: str | None) -> Shard | None:
+    return None if text is None else parse_shard(text)
+
+
+def _fail_on(text: str | None) -> frozenset[str] | None:
+    """``--fail-on``: a comma list of final states, or ``none``."""
+    if text is None:
+        return None
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if names == {"none"}:
+        return frozenset()
+    unknown = sorted(names - set(FAIL_ON_STATES))
+    if unknown or not names:
+        raise click.BadParameter(f"'{text}': give a comma list of {', '.join(FAIL_ON_STATES)}, or none",
+                                 param_hint="--fail-on")
+    return frozenset(names)
 
 
 def _jsonl(record: dict[str, Any]) -> str:
@@ -268,6 +294,10 @@ def run_options_flags(command: F) -> F:
         click.option("--cache-path", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="The result cache database (shared between runs)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress display."),
+        click.option("--fail-on", default=None, metavar="STATES",
+                     help=f"Final states that make the run exit 1: a comma list of {', '.join(FAIL_ON_STATES)} "
+                          "(default: all of them), or none."),
+        click.option("--no-report", is_flag=True, help="Do not write the report files when the run ends."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -286,6 +316,7 @@ def _run_request_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
         "use_cache": not kwargs.pop("no_cache"),
         "cache_ttl": None if kwargs.get("cache_ttl") is None else ttl_value(kwargs.pop("cache_ttl")),
         "cache_path": kwargs.pop("cache_path"), "preflight": kwargs.pop("preflight"), "quiet": kwargs.pop("quiet"),
+        "fail_on": _fail_on(kwargs.pop("fail_on")), "report": not kwargs.pop("no_report"),
     }
 
 
@@ -302,12 +333,15 @@ def _finish_run(report: RunReport) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="The output folder (default: the manifest's output.dir, else out/<manifest name>).")
+@click.option("--shard", "shard_text", default=None, metavar="K/N",
+              help="Run only shard K of N: the requests whose key falls in it (stable when rows are added).")
 @run_options_flags
 @spreadsheet_options
-def run(file: Path, out: Path | None, **kwargs: Any) -> None:
+def run(file: Path, out: Path | None, shard_text: str | None, **kwargs: Any) -> None:
     """Run FILE: submit, poll and download every request, resumably. Run it again to continue."""
+    shard = _shard(shard_text)
     fields = _run_request_fields(kwargs)
-    request = RunRequest(manifest=file, sheet_options=_sheet_options(kwargs), out_dir=out, **fields)
+    request = RunRequest(manifest=file, sheet_options=_sheet_options(kwargs), out_dir=out, shard=shard, **fields)
     _finish_run(execute(request))
 
 
@@ -319,7 +353,9 @@ def resume(out_dir: Path, **kwargs: Any) -> None:
     fields = _run_request_fields(kwargs)
     overrides = fields.pop("overrides")
     sim = fields.pop("sim")
+    report = fields.pop("report")
     request = resume_request(out_dir, **{k: v for k, v in fields.items() if v not in (None, False)})
+    request.report = report
     request.overrides.update(overrides)
     request.sim = request.sim or sim
     request.use_cache = request.use_cache and fields["use_cache"]
@@ -357,6 +393,59 @@ def status(out_dir: Path, as_json: bool) -> None:
             history = row["history_record_id"] or "-"
             click.echo(f"  {row['key']}  {row['state']:<10} {row['model']:<18} history {history}  "
                        f"token {row['token'] or '-'}")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--no-summary", is_flag=True, help="Do not append report.md to $GITHUB_STEP_SUMMARY.")
+def report(out_dir: Path, no_summary: bool) -> None:
+    """Write OUT_DIR's results (parquet, CSV, JSONL), metrics.json, report.md and report.html from its ledger."""
+    from jimeng_batch.report import write_report
+
+    ledger_path(out_dir)
+    written = write_report(out_dir, step_summary=not no_summary)
+    metrics = written.metrics
+    click.echo(f"{display_path(out_dir)}: {metrics['successRequests']} of {metrics['totalRequests']} succeeded, "
+               f"{metrics['failedRequests']} failed")
+    for path in written.files:
+        click.echo(f"  {display_path(path)}")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--to", "to", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The dataset folder to write.")
+@click.option("--format", "fmt", type=click.Choice(["imagefolder", "videofolder"]), default="imagefolder",
+              show_default=True, help="imagefolder: the images; videofolder: the videos (same layout).")
+@click.option("--force", is_flag=True, help="Replace an earlier export in the folder.")
+def export(out_dir: Path, to: Path, fmt: str, force: bool) -> None:
+    """Export OUT_DIR's downloaded files as a Hugging Face dataset folder with metadata.jsonl and a card."""
+    from jimeng_batch.export import export_dataset
+
+    done = export_dataset(out_dir, to, fmt, force=force)
+    click.echo(f"{display_path(done.folder)}: {done.files} file(s) from {done.requests} request(s)")
+    if done.other_kind:
+        other = "videofolder" if fmt == "imagefolder" else "imagefolder"
+        click.echo(f"{done.other_kind} request(s) of the other kind left out (export them with --format {other})")
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--into", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The new output folder to merge into.")
+@click.option("--no-report", is_flag=True, help="Do not write the report files of the merged folder.")
+def merge(inputs: tuple[Path, ...], into: Path, no_report: bool) -> None:
+    """Merge output folders (the shards of a manifest) into one: ledgers and files, checked; then its report."""
+    from jimeng_batch.merge import merge_folders
+
+    done = merge_folders(list(inputs), into)
+    click.echo(f"{display_path(into)}: {done.requests} request(s), {done.files} file(s), {done.runs} run(s) "
+               f"from {done.inputs} folder(s)" + (f"; {done.duplicates} request(s) were in more than one"
+                                                   if done.duplicates else ""))
+    if not no_report:
+        from jimeng_batch.report import write_report
+
+        write_report(into)
 
 
 def _attach_simulator() -> None:

@@ -58,6 +58,9 @@ log = logging.getLogger("jimeng_batch.run")
 
 HISTORY_BATCH = 50  # ids per get_history_by_ids call when reconciling
 STOP_REASONS_EXIT_3 = frozenset({"credits", "login", "permission", "region", "budget", "preflight"})
+FAIL_ON_STATES = (states.FAILED, states.BLOCKED, states.INVALID, states.SKIPPED)
+FAIL_ON_DEFAULT = frozenset(FAIL_ON_STATES)
+STATUS_QUEUED = 20  # a record's status while the job waits in the service's queue
 
 
 @dataclass
@@ -92,6 +95,7 @@ class RunResult:
     admitted_credits: float
     token_states: dict[str, str]
     in_flight_high_water: dict[str, int]
+    fail_on: frozenset[str] = FAIL_ON_DEFAULT  # the final states that make the run fail (`--fail-on`)
 
     @property
     def exit_code(self) -> int:
@@ -99,10 +103,13 @@ class RunResult:
             return 130
         if self.stop_reason in STOP_REASONS_EXIT_3:
             return 3
-        bad = sum(self.counts.get(s, 0) for s in (states.FAILED, states.BLOCKED, states.INVALID))
-        unfinished = sum(self.counts.get(s, 0) for s in (states.SKIPPED, states.PLANNED, *states.IN_FLIGHT_STATES,
-                                                          states.SUCCEEDED))
-        return 1 if bad or unfinished else 0
+        bad = sum(self.counts.get(s, 0) for s in (states.FAILED, states.BLOCKED, states.INVALID)
+                  if s in self.fail_on)
+        # `skipped` covers requests left unsent; a job left in flight or undownloaded always fails the run.
+        unsent = sum(self.counts.get(s, 0) for s in (states.SKIPPED, states.PLANNED)) if states.SKIPPED in \
+            self.fail_on else 0
+        unfinished = sum(self.counts.get(s, 0) for s in (*states.IN_FLIGHT_STATES, states.SUCCEEDED))
+        return 1 if bad or unsent or unfinished else 0
 
 
 class UploadUnavailable(Exception):
@@ -124,7 +131,8 @@ class Executor:
                  cache: ResultCache | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.time,
                  on_change: Callable[[Counter[str]], None] | None = None,
-                 uploader: Uploader | None = None, local_files: Mapping[str, Path] | None = None) -> None:
+                 uploader: Uploader | None = None, local_files: Mapping[str, Path] | None = None,
+                 upload_scope: str | None = None) -> None:
         self.ledger = ledger
         self.client = client
         self.tokens = tokens
@@ -146,6 +154,9 @@ class Executor:
         self._pollers: dict[str, BatchPoller] = {}
         self.uploader = uploader
         self.local_files = dict(local_files or {})
+        # Where an uploaded image_uri is valid: the region, or the host standing in for it (a simulator forgets
+        # its uploads when it stops, so another base URL means another upload).
+        self.upload_scope = upload_scope or region.code
         self._uploads: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
@@ -430,7 +441,7 @@ class Executor:
 
     async def _upload_once(self, token: Token, sha256: str, key: str) -> str:
         memo = (token.account, sha256)
-        known = self.ledger.uploaded(token.account, self.region.code, sha256)
+        known = self.ledger.uploaded(token.account, self.upload_scope, sha256)
         if known is not None:
             return known
         pending = self._uploads.get(memo)
@@ -454,7 +465,7 @@ class Executor:
             raise UploadUnavailable(f"{path.name} changed since it was planned; plan the manifest again")
         async with self._limited(self.upload_limiter):
             image = await self._timed(key, "upload", self.uploader.upload(token, data))
-        self.ledger.add_upload(token.account, self.region.code, sha256, image.uri, image.width or None,
+        self.ledger.add_upload(token.account, self.upload_scope, sha256, image.uri, image.width or None,
                                image.height or None, image.format or None, len(data))
         log.info("uploaded %s as %s", path.name, image.uri)
         return image.uri
@@ -529,7 +540,8 @@ class Executor:
             if record.complete(kind):
                 self._set(row, states.SUCCEEDED, detail=f"{len(record.items)} item(s)")
                 return record
-            if row.state != states.RUNNING:
+            if row.state != states.RUNNING and record.status != STATUS_QUEUED:
+                # Only once the job has left the queue, so that reports can tell queueing from generation.
                 row = self._set(row, states.RUNNING, detail=f"status {record.status}")
             if self.clock() > deadline:
                 return self._end(row, classify("transport", "timeout"), None, detail="poll timeout", code="timeout")

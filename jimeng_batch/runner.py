@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -24,13 +25,15 @@ from jimeng_batch import __version__, catalog
 from jimeng_batch import ledger as states
 from jimeng_batch.cache import DEFAULT_TTL, ResultCache, default_cache_path
 from jimeng_batch.client import JimengClient, RetryableCallError, StopCallError
-from jimeng_batch.errors import ConfigError, SchemaError
+from jimeng_batch.errors import ConfigError, LedgerError, SchemaError
 from jimeng_batch.executor import Executor, RunOptions, RunResult
+from jimeng_batch.expand import KEY_VERSION
 from jimeng_batch.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.plan import iter_distinct, plan_web_id, summarize
 from jimeng_batch.progress import Progress
 from jimeng_batch.request_spec import RequestSpec
+from jimeng_batch.sharding import Shard, parse_shard
 from jimeng_batch.sources import display_path
 from jimeng_batch.tokens import Token, load_tokens
 from jimeng_batch.upload import Uploader, imagex_base
@@ -62,6 +65,9 @@ class RunRequest:
     preflight: str = "warn"
     quiet: bool = False
     live: bool | None = None
+    shard: Shard | None = None  # run only this shard's requests
+    fail_on: frozenset[str] | None = None  # final states that fail the run; None: all of FAIL_ON_STATES
+    report: bool = True  # write the report files when the run ends
 
 
 @dataclass
@@ -140,21 +146,91 @@ def _tokens(request: RunRequest) -> list[Token]:
 def execute(request: RunRequest) -> RunReport:
     """Run a manifest to the end (or to a stop); the ledger says where it stands at every moment."""
     manifest = load_manifest(request.manifest, request.sheet_options)
-    summary = summarize(manifest)
-    if summary.problems:
-        raise SchemaError(summary.problems)
-    tokens = _tokens(request)
     out_dir = output_folder(manifest, request.out_dir)
+    fingerprint = plan_fingerprint(manifest, request)
+    planned = _unchanged_plan(out_dir, fingerprint)
+    if planned is None:
+        # Check everything before anything is created: an invalid manifest leaves no output folder behind.
+        summary = summarize(manifest)
+        if summary.problems:
+            raise SchemaError(summary.problems)
+    tokens = _tokens(request)
     ledger = Ledger.in_folder(out_dir)
     try:
         with file_log(out_dir):
-            return _execute(request, manifest, tokens, out_dir, ledger)
+            report = _execute(request, manifest, tokens, out_dir, ledger, fingerprint, planned)
     finally:
         ledger.close()
+    if request.report:
+        write_run_report(out_dir)
+    return report
 
 
-def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_dir: Path,
-             ledger: Ledger) -> RunReport:
+def write_run_report(out_dir: Path) -> None:
+    """The report files at the end of a run; a failure here is a warning, never the run's exit code."""
+    from jimeng_batch.report import write_report  # pandas, pyarrow and matplotlib: loaded only when needed
+
+    try:
+        write_report(out_dir)
+    except Exception as exc:  # noqa: BLE001 - the run's outcome is already in the ledger and must not be lost
+        print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+              f"`jimeng-batch report {display_path(out_dir)}` tries again", file=sys.stderr)
+
+
+def plan_fingerprint(manifest: Manifest, request: RunRequest) -> str:
+    """What the plan depends on, besides local images: the manifest's bytes, its spreadsheets', the options."""
+    parts: dict[str, Any] = {
+        "manifest": manifest_sha256(manifest.path),
+        "rows": {str(job.rows): manifest_sha256(job.rows) for job in manifest.jobs if job.rows and job.rows.is_file()},
+        "sheet_options": [request.sheet_options.region, request.sheet_options.type,
+                          sorted((k, str(v)) for k, v in request.sheet_options.defaults.items()),
+                          request.sheet_options.protocol_profile],
+        "shard": str(request.shard) if request.shard is not None else None,
+        "tool": __version__, "key_version": KEY_VERSION,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _image_records(manifest: Manifest) -> list[list[Any]]:
+    """The local images a plan read, with what tells whether they changed since: size and modification time."""
+    records = []
+    for path, info in manifest.local_images().items():
+        stat = path.stat()
+        records.append([str(path), info.sha256, stat.st_size, stat.st_mtime_ns])
+    return records
+
+
+def _unchanged_plan(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The last run's plan when nothing it depends on changed, so a resume need not plan again.
+
+    Planning a 100,000-row spreadsheet takes tens of seconds; a resume of an unchanged manifest skips it (the ledger
+    already holds every request) and starts submitting at once.
+    """
+    if not (out_dir / LEDGER_NAME).is_file():
+        return None
+    try:
+        ledger = Ledger(out_dir / LEDGER_NAME)
+    except LedgerError:
+        return None  # reported properly when the run opens the ledger
+    try:
+        last = ledger.last_run()
+    finally:
+        ledger.close()
+    plan = (last or {}).get("options", {}).get("plan")
+    if not plan or plan.get("fingerprint") != fingerprint:
+        return None
+    for path, _sha, size, mtime_ns in plan.get("images", []):
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return None
+        if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+            return None
+    return dict(plan)
+
+
+def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_dir: Path, ledger: Ledger,
+             fingerprint: str, planned: dict[str, Any] | None) -> RunReport:
     options = run_options(manifest, request.overrides)
     recorded = {
         "manifest": str(request.manifest.resolve()), "sheet_options": {
@@ -165,8 +241,20 @@ def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_d
         "sim": request.sim, "overrides": request.overrides, "use_cache": request.use_cache,
         "tokens": [t.label for t in tokens],
     }
+    if request.shard is not None:
+        recorded["shard"] = str(request.shard)
+    if request.fail_on is not None:
+        recorded["fail_on"] = sorted(request.fail_on)
+    if planned is None:
+        added = ledger.add_planned(item for item in iter_distinct(manifest, request.shard)
+                                   if isinstance(item, RequestSpec))
+        planned = {"fingerprint": fingerprint, "images": _image_records(manifest)}
+    else:
+        added = 0
+        log.info("the manifest, its spreadsheets and images are unchanged since the last run: not planned again")
+    recorded["plan"] = planned
+    local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
     ledger.begin_run(manifest.display, manifest_sha256(request.manifest), __version__, recorded)
-    added = ledger.add_planned(item for item in iter_distinct(manifest) if isinstance(item, RequestSpec))
     log.info("run of %s into %s: %d new request(s), %d in the ledger", manifest.display, out_dir, added,
              ledger.total())
     with contextlib.ExitStack() as stack:
@@ -185,7 +273,10 @@ def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_d
             path = request.cache_path or _cache_path(manifest) or default_cache_path()
             cache = ResultCache(path, float(ttl))
             stack.callback(cache.close)
-        result = _asyncio_run(_run(manifest, ledger, tokens, options, out_dir, base_url, cache, request))
+        result = _asyncio_run(_run(manifest, ledger, tokens, options, out_dir, base_url, cache, request,
+                                   local_files))
+    if request.fail_on is not None:
+        result.fail_on = request.fail_on
     status = "interrupted" if result.interrupted else ("stopped" if result.stop_reason else "finished")
     ledger.end_run(status, result.exit_code, result.stop_reason)
     return RunReport(out_dir, result, ledger.total())
@@ -206,15 +297,16 @@ def _cache_path(manifest: Manifest) -> Path | None:
 
 
 async def _run(manifest: Manifest, ledger: Ledger, tokens: list[Token], options: RunOptions, out_dir: Path,
-               base_url: str | None, cache: ResultCache | None, request: RunRequest) -> RunResult:
+               base_url: str | None, cache: ResultCache | None, request: RunRequest,
+               local_files: dict[str, Path]) -> RunResult:
     region = catalog.REGIONS[manifest.settings.region]
     versions = manifest.settings.protocol
     async with JimengClient(region=region, versions=versions, web_id=plan_web_id(manifest),
                             base_url=base_url) as client:
         uploader = Uploader(client, region, imagex_base(region, base_url, os.environ))
-        local_files = {info.sha256: path for path, info in manifest.local_images().items()}
         executor = Executor(ledger, client, tokens, options, out_dir=out_dir, region=region, versions=versions,
-                            web_id=plan_web_id(manifest), cache=cache, uploader=uploader, local_files=local_files)
+                            web_id=plan_web_id(manifest), cache=cache, uploader=uploader, local_files=local_files,
+                            upload_scope=region.code if base_url is None else f"{region.code}@{base_url}")
         progress = Progress(ledger.total(), quiet=request.quiet, live=request.live,
                             credits=lambda: executor.admitted_credits)
         executor.on_change = progress.update
@@ -317,6 +409,8 @@ def resume_request(out_dir: Path, **changes: Any) -> RunRequest:
                                                                     catalog.DEFAULT_PROTOCOL_PROFILE)),
         out_dir=out_dir, sim=bool(recorded.get("sim")), overrides=dict(recorded.get("overrides", {})),
         use_cache=bool(recorded.get("use_cache", True)),
+        shard=parse_shard(recorded["shard"]) if recorded.get("shard") else None,
+        fail_on=frozenset(recorded["fail_on"]) if recorded.get("fail_on") is not None else None,
     )
     if not request.manifest.is_file():
         raise ConfigError(f"{request.manifest}: the manifest of the run in {display_path(out_dir)} is gone")

@@ -99,7 +99,7 @@ def drive(manifest: Path, server: SimServer, *, out: Path, tokens: list[str] | N
             executor = Executor(ledger, client, [Token(t) for t in tokens or [TOKEN]], options or fast_options(),
                                 out_dir=out, region=region, versions=loaded.settings.protocol,
                                 web_id=plan_web_id(loaded), cache=cache, sleep=sleep, uploader=uploader,
-                                local_files=local_files)
+                                local_files=local_files, upload_scope=f"{region.code}@{server.base_url}")
 
             def watch(counts: Counter[str]) -> None:
                 changes.append(Counter(counts))

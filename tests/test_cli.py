@@ -190,3 +190,28 @@ def test_an_invalid_manifest_runs_nothing(write: Callable[..., Path], tmp_path: 
     code, _, err = run_main(["run", str(path), "--sim", "--out", "out"], capsys)
     assert code == 2 and "unknown model 'nope'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unchanged_manifest_is_not_planned_again(write: Callable[..., Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JIMENG_SESSIONID", raising=False)
+    from conftest import png
+
+    png(tmp_path / "ref.png")
+    write("rows.csv", "prompt\nfirst\n")
+    path = write("m.yaml", "jobs:\n  - {type: image_to_image, resolution: 1k, rows: rows.csv, "
+                           "references: [ref.png]}\n")
+    common = ["--sim", "--poll-interval", "0.01", "--quiet", "--no-cache", "--out", "out"]
+    log = tmp_path / "out" / "run.log"
+    assert run_main(["run", str(path), *common], capsys)[0] == 0
+    assert run_main(["run", str(path), *common], capsys)[0] == 0
+    assert log.read_text().count("not planned again") == 1
+    write("rows.csv", "prompt\nfirst\nsecond\n")  # a spreadsheet changed: plan again, the new row runs
+    code, _, err = run_main(["run", str(path), *common], capsys)
+    assert code == 0 and err.strip().endswith("out: downloaded 2")
+    assert log.read_text().count("not planned again") == 1
+    png(tmp_path / "ref.png", color="#ffffff")  # an image changed: plan again
+    code, _, err = run_main(["run", str(path), *common], capsys)
+    assert log.read_text().count("not planned again") == 1
+    assert code == 0 and err.strip().endswith("out: downloaded 4")

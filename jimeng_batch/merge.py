@@ -1,0 +1,185 @@
+"""Merging output folders (the shards of one manifest, say) into one: ledgers, files, then the report.
+
+The merged folder gets a new ledger (the same migrations) holding every input's runs (one row each, renumbered),
+and for each request key the row of the input where it got furthest (downloaded before succeeded before a failure
+before in flight before planned; the first input on a tie), with that input's events, attempts and files. Calls
+not tied to one request (batched polls) are all kept. Two inputs that disagree on a key's ``submit_id`` or
+parameters did not come from the same manifest rules, and the merge refuses them. Files are hard-linked where the
+file system allows (else copied) and checked against the sha256 the ledger recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jimeng_batch import ledger as states
+from jimeng_batch.cache import copy_verified
+from jimeng_batch.errors import ConfigError, LedgerError
+from jimeng_batch.ledger import LEDGER_NAME, Ledger
+from jimeng_batch.sources import display_path
+
+# How far a request got; the merge keeps the furthest.
+_PROGRESS = {states.DOWNLOADED: 6, states.SUCCEEDED: 5, states.FAILED: 4, states.BLOCKED: 4, states.INVALID: 4,
+             states.RUNNING: 3, states.SUBMITTED: 2, states.SUBMITTING: 1, states.SKIPPED: 0, states.PLANNED: 0}
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What a merge produced."""
+
+    folder: Path
+    inputs: int
+    runs: int
+    requests: int
+    files: int
+    duplicates: int  # keys found in more than one input
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _rows(db: sqlite3.Connection, table: str, columns: list[str], order: str) -> list[dict[str, Any]]:
+    cursor = db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}")  # noqa: S608
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _open_input(folder: Path) -> Ledger:
+    path = folder / LEDGER_NAME
+    if not path.is_file():
+        raise ConfigError(f"{display_path(folder)}: no ledger here ({LEDGER_NAME}); is it a run's output folder?")
+    # Opening through Ledger brings an older ledger up to this version's schema before it is read.
+    return Ledger(path)
+
+
+def merge_folders(inputs: list[Path], into: Path) -> Merged:
+    """Merge the output folders ``inputs`` into the new folder ``into``."""
+    if not inputs:
+        raise ConfigError("merge: name at least one output folder to merge")
+    resolved = [folder.resolve() for folder in inputs]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError("merge: the same folder is named twice")
+    if into.resolve() in resolved:
+        raise ConfigError(f"--into: {display_path(into)} is one of the inputs; merge into a new folder")
+    if (into / LEDGER_NAME).exists():
+        raise ConfigError(f"--into: {display_path(into)} already holds a ledger; merge into a new folder")
+    sources = [_open_input(folder) for folder in inputs]
+    created = not into.exists()
+    try:
+        chosen, duplicates = _choose(inputs, sources)
+        target = Ledger.in_folder(into)
+        try:
+            files = _write(inputs, sources, chosen, target, into)
+            runs = int(target.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        finally:
+            target.close()
+    except BaseException:
+        if created:
+            shutil.rmtree(into, ignore_errors=True)  # half a merge is worse than none: it could not be resumed
+        raise
+    finally:
+        for source in sources:
+            source.close()
+    return Merged(into, len(inputs), runs, len(chosen), files, duplicates)
+
+
+def _choose(inputs: list[Path], sources: list[Ledger]) -> tuple[dict[str, tuple[int, dict[str, Any]]], int]:
+    """For each key, the input whose row got furthest, and how many keys were in more than one input."""
+    chosen: dict[str, tuple[int, dict[str, Any]]] = {}
+    duplicates = 0
+    for number, source in enumerate(sources):
+        columns = _columns(source.db, "requests")
+        for row in _rows(source.db, "requests", columns, "ord"):
+            key = row["key"]
+            if key not in chosen:
+                chosen[key] = (number, row)
+                continue
+            duplicates += 1
+            first_number, first = chosen[key]
+            where = f"{display_path(inputs[first_number])} and {display_path(inputs[number])}"
+            if first["submit_id"] != row["submit_id"]:
+                raise ConfigError(f"request {key}: {where} disagree on its submit_id ({first['submit_id']} and "
+                                  f"{row['submit_id']}); they were not planned by the same rules")
+            if json.loads(first["params"]) != json.loads(row["params"]):
+                raise ConfigError(f"request {key}: {where} disagree on its parameters; they are not runs of the "
+                                  "same manifest")
+            if _PROGRESS.get(row["state"], 0) > _PROGRESS.get(first["state"], 0):
+                chosen[key] = (number, row)
+    return chosen, duplicates
+
+
+_REQUEST_TABLES = frozenset({"runs", "requests", "events", "attempts", "assets", "migrations"})
+
+
+def _other_tables(source: sqlite3.Connection, target: sqlite3.Connection) -> list[str]:
+    def tables(db: sqlite3.Connection) -> set[str]:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                             "AND name NOT LIKE 'sqlite_%'")}
+
+    return sorted((tables(source) & tables(target)) - _REQUEST_TABLES)
+
+
+def _insert(db: sqlite3.Connection, table: str, rows: list[dict[str, Any]], *, ignore: bool = False) -> None:
+    if not rows:
+        return
+    wanted = set(_columns(db, table))
+    columns = [name for name in rows[0] if name in wanted]
+    marks = ", ".join("?" for _ in columns)
+    verb = "INSERT OR IGNORE" if ignore else "INSERT"
+    db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
+                   [tuple(row[name] for name in columns) for row in rows])
+
+
+def _write(inputs: list[Path], sources: list[Ledger], chosen: dict[str, tuple[int, dict[str, Any]]],
+           target: Ledger, into: Path) -> int:
+    """Copy runs, the chosen requests with their events, attempts and assets, and the files; the file count."""
+    db = target.db
+    files = 0
+    next_ord = 0
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for number, (folder, source) in enumerate(zip(inputs, sources, strict=True)):
+            run_ids: dict[int, int] = {}
+            run_columns = [c for c in _columns(source.db, "runs") if c != "id"]
+            for run in _rows(source.db, "runs", ["id", *run_columns], "id"):
+                old = run.pop("id")
+                _insert(db, "runs", [run])
+                run_ids[old] = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+            keys = {key for key, (owner, _) in chosen.items() if owner == number}
+            requests = [row for key, (owner, row) in chosen.items() if owner == number]
+            for row in sorted(requests, key=lambda r: r["ord"]):
+                row = {**row, "ord": next_ord, "run_id": run_ids.get(row["run_id"])}
+                next_ord += 1
+                _insert(db, "requests", [row])
+            for table in ("events", "attempts"):
+                columns = [c for c in _columns(source.db, table) if c != "id"]
+                rows = [{**r, "run_id": run_ids.get(r["run_id"])} for r in _rows(source.db, table, columns, "id")
+                        if r["key"] in keys or (table == "attempts" and r["key"] is None)]
+                _insert(db, table, rows)
+            asset_columns = _columns(source.db, "assets")
+            assets = [a for a in _rows(source.db, "assets", asset_columns, "key, idx") if a["key"] in keys]
+            for asset in assets:
+                _copy_asset(folder, into, asset)
+            _insert(db, "assets", assets)
+            files += len(assets)
+            for table in _other_tables(source.db, db):
+                # Tables not about one request (uploads remembered per account): every row, duplicates dropped.
+                _insert(db, table, _rows(source.db, table, _columns(source.db, table), "rowid"), ignore=True)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return files
+
+
+def _copy_asset(folder: Path, into: Path, asset: dict[str, Any]) -> None:
+    source = folder / asset["path"]
+    if not source.is_file():
+        raise LedgerError(f"{display_path(source)}: listed in the ledger but missing; resume that run first")
+    if not copy_verified(source, into / asset["path"], asset["sha256"]):
+        raise LedgerError(f"{display_path(source)}: its content no longer matches the sha256 in the ledger")

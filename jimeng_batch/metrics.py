@@ -1,0 +1,212 @@
+"""Metrics of a batch, from its results: the API document's five, and where time went, which errors, what it cost.
+
+Pure functions of frames (no I/O, no clock). The document's metrics keep its names:
+
+- ``totalRequests``: every request of the batch (the ledger's distinct requests, whatever their state);
+- ``successRequests``: requests whose files were downloaded;
+- ``failedRequests``: requests that ended ``failed``, ``blocked`` or ``invalid``;
+- ``avgResponseTime``: the mean end-to-end time (first submit to final state) of the requests that reached a final
+  state after a submit, in milliseconds as in the document's code (``Date.now()`` differences); null when none;
+- ``modelUsage``: model name -> the number of requests for it that reached a final state.
+
+Requests still ``planned``, ``skipped`` or in flight count in ``totalRequests`` only; ``byState`` has them all.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pandas as pd
+
+from jimeng_batch.ledger import STATES
+from jimeng_batch.results import (
+    FINAL_STATES,
+    STAGES,
+    TERMINAL_FAILURES,
+    is_missing,
+    meaning_of,
+)
+
+PERCENTILES = (50, 90, 99)
+_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+MAX_BUCKETS = 60
+
+# The parts of metrics.json that do not depend on timing (see :func:`comparable`).
+COMPARABLE_KEYS = ("totalRequests", "successRequests", "failedRequests", "modelUsage", "byState", "errors",
+                   "credits")
+COMPARABLE_GROUP_KEYS = ("requests", "byState", "succeeded", "failed", "successRate", "cacheHits",
+                         "creditsSpent", "creditsEstimated")
+
+
+def _number(value: Any) -> float | None:
+    """A float for JSON (None for NaN and missing)."""
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def latency_summary(values: pd.Series) -> dict[str, Any]:
+    """count, mean, p50, p90, p99 and max of a series of seconds (NaNs left out)."""
+    present = values.dropna().astype("float64")
+    if present.empty:
+        return {"count": 0, "mean": None, **{f"p{p}": None for p in PERCENTILES}, "max": None}
+    quantiles = present.quantile([p / 100 for p in PERCENTILES])
+    return {"count": int(present.size), "mean": _number(present.mean()),
+            **{f"p{p}": _number(quantiles[p / 100]) for p in PERCENTILES}, "max": _number(present.max())}
+
+
+def state_counts(results: pd.DataFrame) -> dict[str, int]:
+    """Requests by state, in lifecycle order, leaving out states no request is in."""
+    counts = results["state"].value_counts()
+    return {state: int(counts[state]) for state in STATES if state in counts.index}
+
+
+def group_metrics(results: pd.DataFrame) -> dict[str, Any]:
+    """Counts, success rate, stage latencies, retries and credits of a set of requests."""
+    counts = state_counts(results)
+    succeeded = counts.get("downloaded", 0)
+    failed = sum(counts.get(state, 0) for state in TERMINAL_FAILURES)
+    finished = succeeded + failed
+    return {
+        "requests": len(results),
+        "byState": counts,
+        "succeeded": succeeded,
+        "failed": failed,
+        # Of the requests that reached a final state: skipped and unfinished ones say nothing about the service.
+        "successRate": (succeeded / finished) if finished else None,
+        "cacheHits": int(results["cache_hit"].sum()),
+        "latencySeconds": {stage: latency_summary(results[f"{stage}_seconds"]) for stage in STAGES},
+        "retries": int(results["retries"].sum()),
+        "submits": int(results["submits"].sum()),
+        "creditsSpent": float(results["credits_spent"].sum()),
+        "creditsEstimated": float(results["estimated_credits"].sum()),
+    }
+
+
+def _grouped(results: pd.DataFrame, column: str) -> dict[str, Any]:
+    return {str(name): group_metrics(group) for name, group in results.groupby(column, sort=True)}
+
+
+def error_table(results: pd.DataFrame) -> list[dict[str, Any]]:
+    """Final error codes: code, reason, meaning, state and how many requests ended with it (most frequent first)."""
+    failed = results[results["code"].notna()]
+    rows = []
+    for (code, reason, state), group in failed.groupby(["code", "reason", "state"], dropna=False, sort=True):
+        reason_text = None if is_missing(reason) else str(reason)
+        rows.append({"code": str(code), "reason": reason_text, "meaning": meaning_of(str(code), reason_text),
+                     "state": str(state), "count": len(group)})
+    return sorted(rows, key=lambda row: (-row["count"], row["code"], row["state"]))
+
+
+def call_metrics(attempts: pd.DataFrame) -> dict[str, Any]:
+    """Every call by kind (submit, poll, download, reconcile, ...): latency and outcomes."""
+    out: dict[str, Any] = {}
+    for kind, group in attempts.groupby("kind", sort=True):
+        outcomes = group["outcome"].value_counts()
+        out[str(kind)] = {"calls": len(group), "errors": int((group["outcome"] != "ok").sum()),
+                          "outcomes": {str(k): int(v) for k, v in outcomes.sort_index().items()},
+                          "latencySeconds": latency_summary(group["seconds"])}
+    return out
+
+
+def transient_errors(attempts: pd.DataFrame) -> list[dict[str, Any]]:
+    """Calls that failed and were retried or gave up: by kind, outcome and code."""
+    failed = attempts[attempts["outcome"] != "ok"]
+    rows = []
+    for (kind, outcome, code, status), group in failed.groupby(["kind", "outcome", "code", "http_status"],
+                                                               dropna=False, sort=True):
+        code_text = None if is_missing(code) else str(code)
+        rows.append({"kind": str(kind), "outcome": str(outcome), "code": code_text,
+                     "httpStatus": None if is_missing(status) else int(cast(float, status)),
+                     "meaning": meaning_of(code_text, None), "count": len(group)})
+    return sorted(rows, key=lambda row: (-row["count"], row["kind"], row["code"] or ""))
+
+
+def _bucket_seconds(span: float) -> int:
+    for size in _BUCKETS:
+        if span / size <= MAX_BUCKETS:
+            return size
+    return _BUCKETS[-1]
+
+
+def throughput(results: pd.DataFrame) -> dict[str, Any]:
+    """Requests reaching a final state over time, in buckets sized for at most :data:`MAX_BUCKETS` of them."""
+    ended = results["downloaded_at"].where(results["state"] == "downloaded", results["finished_at"])
+    finished = results.assign(ended=ended)[results["state"].isin(FINAL_STATES) & ended.notna()]
+    if finished.empty:
+        return {"bucketSeconds": None, "buckets": [], "requestsPerMinute": None}
+    seconds = finished["ended"].map(lambda t: t.timestamp())
+    start = math.floor(float(seconds.min()))
+    span = float(seconds.max()) - start
+    size = _bucket_seconds(span)
+    first_send = results["created_at"].map(lambda t: t.timestamp() if not pd.isna(t) else math.nan)
+    begin = min(float(first_send.min()), float(seconds.min())) if first_send.notna().any() else start
+    buckets = []
+    index = ((seconds - start) // size).astype("int64")
+    for number in range(int(index.max()) + 1):
+        chosen = finished[index == number]
+        buckets.append({"start": datetime.fromtimestamp(start + number * size, UTC).isoformat(),
+                        "succeeded": int((chosen["state"] == "downloaded").sum()),
+                        "failed": int(chosen["state"].isin(TERMINAL_FAILURES).sum())})
+    elapsed = float(seconds.max()) - begin
+    return {"bucketSeconds": size, "buckets": buckets,
+            "requestsPerMinute": (len(finished) / elapsed * 60.0) if elapsed > 0 else None}
+
+
+def runs_summary(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each run recorded in the ledger: when, what, and how it ended."""
+    out = []
+    for run in runs.to_dict(orient="records"):
+        out.append({
+            "id": int(run["id"]), "manifest": run["manifest"], "manifestSha256": run["manifest_sha256"],
+            "toolVersion": run["tool_version"],
+            "startedAt": _iso(run["started_at"]), "finishedAt": _iso(run["finished_at"]),
+            "status": run["status"], "exitCode": None if is_missing(run["exit_code"]) else int(run["exit_code"]),
+            "stopReason": None if is_missing(run["stop_reason"]) else run["stop_reason"],
+        })
+    return out
+
+
+def _iso(value: Any) -> str | None:
+    if is_missing(value):
+        return None
+    return datetime.fromtimestamp(float(value), UTC).isoformat()
+
+
+def compute_metrics(results: pd.DataFrame, attempts: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Any]:
+    """Everything in ``metrics.json``."""
+    final = results[results["state"].isin(FINAL_STATES)]
+    sent = final["end_to_end_seconds"].dropna()
+    overall = group_metrics(results)
+    return {
+        "totalRequests": len(results),
+        "successRequests": overall["succeeded"],
+        "failedRequests": overall["failed"],
+        "avgResponseTime": _number(sent.mean() * 1000.0) if not sent.empty else None,
+        "modelUsage": {str(model): int(count) for model, count in final["model"].value_counts().sort_index().items()},
+        "byState": overall["byState"],
+        "overall": overall,
+        "byModel": _grouped(results, "model"),
+        "byType": _grouped(results, "type"),
+        "byResolution": _grouped(results, "resolution"),
+        "errors": error_table(results),
+        "transientErrors": transient_errors(attempts),
+        "calls": call_metrics(attempts),
+        "retries": {"total": overall["retries"], "requestsRetried": int((results["retries"] > 0).sum())},
+        "credits": {"spent": overall["creditsSpent"], "estimated": overall["creditsEstimated"],
+                    "note": "estimates from the catalog's cost table: spent counts requests the service accepted"},
+        "throughput": throughput(results),
+        "runs": runs_summary(runs),
+    }
+
+
+def comparable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a metrics dict that do not depend on timing: what two runs of one manifest must agree on."""
+    out = {name: metrics[name] for name in COMPARABLE_KEYS}
+    for group in ("byModel", "byType", "byResolution"):
+        out[group] = {name: {key: stats[key] for key in COMPARABLE_GROUP_KEYS}
+                      for name, stats in metrics[group].items()}
+    return out

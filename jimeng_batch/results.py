@@ -1,0 +1,231 @@
+"""The ledger as pandas frames, and the results table: one row per request with everything known about it.
+
+:func:`read_tables` is the only function here that touches the outside world (it reads ``ledger.sqlite``);
+everything else is a pure function of the frames it is given, so reports are reproducible from a ledger alone.
+
+Stage timings come from the ledger's ``events`` (every state change with its time):
+
+- ``submit``: the last ``submitting`` before the first ``submitted`` (the attempt that was accepted) to it;
+- ``queue``: ``submitted`` to ``running`` (the first poll that saw the job leave the queue);
+- ``generation``: ``running`` to ``succeeded``, or ``submitted`` to ``succeeded`` when no poll saw the job running
+  (then it includes the time queued);
+- ``download``: ``succeeded`` to ``downloaded``;
+- ``end_to_end``: the first ``submitting`` to the final state (``downloaded``, ``failed``, ``blocked``, ``invalid``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jimeng_batch import ledger as states
+from jimeng_batch.errors import LedgerError
+from jimeng_batch.outcomes import RULES, UNKNOWN_FAIL, UNKNOWN_HTTP, UNKNOWN_RET, Rule
+
+STAGES = ("submit", "queue", "generation", "download", "end_to_end")
+TERMINAL_FAILURES = (states.FAILED, states.BLOCKED, states.INVALID)
+FINAL_STATES = (states.DOWNLOADED, *TERMINAL_FAILURES)
+
+# The parameters of a request, as columns; nested ones (images) are JSON text so every output format holds them.
+PARAM_COLUMNS = ("type", "region", "model", "model_key", "resolution", "prompt", "negative_prompt", "seed",
+                 "seed_given", "ratio", "sample_strength", "duration", "aspect_ratio", "fps")
+JSON_PARAM_COLUMNS = ("references", "first_frame", "end_frame")
+LIST_COLUMNS = ("asset_paths", "asset_sha256", "asset_sizes", "asset_widths", "asset_heights", "asset_formats")
+TIME_COLUMNS = ("created_at", "submitted_at", "finished_at", "downloaded_at")
+
+# The columns of the results table that do not depend on when or how fast a run went: two runs of the same
+# manifest (sharded and merged, or not) agree on these.
+COMPARABLE_COLUMNS = ("key", "submit_id", "manifest", "job", "row", "sample", *PARAM_COLUMNS, *JSON_PARAM_COLUMNS,
+                      "state", "code", "reason", "meaning", "cache_hit", "asset_count", "asset_sha256",
+                      "asset_sizes", "asset_formats", "estimated_credits", "credits_spent")
+
+# Codes the executor records that are not answers of the service.
+_LOCAL_CODES = {
+    "upload": "a local reference image could not be uploaded",
+    "not-found": "the service never showed the submitted record",
+    "timeout": "the job did not finish in time (poll timeout)",
+}
+
+
+@dataclass(frozen=True)
+class LedgerTables:
+    """The ledger's tables, as read."""
+
+    runs: pd.DataFrame
+    requests: pd.DataFrame
+    events: pd.DataFrame
+    attempts: pd.DataFrame
+    assets: pd.DataFrame
+
+
+def read_tables(path: Path) -> LedgerTables:
+    """Read every table of the ledger at ``path`` (read-only: a report never changes a ledger)."""
+    if not path.is_file():
+        raise LedgerError(f"{path}: no ledger here")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: cannot be opened ({exc})") from exc
+    try:
+        frames = {name: pd.read_sql_query(f"SELECT * FROM {name} ORDER BY {order}", db)  # noqa: S608
+                  for name, order in (("runs", "id"), ("requests", "ord"), ("events", "id"), ("attempts", "id"),
+                                      ("assets", "key, idx"))}
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise LedgerError(f"{path}: not a usable ledger ({exc})") from exc
+    finally:
+        db.close()
+    return LedgerTables(**frames)
+
+
+def is_missing(value: object) -> bool:
+    """None, NaN, NA or NaT: a cell with no value (lists are values, even empty ones)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def meaning_of(code: str | None, reason: str | None) -> str | None:
+    """What a recorded code means, from the outcome table (the reason tells sources of the same code apart)."""
+    if is_missing(code) or code == "":
+        return None
+    text = str(code)
+    if text in _LOCAL_CODES:
+        return _LOCAL_CODES[text]
+    rules: tuple[Rule, ...] = (*RULES, UNKNOWN_RET, UNKNOWN_FAIL, UNKNOWN_HTTP)
+    matches = [rule for rule in rules if rule.code == text]
+    for rule in matches:
+        if rule.reason == reason:
+            return rule.meaning
+    if matches:
+        return matches[0].meaning
+    if text.isdigit() and len(text) == 3:  # an HTTP status the table has no row of its own for
+        return "server error" if text.startswith("5") else "refused"
+    for rule in rules:
+        if rule.reason == reason and rule.code in ("*", "4xx", "5xx"):
+            return rule.meaning
+    return None
+
+
+def _first(events: pd.DataFrame, state: str) -> pd.Series:
+    return events[events["state"] == state].groupby("key")["at"].min()
+
+
+def stage_times(events: pd.DataFrame) -> pd.DataFrame:
+    """Per request key: the seconds spent in each stage (NaN where a stage did not happen)."""
+    columns = [f"{stage}_seconds" for stage in STAGES]
+    if events.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="key"), dtype="float64")
+    submitted = _first(events, states.SUBMITTED)
+    submitting = events[events["state"] == states.SUBMITTING][["key", "at"]]
+    before = submitting.join(submitted.rename("submitted"), on="key")
+    # The submit that was accepted is the last `submitting` at or before the first `submitted`.
+    accepted_send = before[before["at"] <= before["submitted"]].groupby("key")["at"].max()
+    first_send = submitting.groupby("key")["at"].min()
+    running = _first(events, states.RUNNING)
+    succeeded = _first(events, states.SUCCEEDED)
+    downloaded = _first(events, states.DOWNLOADED)
+    ended = events[events["state"].isin(FINAL_STATES)].groupby("key")["at"].min()
+    keys = pd.Index(sorted(set(events["key"])), name="key")
+    frame = pd.DataFrame(index=keys)
+    frame["submit_seconds"] = submitted - accepted_send
+    frame["queue_seconds"] = running - submitted
+    frame["generation_seconds"] = (succeeded - running).fillna(succeeded - submitted)
+    frame["download_seconds"] = downloaded - succeeded
+    frame["end_to_end_seconds"] = ended - first_send
+    return frame.astype("float64")
+
+
+def _assets_by_key(assets: pd.DataFrame) -> pd.DataFrame:
+    names = {"path": "asset_paths", "sha256": "asset_sha256", "size": "asset_sizes", "width": "asset_widths",
+             "height": "asset_heights", "format": "asset_formats"}
+    if assets.empty:
+        return pd.DataFrame(columns=list(names.values()), index=pd.Index([], name="key"))
+    ordered = assets.sort_values(["key", "idx"])
+    grouped = ordered.groupby("key")
+    frame = pd.DataFrame({new: grouped[old].agg(_plain_list) for old, new in names.items()})
+    frame.index.name = "key"
+    return frame
+
+
+def _plain_list(values: pd.Series) -> list[Any]:
+    """A column's values as plain Python values (None for missing), for list columns."""
+    return [None if is_missing(v) else (v.item() if hasattr(v, "item") else v) for v in values]
+
+
+def _param_columns(params: pd.Series) -> pd.DataFrame:
+    decoded = [json.loads(text) for text in params]
+    data: dict[str, list[Any]] = {name: [p.get(name) for p in decoded] for name in PARAM_COLUMNS}
+    for name in JSON_PARAM_COLUMNS:
+        data[name] = [None if p.get(name) is None else json.dumps(p[name], ensure_ascii=False, sort_keys=True)
+                      for p in decoded]
+    frame = pd.DataFrame(data, index=params.index)
+    for name in ("seed", "duration", "fps"):
+        frame[name] = frame[name].astype("Int64")
+    frame["sample_strength"] = frame["sample_strength"].astype("Float64")
+    frame["seed_given"] = frame["seed_given"].astype("boolean")
+    for name in ("negative_prompt", "ratio", "aspect_ratio", *JSON_PARAM_COLUMNS):
+        frame[name] = frame[name].astype("string")
+    return frame
+
+
+def results_frame(tables: LedgerTables) -> pd.DataFrame:
+    """One row per request: source, parameters, final state, codes and meaning, ids, assets, timings, credits."""
+    requests = tables.requests.set_index("key", drop=False)
+    frame = pd.DataFrame(index=requests.index)
+    frame["key"] = requests["key"]
+    frame["submit_id"] = requests["submit_id"]
+    frame["ord"] = requests["ord"].astype("int64")
+    frame["manifest"] = requests["source_file"]
+    frame["job"] = requests["job"]
+    frame["row"] = requests["source_row"].astype("Int64")
+    frame["sample"] = requests["sample"].astype("int64")
+    params = _param_columns(requests["params"])
+    for name in (*PARAM_COLUMNS, *JSON_PARAM_COLUMNS):
+        frame[name] = params[name]
+    frame["state"] = requests["state"]
+    frame["code"] = requests["code"].astype("string")
+    frame["reason"] = requests["reason"].astype("string")
+    frame["meaning"] = pd.Series([meaning_of(c if isinstance(c, str) else None, r if isinstance(r, str) else None)
+                                  for c, r in zip(requests["code"], requests["reason"], strict=True)],
+                                 index=requests.index, dtype="string")
+    frame["message"] = requests["message"].astype("string")
+    for name in ("history_record_id", "task_id", "token"):
+        frame[name] = requests[name].astype("string")  # token: the masked label; the ledger holds nothing else
+    frame["cache_hit"] = (requests["shared_from"] == "cache").astype("bool")
+    assets = _assets_by_key(tables.assets).reindex(requests.index)
+    for name in LIST_COLUMNS:
+        frame[name] = [value if isinstance(value, list) else [] for value in assets[name]]
+    frame["asset_count"] = frame["asset_paths"].map(len).astype("int64")
+    frame["asset_bytes"] = frame["asset_sizes"].map(lambda sizes: int(sum(s or 0 for s in sizes))).astype("int64")
+    for name in TIME_COLUMNS:
+        frame[name] = pd.to_datetime(requests[name].astype("float64"), unit="s", utc=True)
+    timings = stage_times(tables.events).reindex(requests.index)
+    for stage in STAGES:
+        frame[f"{stage}_seconds"] = timings[f"{stage}_seconds"].astype("float64")
+    for name in ("submits", "polls", "retries"):
+        frame[name] = requests[name].astype("int64")
+    attempts = tables.attempts
+    per_key = attempts.groupby("key")["outcome"]
+    frame["attempts"] = per_key.size().reindex(requests.index, fill_value=0).astype("int64")
+    frame["failed_attempts"] = (attempts[attempts["outcome"] != "ok"].groupby("key").size()
+                                .reindex(requests.index, fill_value=0).astype("int64"))
+    frame["estimated_credits"] = requests["estimated_credits"].astype("float64")
+    # Credits are spent when the service accepted the submit (it gave a record id); a cache hit spends nothing.
+    accepted = requests["history_record_id"].notna() & ~frame["cache_hit"]
+    frame["credits_spent"] = frame["estimated_credits"].where(accepted, 0.0)
+    return frame.reset_index(drop=True)
+
+
+def comparable_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
+    """The results' run-independent columns, sorted by key, as plain data (see :data:`COMPARABLE_COLUMNS`)."""
+    subset = results.loc[:, list(COMPARABLE_COLUMNS)].sort_values("key")
+    rows: list[dict[str, Any]] = []
+    for record in subset.to_dict(orient="records"):
+        rows.append({str(name): (None if is_missing(v) else v) for name, v in record.items()})
+    return rows
