@@ -227,5 +227,14 @@ def comparable_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
     subset = results.loc[:, list(COMPARABLE_COLUMNS)].sort_values("key")
     rows: list[dict[str, Any]] = []
     for record in subset.to_dict(orient="records"):
-        rows.append({str(name): (None if is_missing(v) else v) for name, v in record.items()})
+        rows.append({str(name): _plain_value(v) for name, v in record.items()})
     return rows
+
+
+def _plain_value(value: Any) -> Any:
+    """A cell as plain Python data: lists for arrays (as read back from parquet), None for missing values."""
+    if isinstance(value, list | tuple) or (hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0):
+        return [_plain_value(v) for v in value]
+    if is_missing(value):
+        return None
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,101 @@
+"""Shards: `--shard K/N` parsing, a stable partition of the requests by key, and `plan --shard`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jimeng_batch.cli import main
+from jimeng_batch.errors import ConfigError
+from jimeng_batch.manifest import load_manifest
+from jimeng_batch.plan import iter_distinct
+from jimeng_batch.request_spec import RequestSpec
+from jimeng_batch.sharding import Shard, parse_shard
+from run_helpers import write_manifest
+
+ROWS = """
+    jobs:
+      - {type: image, resolution: 1k, prompt: "a {thing}", vars: {thing: [%s]}}
+"""
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def keys(path: Path, shard: Shard | None = None) -> list[str]:
+    return [item.key for item in iter_distinct(load_manifest(path), shard) if isinstance(item, RequestSpec)]
+
+
+@pytest.mark.parametrize(("text", "shard"), [
+    pytest.param("1/1", Shard(1, 1), id="one"),
+    pytest.param("2/3", Shard(2, 3), id="middle"),
+    pytest.param(" 3 / 3 ", Shard(3, 3), id="spaces"),
+])
+def test_shard_specs(text: str, shard: Shard) -> None:
+    assert parse_shard(text) == shard
+    assert str(shard) == text.replace(" ", "")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    pytest.param("3", "is not K/N", id="no-slash"),
+    pytest.param("a/b", "is not K/N", id="not-numbers"),
+    pytest.param("-1/3", "is not K/N", id="negative"),
+    pytest.param("0/3", "between 1 and 3", id="zero"),
+    pytest.param("4/3", "between 1 and 3", id="past-the-end"),
+    pytest.param("1/0", "between 1 and 10000", id="no-shards"),
+])
+def test_bad_shard_specs(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_shard(text)
+    assert info.value.exit_code == 2
+
+
+def test_shards_partition_the_requests(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, ROWS % ", ".join(f"t{i}" for i in range(40)))
+    everything = keys(path)
+    parts = [keys(path, Shard(k, 3)) for k in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == sorted(everything)
+    assert all(parts), "forty keys and not one in some shard: the hash is not spreading them"
+    for part in parts:  # each shard keeps plan order
+        assert part == [key for key in everything if key in set(part)]
+
+
+def test_adding_rows_moves_no_request_to_another_shard(tmp_path: Path) -> None:
+    before = write_manifest(tmp_path, ROWS % ", ".join(f"t{i}" for i in range(20)), "a.yaml")
+    after = write_manifest(tmp_path, ROWS % ", ".join(["new0", *(f"t{i}" for i in range(20)), "new1"]), "b.yaml")
+    for k in (1, 2, 3, 4):
+        old, new = set(keys(before, Shard(k, 4))), set(keys(after, Shard(k, 4)))
+        assert old <= new
+        assert not old & set().union(*(keys(after, Shard(j, 4)) for j in (1, 2, 3, 4) if j != k))
+
+
+def test_plan_shows_a_shard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_manifest(tmp_path, ROWS % ", ".join(f"t{i}" for i in range(12)))
+    totals = []
+    for k in (1, 2):
+        code, out, _ = run_main(["plan", str(path), "--shard", f"{k}/2", "--format", "json"], capsys)
+        assert code == 0
+        summary = json.loads(out)
+        assert summary["shard"] == f"{k}/2"
+        totals.append(summary["distinct_requests"])
+        code, out, _ = run_main(["plan", str(path), "--shard", f"{k}/2", "--format", "jsonl"], capsys)
+        assert [json.loads(line)["key"] for line in out.splitlines()] == keys(path, Shard(k, 2))
+    assert sum(totals) == 12
+    code, out, _ = run_main(["plan", str(path), "--shard", "1/2"], capsys)
+    assert code == 0 and f"{totals[0]} distinct request(s)" in out
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_bad_shard_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    path = write_manifest(tmp_path, ROWS % "x")
+    extra = ["--sim", "--out", str(tmp_path / "out")] if command == "run" else []
+    code, _, err = run_main([command, str(path), "--shard", "5/4", *extra], capsys)
+    assert code == 2 and "--shard: the shard must be between 1 and 4, not 5" in err
+    assert not (tmp_path / "out").exists()
