@@ -9,6 +9,7 @@ the pure expansion in :mod:`jimeng_batch.expand`. Spreadsheet rows are streamed,
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ LIST_SEPARATOR = "|"
 # Spreadsheet cells are text; these columns hold numbers.
 _INTEGER_COLUMNS = frozenset({"seed", "count", "duration", "fps"})
 _NUMBER_COLUMNS = frozenset({"sample_strength", "reference_strength"})
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 _SCALAR_COLUMNS = frozenset({"type", "count", "fps", "reference_strength", "first_frame", "end_frame"})
 
 Spot = Callable[[int | None], Location]
@@ -411,6 +413,10 @@ def _split(cell: str) -> list[str]:
 
 def _coerce(name: str, text: str) -> int | float | str:
     if name in _INTEGER_COLUMNS:
+        if _WHOLE_NUMBER.fullmatch(text):
+            if len(text) > 64:
+                raise ValueError(f"a whole number of {len(text)} digits is far too large")
+            return int(text)  # exactly: through a float, 99999999999999999999 would read as another number
         try:
             number = float(text)
         except ValueError:
@@ -437,6 +443,10 @@ def read_row(row: SheetRow, shown: str) -> tuple[dict[str, Any], list[Problem]]:
         if name == "\0extra":
             problems.append(Problem(Location(shown, row=row.number),
                                     f"{cell} cell(s) beyond the last named column; name the column or clear them"))
+            continue
+        if name == "\0unnamed":
+            problems.append(Problem(Location(shown, row=row.number),
+                                    f"{cell} cell(s) in a column without a name; name the column or clear them"))
             continue
         is_list = name not in _SCALAR_COLUMNS
         items = _split(cell) if is_list else [cell]

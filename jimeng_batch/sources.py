@@ -7,6 +7,7 @@ their row numbers as a spreadsheet program shows them (the header is row 1), so 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 import zipfile
@@ -79,9 +80,55 @@ def read_text(path: Path) -> str:
     except IsADirectoryError as exc:
         raise ManifestError(f"{display_path(path)}: is a folder, not a manifest file") from exc
     except UnicodeDecodeError as exc:
-        raise ManifestError(f"{display_path(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise not_utf8(path, display_path(path), "") from exc
     except OSError as exc:
         raise ManifestError(f"{display_path(path)}: cannot be read ({exc.strerror})") from exc
+
+
+def not_utf8(path: Path, shown: str, advice: str) -> ManifestError:
+    """The error for a file that is not UTF-8, located at the line and column of its first bad byte."""
+    try:
+        found = _first_bad_utf8(path)
+    except OSError:
+        found = None
+    if found is None:
+        return ManifestError(f"{shown}: not UTF-8 text{advice}")
+    line, column, offset, reason = found
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        advice = "; it looks like UTF-16" + (advice or "; save it as UTF-8")
+    return SchemaError([Problem(Location(shown, line, column),
+                                f"not UTF-8 text ({reason} at byte {offset}){advice}")])
+
+
+def _first_bad_utf8(path: Path, chunk_size: int = 1 << 20) -> tuple[int, int, int, str] | None:
+    """Line, column (in characters), byte offset and reason of the first invalid UTF-8 in a file, streamed."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    consumed = 0  # bytes fed to the decoder before the current chunk
+    line, column = 1, 1
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(chunk_size)
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                good = bytes(exc.object[:exc.start]).decode("utf-8", "replace")
+                newlines = good.count("\n")
+                if newlines:
+                    line, column = line + newlines, len(good) - good.rfind("\n")
+                else:
+                    column += len(good)
+                return line, column, consumed - pending + exc.start, str(exc.reason)
+            newlines = text.count("\n")
+            if newlines:
+                line, column = line + newlines, len(text) - text.rfind("\n")
+            else:
+                column += len(text)
+            if not chunk:
+                return None
+            consumed += len(chunk)
 
 
 class _Builder:
@@ -108,11 +155,13 @@ class _Builder:
         try:
             return self.loader.construct_object(node, deep=True)
         except ConstructorError as exc:
-            mark = node.start_mark
-            self.problems.append(
-                Problem(Location(self.where.file, mark.line + 1, mark.column + 1), f"cannot read value: {exc.problem}")
-            )
-            return node.value
+            problem = f"cannot read value: {exc.problem}"
+        except ValueError as exc:  # a date like 2024-13-45; an integer of more than 4300 digits
+            problem = (f"cannot read value: a number of {len(node.value)} characters is far too large"
+                       if node.tag == _INT_TAG else f"cannot read value '{node.value}': {exc}")
+        mark = node.start_mark
+        self.problems.append(Problem(Location(self.where.file, mark.line + 1, mark.column + 1), problem))
+        return node.value
 
     def _mapping(self, node: MappingNode, path: PathKey) -> dict[str, Any]:
         merged = 0
@@ -145,11 +194,21 @@ class _Builder:
         return result
 
 
+def _code_point(character: int | str) -> int:
+    return character if isinstance(character, int) else ord(character)
+
+
 def load_yaml(path: Path) -> YamlDocument:
     """Parse one YAML file; syntax errors and duplicate keys are located problems."""
     shown = display_path(path)
     text = read_text(path)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
+        before = text[:exc.position]
+        location = Location(shown, before.count("\n") + 1, exc.position - before.rfind("\n"))
+        raise SchemaError([Problem(location, f"YAML error: character {_code_point(exc.character):#06x} is not allowed in "
+                                             "YAML text")]) from exc
     where = SourceMap(shown)
     try:
         node = loader.get_single_node()
@@ -210,6 +269,9 @@ def iter_sheet(path: Path) -> Iterator[SheetRow]:
         extra = [v for v in values[len(names):] if v is not None and v.strip()]
         if extra:
             cells["\0extra"] = str(len(extra))  # reported as a located problem by the row checks
+        unnamed = [v for name, v in zip(names, values) if not name and v is not None and v.strip()]
+        if unnamed:  # a value under a blank header cell would otherwise be dropped without a word
+            cells["\0unnamed"] = str(len(unnamed))
         if cells:
             yield SheetRow(offset + 2, cells)
 
@@ -236,7 +298,7 @@ def _iter_csv(path: Path, shown: str) -> Iterator[list[str]]:
             except csv.Error as exc:
                 raise SchemaError([Problem(Location(shown, row=reader.line_num), f"CSV error: {exc}")]) from exc
     except UnicodeDecodeError as exc:
-        raise ManifestError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as CSV UTF-8") from exc
+        raise not_utf8(path, shown, "; save it as CSV UTF-8") from exc
     except OSError as exc:
         raise ManifestError(f"{shown}: cannot be read ({exc.strerror})") from exc
 

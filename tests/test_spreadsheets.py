@@ -129,5 +129,5 @@ def test_not_utf8_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "latin.csv").write_bytes("prompt\ncaf\xe9\n".encode("latin-1"))
     from jimeng_batch.errors import ManifestError
 
-    with pytest.raises(ManifestError, match="latin.csv: not UTF-8 text"):
+    with pytest.raises(ManifestError, match=r"latin.csv:2:4: not UTF-8 text \(invalid continuation byte at byte 10\); save it as CSV UTF-8"):
         summary_of(tmp_path / "latin.csv")
