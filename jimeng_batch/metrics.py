@@ -142,8 +142,9 @@ def throughput(results: pd.DataFrame) -> dict[str, Any]:
     start = math.floor(float(seconds.min()))
     span = float(seconds.max()) - start
     size = _bucket_seconds(span)
-    first_send = results["created_at"].map(lambda t: t.timestamp() if not pd.isna(t) else math.nan)
-    begin = min(float(first_send.min()), float(seconds.min())) if first_send.notna().any() else start
+    # From the first submit (the end less the end-to-end time), not from planning: a plan may wait days for its run.
+    sent = (seconds - finished["end_to_end_seconds"]).dropna()
+    begin = min(float(sent.min()), float(seconds.min())) if not sent.empty else float(seconds.min())
     buckets = []
     index = ((seconds - start) // size).astype("int64")
     for number in range(int(index.max()) + 1):

@@ -161,7 +161,8 @@ def execute(request: RunRequest) -> RunReport:
             report = _execute(request, manifest, tokens, out_dir, ledger, fingerprint, planned)
     finally:
         ledger.close()
-    if request.report:
+    if request.report and not report.result.interrupted:
+        # An interrupted run is left at once (`jimeng-batch report` writes the report of any ledger later).
         write_run_report(out_dir)
     return report
 

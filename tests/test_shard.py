@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,21 @@ def test_a_bad_shard_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixt
     code, _, err = run_main([command, str(path), "--shard", "5/4", *extra], capsys)
     assert code == 2 and "--shard: the shard must be between 1 and 4, not 5" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_shard_is_remembered_by_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write_manifest(tmp_path, ROWS % ", ".join(f"t{i}" for i in range(6)))
+    common = ["--poll-interval", "0.01", "--quiet", "--no-cache", "--no-report"]
+    code, _, err = run_main(["run", str(path), "--sim", "--out", "out", "--shard", "2/2", *common], capsys)
+    assert code == 0, err
+    code, _, err = run_main(["resume", "out", *common], capsys)
+    assert code == 0, err
+    db = sqlite3.connect(tmp_path / "out" / "ledger.sqlite")
+    try:
+        stored = [row[0] for row in db.execute("SELECT key FROM requests ORDER BY ord")]
+        shards = [json.loads(row[0]).get("shard") for row in db.execute("SELECT options FROM runs ORDER BY id")]
+    finally:
+        db.close()
+    assert stored == keys(path, Shard(2, 2)) and shards == ["2/2", "2/2"]
