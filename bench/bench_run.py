@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -115,8 +114,6 @@ async def bare_loop(url: str, count: int, concurrency: int) -> None:
     from jimeng_batch import catalog
     from jimeng_batch.client import JimengClient
     from jimeng_batch.drafts import build_request
-    from jimeng_batch.expand import expand
-    from jimeng_batch.manifest import load_manifest
     from jimeng_batch.tokens import Token
 
     region, versions = catalog.REGIONS["cn"], catalog.PROTOCOL_PROFILES["live"]
@@ -144,7 +141,6 @@ async def bare_loop(url: str, count: int, concurrency: int) -> None:
 
         await asyncio.gather(*(one(spec) for spec in specs))
     await helper.close()
-    del expand, load_manifest
 
 
 def _bare_specs(count: int) -> Iterator[object]:
@@ -207,7 +203,6 @@ def rss(args: argparse.Namespace) -> None:
     print(f"requests {args.requests}, concurrency {args.concurrency}, zero latency: {done} downloaded in "
           f"{seconds:.0f} s")
     print(f"peak RSS of the run process: {peak:.0f} MiB")
-    del resource
 
 
 def main() -> None:
