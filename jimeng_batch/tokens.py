@@ -66,5 +66,22 @@ def load_tokens(token_file: Path | None = None, environ: dict[str, str] | None =
         tokens = parse_tokens(text)
         if not tokens:
             raise ConfigError(f"{token_file}: no session token in the file (one per line)")
-        return tokens
-    return parse_tokens(env.get(TOKEN_ENV, ""), separators=",")
+        return _cookie_safe(tokens, str(token_file))
+    return _cookie_safe(parse_tokens(env.get(TOKEN_ENV, ""), separators=","), TOKEN_ENV)
+
+
+def _cookie_safe(tokens: list[Token], source: str) -> list[Token]:
+    """Refuse tokens a ``Cookie`` header cannot carry as they are, saying which and why (never what they hold)."""
+    for number, token in enumerate(tokens, 1):
+        value = token.value
+        if not value.isascii():
+            why = "a character that is not ASCII"
+        elif not value.isprintable():
+            why = "a control character"
+        elif any(c in value for c in ' ;"\\'):
+            why = "a space, ';', '\"' or '\\'"
+        else:
+            continue
+        raise ConfigError(f"{source}: token {number} ({token.label}) has {why}, which a cookie cannot carry; "
+                          "copy the sessionid cookie's value again")
+    return tokens
