@@ -318,7 +318,8 @@ class JimengClient:
         """Any other call (the ImageX upload flow): the response as it is; network failures classified."""
         try:
             async with self._gate:
-                return await self.http.request(method, url, params=params, headers=headers, content=content)
+                query = httpx.QueryParams(tuple(params)) if params else None
+                return await self.http.request(method, url, params=query, headers=headers, content=content)
         except httpx.TimeoutException as exc:
             raise self._transport_error("timeout", urlsplit(url).path, None, exc) from exc
         except httpx.TransportError as exc:

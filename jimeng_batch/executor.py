@@ -203,10 +203,10 @@ class Executor:
 
     def _backoff(self, attempt: int, error: CallError) -> float:
         if error.retry_after is not None:
-            return error.retry_after
+            return float(error.retry_after)
         if error.rule.action is Action.RETRY_AFTER and error.rule.delay is not None:
             return error.rule.delay
-        delay = min(self.options.backoff_max, self.options.backoff_base * (2 ** attempt))
+        delay: float = min(self.options.backoff_max, self.options.backoff_base * (2 ** attempt))
         return delay * self._random.uniform(0.5, 1.0)
 
     async def _timed(self, key: str | None, kind: str, call: Awaitable[T]) -> T:
@@ -235,10 +235,10 @@ class Executor:
         for row in list(self.ledger.in_states([states.SKIPPED])):
             self._set(row, states.PLANNED, detail="planned again")
         for key in self.ledger.verify_assets(self.out_dir):
-            row = self.ledger.get(key)
-            if row is not None and row.state == states.DOWNLOADED:
+            damaged = self.ledger.get(key)
+            if damaged is not None and damaged.state == states.DOWNLOADED:
                 log.warning("%s: a downloaded file is missing or damaged; downloading it again", key)
-                self._set(row, states.SUCCEEDED, detail="asset missing or damaged: download again")
+                self._set(damaged, states.SUCCEEDED, detail="asset missing or damaged: download again")
         try:
             await self._reconcile()
             self._resume_in_flight()
@@ -259,7 +259,14 @@ class Executor:
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            # Retrieve the error here: _wait_all re-raises the first one; without this, when several tasks fail at
+            # once (a full disk fails every write), asyncio prints the others' tracebacks as "never retrieved".
+            task.exception()
 
     async def _wait_all(self) -> None:
         while self._tasks:
@@ -280,8 +287,12 @@ class Executor:
                 continue
             for start in range(0, len(group), HISTORY_BATCH):
                 chunk = group[start:start + HISTORY_BATCH]
-                found = await self._retrying(None, "reconcile", lambda c=chunk, t=token: self.client.history(
-                    t, submit_ids=[r.submit_id for r in c]))
+                ids = [r.submit_id for r in chunk]
+
+                def ask(ids: list[str] = ids, token: Token = token) -> Awaitable[dict[str, HistoryRecord | None]]:
+                    return self.client.history(token, submit_ids=ids)
+
+                found = await self._retrying(None, "reconcile", ask)
                 if found is None:
                     continue  # could not ask: the rows stay `submitting` for the next run
                 for row in chunk:
@@ -408,7 +419,8 @@ class Executor:
                         return self._set(row, states.SUBMITTED, history_record_id=known,
                                          detail="the service had it after a lost answer")
                 if attempt >= self.options.max_retries:
-                    return self._end(row, error.rule, error, detail=f"gave up after {attempt + 1} tries")
+                    self._end(row, error.rule, error, detail=f"gave up after {attempt + 1} tries")
+                    return None
                 self.ledger.bump(row.key, "retries")
                 if row.state != states.PLANNED:
                     row = self._set(row, states.PLANNED, detail=f"retry: {error.rule.meaning}")
@@ -423,10 +435,12 @@ class Executor:
                     return None
                 continue
             except RequestCallError as error:
-                return self._end(row, error.rule, error)
+                self._end(row, error.rule, error)
+                return None
             except UploadUnavailable as problem:
-                return self._end(row, classify("fail_code", "upload"), None, code="upload", detail=str(problem),
+                self._end(row, classify("fail_code", "upload"), None, code="upload", detail=str(problem),
                                  reason="upload")
+                return None
             return self._set(row, states.SUBMITTED, history_record_id=submitted.history_record_id,
                              task_id=submitted.task_id)
 
@@ -519,7 +533,8 @@ class Executor:
             except RetryableCallError as error:
                 interval = max(interval, self._backoff(0, error))
                 if self.clock() > deadline:
-                    return self._end(row, classify("transport", "timeout"), error, detail="poll timeout")
+                    self._end(row, classify("transport", "timeout"), error, detail="poll timeout")
+                    return None
                 continue
             except StopCallError as error:
                 await self.pool.mark(token, error.rule.token, error.rule.reason)
@@ -528,15 +543,18 @@ class Executor:
                 log.warning("%s: cannot follow its job any more (%s); left for the next run", row.key, error)
                 return None
             except RequestCallError as error:
-                return self._end(row, error.rule, error)
+                self._end(row, error.rule, error)
+                return None
             if record is None:
                 if self.clock() - submitted_at > self.options.not_found_grace:
-                    return self._end(row, classify("fail_code", "not-found"), None, detail="record not found",
+                    self._end(row, classify("fail_code", "not-found"), None, detail="record not found",
                                      code="not-found")
+                    return None
                 continue  # shortly after a submit the service may not know the record yet
             if record.failed:
-                return self._end(row, classify("fail_code", record.fail_code), None, code=record.fail_code,
+                self._end(row, classify("fail_code", record.fail_code), None, code=record.fail_code,
                                  detail=record.fail_message or f"status {record.status}")
+                return None
             if record.complete(kind):
                 self._set(row, states.SUCCEEDED, detail=f"{len(record.items)} item(s)")
                 return record
@@ -544,7 +562,8 @@ class Executor:
                 # Only once the job has left the queue, so that reports can tell queueing from generation.
                 row = self._set(row, states.RUNNING, detail=f"status {record.status}")
             if self.clock() > deadline:
-                return self._end(row, classify("transport", "timeout"), None, detail="poll timeout", code="timeout")
+                self._end(row, classify("transport", "timeout"), None, detail="poll timeout", code="timeout")
+                return None
             interval = min(self.options.poll_max[kind], interval * 1.5)
 
     def _poller(self, token: Token) -> BatchPoller:

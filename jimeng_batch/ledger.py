@@ -222,8 +222,15 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=5000")
+            # A damaged file can open and even migrate, then fail half-way through a run or a status: check it
+            # whole first (a tenth of a second for a ledger of a million events).
+            found = self.db.execute("PRAGMA quick_check(1)").fetchone()
+            if found is None or found[0] != "ok":
+                raise sqlite3.DatabaseError("damaged: SQLite's integrity check fails")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            if hasattr(self, "db"):
+                self.db.close()
             raise LedgerError(f"{path}: not a usable ledger ({exc}); move it away to start afresh") from exc
         self.run_id: int | None = None
 
@@ -285,6 +292,10 @@ class Ledger:
         )
         self.run_id = int(cursor.lastrowid or 0)
         return self.run_id
+
+    @_writes
+    def set_run_options(self, options: dict[str, Any]) -> None:
+        self.db.execute("UPDATE runs SET options = ? WHERE id = ?", (json.dumps(options, sort_keys=True), self.run_id))
 
     @_writes
     def end_run(self, status: str, exit_code: int, stop_reason: str | None = None) -> None:

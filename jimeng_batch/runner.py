@@ -25,7 +25,7 @@ from jimeng_batch import __version__, catalog
 from jimeng_batch import ledger as states
 from jimeng_batch.cache import DEFAULT_TTL, ResultCache, default_cache_path
 from jimeng_batch.client import JimengClient, RetryableCallError, StopCallError
-from jimeng_batch.errors import ConfigError, LedgerError, SchemaError
+from jimeng_batch.errors import ConfigError, LedgerError, OutputError, SchemaError
 from jimeng_batch.executor import Executor, RunOptions, RunResult
 from jimeng_batch.expand import KEY_VERSION
 from jimeng_batch.ledger import LEDGER_NAME, Ledger
@@ -121,7 +121,10 @@ def run_options(manifest: Manifest, overrides: dict[str, Any]) -> RunOptions:
 @contextlib.contextmanager
 def file_log(folder: Path) -> Iterator[None]:
     """Log the run to ``run.log`` in the output folder (tokens are never logged: only their masked labels)."""
-    handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
+    try:
+        handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{folder / LOG_NAME}: cannot write the run log ({exc.strerror or exc})") from exc
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("jimeng_batch")
     logger.addHandler(handler)
@@ -246,6 +249,7 @@ def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_d
         recorded["shard"] = str(request.shard)
     if request.fail_on is not None:
         recorded["fail_on"] = sorted(request.fail_on)
+    ledger.begin_run(manifest.display, manifest_sha256(request.manifest), __version__, recorded)
     if planned is None:
         added = ledger.add_planned(item for item in iter_distinct(manifest, request.shard)
                                    if isinstance(item, RequestSpec))
@@ -253,9 +257,9 @@ def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_d
     else:
         added = 0
         log.info("the manifest, its spreadsheets and images are unchanged since the last run: not planned again")
-    recorded["plan"] = planned
+    # Recorded once planning is done: a run killed while planning must plan again next time.
+    ledger.set_run_options({**recorded, "plan": planned})
     local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
-    ledger.begin_run(manifest.display, manifest_sha256(request.manifest), __version__, recorded)
     log.info("run of %s into %s: %d new request(s), %d in the ledger", manifest.display, out_dir, added,
              ledger.total())
     with contextlib.ExitStack() as stack:
