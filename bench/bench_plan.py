@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_run import machine  # noqa: E402
 
 MODELS = ("jimeng-4.0", "jimeng-4.5", "jimeng-3.0")
 RATIOS = ("1:1", "16:9", "3:4", "4:3")
@@ -39,18 +42,6 @@ def measure(args: list[str]) -> tuple[float, float]:
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     seconds, rss = out.split()
     return float(seconds), float(rss)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import REPO, run_main
 
 from jimeng_batch import catalog
-from jimeng_batch.cli import cli, main
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
+from jimeng_batch.cli import cli
 
 
 def test_validate_ok_and_bad(write: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_main
+from run_helpers import write_manifest
 
 from jimeng_batch import __version__
-from jimeng_batch.cli import main
 from jimeng_batch.runner import RunRequest, execute
-from run_helpers import write_manifest
 
 IMAGES = """
     jobs:
@@ -31,14 +31,6 @@ IMAGES = """
         first_frame: uri:image_uri_1
         duration: 5
 """
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture(scope="module")

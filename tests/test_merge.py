@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_main
+from run_helpers import write_manifest
 
-from jimeng_batch.cli import main
 from jimeng_batch.metrics import comparable
 from jimeng_batch.report import read_results, write_report
 from jimeng_batch.results import comparable_rows
 from jimeng_batch.runner import RunRequest, execute
 from jimeng_batch.sharding import Shard
-from run_helpers import write_manifest
 
 MANIFEST = """
     jobs:
@@ -34,14 +34,6 @@ MANIFEST = """
         first_frame: uri:image_uri_1
         duration: 5
 """
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture(scope="module")

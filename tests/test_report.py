@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_main
 from PIL import Image
+from run_helpers import drive, fast_options, simulator, write_manifest
 
 from jimeng_batch.executor import RunResult
-from jimeng_batch.cli import main
 from jimeng_batch.results import COMPARABLE_COLUMNS, meaning_of, stage_times
-from run_helpers import drive, fast_options, simulator, write_manifest
 
 SECRET = "sess0123456789abcdefSECRETtoken99"
 MANIFEST = """
@@ -28,14 +28,6 @@ MANIFEST = """
         resolution: 1k
         prompt: [a red kite, a blue boat, a forbidden cat]
 """
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture

@@ -7,27 +7,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import run_main
+from run_helpers import write_manifest
 
-from jimeng_batch.cli import main
 from jimeng_batch.errors import ConfigError
 from jimeng_batch.manifest import load_manifest
 from jimeng_batch.plan import iter_distinct
 from jimeng_batch.request_spec import RequestSpec
 from jimeng_batch.sharding import Shard, parse_shard
-from run_helpers import write_manifest
 
 ROWS = """
     jobs:
       - {type: image, resolution: 1k, prompt: "a {thing}", vars: {thing: [%s]}}
 """
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def keys(path: Path, shard: Shard | None = None) -> list[str]:
