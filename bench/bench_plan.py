@@ -1,4 +1,4 @@
-"""Benchmark: planning a large CSV manifest streams, so peak memory stays flat as the file grows.
+"""Benchmark: validating and planning a large CSV manifest streams, so peak memory stays flat as the file grows.
 
 Run: python bench/bench_plan.py [--rows 10000 100000]
 
@@ -49,15 +49,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     options = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"{'rows':>9} {'plan s':>8} {'rows/s':>9} {'plan MiB':>9} {'read_csv MiB':>13}")
+    print(f"{'rows':>9} {'plan s':>8} {'rows/s':>9} {'plan MiB':>9} {'read_csv s':>11} {'read_csv MiB':>13} "
+          f"{'time ratio':>11} {'RSS ratio':>10}")
     with tempfile.TemporaryDirectory() as folder:
         for rows in options.rows:
             csv_path = Path(folder) / f"rows{rows}.csv"
             write_csv(csv_path, rows)
             seconds, rss = measure(["-m", "jimeng_batch", "plan", str(csv_path), "--format", "jsonl",
                                     "--out", str(Path(folder) / "plan.jsonl")])
-            _, pandas_rss = measure(["-c", f"import pandas; pandas.read_csv({str(csv_path)!r})"])
-            print(f"{rows:>9} {seconds:>8.1f} {rows / seconds:>9.0f} {rss:>9.0f} {pandas_rss:>13.0f}")
+            pandas_s, pandas_rss = measure(["-c", f"import pandas; pandas.read_csv({str(csv_path)!r})"])
+            print(f"{rows:>9} {seconds:>8.1f} {rows / seconds:>9.0f} {rss:>9.0f} {pandas_s:>11.1f} {pandas_rss:>13.0f} "
+                  f"{seconds / pandas_s:>10.1f}x {rss / pandas_rss:>9.2f}x")
 
 
 if __name__ == "__main__":
