@@ -17,10 +17,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_helpers import assets, check_recorded_files, cli, cli_env, count, query, run_cli_process, states
+from reliability_helpers import (
+    assets,
+    check_recorded_files,
+    cli,
+    cli_env,
+    count,
+    query,
+    run_cli_process,
+    states,
+)
+from run_helpers import TOKEN, drive, sha256_of, simulator, write_manifest
 
 from jimeng_batch.ledger import IN_FLIGHT_STATES
-from run_helpers import TOKEN, drive, fast_options, sha256_of, simulator, write_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -295,6 +295,11 @@ def _duplicate_key(text: str, draw: st.DrawFn) -> str:
     return text + f"{first}: again\n"
 
 
+def _insert_control_character(text: str, draw: st.DrawFn) -> str:
+    at = draw(st.integers(0, len(text)))
+    return text[:at] + draw(st.sampled_from(["\0", "\x07", "\x1b"])) + text[at:]
+
+
 TEXT_BREAKS: dict[str, Callable[[str, st.DrawFn], str]] = {
     "duplicate-key": _duplicate_key,
     "unclosed-flow": lambda text, draw: text + draw(st.sampled_from(["extra: [a, b\n", "extra: {a: 1\n"])),
@@ -303,8 +308,7 @@ TEXT_BREAKS: dict[str, Callable[[str, st.DrawFn], str]] = {
     "stray-item": lambda text, draw: text + "- stray\n",
     "nested-colon": lambda text, draw: text + "extra: a: b\n",
     "undefined-alias": lambda text, draw: text + "extra: *nowhere\n",
-    "control-char": lambda text, draw: (lambda at: text[:at] + draw(st.sampled_from(["\0", "\x07", "\x1b"]))
-                                        + text[at:])(draw(st.integers(0, len(text)))),
+    "control-char": lambda text, draw: _insert_control_character(text, draw),
 }
 
 

@@ -22,10 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from reliability_helpers import assets, check_recorded_files, cli_env, query, run_cli_process, sha256_file, states
+from reliability_helpers import (
+    assets,
+    check_recorded_files,
+    cli_env,
+    query,
+    run_cli_process,
+    sha256_file,
+    states,
+)
+from run_helpers import TOKEN, simulator, write_manifest
 
 from jimeng_batch.sim import SimServer
-from run_helpers import TOKEN, simulator, write_manifest
 
 pytestmark = pytest.mark.slow
 

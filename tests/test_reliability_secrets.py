@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import png
 from reliability_helpers import cli_env, run_cli_process
+from run_helpers import simulator, write_manifest
 
 from jimeng_batch.tokens import mask
-from run_helpers import simulator, write_manifest
 
 pytestmark = pytest.mark.slow
 
