@@ -144,8 +144,13 @@ class Manifest:
         yield from header_problems
         if header_problems:
             return
+        rows = 0
         for row in iter_sheet(job.rows):
+            rows += 1
             yield from self._row_template(job, row, shown)
+        if not rows:
+            # Like `jobs: []` in YAML: a batch of nothing is more likely a mistake (the wrong sheet) than meant.
+            yield Problem(Location(shown, row=2), "no request rows below the header; add a row per request")
 
     def _row_template(self, job: JobDef, row: SheetRow, shown: str) -> Iterator[Template | Problem]:
         values, problems = read_row(row, shown)

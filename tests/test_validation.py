@@ -188,6 +188,10 @@ def test_gif_references_are_refused(write: Callable[..., Path], tmp_path: Path) 
                      id="bad-var-column"),
         pytest.param("prompt,count\na,0\n", ["s.csv:row 2, column count: 0 is below the minimum of 1"],
                      id="count-minimum"),
+        pytest.param("prompt,model\n", ["s.csv:row 2: no request rows below the header; add a row per request"],
+                     id="no-rows"),
+        pytest.param("prompt,model\n,\n\n", ["s.csv:row 2: no request rows below the header; add a row per "
+                                               "request"], id="only-blank-rows"),
     ],
 )
 def test_bad_spreadsheet_gives_row_and_column(write: Callable[..., Path], text: str, expected: list[str]) -> None:
