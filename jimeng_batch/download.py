@@ -8,6 +8,7 @@ the URL's expiry (the signed URL's ``x-expires``) recorded. Only then is it rena
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from jimeng_batch.outcomes import classify
 
 ASSETS_DIR = "assets"
 CHUNK = 1 << 16
+KEEP_IN_MEMORY = 32 << 20
 _EXPIRY_PARAMS = ("x-expires", "x-signature-expires", "expires", "x-amz-expires")
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp", "mp4": "mp4", "gif": "gif"}
 
@@ -52,18 +54,21 @@ def asset_name(key: str, index: int, item: Item, content_type: str = "") -> str:
     return f"{key}-{index}.{_EXTENSIONS.get(fmt, fmt)}"
 
 
-def inspect_file(path: Path, kind: str) -> tuple[int | None, int | None, str]:
-    """Width, height and format read from the file itself; raises ValueError when it is not what it claims."""
+def inspect_file(source: Path | bytes, kind: str) -> tuple[int | None, int | None, str]:
+    """Width, height and format read from the file itself (or its bytes); ValueError when it is not what it claims."""
     if kind == "video":
-        with path.open("rb") as handle:
-            head = handle.read(12)
+        if isinstance(source, bytes):
+            head = source[:12]
+        else:
+            with source.open("rb") as handle:
+                head = handle.read(12)
         if len(head) < 8 or head[4:8] != b"ftyp":
             raise ValueError("not an MP4 file (no ftyp box)")
         return None, None, "mp4"
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             width, height = image.size
             fmt = (image.format or "").lower()
             image.verify()
@@ -86,18 +91,23 @@ async def download(client: JimengClient, item: Item, folder: Path, key: str, ind
                                 request_key=key, http_status=response.status_code)
             expected = response.headers.get("content-length")
             name = asset_name(key, index, item, response.headers.get("content-type", ""))
+            kept: list[bytes] | None = []  # small files are checked from memory instead of being read back
             with partial.open("wb") as handle:
                 async for chunk in response.aiter_bytes(CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
                     handle.write(chunk)
+                    if kept is not None:
+                        kept.append(chunk)
+                        if size > KEEP_IN_MEMORY:
+                            kept = None
                 handle.flush()
                 os.fsync(handle.fileno())
         if expected is not None and int(expected) != size:
             raise error_for(classify("transport", "connection"),
                             f"download: got {size} of {expected} bytes", request_key=key)
         try:
-            width, height, fmt = inspect_file(partial, item.kind)
+            width, height, fmt = inspect_file(b"".join(kept) if kept is not None else partial, item.kind)
         except ValueError as exc:
             raise error_for(classify("transport", "connection"), f"download: {exc}", request_key=key) from exc
         final = folder / name

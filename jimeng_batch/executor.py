@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -112,6 +113,9 @@ class RunResult:
         return 1 if bad or unsent or unfinished else 0
 
 
+_ROW_FIELDS = frozenset(field.name for field in dataclasses.fields(RequestRow))
+
+
 class UploadUnavailable(Exception):
     """A local image cannot be uploaded (gone, changed, unreadable): the request fails with reason `upload`."""
 
@@ -163,16 +167,16 @@ class Executor:
 
     def _set(self, row: RequestRow, state: str, *, detail: str | None = None, **fields: Any) -> RequestRow:
         """Commit a state change, keep the in-memory counts, and return the row as it now is."""
-        previous = self.ledger.get(row.key)
         self.ledger.set_state(row.key, state, detail=detail, **fields)
-        if previous is not None:
-            self.counts[previous.state] -= 1
+        self.counts[row.state] -= 1
         self.counts[state] += 1
         if self.on_change is not None:
             self.on_change(self.counts)
-        updated = self.ledger.get(row.key)
-        assert updated is not None
-        return updated
+        # The row as the ledger now holds it, without reading it back (this runs several times per request).
+        known = {name: value for name, value in fields.items() if name in _ROW_FIELDS}
+        if state == states.SUBMITTED and "submitted_at" not in known:
+            known["submitted_at"] = self.ledger.last_change
+        return dataclasses.replace(row, state=state, **known)
 
     def stop(self, reason: str) -> None:
         """Admit nothing more; in-flight jobs are still finished."""

@@ -233,6 +233,7 @@ class Ledger:
                 self.db.close()
             raise LedgerError(f"{path}: not a usable ledger ({exc}); move it away to start afresh") from exc
         self.run_id: int | None = None
+        self.last_change = 0.0  # the time of the last state change (what `submitted_at` was set to)
 
     @classmethod
     def in_folder(cls, folder: Path, **kwargs: Any) -> Ledger:
@@ -370,6 +371,7 @@ class Ledger:
     def set_state(self, key: str, state: str, *, detail: str | None = None, **fields: Any) -> None:
         """Move a request to ``state`` (and set other columns), recording the event, in one commit."""
         now = self._clock()
+        self.last_change = now
         columns = {"state": state, "updated_at": now, **fields}
         if state == SUBMITTED and "submitted_at" not in fields:
             columns["submitted_at"] = now
