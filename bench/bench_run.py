@@ -54,7 +54,8 @@ def simulator(folder: Path, config: dict[str, object]) -> Iterator[str]:
     path = folder / "sim.yaml"
     path.write_text(yaml.safe_dump(config))
     process = subprocess.Popen([sys.executable, "-m", "jimeng_batch", "sim", "serve", "--config", str(path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+                               preexec_fn=lambda: _pin(SIM_CPU))
     try:
         assert process.stdout is not None
         yield process.stdout.readline().strip()
@@ -74,6 +75,21 @@ def write_rows(folder: Path, count: int) -> Path:
     return path
 
 
+# On a machine with two or more cores the simulator gets the first and the client the others, so that the two do
+# not take turns on one core (which shows up as latency in the client's event loop).
+SIM_CPU = 0
+
+
+def _pin(cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
+def _client_cpus() -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {SIM_CPU})
+
+
 def sim_config(submit: float = 0.0, generation: float = 0.0) -> dict[str, object]:
     return {"images_per_request": 1, "max_in_flight": None, "default_credits": 10_000_000,
             "latency": {"submit": submit, "generation": generation}}
@@ -90,7 +106,7 @@ def throughput(args: argparse.Namespace) -> None:
                        str(args.concurrency), "--poll-interval", str(args.poll_interval), "--quiet", "--preflight",
                        "off", "--no-cache"]
             started = time.perf_counter()
-            subprocess.run(command, check=True, cwd=ROOT)
+            subprocess.run(command, check=True, cwd=ROOT, preexec_fn=_client_cpus)
             wall = time.perf_counter() - started
         db = sqlite3.connect(folder / "out" / "ledger.sqlite")
         first = db.execute("SELECT MIN(at) FROM events WHERE state = 'submitting'").fetchone()[0]

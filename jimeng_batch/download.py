@@ -102,7 +102,7 @@ async def download(client: JimengClient, item: Item, folder: Path, key: str, ind
                         if size > KEEP_IN_MEMORY:
                             kept = None
                 handle.flush()
-                os.fsync(handle.fileno())
+                os.fsync(handle.fileno())  # on disk before it is renamed into place and recorded
         if expected is not None and int(expected) != size:
             raise error_for(classify("transport", "connection"),
                             f"download: got {size} of {expected} bytes", request_key=key)

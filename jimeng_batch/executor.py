@@ -257,6 +257,7 @@ class Executor:
         reason = self.stop_reason or "not admitted"
         for row in list(self.ledger.in_states([states.PLANNED])):
             self._set(row, states.SKIPPED, reason=reason, detail=reason)
+        self.ledger.flush()
         return RunResult(dict(self.ledger.counts()), self.stop_reason, self.interrupted, self.admitted_credits,
                          self.pool.states(), self.pool.high_water())
 

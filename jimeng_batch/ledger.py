@@ -234,6 +234,8 @@ class Ledger:
             raise LedgerError(f"{path}: not a usable ledger ({exc}); move it away to start afresh") from exc
         self.run_id: int | None = None
         self.last_change = 0.0  # the time of the last state change (what `submitted_at` was set to)
+        self._bumps: dict[tuple[str, str], int] = {}
+        self._attempts: list[tuple[Any, ...]] = []
 
     @classmethod
     def in_folder(cls, folder: Path, **kwargs: Any) -> Ledger:
@@ -244,6 +246,10 @@ class Ledger:
         return cls(folder / LEDGER_NAME, **kwargs)
 
     def close(self) -> None:
+        try:
+            self.flush()
+        except LedgerError:
+            pass  # the folder could not be written; what was committed before stays
         self.db.close()
 
     # -- migrations ---------------------------------------------------------------------------------------------
@@ -300,6 +306,7 @@ class Ledger:
 
     @_writes
     def end_run(self, status: str, exit_code: int, stop_reason: str | None = None) -> None:
+        self.flush()
         self.db.execute("UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, stop_reason = ? WHERE id = ?",
                         (self._clock(), status, exit_code, stop_reason, self.run_id))
 
@@ -384,11 +391,31 @@ class Ledger:
             self.db.execute(f"UPDATE requests SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
             self.db.execute("INSERT INTO events (key, run_id, state, at, detail) VALUES (?, ?, ?, ?, ?)",
                             (key, self.run_id, state, now, detail))
+            self._flush_counters()
+
+    def bump(self, key: str, column: str, by: int = 1) -> None:
+        """Count a submit, poll or retry. Counters and attempts are written with the next state change (or at
+        :meth:`flush`): they are diagnostics, and a commit of their own for each was a large share of a run's CPU.
+        """
+        assert column in ("submits", "polls", "retries")
+        self._bumps[(key, column)] = self._bumps.get((key, column), 0) + by
+
+    def _flush_counters(self) -> None:
+        for (key, column), by in self._bumps.items():
+            self.db.execute(f"UPDATE requests SET {column} = {column} + ? WHERE key = ?", (by, key))  # noqa: S608
+        self._bumps.clear()
+        if self._attempts:
+            self.db.executemany(
+                "INSERT INTO attempts (key, run_id, kind, started_at, seconds, outcome, code, http_status, message) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._attempts)
+            self._attempts.clear()
 
     @_writes
-    def bump(self, key: str, column: str, by: int = 1) -> None:
-        assert column in ("submits", "polls", "retries")
-        self.db.execute(f"UPDATE requests SET {column} = {column} + ? WHERE key = ?", (by, key))  # noqa: S608
+    def flush(self) -> None:
+        """Write the buffered counters and attempts now."""
+        if self._bumps or self._attempts:
+            with self._transaction():
+                self._flush_counters()
 
     def get(self, key: str) -> RequestRow | None:
         row = self.db.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE key = ?", (key,)).fetchone()  # noqa: S608
@@ -417,14 +444,10 @@ class Ledger:
 
     # -- attempts and assets -------------------------------------------------------------------------------------
 
-    @_writes
     def add_attempt(self, key: str | None, kind: str, started_at: float, seconds: float, outcome: str,
                     code: str | None = None, http_status: int | None = None, message: str | None = None) -> None:
-        self.db.execute(
-            "INSERT INTO attempts (key, run_id, kind, started_at, seconds, outcome, code, http_status, message) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, self.run_id, kind, started_at, seconds, outcome, code, http_status, message),
-        )
+        """Record a call (buffered like :meth:`bump`; written with the next state change)."""
+        self._attempts.append((key, self.run_id, kind, started_at, seconds, outcome, code, http_status, message))
 
     @_writes
     def add_asset(self, key: str, index: int, kind: str, path: str, sha256: str, size: int, width: int | None,
