@@ -7,7 +7,6 @@ it while a run writes it (or after the run was killed).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 import subprocess
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import REPO
+
+from jimeng_batch.cache import file_sha256
 
 Assets = dict[str, dict[int, str]]  # key -> index -> sha256
 
@@ -66,12 +67,7 @@ def assets(ledger: Path) -> Assets:
     return found
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = file_sha256  # the product's own streaming hash
 
 
 def check_recorded_files(out: Path) -> int:
