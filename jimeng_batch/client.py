@@ -219,6 +219,39 @@ class _CookieJar:
                 f"uid_tt_ss={uid}; sid_tt={sid}; sessionid={sid}; sessionid_ss={sid}")
 
 
+LANE_CONNECTIONS = 4
+
+
+@dataclass
+class _Lane:
+    """One small connection pool and the callers it admits."""
+
+    http: httpx.AsyncClient
+    gate: asyncio.Semaphore
+    size: int
+    busy: int = 0
+
+
+def _lanes(connections: int, transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout) -> list[_Lane]:
+    count = max(1, -(-connections // LANE_CONNECTIONS))
+    per_lane = max(1, connections // count)
+    limits = httpx.Limits(max_connections=per_lane, max_keepalive_connections=per_lane)
+    return [_Lane(httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=limits),
+                  asyncio.Semaphore(per_lane), per_lane) for _ in range(count)]
+
+
+@asynccontextmanager
+async def _pick(lanes: list[_Lane]) -> AsyncIterator[httpx.AsyncClient]:
+    """The least busy lane's client, once it has a free connection."""
+    lane = min(lanes, key=lambda candidate: candidate.busy / candidate.size)
+    lane.busy += 1
+    try:
+        async with lane.gate:
+            yield lane.http
+    finally:
+        lane.busy -= 1
+
+
 class JimengClient:
     """Calls to the web API of one region (or of a base URL that stands in for it, like the simulator)."""
 
@@ -234,18 +267,12 @@ class JimengClient:
         self._clock = clock
         self._cookies = _CookieJar(web_id)
         self._query = common_query(region, versions, web_id)
-        # A small pool: httpx's cost per call grows with the number of open connections, and requests beyond the
-        # pool simply wait for a connection (the executor's own caps decide how much is in flight).
-        # Callers queue here, not inside httpx: httpcore rescans every queued request against every connection
-        # each time one frees up, which costs more CPU than the calls themselves once dozens are waiting.
-        self._gate = asyncio.Semaphore(max_connections)
-        self._download_gate = asyncio.Semaphore(download_connections)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self.http = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=limits)
-        # Downloads use a pool of their own: asset hosts differ from the API host, and small pools stay cheap.
-        self.downloads = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
-                                           limits=httpx.Limits(max_connections=download_connections,
-                                                               max_keepalive_connections=download_connections))
+        # Small pools, several of them: httpcore checks every idle connection of a pool (a system call each) every
+        # time a request starts or ends there, so one pool of sixteen costs several times what four pools of four
+        # do. Callers queue in the lanes, not inside httpx, where waiting requests are rescanned as well.
+        self._lanes = _lanes(max_connections, transport, timeout)
+        # Downloads use lanes of their own: asset hosts differ from the API host.
+        self._download_lanes = _lanes(download_connections, transport, timeout)
 
     async def __aenter__(self) -> JimengClient:
         return self
@@ -254,8 +281,8 @@ class JimengClient:
         await self.close()
 
     async def close(self) -> None:
-        await self.http.aclose()
-        await self.downloads.aclose()
+        for lane in (*self._lanes, *self._download_lanes):
+            await lane.http.aclose()
 
     def headers(self, path: str, token: Token) -> dict[str, str]:
         """The headers of one call to ``path`` (Sign covers the path, the platform, the app version and the time)."""
@@ -288,9 +315,9 @@ class JimengClient:
         # The credits calls go without the default query, as the web app sends them.
         params = None if commerce else dict(query if query is not None else self._query)
         try:
-            async with self._gate:
-                response = await self.http.post(url, params=params, content=json.dumps(body, ensure_ascii=False),
-                                                headers=self.headers(path, token))
+            async with _pick(self._lanes) as http:
+                response = await http.post(url, params=params, content=json.dumps(body, ensure_ascii=False),
+                                           headers=self.headers(path, token))
         except httpx.TimeoutException as exc:
             raise self._transport_error("timeout", path, request_key, exc) from exc
         except httpx.TransportError as exc:
@@ -317,9 +344,9 @@ class JimengClient:
                        headers: Mapping[str, str] | None = None, content: bytes | None = None) -> httpx.Response:
         """Any other call (the ImageX upload flow): the response as it is; network failures classified."""
         try:
-            async with self._gate:
+            async with _pick(self._lanes) as http:
                 query = httpx.QueryParams(tuple(params)) if params else None
-                return await self.http.request(method, url, params=query, headers=headers, content=content)
+                return await http.request(method, url, params=query, headers=headers, content=content)
         except httpx.TimeoutException as exc:
             raise self._transport_error("timeout", urlsplit(url).path, None, exc) from exc
         except httpx.TransportError as exc:
@@ -375,6 +402,6 @@ class JimengClient:
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
         """GET an asset URL as a stream (signed URLs need no session cookie)."""
-        async with self._download_gate, self.downloads.stream("GET", url,
-                                                              headers={"User-Agent": USER_AGENT}) as response:
+        async with _pick(self._download_lanes) as http, http.stream("GET", url,
+                                                                     headers={"User-Agent": USER_AGENT}) as response:
             yield response

@@ -43,7 +43,7 @@ from jimeng_batch.client import (
     RetryableCallError,
     StopCallError,
 )
-from jimeng_batch.download import ASSETS_DIR, Downloaded, download
+from jimeng_batch.download import ASSETS_DIR, Downloaded, Syncer, download
 from jimeng_batch.errors import OutputError
 from jimeng_batch.drafts import build_request
 from jimeng_batch.ledger import Ledger, RequestRow
@@ -234,6 +234,7 @@ class Executor:
         self.poll_limiter = self._limiter(self.options.polls_per_second)
         self.download_limiter = self._limiter(self.options.downloads_per_second)
         self.upload_limiter = self._limiter(self.options.uploads_per_second)
+        self.syncer = Syncer()
         self._backlog = asyncio.Semaphore(self.options.max_unfinished or 4 * self.options.concurrency * len(self.tokens)
                                           + 32)
         for row in list(self.ledger.in_states([states.SKIPPED])):
@@ -599,7 +600,8 @@ class Executor:
                 try:
                     async with self._limited(self.download_limiter):
                         got: Downloaded = await self._timed(row.key, "download",
-                                                            download(self.client, item, folder, row.key, index))
+                                                            download(self.client, item, folder, row.key, index,
+                                                                     self.syncer))
                 except OSError as exc:
                     # The output folder itself failed (full, read-only): nothing more can be kept, so stop here;
                     # the request stays `succeeded` and the next run downloads it.
