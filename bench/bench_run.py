@@ -205,21 +205,28 @@ def rss(args: argparse.Namespace) -> None:
             command = [sys.executable, "-m", "jimeng_batch", "run", str(rows), "--out", str(folder / "out"),
                        "--base-url", url, "--token-file", str(folder / "tokens"), "--concurrency",
                        str(args.concurrency), "--poll-interval", "0.001", "--quiet", "--preflight", "off",
-                       "--no-cache"]
+                       "--no-cache", "--no-report"]
             measure = ("import resource, subprocess, sys, time; t = time.perf_counter();"
                        f"subprocess.run({command!r}, check=True);"
                        "print(json.dumps([time.perf_counter() - t, "
                        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))")
             out = subprocess.run([sys.executable, "-c", "import json;" + measure], check=True, capture_output=True,
                                  text=True, cwd=ROOT).stdout
-        seconds, peak = json.loads(out.strip().splitlines()[-1])
+            seconds, peak = json.loads(out.strip().splitlines()[-1])
+            # The report, which `run` writes at its end unless --no-report, as the separate step it also is.
+            report = [sys.executable, "-m", "jimeng_batch", "report", str(folder / "out")]
+            measure_report = measure.replace(repr(command), repr(report))
+            out = subprocess.run([sys.executable, "-c", "import json;" + measure_report], check=True,
+                                 capture_output=True, text=True, cwd=ROOT).stdout
+            report_seconds, report_peak = json.loads(out.strip().splitlines()[-1])
         db = sqlite3.connect(folder / "out" / "ledger.sqlite")
         done = db.execute("SELECT COUNT(*) FROM requests WHERE state = 'downloaded'").fetchone()[0]
         db.close()
     print(f"machine: {machine()}")
     print(f"requests {args.requests}, concurrency {args.concurrency}, zero latency: {done} downloaded in "
           f"{seconds:.0f} s")
-    print(f"peak RSS of the run process: {peak:.0f} MiB")
+    print(f"peak RSS of the run process (--no-report): {peak:.0f} MiB")
+    print(f"`jimeng-batch report` of that folder: {report_seconds:.0f} s, peak RSS {report_peak:.0f} MiB")
 
 
 def main() -> None:

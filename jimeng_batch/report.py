@@ -48,9 +48,10 @@ def write_report(out_dir: Path, *, step_summary: bool = True) -> Report:
     metrics = compute_metrics(results, tables.attempts, tables.runs)
     markdown = render_markdown(metrics, out_dir.name)
     written = [
-        _write_bytes(out_dir / "results.parquet", lambda: _parquet(results)),
-        _write_bytes(out_dir / "results.csv", lambda: _csv(results).encode("utf-8")),
-        _write_bytes(out_dir / "results.jsonl", lambda: _jsonl(results).encode("utf-8")),
+        _write_file(out_dir / "results.parquet", lambda path: results.to_parquet(path, index=False,
+                                                                                  engine="pyarrow")),
+        _write_file(out_dir / "results.csv", lambda path: _write_csv(results, path)),
+        _write_file(out_dir / "results.jsonl", lambda path: _write_jsonl(results, path)),
         _write_bytes(out_dir / "metrics.json",
                      lambda: (json.dumps(metrics, indent=2, ensure_ascii=False) + "\n").encode("utf-8")),
         _write_bytes(out_dir / "report.md", lambda: markdown.encode("utf-8")),
@@ -62,6 +63,34 @@ def write_report(out_dir: Path, *, step_summary: bool = True) -> Report:
         with open(summary_path, "a", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
     return Report(out_dir, tuple(written), metrics, markdown)
+
+
+def _write_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """Have ``write`` write a temporary file, then rename it into place (whole or not at all), streaming:
+    the results of a large batch are never held as one string."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        write(temporary)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _write_csv(results: pd.DataFrame, path: Path, chunk: int = 10_000) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        for start in range(0, max(len(results), 1), chunk):
+            _flat(results.iloc[start:start + chunk]).to_csv(handle, index=False, header=start == 0,
+                                                            lineterminator="\n",
+                                                            date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _write_jsonl(results: pd.DataFrame, path: Path, chunk: int = 10_000) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as handle:
+        for start in range(0, len(results), chunk):
+            text = results.iloc[start:start + chunk].to_json(orient="records", lines=True, date_format="iso",
+                                                           force_ascii=False)
+            handle.write(text if text.endswith("\n") else text + "\n")
 
 
 def _write_bytes(path: Path, produce: Callable[[], bytes]) -> Path:
@@ -77,29 +106,12 @@ def _write_bytes(path: Path, produce: Callable[[], bytes]) -> Path:
 # -- results files ----------------------------------------------------------------------------------------------
 
 
-def _parquet(results: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    results.to_parquet(buffer, index=False, engine="pyarrow")
-    return buffer.getvalue()
-
-
 def _flat(results: pd.DataFrame) -> pd.DataFrame:
     """List columns as JSON text (a CSV cell holds one value)."""
     flat = results.copy()
     for name in LIST_COLUMNS:
         flat[name] = flat[name].map(lambda values: json.dumps(values, ensure_ascii=False))
     return flat
-
-
-def _csv(results: pd.DataFrame) -> str:
-    return str(_flat(results).to_csv(index=False, lineterminator="\n", date_format="%Y-%m-%dT%H:%M:%S.%fZ"))
-
-
-def _jsonl(results: pd.DataFrame) -> str:
-    if results.empty:
-        return ""
-    text = results.to_json(orient="records", lines=True, date_format="iso", force_ascii=False)
-    return text if text.endswith("\n") else text + "\n"
 
 
 def read_results(out_dir: Path) -> pd.DataFrame:

@@ -73,9 +73,15 @@ def read_tables(path: Path) -> LedgerTables:
     except sqlite3.Error as exc:
         raise LedgerError(f"{path}: cannot be opened ({exc})") from exc
     try:
-        frames = {name: pd.read_sql_query(f"SELECT * FROM {name} ORDER BY {order}", db)  # noqa: S608
-                  for name, order in (("runs", "id"), ("requests", "ord"), ("events", "id"), ("attempts", "id"),
-                                      ("assets", "key, idx"))}
+        # Only the columns reports use: events and attempts are the ledger's largest tables (several rows per
+        # request), and their free-text details would otherwise be most of a report's memory.
+        frames = {name: pd.read_sql_query(f"SELECT {columns} FROM {name} ORDER BY {order}", db)  # noqa: S608
+                  for name, columns, order in (
+                      ("runs", "*", "id"), ("requests", "*", "ord"), ("events", "key, state, at", "id"),
+                      ("attempts", "key, kind, outcome, code, http_status, seconds", "id"),
+                      ("assets", "*", "key, idx"))}
+        for name, column in (("events", "state"), ("attempts", "kind"), ("attempts", "outcome")):
+            frames[name][column] = frames[name][column].astype("category")
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
         raise LedgerError(f"{path}: not a usable ledger ({exc})") from exc
     finally:
