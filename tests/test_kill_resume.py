@@ -87,14 +87,7 @@ def test_interrupt_drains_then_a_second_one_quits(tmp_path: Path) -> None:
         process = subprocess.Popen(run_command(manifest, out, server.base_url, tokens), env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         ledger_file = out / "ledger.sqlite"
-        # Wait until the run has submitted something (bounded), then interrupt it.
-        for _ in range(600):
-            if ledger_file.exists() and _count(ledger_file, "SELECT COUNT(*) FROM events WHERE state = 'submitted'"):
-                break
-            try:
-                process.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                continue
+        wait_for_a_submit(process, ledger_file)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 130, stderr
@@ -107,6 +100,17 @@ def test_interrupt_drains_then_a_second_one_quits(tmp_path: Path) -> None:
         stats = server.stats()
     assert resumed.returncode == 0, resumed.stderr
     assert set(stats["charges_by_submit_id"].values()) == {1} and len(stats["charges_by_submit_id"]) == 24
+
+
+def wait_for_a_submit(process: subprocess.Popen[str], ledger_file: Path) -> None:
+    """Until the run has recorded an accepted submit (bounded: at most 30 s), waiting on the process itself."""
+    for _ in range(600):
+        if ledger_file.exists() and _count(ledger_file, "SELECT COUNT(*) FROM events WHERE state = 'submitted'"):
+            return
+        try:
+            process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _rows(path: Path, query: str) -> list[tuple[object, ...]]:
@@ -136,13 +140,7 @@ def test_a_second_interrupt_quits_at_once_and_the_ledger_stays_consistent(tmp_pa
         process = subprocess.Popen(run_command(manifest, out, server.base_url, tokens), env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         ledger_file = out / "ledger.sqlite"
-        for _ in range(600):
-            if ledger_file.exists() and _count(ledger_file, "SELECT COUNT(*) FROM events WHERE state = 'submitted'"):
-                break
-            try:
-                process.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                continue
+        wait_for_a_submit(process, ledger_file)
         process.send_signal(signal.SIGINT)
         assert process.stderr is not None
         # Signals of one kind do not queue: wait until the first is handled before sending the second.
