@@ -10,7 +10,6 @@ of its own, is the yardstick for memory (a reader that holds the whole file).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile

@@ -127,10 +127,10 @@ async def bare_loop(url: str, count: int, concurrency: int) -> None:
     """The same calls with httpx and nothing else: submit, poll until done, download each item."""
     import httpx
 
-    from jimeng_batch import catalog
-    from jimeng_batch.client import JimengClient
-    from jimeng_batch.drafts import build_request
-    from jimeng_batch.tokens import Token
+    from jimeng_batch.protocol import catalog
+    from jimeng_batch.protocol.client import JimengClient
+    from jimeng_batch.protocol.drafts import build_request
+    from jimeng_batch.protocol.tokens import Token
 
     region, versions = catalog.REGIONS["cn"], catalog.PROTOCOL_PROFILES["live"]
     helper = JimengClient(region=region, versions=versions, web_id="7000000000000000000")
@@ -160,8 +160,8 @@ async def bare_loop(url: str, count: int, concurrency: int) -> None:
 
 
 def _bare_specs(count: int) -> Iterator[object]:
-    from jimeng_batch.manifest import SpreadsheetOptions, load_manifest
-    from jimeng_batch.plan import iter_distinct
+    from jimeng_batch.intake.manifest import SpreadsheetOptions, load_manifest
+    from jimeng_batch.intake.plan import iter_distinct
 
     folder = Path(tempfile.mkdtemp())
     manifest = load_manifest(write_rows(folder, count), SpreadsheetOptions())
@@ -169,8 +169,8 @@ def _bare_specs(count: int) -> Iterator[object]:
 
 
 def cpu(args: argparse.Namespace) -> None:
-    from jimeng_batch.manifest import SpreadsheetOptions
-    from jimeng_batch.runner import RunRequest, execute
+    from jimeng_batch.engine.runner import RunRequest, execute
+    from jimeng_batch.intake.manifest import SpreadsheetOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

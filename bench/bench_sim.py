@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jimeng_batch import catalog
-from jimeng_batch.signing import web_sign
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.sim.config import SimConfig
 
 DRAFT = Path(__file__).resolve().parents[1] / "tests" / "data" / "document" / "image_draft.json"

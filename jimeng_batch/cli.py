@@ -19,16 +19,30 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from jimeng_batch import __version__, catalog
+from jimeng_batch import __version__
+from jimeng_batch.engine.executor import FAIL_ON_STATES
+from jimeng_batch.engine.ledger import IN_FLIGHT_STATES, Ledger
+from jimeng_batch.engine.runner import (
+    PREFLIGHT_MODES,
+    RunReport,
+    RunRequest,
+    execute,
+    ledger_path,
+    resume_request,
+    ttl_value,
+)
 from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
-from jimeng_batch.ledger import IN_FLIGHT_STATES, Ledger
-from jimeng_batch.manifest import Manifest, SpreadsheetOptions, load_manifest
-from jimeng_batch.plan import PlanSummary, iter_plan_records, record_writer, summarize
-from jimeng_batch.executor import FAIL_ON_STATES
-from jimeng_batch.runner import PREFLIGHT_MODES, RunReport, RunRequest, execute, ledger_path, resume_request, ttl_value
-from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
-from jimeng_batch.sharding import Shard, parse_shard
-from jimeng_batch.sources import display_path
+from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
+from jimeng_batch.intake.plan import (
+    PlanSummary,
+    iter_plan_records,
+    record_writer,
+    summarize,
+)
+from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
+from jimeng_batch.intake.sharding import Shard, parse_shard
+from jimeng_batch.intake.sources import display_path
+from jimeng_batch.protocol import catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "JIMENG_BATCH_DEBUG"
@@ -400,7 +414,7 @@ def status(out_dir: Path, as_json: bool) -> None:
 @click.option("--no-summary", is_flag=True, help="Do not append report.md to $GITHUB_STEP_SUMMARY.")
 def report(out_dir: Path, no_summary: bool) -> None:
     """Write OUT_DIR's results (parquet, CSV, JSONL), metrics.json, report.md and report.html from its ledger."""
-    from jimeng_batch.report import write_report
+    from jimeng_batch.outputs.report import write_report
 
     ledger_path(out_dir)
     written = write_report(out_dir, step_summary=not no_summary)
@@ -420,7 +434,7 @@ def report(out_dir: Path, no_summary: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an earlier export in the folder.")
 def export(out_dir: Path, to: Path, fmt: str, force: bool) -> None:
     """Export OUT_DIR's downloaded files as a Hugging Face dataset folder with metadata.jsonl and a card."""
-    from jimeng_batch.export import export_dataset
+    from jimeng_batch.outputs.export import export_dataset
 
     done = export_dataset(out_dir, to, fmt, force=force)
     click.echo(f"{display_path(done.folder)}: {done.files} file(s) from {done.requests} request(s)")
@@ -436,14 +450,14 @@ def export(out_dir: Path, to: Path, fmt: str, force: bool) -> None:
 @click.option("--no-report", is_flag=True, help="Do not write the report files of the merged folder.")
 def merge(inputs: tuple[Path, ...], into: Path, no_report: bool) -> None:
     """Merge output folders (the shards of a manifest) into one: ledgers and files, checked; then its report."""
-    from jimeng_batch.merge import merge_folders
+    from jimeng_batch.outputs.merge import merge_folders
 
     done = merge_folders(list(inputs), into)
     click.echo(f"{display_path(into)}: {done.requests} request(s), {done.files} file(s), {done.runs} run(s) "
                f"from {done.inputs} folder(s)" + (f"; {done.duplicates} request(s) were in more than one"
                                                    if done.duplicates else ""))
     if not no_report:
-        from jimeng_batch.report import write_report
+        from jimeng_batch.outputs.report import write_report
 
         write_report(into)
 

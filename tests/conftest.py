@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from jimeng_batch.errors import SchemaError
-from jimeng_batch.manifest import SpreadsheetOptions, load_manifest
-from jimeng_batch.plan import PlanSummary, summarize
+from jimeng_batch.intake.manifest import SpreadsheetOptions, load_manifest
+from jimeng_batch.intake.plan import PlanSummary, summarize
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent

@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jimeng_batch import catalog
-from jimeng_batch.cache import ResultCache
-from jimeng_batch.client import JimengClient
-from jimeng_batch.executor import Executor, RunOptions, RunResult
-from jimeng_batch.ledger import Ledger
-from jimeng_batch.manifest import load_manifest
-from jimeng_batch.plan import iter_distinct, plan_web_id
-from jimeng_batch.request_spec import RequestSpec
+from jimeng_batch.engine.cache import ResultCache
+from jimeng_batch.engine.executor import Executor, RunOptions, RunResult
+from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.intake.manifest import load_manifest
+from jimeng_batch.intake.plan import iter_distinct, plan_web_id
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.client import JimengClient
+from jimeng_batch.protocol.imagex import Uploader
+from jimeng_batch.protocol.request_spec import RequestSpec
+from jimeng_batch.protocol.tokens import Token
 from jimeng_batch.sim import SimServer, config_from_mapping, running_simulator
-from jimeng_batch.tokens import Token
-from jimeng_batch.upload import Uploader
 
 TOKEN = "tokA0123456789abcdef0123456789ab"
 TOKEN_B = "tokB0123456789abcdef0123456789ab"

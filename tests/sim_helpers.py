@@ -21,8 +21,8 @@ from urllib.parse import quote
 import httpx
 from PIL import Image
 
-from jimeng_batch import aws4, catalog
-from jimeng_batch.signing import web_sign
+from jimeng_batch.protocol import aws4, catalog
+from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.sim import FakeClock, SimConfig, SimServer, running_simulator
 
 DOCUMENT = Path(__file__).parent / "data" / "document"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jimeng_batch import catalog
-from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, load_schema
-from jimeng_batch.signing import web_sign
+from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, load_schema
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.signing import web_sign
 
 
 def enum_of(fragment: dict) -> list:  # type: ignore[type-arg]

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, run_main
 
-from jimeng_batch import catalog
 from jimeng_batch.cli import cli
+from jimeng_batch.protocol import catalog
 
 
 def test_validate_ok_and_bad(write: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:

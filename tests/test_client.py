@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from jimeng_batch import catalog
-from jimeng_batch.client import (
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.client import (
     HistoryRecord,
     JimengClient,
     RequestCallError,
@@ -19,9 +19,9 @@ from jimeng_batch.client import (
     StopCallError,
     parse_record,
 )
-from jimeng_batch.outcomes import TokenEffect
-from jimeng_batch.signing import web_sign
-from jimeng_batch.tokens import Token, load_tokens, mask, parse_tokens
+from jimeng_batch.protocol.outcomes import TokenEffect
+from jimeng_batch.protocol.signing import web_sign
+from jimeng_batch.protocol.tokens import Token, load_tokens, mask, parse_tokens
 
 SECRET = "abcd0123456789abcdef0123456789ef"
 TOKEN = Token(SECRET)

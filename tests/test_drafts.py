@@ -13,9 +13,13 @@ from urllib.parse import unquote
 
 import pytest
 
-from jimeng_batch import catalog
-from jimeng_batch.drafts import build_draft_content, build_request, default_web_id
-from jimeng_batch.request_spec import ImageInput, RequestSpec, Source
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.drafts import (
+    build_draft_content,
+    build_request,
+    default_web_id,
+)
+from jimeng_batch.protocol.request_spec import ImageInput, RequestSpec, Source
 
 DOC = Path(__file__).parent / "data" / "document"
 VERSIONS = catalog.PROTOCOL_PROFILES["document"]

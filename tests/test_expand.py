@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import png, summary_of
 
-from jimeng_batch import catalog
-from jimeng_batch.expand import SUBMIT_ID_NAMESPACE
-from jimeng_batch.manifest import load_manifest
-from jimeng_batch.plan import iter_distinct, iter_requests
-from jimeng_batch.request_spec import RequestSpec
+from jimeng_batch.intake.expand import SUBMIT_ID_NAMESPACE
+from jimeng_batch.intake.manifest import load_manifest
+from jimeng_batch.intake.plan import iter_distinct, iter_requests
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.request_spec import RequestSpec
 
 
 def specs(path: Path) -> list[RequestSpec]:

@@ -14,7 +14,7 @@ from conftest import run_main
 from run_helpers import write_manifest
 
 from jimeng_batch import __version__
-from jimeng_batch.runner import RunRequest, execute
+from jimeng_batch.engine.runner import RunRequest, execute
 
 IMAGES = """
     jobs:

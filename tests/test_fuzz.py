@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jimeng_batch.errors import Location, ManifestError, SchemaError
-from jimeng_batch.manifest import load_manifest
-from jimeng_batch.plan import summarize
-from jimeng_batch.schema import ROW_SCHEMA, validate, validate_row
+from jimeng_batch.intake.manifest import load_manifest
+from jimeng_batch.intake.plan import summarize
+from jimeng_batch.intake.schema import ROW_SCHEMA, validate, validate_row
 
 FIELDS = ["type", "prompt", "negative_prompt", "model", "ratio", "resolution", "sample_strength", "seed", "count",
           "references", "reference_strength", "duration", "aspect_ratio", "fps", "first_frame", "end_frame", "vars",

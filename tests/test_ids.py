@@ -7,7 +7,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jimeng_batch.ids import uuid5_text
+from jimeng_batch.protocol.ids import uuid5_text
 
 
 @given(st.uuids(), st.text())

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from conftest import REPO
-from jimeng_batch.ledger import Ledger
 from run_helpers import TOKEN, sha256_of, simulator, write_manifest
+
+from jimeng_batch.engine.ledger import Ledger
 
 MANIFEST = """
     jobs:

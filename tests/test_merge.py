@@ -13,11 +13,11 @@ import pytest
 from conftest import run_main
 from run_helpers import write_manifest
 
-from jimeng_batch.metrics import comparable
-from jimeng_batch.report import read_results, write_report
-from jimeng_batch.results import comparable_rows
-from jimeng_batch.runner import RunRequest, execute
-from jimeng_batch.sharding import Shard
+from jimeng_batch.engine.runner import RunRequest, execute
+from jimeng_batch.intake.sharding import Shard
+from jimeng_batch.outputs.metrics import comparable
+from jimeng_batch.outputs.report import read_results, write_report
+from jimeng_batch.outputs.results import comparable_rows
 
 MANIFEST = """
     jobs:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO
-from jimeng_batch.outcomes import RULES, Action, TokenEffect, classify, render_markdown
+
+from jimeng_batch.protocol.outcomes import (
+    RULES,
+    Action,
+    TokenEffect,
+    classify,
+    render_markdown,
+)
 
 
 @pytest.mark.parametrize(

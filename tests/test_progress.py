@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from jimeng_batch.progress import describe, eta_seconds, grouped
+from jimeng_batch.engine.progress import describe, eta_seconds, grouped
 
 
 def test_states_are_grouped_for_display() -> None:

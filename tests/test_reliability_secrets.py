@@ -22,7 +22,7 @@ from conftest import png
 from reliability_helpers import cli_env, run_cli_process
 from run_helpers import simulator, write_manifest
 
-from jimeng_batch.tokens import mask
+from jimeng_batch.protocol.tokens import mask
 
 pytestmark = pytest.mark.slow
 

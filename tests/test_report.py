@@ -16,8 +16,8 @@ from conftest import run_main
 from PIL import Image
 from run_helpers import drive, fast_options, simulator, write_manifest
 
-from jimeng_batch.executor import RunResult
-from jimeng_batch.results import COMPARABLE_COLUMNS, meaning_of, stage_times
+from jimeng_batch.engine.executor import RunResult
+from jimeng_batch.outputs.results import COMPARABLE_COLUMNS, meaning_of, stage_times
 
 SECRET = "sess0123456789abcdefSECRETtoken99"
 MANIFEST = """
@@ -155,7 +155,7 @@ def test_a_report_failure_does_not_change_the_exit_code(sim_run: Callable[..., t
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("jimeng_batch.report.write_report", broken)
+    monkeypatch.setattr("jimeng_batch.outputs.report.write_report", broken)
     code, _, err = sim_run("jobs:\n  - {type: image, resolution: 1k, prompt: a}\n")
     assert code == 0
     assert "warning: the report could not be written (OSError: disk full)" in err

@@ -8,11 +8,20 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from run_helpers import (
+    IMAGES,
+    TOKEN,
+    TOKEN_B,
+    drive,
+    fast_options,
+    sha256_of,
+    simulator,
+    write_manifest,
+)
 
-from jimeng_batch import ledger as states
-from jimeng_batch.cache import ResultCache
-from jimeng_batch.executor import Executor
-from run_helpers import IMAGES, TOKEN, TOKEN_B, drive, fast_options, sha256_of, simulator, write_manifest
+from jimeng_batch.engine import ledger as states
+from jimeng_batch.engine.cache import ResultCache
+from jimeng_batch.engine.executor import Executor
 
 
 def charged_once(stats: dict) -> None:  # type: ignore[type-arg]
@@ -330,8 +339,8 @@ def test_a_truncated_or_missing_asset_is_downloaded_again(tmp_path: Path) -> Non
 
 
 def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    from jimeng_batch.engine.ledger import Ledger
     from jimeng_batch.errors import LedgerError
-    from jimeng_batch.ledger import Ledger
 
     (tmp_path / "blocker").write_text("a file where the folder should be")
     with pytest.raises(LedgerError, match="cannot create the output folder"):
@@ -339,8 +348,8 @@ def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path
 
 
 def test_a_corrupted_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    from jimeng_batch.engine.ledger import Ledger
     from jimeng_batch.errors import LedgerError
-    from jimeng_batch.ledger import Ledger
 
     (tmp_path / "ledger.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(LedgerError, match="not a usable ledger"):

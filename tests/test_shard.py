@@ -11,10 +11,10 @@ from conftest import run_main
 from run_helpers import write_manifest
 
 from jimeng_batch.errors import ConfigError
-from jimeng_batch.manifest import load_manifest
-from jimeng_batch.plan import iter_distinct
-from jimeng_batch.request_spec import RequestSpec
-from jimeng_batch.sharding import Shard, parse_shard
+from jimeng_batch.intake.manifest import load_manifest
+from jimeng_batch.intake.plan import iter_distinct
+from jimeng_batch.intake.sharding import Shard, parse_shard
+from jimeng_batch.protocol.request_spec import RequestSpec
 
 ROWS = """
     jobs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jimeng_batch import aws4
+from jimeng_batch.protocol import aws4
 
 SUITE = aws4.Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 HOST = {"host": "example.amazonaws.com"}

@@ -19,7 +19,7 @@ from sim_helpers import (
     simulator,
 )
 
-from jimeng_batch.signing import web_sign
+from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.sim import SimConfig
 
 GENERATE = "/mweb/v1/aigc_draft/generate"

@@ -20,7 +20,7 @@ from sim_helpers import (
     video_envelope,
 )
 
-from jimeng_batch import aws4
+from jimeng_batch.protocol import aws4
 from jimeng_batch.sim import SimConfig
 
 

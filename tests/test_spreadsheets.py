@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import png, problems, summary_of
 
-from jimeng_batch.manifest import SpreadsheetOptions, load_manifest
-from jimeng_batch.plan import iter_distinct
-from jimeng_batch.request_spec import RequestSpec
-from jimeng_batch.sources import iter_sheet
+from jimeng_batch.intake.manifest import SpreadsheetOptions, load_manifest
+from jimeng_batch.intake.plan import iter_distinct
+from jimeng_batch.intake.sources import iter_sheet
+from jimeng_batch.protocol.request_spec import RequestSpec
 
 
 def specs(path: Path, options: SpreadsheetOptions | None = None) -> list[RequestSpec]:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import png
-from jimeng_batch import catalog
-from jimeng_batch.client import JimengClient, RequestCallError
-from jimeng_batch.tokens import Token
-from jimeng_batch.upload import Uploader, crc32_hex, imagex_base, upload_url
 from run_helpers import TOKEN, TOKEN_B, drive, fast_options, simulator, write_manifest
+
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.client import JimengClient, RequestCallError
+from jimeng_batch.protocol.imagex import Uploader, crc32_hex, imagex_base, upload_url
+from jimeng_batch.protocol.tokens import Token
 
 EDITS = """
     jobs:

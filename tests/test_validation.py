@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import png, problems
 
-from jimeng_batch.manifest import SpreadsheetOptions
+from jimeng_batch.intake.manifest import SpreadsheetOptions
 
 CASES = [
     pytest.param("jobs:\n  - type: image\n    prompt: a cat\nregoin: cn\n",

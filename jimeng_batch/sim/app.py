@@ -20,8 +20,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
-from jimeng_batch import catalog
-from jimeng_batch.signing import web_sign
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.sim.assets import asset_signature, render_mp4, render_png
 from jimeng_batch.sim.codes import Concept
 from jimeng_batch.sim.config import Distribution

@@ -18,8 +18,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from jimeng_batch import catalog
 from jimeng_batch.errors import ConfigError, Location
+from jimeng_batch.protocol import catalog
 from jimeng_batch.sim.codes import CONCEPTS, PROFILES, Profile
 
 __all__ = [

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from PIL import Image, UnidentifiedImageError
 
-from jimeng_batch import aws4
+from jimeng_batch.protocol import aws4
 
 __all__ = ["ImageXError", "ImageXStore", "UploadCredentials", "parse_raw_query"]
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from jimeng_batch import catalog
+from jimeng_batch.protocol import catalog
 from jimeng_batch.sim.state import DONE, FAILED, QUEUED, Record
 
 __all__ = ["history_entry", "submit_data"]

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jimeng_batch import catalog
+from jimeng_batch.protocol import catalog
 from jimeng_batch.sim.clock import Clock, system_clock
 from jimeng_batch.sim.codes import Concept, Outcome, outcome
 from jimeng_batch.sim.config import SimConfig

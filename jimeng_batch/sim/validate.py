@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jimeng_batch import catalog
+from jimeng_batch.protocol import catalog
 
 __all__ = ["DraftError", "DraftSpec", "parse_submission", "submit_id_of", "video_size"]
 

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from jimeng_batch.client import Item, JimengClient, error_for
-from jimeng_batch.outcomes import classify
+from jimeng_batch.protocol.client import Item, JimengClient, error_for
+from jimeng_batch.protocol.outcomes import classify
 
 ASSETS_DIR = "assets"
 CHUNK = 1 << 16

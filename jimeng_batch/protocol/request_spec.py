@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jimeng_batch.catalog import JobType
+from jimeng_batch.protocol.catalog import JobType
 
 
 @dataclass(frozen=True, slots=True)

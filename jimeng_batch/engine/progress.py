@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from jimeng_batch import ledger as states
+from jimeng_batch.engine import ledger as states
 
 log = logging.getLogger("jimeng_batch.run")
 

@@ -8,7 +8,7 @@ Lifecycle of a request, every step committed to the ledger before the next begin
 
 - Admission is FIFO in plan order. Each admitted request holds a slot of its token from its submit until its
   generation ends; downloads happen outside the slot.
-- Every outcome goes through :func:`jimeng_batch.outcomes.classify`: retries back off exponentially with jitter
+- Every outcome goes through :func:`jimeng_batch.protocol.outcomes.classify`: retries back off exponentially with jitter
   (or wait the given delay / ``Retry-After``), a bounded number of times; terminal outcomes end the request;
   a stop quarantines or exhausts the token (others go on) or, when no token is left or the stop concerns every
   token, stops admitting. In-flight jobs are always polled and downloaded to the end.
@@ -33,9 +33,15 @@ from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
 
-from jimeng_batch import catalog, ledger as states
-from jimeng_batch.cache import CachedAsset, ResultCache, copy_verified
-from jimeng_batch.client import (
+from jimeng_batch.engine import ledger as states
+from jimeng_batch.engine.cache import CachedAsset, ResultCache, copy_verified
+from jimeng_batch.engine.download import ASSETS_DIR, Downloaded, Syncer, download
+from jimeng_batch.engine.ledger import Ledger, RequestRow
+from jimeng_batch.engine.poller import BatchPoller
+from jimeng_batch.engine.token_pool import TokenPool
+from jimeng_batch.errors import OutputError
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.client import (
     CallError,
     HistoryRecord,
     JimengClient,
@@ -43,16 +49,11 @@ from jimeng_batch.client import (
     RetryableCallError,
     StopCallError,
 )
-from jimeng_batch.download import ASSETS_DIR, Downloaded, Syncer, download
-from jimeng_batch.errors import OutputError
-from jimeng_batch.drafts import build_request
-from jimeng_batch.ledger import Ledger, RequestRow
-from jimeng_batch.outcomes import Action, Rule, TokenEffect, classify
-from jimeng_batch.poller import BatchPoller
-from jimeng_batch.request_spec import RequestSpec
-from jimeng_batch.token_pool import TokenPool
-from jimeng_batch.upload import Uploader
-from jimeng_batch.tokens import Token
+from jimeng_batch.protocol.drafts import build_request
+from jimeng_batch.protocol.imagex import Uploader
+from jimeng_batch.protocol.outcomes import Action, Rule, TokenEffect, classify
+from jimeng_batch.protocol.request_spec import RequestSpec
+from jimeng_batch.protocol.tokens import Token
 
 T = TypeVar("T")
 log = logging.getLogger("jimeng_batch.run")

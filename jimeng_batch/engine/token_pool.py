@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from jimeng_batch.outcomes import TokenEffect
-from jimeng_batch.tokens import Token
+from jimeng_batch.protocol.outcomes import TokenEffect
+from jimeng_batch.protocol.tokens import Token
 
 ACTIVE = "active"
 

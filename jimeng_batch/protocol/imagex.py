@@ -25,11 +25,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from jimeng_batch import aws4
-from jimeng_batch.catalog import Region
-from jimeng_batch.client import UPLOAD_TOKEN_PATH, CallError, JimengClient, error_for
-from jimeng_batch.outcomes import classify
-from jimeng_batch.tokens import Token
+from jimeng_batch.protocol import aws4
+from jimeng_batch.protocol.catalog import Region
+from jimeng_batch.protocol.client import (
+    UPLOAD_TOKEN_PATH,
+    CallError,
+    JimengClient,
+    error_for,
+)
+from jimeng_batch.protocol.outcomes import classify
+from jimeng_batch.protocol.tokens import Token
 
 IMAGEX_ENV = "JIMENG_IMAGEX_URL"
 IMAGEX_VERSION = "2018-08-01"

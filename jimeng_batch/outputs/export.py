@@ -23,11 +23,11 @@ from typing import Any
 import pandas as pd
 
 from jimeng_batch import __version__
-from jimeng_batch.cache import copy_verified
+from jimeng_batch.engine.cache import copy_verified
+from jimeng_batch.engine.ledger import LEDGER_NAME
 from jimeng_batch.errors import ConfigError, LedgerError
-from jimeng_batch.ledger import LEDGER_NAME
-from jimeng_batch.results import is_missing, read_tables, results_frame
-from jimeng_batch.sources import display_path
+from jimeng_batch.intake.sources import display_path
+from jimeng_batch.outputs.results import is_missing, read_tables, results_frame
 
 FORMATS = {"imagefolder": "image", "videofolder": "video"}
 SPLIT = "train"

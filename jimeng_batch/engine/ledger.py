@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jimeng_batch.errors import LedgerError
-from jimeng_batch.request_spec import RequestSpec, Source, spec_from_params
+from jimeng_batch.protocol.request_spec import RequestSpec, Source, spec_from_params
 
 LEDGER_NAME = "ledger.sqlite"
 T = TypeVar("T")

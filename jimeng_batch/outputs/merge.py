@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jimeng_batch import ledger as states
-from jimeng_batch.cache import copy_verified
+from jimeng_batch.engine import ledger as states
+from jimeng_batch.engine.cache import copy_verified
+from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.errors import ConfigError, LedgerError
-from jimeng_batch.ledger import LEDGER_NAME, Ledger
-from jimeng_batch.sources import display_path
+from jimeng_batch.intake.sources import display_path
 
 # How far a request got; the merge keeps the furthest.
 _PROGRESS = {states.DOWNLOADED: 6, states.SUCCEEDED: 5, states.FAILED: 4, states.BLOCKED: 4, states.INVALID: 4,

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from jimeng_batch import catalog
-from jimeng_batch.drafts import build_request, default_web_id
 from jimeng_batch.errors import Problem
-from jimeng_batch.expand import expand
-from jimeng_batch.manifest import Manifest, Template
-from jimeng_batch.request_spec import RequestSpec
-from jimeng_batch.sharding import Shard
+from jimeng_batch.intake.expand import expand
+from jimeng_batch.intake.manifest import Manifest, Template
+from jimeng_batch.intake.sharding import Shard
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.drafts import build_request, default_web_id
+from jimeng_batch.protocol.request_spec import RequestSpec
 
 MAX_PROBLEMS = 1000  # beyond this only a count is kept, so a broken million-row file cannot exhaust memory
 

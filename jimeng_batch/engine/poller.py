@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from jimeng_batch.client import HistoryRecord
+from jimeng_batch.protocol.client import HistoryRecord
 
 Fetch = Callable[[list[str]], Awaitable[dict[str, HistoryRecord | None]]]
 

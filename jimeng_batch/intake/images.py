@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from jimeng_batch import catalog
+from jimeng_batch.protocol import catalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,10 @@ class MissingImage(ImageProblem, FileNotFoundError):
 
 def inspect_image(path: Path) -> LocalImage:
     """Read ``path`` and check it is an image the service accepts; raise ImageProblem saying why not."""
-    from PIL import Image, UnidentifiedImageError  # Pillow is only needed when a manifest names local images
+    from PIL import (  # Pillow is only needed when a manifest names local images
+        Image,
+        UnidentifiedImageError,
+    )
 
     if not path.exists():
         raise MissingImage("no such file")

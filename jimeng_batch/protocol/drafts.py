@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from jimeng_batch import catalog
-from jimeng_batch.catalog import ProtocolVersions, Region
-from jimeng_batch.ids import uuid5_text
-from jimeng_batch.request_spec import ImageInput, RequestSpec
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.catalog import ProtocolVersions, Region
+from jimeng_batch.protocol.ids import uuid5_text
+from jimeng_batch.protocol.request_spec import ImageInput, RequestSpec
 
 GENERATE_PATH = "/mweb/v1/aigc_draft/generate"
 NODE_ID_NAMESPACE = uuid.UUID("0b6c1c52-59d4-5d3e-8f3a-6a696d656e67")

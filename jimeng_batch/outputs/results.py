@@ -24,9 +24,15 @@ from typing import Any
 
 import pandas as pd
 
-from jimeng_batch import ledger as states
+from jimeng_batch.engine import ledger as states
 from jimeng_batch.errors import LedgerError
-from jimeng_batch.outcomes import RULES, UNKNOWN_FAIL, UNKNOWN_HTTP, UNKNOWN_RET, Rule
+from jimeng_batch.protocol.outcomes import (
+    RULES,
+    UNKNOWN_FAIL,
+    UNKNOWN_HTTP,
+    UNKNOWN_RET,
+    Rule,
+)
 
 STAGES = ("submit", "queue", "generation", "download", "end_to_end")
 TERMINAL_FAILURES = (states.FAILED, states.BLOCKED, states.INVALID)

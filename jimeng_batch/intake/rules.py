@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jimeng_batch import catalog
-from jimeng_batch.catalog import ImageModel, JobType, Model, VideoModel
 from jimeng_batch.errors import Location, Problem
-from jimeng_batch.manifest import FIELDS_BY_TYPE, Template
-from jimeng_batch.schema import allowed_list, did_you_mean
-from jimeng_batch.templating import TemplateSyntaxError, placeholders
+from jimeng_batch.intake.manifest import FIELDS_BY_TYPE, Template
+from jimeng_batch.intake.schema import allowed_list, did_you_mean
+from jimeng_batch.intake.templating import TemplateSyntaxError, placeholders
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.catalog import ImageModel, JobType, Model, VideoModel
 
 TEMPLATED_FIELDS = ("prompt", "negative_prompt")
 

@@ -2,7 +2,7 @@
 
 It adds what every call needs (the query parameters, the ``Sign`` and version headers, the minimal cookie jar
 built from a session token), parses answers into typed results, and turns every failure into an ``APIError``
-that carries its :class:`~jimeng_batch.outcomes.Rule` from the one table in :mod:`jimeng_batch.outcomes`.
+that carries its :class:`~jimeng_batch.protocol.outcomes.Rule` from the one table in :mod:`jimeng_batch.protocol.outcomes`.
 The transport is a parameter, so tests can pass ``httpx.MockTransport`` or point at the simulator.
 
 A token never appears in a message, a log line or an exception: only its masked label does.
@@ -22,12 +22,17 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from jimeng_batch.catalog import ProtocolVersions, Region
-from jimeng_batch.drafts import GENERATE_PATH, DraftRequest, common_query
-from jimeng_batch.errors import APIError, RequestFailedError, RetryableAPIError, StopSubmittingError
-from jimeng_batch.outcomes import Action, Rule, Source, classify
-from jimeng_batch.signing import web_sign
-from jimeng_batch.tokens import Token
+from jimeng_batch.errors import (
+    APIError,
+    RequestFailedError,
+    RetryableAPIError,
+    StopSubmittingError,
+)
+from jimeng_batch.protocol.catalog import ProtocolVersions, Region
+from jimeng_batch.protocol.drafts import GENERATE_PATH, DraftRequest, common_query
+from jimeng_batch.protocol.outcomes import Action, Rule, Source, classify
+from jimeng_batch.protocol.signing import web_sign
+from jimeng_batch.protocol.tokens import Token
 
 HISTORY_PATH = "/mweb/v1/get_history_by_ids"
 USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"

@@ -20,8 +20,8 @@ from typing import Any, cast
 
 import pandas as pd
 
-from jimeng_batch.ledger import STATES
-from jimeng_batch.results import (
+from jimeng_batch.engine.ledger import STATES
+from jimeng_batch.outputs.results import (
     FINAL_STATES,
     STAGES,
     TERMINAL_FAILURES,

@@ -13,14 +13,19 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from jimeng_batch import catalog
-from jimeng_batch.catalog import Model, VideoModel
 from jimeng_batch.errors import Problem
-from jimeng_batch.ids import uuid5_text
-from jimeng_batch.manifest import MATRIX_FIELDS, Settings, Template
-from jimeng_batch.request_spec import ImageInput, RequestSpec
-from jimeng_batch.rules import as_list, check_combination, check_template, resolve_model
-from jimeng_batch.templating import render
+from jimeng_batch.intake.manifest import MATRIX_FIELDS, Settings, Template
+from jimeng_batch.intake.rules import (
+    as_list,
+    check_combination,
+    check_template,
+    resolve_model,
+)
+from jimeng_batch.intake.templating import render
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.catalog import Model, VideoModel
+from jimeng_batch.protocol.ids import uuid5_text
+from jimeng_batch.protocol.request_spec import ImageInput, RequestSpec
 
 # Bump when the canonical form changes: it changes every key, so old ledgers and caches no longer match.
 KEY_VERSION = 1

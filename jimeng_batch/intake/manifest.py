@@ -3,7 +3,7 @@
 Loading checks the YAML against ``schemas/manifest.schema.json`` and turns it into :class:`Manifest`: settings
 plus job definitions. :meth:`Manifest.templates` then yields one :class:`Template` per job (or per spreadsheet row
 of a job), with defaults merged in, reference images read and hashed, and every value's location kept, ready for
-the pure expansion in :mod:`jimeng_batch.expand`. Spreadsheet rows are streamed, never held all at once.
+the pure expansion in :mod:`jimeng_batch.intake.expand`. Spreadsheet rows are streamed, never held all at once.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jimeng_batch import catalog
-from jimeng_batch.catalog import JobType
 from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError
-from jimeng_batch.images import ImageProblem, LocalImage, inspect_image
-from jimeng_batch.request_spec import ImageInput, Source
-from jimeng_batch.schema import MANIFEST_SCHEMA, ROW_SCHEMA, did_you_mean, load_schema, validate, validate_row
-from jimeng_batch.sources import (
+from jimeng_batch.intake.images import ImageProblem, LocalImage, inspect_image
+from jimeng_batch.intake.schema import (
+    MANIFEST_SCHEMA,
+    ROW_SCHEMA,
+    did_you_mean,
+    load_schema,
+    validate,
+    validate_row,
+)
+from jimeng_batch.intake.sources import (
     SheetRow,
     SourceMap,
     display_path,
@@ -30,6 +34,9 @@ from jimeng_batch.sources import (
     load_yaml,
     read_header,
 )
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.catalog import JobType
+from jimeng_batch.protocol.request_spec import ImageInput, Source
 
 # Fields whose value may be a list that multiplies the requests (the matrix), in expansion order.
 MATRIX_FIELDS: tuple[str, ...] = (

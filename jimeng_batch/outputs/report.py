@@ -1,6 +1,6 @@
 """The report of an output folder: results files, ``metrics.json``, ``report.md`` and a self-contained ``report.html``.
 
-Everything is computed from the ledger (see :mod:`jimeng_batch.results` and :mod:`jimeng_batch.metrics`), so
+Everything is computed from the ledger (see :mod:`jimeng_batch.outputs.results` and :mod:`jimeng_batch.outputs.metrics`), so
 ``jimeng-batch report OUTDIR`` gives the same files whenever it is run, and a run writes them when it ends. Each
 file is written to a temporary name and renamed into place, so a reader never sees half a report.
 """
@@ -19,9 +19,14 @@ from typing import Any
 
 import pandas as pd
 
-from jimeng_batch.ledger import LEDGER_NAME
-from jimeng_batch.metrics import compute_metrics
-from jimeng_batch.results import LIST_COLUMNS, STAGES, read_tables, results_frame
+from jimeng_batch.engine.ledger import LEDGER_NAME
+from jimeng_batch.outputs.metrics import compute_metrics
+from jimeng_batch.outputs.results import (
+    LIST_COLUMNS,
+    STAGES,
+    read_tables,
+    results_frame,
+)
 
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 RESULT_FILES = ("results.parquet", "results.csv", "results.jsonl")

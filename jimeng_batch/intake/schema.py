@@ -36,7 +36,7 @@ def _schema_text(name: str) -> str:
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     # A source checkout or an editable install: the schemas live beside the package.
-    return (Path(__file__).resolve().parent.parent / "schemas" / name).read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[2] / "schemas" / name).read_text(encoding="utf-8")
 
 
 @cache

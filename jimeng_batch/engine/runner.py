@@ -21,22 +21,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jimeng_batch import __version__, catalog
-from jimeng_batch import ledger as states
-from jimeng_batch.cache import DEFAULT_TTL, ResultCache, default_cache_path
-from jimeng_batch.client import JimengClient, RetryableCallError, StopCallError
+from jimeng_batch import __version__
+from jimeng_batch.engine import ledger as states
+from jimeng_batch.engine.cache import DEFAULT_TTL, ResultCache, default_cache_path
+from jimeng_batch.engine.executor import Executor, RunOptions, RunResult
+from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
+from jimeng_batch.engine.progress import Progress
 from jimeng_batch.errors import ConfigError, LedgerError, OutputError, SchemaError
-from jimeng_batch.executor import Executor, RunOptions, RunResult
-from jimeng_batch.expand import KEY_VERSION
-from jimeng_batch.ledger import LEDGER_NAME, Ledger
-from jimeng_batch.manifest import Manifest, SpreadsheetOptions, load_manifest
-from jimeng_batch.plan import iter_distinct, plan_web_id, summarize
-from jimeng_batch.progress import Progress
-from jimeng_batch.request_spec import RequestSpec
-from jimeng_batch.sharding import Shard, parse_shard
-from jimeng_batch.sources import display_path
-from jimeng_batch.tokens import Token, load_tokens
-from jimeng_batch.upload import Uploader, imagex_base
+from jimeng_batch.intake.expand import KEY_VERSION
+from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
+from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize
+from jimeng_batch.intake.sharding import Shard, parse_shard
+from jimeng_batch.intake.sources import display_path
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.client import JimengClient, RetryableCallError, StopCallError
+from jimeng_batch.protocol.imagex import Uploader, imagex_base
+from jimeng_batch.protocol.request_spec import RequestSpec
+from jimeng_batch.protocol.tokens import Token, load_tokens
 
 log = logging.getLogger("jimeng_batch.run")
 T = TypeVar("T")
@@ -172,7 +173,9 @@ def execute(request: RunRequest) -> RunReport:
 
 def write_run_report(out_dir: Path) -> None:
     """The report files at the end of a run; a failure here is a warning, never the run's exit code."""
-    from jimeng_batch.report import write_report  # pandas, pyarrow and matplotlib: loaded only when needed
+    from jimeng_batch.outputs.report import (
+        write_report,  # pandas, pyarrow and matplotlib: loaded only when needed
+    )
 
     try:
         write_report(out_dir)

@@ -1,0 +1,1 @@
+"""Engine: the ledger, the executor and what runs around it."""

@@ -1,0 +1,1 @@
+"""Intake: manifests and spreadsheets read, validated, expanded and planned."""

@@ -1,0 +1,1 @@
+"""Outputs: results, metrics, reports, dataset export and merging, all read from a ledger."""
