@@ -15,22 +15,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from jimeng_batch import __version__
-from jimeng_batch.engine.executor import FAIL_ON_STATES
-from jimeng_batch.engine.ledger import IN_FLIGHT_STATES, Ledger
-from jimeng_batch.engine.runner import (
+from jimeng_batch._version import __version__
+from jimeng_batch.engine.config import (
+    BASE_URL_ENV,
+    FIELD_NAMES,
+    MAX_CONCURRENCY,
+    MAX_RETRIES,
     PREFLIGHT_MODES,
-    RunReport,
-    RunRequest,
-    execute,
-    ledger_path,
-    resume_request,
-    ttl_value,
+    RunConfig,
+    parse_ttl,
 )
+from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.engine.result import RunResult, exit_code
+from jimeng_batch.engine.runner import configure, configure_resume, execute
+from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import (
@@ -72,9 +75,9 @@ def spreadsheet_options(command: F) -> F:
 
 
 def _sheet_options(kwargs: dict[str, Any]) -> SpreadsheetOptions:
-    defaults = {name: kwargs.pop(name) for name in ("model", "ratio", "resolution")}
-    return SpreadsheetOptions(region=kwargs.pop("region"), type=kwargs.pop("job_type"), defaults=defaults,
-                              protocol_profile=kwargs.pop("protocol_profile"))
+    return SpreadsheetOptions.from_options(
+        region=kwargs.pop("region"), type=kwargs.pop("job_type"), model=kwargs.pop("model"),
+        ratio=kwargs.pop("ratio"), resolution=kwargs.pop("resolution"), protocol_profile=kwargs.pop("protocol_profile"))
 
 
 def _err(text: str) -> None:
@@ -165,10 +168,8 @@ def _shard(text: str | None) -> Shard | None:
     return None if text is None else parse_shard(text)
 
 
-def _fail_on(text: str | None) -> frozenset[str] | None:
+def _fail_on(text: str) -> frozenset[State]:
     """``--fail-on``: a comma list of final states, or ``none``."""
-    if text is None:
-        return None
     names = {name.strip() for name in text.split(",") if name.strip()}
     if names == {"none"}:
         return frozenset()
@@ -176,7 +177,7 @@ def _fail_on(text: str | None) -> frozenset[str] | None:
     if unknown or not names:
         raise click.BadParameter(f"'{text}': give a comma list of {', '.join(FAIL_ON_STATES)}, or none",
                                  param_hint="--fail-on")
-    return frozenset(names)
+    return frozenset(State(name) for name in names)
 
 
 def _jsonl(record: dict[str, Any]) -> str:
@@ -280,67 +281,98 @@ def _span(values: list[int]) -> str:
 
 
 def run_options_flags(command: F) -> F:
-    """Options shared by `run` and `resume`: where to send, with which tokens, how fast, and the cache."""
+    """Options shared by `run` and `resume`: where to send, with which tokens, how fast, and the cache.
+
+    Each is a field of :class:`RunConfig` (named by the option's parameter). None of them has a default here: an
+    option not given is left to the environment, the manifest or the default (`run`), or to what the resumed run
+    had (`resume`), so the defaults shown are those of RunConfig.
+    """
+    defaults = RunConfig()
+    rate = click.FloatRange(min=0, min_open=True)
     options = [
-        click.option("--sim", is_flag=True, help="Run against the built-in simulator (no account, no credits)."),
+        click.option("--sim", is_flag=True, default=None, help="Run against the built-in simulator (no account, "
+                                                               "no credits)."),
         click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
                      help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
-        click.option("--base-url", default=None, help="Send to this host instead of the region's "
-                                                      "(also JIMENG_BASE_URL)."),
+        click.option("--base-url", default=None, help=f"Send to this host instead of the region's (also "
+                                                      f"{BASE_URL_ENV})."),
         click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
-        click.option("--concurrency", type=click.IntRange(1, 1000), default=None,
-                     help="Jobs in flight per token (default 3, the document's rule)."),
-        click.option("--submits-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
-        click.option("--polls-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
-        click.option("--downloads-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
-        click.option("--uploads-per-second", type=click.FloatRange(min=0, min_open=True), default=None),
-        click.option("--max-retries", type=click.IntRange(0, 100), default=None),
-        click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=None,
+                     help=f"Jobs in flight per token (manifest limits.concurrency; default {defaults.concurrency}, "
+                          "the document's rule)."),
+        click.option("--submits-per-second", type=rate, default=None,
+                     help="Most submits per second, all tokens together (limits.submits_per_second; default: "
+                          "no limit)."),
+        click.option("--polls-per-second", type=rate, default=None,
+                     help="Most poll calls per second (limits.polls_per_second; default: no limit)."),
+        click.option("--downloads-per-second", type=rate, default=None,
+                     help="Most file downloads started per second (limits.downloads_per_second; default: no "
+                          "limit)."),
+        click.option("--uploads-per-second", type=rate, default=None,
+                     help="Most reference-image uploads per second (limits.uploads_per_second; default: no "
+                          "limit)."),
+        click.option("--max-retries", type=click.IntRange(0, MAX_RETRIES), default=None,
+                     help=f"Tries after the first for a failed call (limits.max_retries; default "
+                          f"{defaults.max_retries}); backoff {defaults.backoff_base:g} s doubling to "
+                          f"{defaults.backoff_max:g} s."),
+        click.option("--poll-interval", type=rate, default=None,
                      help="Poll every S seconds (default: 2 s then backing off to 5 s for images, 5 s to 15 s "
                           "for video)."),
         click.option("--budget", type=click.FloatRange(min=0), default=None,
-                     help="Stop admitting requests once the estimated spend would pass this many credits."),
-        click.option("--preflight", type=click.Choice(list(PREFLIGHT_MODES)), default="warn", show_default=True,
-                     help="Check the accounts' credits first: warn, or stop when they cannot cover the plan."),
-        click.option("--no-cache", is_flag=True, help="Neither use nor fill the result cache."),
-        click.option("--cache-ttl", default=None, help="Seconds a cached result may be reused, or 'forever'."),
+                     help="Stop admitting requests once the estimated spend of the run would pass this many "
+                          "credits (manifest budget)."),
+        click.option("--preflight", type=click.Choice(list(PREFLIGHT_MODES)), default=None,
+                     help=f"Check the accounts' credits first: warn, or stop when they cannot cover the plan; off "
+                          f"(default {defaults.preflight})."),
+        click.option("--cache/--no-cache", "use_cache", default=None,
+                     help="Use and fill the result cache shared between runs (default: on)."),
+        click.option("--cache-ttl", default=None, help="Seconds a cached result may be reused, or 'forever' "
+                                                       "(manifest cache.ttl; default 300)."),
         click.option("--cache-path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                     help="The result cache database (shared between runs)."),
+                     help="The result cache database (manifest cache.path; default "
+                          "~/.cache/jimeng-batch/cache.sqlite)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress display."),
         click.option("--fail-on", default=None, metavar="STATES",
                      help=f"Final states that make the run exit 1: a comma list of {', '.join(FAIL_ON_STATES)} "
                           "(default: all of them), or none."),
-        click.option("--no-report", is_flag=True, help="Do not write the report files when the run ends."),
+        click.option("--report/--no-report", default=None,
+                     help="Write the report files when the run ends (default: on)."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-_OVERRIDES = ("concurrency", "submits_per_second", "polls_per_second", "downloads_per_second",
-              "uploads_per_second", "max_retries", "poll_interval", "budget")
+# Options that are not run settings: the display belongs to this terminal, not to the run.
+_DISPLAY_OPTIONS = frozenset({"quiet"})
 
 
-def _run_request_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "sim": kwargs.pop("sim"), "sim_config": kwargs.pop("sim_config"), "base_url": kwargs.pop("base_url"),
-        "token_file": kwargs.pop("token_file"),
-        "overrides": {name: kwargs.pop(name) for name in _OVERRIDES if kwargs.get(name) is not None},
-        "use_cache": not kwargs.pop("no_cache"),
-        "cache_ttl": None if kwargs.get("cache_ttl") is None else ttl_value(kwargs.pop("cache_ttl")),
-        "cache_path": kwargs.pop("cache_path"), "preflight": kwargs.pop("preflight"), "quiet": kwargs.pop("quiet"),
-        "fail_on": _fail_on(kwargs.pop("fail_on")), "report": not kwargs.pop("no_report"),
-    }
+def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The run settings given on this command line (and only those), as RunConfig values."""
+    context = click.get_current_context()
+    given: dict[str, Any] = {}
+    for name in list(kwargs):
+        if name in _DISPLAY_OPTIONS or name not in FIELD_NAMES:
+            continue
+        value = kwargs.pop(name)
+        if value is None or context.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        if name == "cache_ttl":
+            value = parse_ttl(value)
+        elif name == "fail_on":
+            value = _fail_on(value)
+        given[name] = value
+    return given
 
 
-def _finish_run(report: RunReport) -> None:
-    result = report.result
+def _finish_run(result: RunResult, config: RunConfig) -> None:
     counts = ", ".join(f"{state} {n}" for state, n in sorted(result.counts.items()))
-    _err(f"{display_path(report.out_dir)}: {counts or 'nothing to do'}")
+    _err(f"{display_path(result.out_dir)}: {counts or 'nothing to do'}")
     if result.stop_reason:
         _err(f"stopped early: {result.stop_reason}")
-    raise click.exceptions.Exit(report.exit_code)
+    # The exit-code policy is the command line's: the result says what happened, --fail-on what counts as failure.
+    raise click.exceptions.Exit(exit_code(result, config.fail_on))
 
 
 @cli.command()
@@ -351,29 +383,21 @@ def _finish_run(report: RunReport) -> None:
               help="Run only shard K of N: the requests whose key falls in it (stable when rows are added).")
 @run_options_flags
 @spreadsheet_options
-def run(file: Path, out: Path | None, shard_text: str | None, **kwargs: Any) -> None:
+def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwargs: Any) -> None:
     """Run FILE: submit, poll and download every request, resumably. Run it again to continue."""
-    shard = _shard(shard_text)
-    fields = _run_request_fields(kwargs)
-    request = RunRequest(manifest=file, sheet_options=_sheet_options(kwargs), out_dir=out, shard=shard, **fields)
-    _finish_run(execute(request))
+    given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text)}
+    manifest, config = configure(file, given)
+    _finish_run(execute(manifest, config, out=out, quiet=quiet), config)
 
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @run_options_flags
-def resume(out_dir: Path, **kwargs: Any) -> None:
-    """Continue the last run recorded in OUT_DIR where it stopped."""
-    fields = _run_request_fields(kwargs)
-    overrides = fields.pop("overrides")
-    sim = fields.pop("sim")
-    report = fields.pop("report")
-    request = resume_request(out_dir, **{k: v for k, v in fields.items() if v not in (None, False)})
-    request.report = report
-    request.overrides.update(overrides)
-    request.sim = request.sim or sim
-    request.use_cache = request.use_cache and fields["use_cache"]
-    _finish_run(execute(request))
+def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
+    """Continue the last run recorded in OUT_DIR where it stopped: the same manifest and options, any option given
+    again replacing that one."""
+    manifest, config = configure_resume(out_dir, _given(kwargs))
+    _finish_run(execute(manifest, config, out=out_dir, quiet=quiet), config)
 
 
 @cli.command()
@@ -381,8 +405,7 @@ def resume(out_dir: Path, **kwargs: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(out_dir: Path, as_json: bool) -> None:
     """Counts by state, and what is in flight, in OUT_DIR's ledger."""
-    ledger = Ledger(ledger_path(out_dir))
-    try:
+    with Ledger.open_existing(out_dir) as ledger:
         counts = ledger.counts()
         in_flight = [
             {"key": row.key, "state": row.state, "job": row.job, "model": row.model, "token": row.token,
@@ -390,8 +413,6 @@ def status(out_dir: Path, as_json: bool) -> None:
             for row in ledger.in_states(sorted(IN_FLIGHT_STATES))
         ]
         last = ledger.last_run()
-    finally:
-        ledger.close()
     if as_json:
         click.echo(json.dumps({"counts": counts, "total": sum(counts.values()), "in_flight": in_flight,
                                "last_run": {k: v for k, v in (last or {}).items() if k != "options"}}, indent=2))
@@ -416,7 +437,6 @@ def report(out_dir: Path, no_summary: bool) -> None:
     """Write OUT_DIR's results (parquet, CSV, JSONL), metrics.json, report.md and report.html from its ledger."""
     from jimeng_batch.outputs.report import write_report
 
-    ledger_path(out_dir)
     written = write_report(out_dir, step_summary=not no_summary)
     metrics = written.metrics
     click.echo(f"{display_path(out_dir)}: {metrics['successRequests']} of {metrics['totalRequests']} succeeded, "

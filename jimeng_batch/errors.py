@@ -11,10 +11,14 @@ clean message and an exit code, and lets nothing else through as a traceback unl
     ├── ConfigError                  exit 2: bad command-line options or settings
     ├── LedgerError                  exit 1: the output folder's ledger cannot be used or written
     ├── OutputError                  exit 1: the output folder cannot be written (full, read-only)
-    └── APIError                     the service said no; ``.code`` and ``.request_key`` say what and for which
-        ├── RetryableAPIError        try the same request again later
-        ├── StopSubmittingError      no new submits this run (credits, login, permission, region)
-        └── RequestFailedError       give up on this request only (blocked, invalid)
+    └── APIError                     a call failed; ``.rule`` (the outcome table's row) says why and what next,
+        │                            ``.code``, ``.http_status``, ``.request_key`` and ``.retry_after`` the details
+        ├── RetryableAPIError        try the same call again later (busy, 5xx, network, a URL to refresh)
+        ├── StopSubmittingError      no new submits with this token, or at all (credits, login, permission, region)
+        └── RequestFailedError       give up on this request only (blocked, invalid, failed)
+
+The client raises the :class:`APIError` subclass that its outcome's action calls for
+(:func:`jimeng_batch.protocol.outcomes.error_for`), so a caller catches by what it will do next.
 
 Library errors are wrapped at the boundary with ``raise ... from exc`` so that the cause stays visible to a debugger
 but never reaches the user as a traceback.
@@ -24,6 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the outcome table is protocol data; errors only name its row type
+    from jimeng_batch.protocol.outcomes import Rule
 
 __all__ = [
     "APIError",
@@ -117,21 +125,26 @@ class OutputError(JimengBatchError):
 
 
 class APIError(JimengBatchError):
-    """The service answered with an error."""
+    """A call to the service (or an asset or upload host) failed; ``rule`` is the outcome table's row for it."""
 
-    def __init__(self, message: str, *, code: str | None = None, request_key: str | None = None) -> None:
+    def __init__(self, message: str, *, rule: Rule, code: str | None = None, request_key: str | None = None,
+                 retry_after: float | None = None, http_status: int | None = None) -> None:
         super().__init__(message)
+        self.rule = rule
         self.code = code
         self.request_key = request_key
+        self.retry_after = retry_after
+        self.http_status = http_status
+        self.tries = 1  # how many times the call was made; set by the retry policy when it gives up
 
 
 class RetryableAPIError(APIError):
-    """The same request may succeed if tried again later."""
+    """The same call may succeed if made again later."""
 
 
 class StopSubmittingError(APIError):
-    """No new submits may be sent this run: credits, login, permission or region."""
+    """No new submits with this token (credits, login) or at all (permission, region)."""
 
 
 class RequestFailedError(APIError):
-    """This request will not succeed as it is (content filtered, invalid parameters)."""
+    """This request will not succeed as it is (content filtered, invalid parameters, a refusal)."""

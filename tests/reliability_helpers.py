@@ -16,7 +16,7 @@ from typing import Any
 
 from conftest import REPO
 
-from jimeng_batch.engine.cache import file_sha256
+from jimeng_batch.files import file_sha256
 
 Assets = dict[str, dict[int, str]]  # key -> index -> sha256
 

@@ -1,7 +1,7 @@
 """Running manifests against the simulator in tests: a real HTTP server on 127.0.0.1, no waiting.
 
-``drive`` builds the executor directly (so a test can pass a sleep that waits for nothing and watch state changes);
-``run_cli`` goes through the command line like a user.
+``drive`` builds the executor through the runner's own wiring (``connected_executor``), with a sleep that waits for
+nothing, and lets a test watch state changes; the command line is run in-process by ``conftest.run_main``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from jimeng_batch.engine.cache import ResultCache
-from jimeng_batch.engine.executor import Executor, RunOptions, RunResult
+from jimeng_batch.engine.config import RunConfig
+from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.engine.result import RunResult, exit_code
+from jimeng_batch.engine.runner import connected_executor
+from jimeng_batch.engine.states import State
 from jimeng_batch.intake.manifest import load_manifest
-from jimeng_batch.intake.plan import iter_distinct, plan_web_id
-from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.client import JimengClient
-from jimeng_batch.protocol.imagex import Uploader
+from jimeng_batch.intake.plan import iter_distinct
 from jimeng_batch.protocol.request_spec import RequestSpec
 from jimeng_batch.protocol.tokens import Token
 from jimeng_batch.sim import SimServer, config_from_mapping, running_simulator
@@ -51,11 +52,9 @@ class NoWait:
         await asyncio.sleep(0)
 
 
-def fast_options(**changes: Any) -> RunOptions:
-    options = RunOptions(backoff_base=0.0, jitter_seed=1, not_found_grace=5.0)
-    for name, value in changes.items():
-        setattr(options, name, value)
-    return options
+def fast_options(**changes: Any) -> RunConfig:
+    """A run configuration that never waits: no backoff, a fixed jitter, a short grace for missing records."""
+    return RunConfig(backoff_base=0.0, jitter_seed=1, not_found_grace=5.0, use_cache=False).replace(**changes)
 
 
 def write_manifest(folder: Path, text: str, name: str = "m.yaml") -> Path:
@@ -70,38 +69,38 @@ class Driven:
     ledger: Ledger
     out: Path
     sleeps: list[float]
-    changes: list[Counter[str]] = field(default_factory=list)
+    changes: list[Counter[State]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit code for this result, with the default --fail-on."""
+        return exit_code(self.result)
 
     def states(self) -> dict[str, str]:
         return {row[0]: row[1] for row in self.ledger.db.execute("SELECT key, state FROM requests")}
 
     def column(self, name: str) -> dict[str, Any]:
-        return {row[0]: row[1] for row in self.ledger.db.execute(f"SELECT key, {name} FROM requests")}  # noqa: S608
+        return {row[0]: row[1] for row in self.ledger.db.execute(f"SELECT key, {name} FROM requests")}
 
 
 def drive(manifest: Path, server: SimServer, *, out: Path, tokens: list[str] | None = None,
-          options: RunOptions | None = None, cache: ResultCache | None = None,
-          on_change: Callable[[Executor, Counter[str]], None] | None = None) -> Driven:
+          options: RunConfig | None = None, cache: ResultCache | None = None,
+          on_change: Callable[[Executor, Counter[State]], None] | None = None) -> Driven:
     """Plan ``manifest`` into the ledger at ``out`` and run it against ``server``."""
     loaded = load_manifest(manifest)
     ledger = Ledger.in_folder(out)
     ledger.begin_run(loaded.display, "sha", "test", {})
     ledger.add_planned(i for i in iter_distinct(loaded) if isinstance(i, RequestSpec))
     sleep = NoWait()
-    changes: list[Counter[str]] = []
+    changes: list[Counter[State]] = []
+    local_files = {info.sha256: path for path, info in loaded.local_images().items()}
 
     async def main() -> RunResult:
-        region = catalog.REGIONS[loaded.settings.region]
-        async with JimengClient(region=region, versions=loaded.settings.protocol, web_id=plan_web_id(loaded),
-                                base_url=server.base_url) as client:
-            uploader = Uploader(client, region, server.base_url)
-            local_files = {info.sha256: path for path, info in loaded.local_images().items()}
-            executor = Executor(ledger, client, [Token(t) for t in tokens or [TOKEN]], options or fast_options(),
-                                out_dir=out, region=region, versions=loaded.settings.protocol,
-                                web_id=plan_web_id(loaded), cache=cache, sleep=sleep, uploader=uploader,
-                                local_files=local_files, upload_scope=f"{region.code}@{server.base_url}")
+        async with connected_executor(loaded, ledger, options or fast_options(), [Token(t) for t in tokens or [TOKEN]],
+                                      out_dir=out, base_url=server.base_url, cache=cache, local_files=local_files,
+                                      sleep=sleep) as executor:
 
-            def watch(counts: Counter[str]) -> None:
+            def watch(counts: Counter[State]) -> None:
                 changes.append(Counter(counts))
                 if on_change is not None:
                     on_change(executor, counts)

@@ -10,15 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from jimeng_batch.errors import RequestFailedError, RetryableAPIError, StopSubmittingError
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.client import (
-    HistoryRecord,
-    JimengClient,
-    RequestCallError,
-    RetryableCallError,
-    StopCallError,
-    parse_record,
-)
+from jimeng_batch.protocol.client import HistoryRecord, JimengClient, parse_record
 from jimeng_batch.protocol.outcomes import TokenEffect
 from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.protocol.tokens import Token, load_tokens, mask, parse_tokens
@@ -80,17 +74,17 @@ def test_credit_calls_go_to_the_commerce_host_without_the_default_query() -> Non
 @pytest.mark.parametrize(
     ("response", "error", "check"),
     [
-        pytest.param(httpx.Response(429, headers={"Retry-After": "7"}), RetryableCallError,
+        pytest.param(httpx.Response(429, headers={"Retry-After": "7"}), RetryableAPIError,
                      lambda e: e.retry_after == 7.0, id="429-retry-after"),
-        pytest.param(httpx.Response(503), RetryableCallError, lambda e: e.rule.reason == "server", id="503"),
-        pytest.param(httpx.Response(200, text="<html>"), RetryableCallError, lambda e: True, id="not-json"),
+        pytest.param(httpx.Response(503), RetryableAPIError, lambda e: e.rule.reason == "server", id="503"),
+        pytest.param(httpx.Response(200, text="<html>"), RetryableAPIError, lambda e: True, id="not-json"),
         pytest.param(httpx.Response(200, json={"ret": "1015", "errmsg": "login error", "data": None}),
-                     StopCallError, lambda e: e.rule.token is TokenEffect.QUARANTINE, id="login"),
+                     StopSubmittingError, lambda e: e.rule.token is TokenEffect.QUARANTINE, id="login"),
         pytest.param(httpx.Response(200, json={"ret": "1006", "errmsg": "积分不足",
                                                "data": {"fail_code": "1006"}}),
-                     StopCallError, lambda e: e.rule.token is TokenEffect.EXHAUSTED, id="credits"),
+                     StopSubmittingError, lambda e: e.rule.token is TokenEffect.EXHAUSTED, id="credits"),
         pytest.param(httpx.Response(200, json={"ret": "2002", "errmsg": "参数错误", "data": None}),
-                     RequestCallError, lambda e: e.rule.reason == "params", id="params"),
+                     RequestFailedError, lambda e: e.rule.reason == "params", id="params"),
     ],
 )
 def test_answers_are_classified(response: httpx.Response, error: type, check: Callable[[Any], bool]) -> None:
@@ -104,7 +98,7 @@ def test_transport_failures_are_retryable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
-    with pytest.raises(RetryableCallError) as raised:
+    with pytest.raises(RetryableAPIError) as raised:
         call(handler, lambda c: c.call("/mweb/v1/get_history_by_ids", {}, TOKEN))
     assert raised.value.rule.reason == "network"
 

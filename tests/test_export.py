@@ -13,8 +13,8 @@ import pytest
 from conftest import run_main
 from run_helpers import write_manifest
 
+import jimeng_batch as jb
 from jimeng_batch import __version__
-from jimeng_batch.engine.runner import RunRequest, execute
 
 IMAGES = """
     jobs:
@@ -38,9 +38,8 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run of images (four downloaded, four blocked) and one video on the simulator, without a report."""
     base = tmp_path_factory.mktemp("export")
     path = write_manifest(base, IMAGES)
-    done = execute(RunRequest(manifest=path, out_dir=base / "out", sim=True, overrides={"poll_interval": 0.01},
-                              quiet=True, use_cache=False, report=False))
-    assert done.result.counts == {"downloaded": 5, "blocked": 4}
+    done = jb.run(path, out=base / "out", sim=True, poll_interval=0.01, quiet=True, use_cache=False, report=False)
+    assert done.counts == {"downloaded": 5, "blocked": 4}
     return base
 
 

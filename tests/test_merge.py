@@ -13,7 +13,8 @@ import pytest
 from conftest import run_main
 from run_helpers import write_manifest
 
-from jimeng_batch.engine.runner import RunRequest, execute
+import jimeng_batch as jb
+from jimeng_batch.engine.result import exit_code
 from jimeng_batch.intake.sharding import Shard
 from jimeng_batch.outputs.metrics import comparable
 from jimeng_batch.outputs.report import read_results, write_report
@@ -41,14 +42,13 @@ def shard_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The manifest run unsharded into `full` and as three shards into s1, s2, s3 (each its own simulator)."""
     base = tmp_path_factory.mktemp("runs")
     path = write_manifest(base, MANIFEST)
-    common: dict[str, Any] = {"sim": True, "overrides": {"poll_interval": 0.01}, "quiet": True, "use_cache": False,
-                              "report": False}
-    full = execute(RunRequest(manifest=path, out_dir=base / "full", **common))
-    assert full.exit_code == 1  # the forbidden prompts are blocked
+    common: dict[str, Any] = {"sim": True, "poll_interval": 0.01, "quiet": True, "use_cache": False, "report": False}
+    full = jb.run(path, out=base / "full", **common)
+    assert exit_code(full) == 1  # the forbidden prompts are blocked
     write_report(base / "full", step_summary=False)
     for k in (1, 2, 3):
-        shard = execute(RunRequest(manifest=path, out_dir=base / f"s{k}", shard=Shard(k, 3), **common))
-        assert shard.exit_code in (0, 1)
+        shard = jb.run(path, out=base / f"s{k}", shard=Shard(k, 3), **common)
+        assert exit_code(shard) in (0, 1)
     return base
 
 
@@ -90,7 +90,7 @@ def test_merged_shards_report_what_the_unsharded_run_reports(folders: Path,
     assert len(assets) == 8 * 4 + 1
     for path, sha in assets:
         assert _sha(merged / path) == sha
-    assert [json.loads(options)["shard"] for (options,) in runs] == ["1/3", "2/3", "3/3"]
+    assert [json.loads(options)["config"]["shard"] for (options,) in runs] == ["1/3", "2/3", "3/3"]
     assert event_runs == 3  # every event points at its (renumbered) run
     for name in ("results.parquet", "results.csv", "results.jsonl", "report.md", "report.html"):
         assert (merged / name).is_file()

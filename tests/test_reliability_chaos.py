@@ -29,7 +29,7 @@ from reliability_helpers import (
 )
 from run_helpers import TOKEN, drive, sha256_of, simulator, write_manifest
 
-from jimeng_batch.engine.ledger import IN_FLIGHT_STATES
+from jimeng_batch.engine.states import IN_FLIGHT_STATES
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,8 @@ from conftest import run_main
 from PIL import Image
 from run_helpers import drive, fast_options, simulator, write_manifest
 
-from jimeng_batch.engine.executor import RunResult
+from jimeng_batch.engine.result import RunResult, exit_code
+from jimeng_batch.engine.states import State
 from jimeng_batch.outputs.results import COMPARABLE_COLUMNS, meaning_of, stage_times
 
 SECRET = "sess0123456789abcdefSECRETtoken99"
@@ -179,7 +180,7 @@ def test_running_is_recorded_only_once_the_job_leaves_the_queue(tmp_path: Path) 
     manifest = write_manifest(tmp_path, "jobs:\n  - {type: image, resolution: 1k, prompt: a}\n")
     with simulator(latency={"queue": 0.03, "generation": 0.03}) as server:
         run = drive(manifest, server, out=tmp_path / "out", options=fast_options())
-    assert run.result.exit_code == 0
+    assert run.exit_code == 0
     steps = [r[0] for r in run.ledger.db.execute("SELECT state FROM events ORDER BY id")]
     assert steps == ["submitting", "submitted", "running", "succeeded", "downloaded"]
     details = [r[0] for r in run.ledger.db.execute("SELECT detail FROM events WHERE state = 'running'")]
@@ -240,10 +241,8 @@ def test_codes_get_their_meaning(code: str | None, reason: str | None, meaning: 
 ])
 def test_exit_codes(counts: dict[str, int], stop: str | None, interrupted: bool, fail_on: set[str] | None,
                     code: int) -> None:
-    result = RunResult(counts, stop, interrupted, 0.0, {}, {})
-    if fail_on is not None:
-        result.fail_on = frozenset(fail_on)
-    assert result.exit_code == code
+    result = RunResult(Path("out"), counts, stop, interrupted)  # type: ignore[arg-type]
+    assert exit_code(result, *([] if fail_on is None else [frozenset(State(s) for s in fail_on)])) == code
 
 
 def test_fail_on_from_the_command_line(sim_run: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:

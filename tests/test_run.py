@@ -19,7 +19,7 @@ from run_helpers import (
     write_manifest,
 )
 
-from jimeng_batch.engine import ledger as states
+from jimeng_batch.engine.states import State as states
 from jimeng_batch.engine.cache import ResultCache
 from jimeng_batch.engine.executor import Executor
 
@@ -34,7 +34,7 @@ def test_image_job_end_to_end(tmp_path: Path) -> None:
     with simulator(images_per_request=2) as server:
         run = drive(manifest, server, out=tmp_path / "out")
         stats = server.stats()
-    assert run.result.exit_code == 0
+    assert run.exit_code == 0
     assert set(run.states().values()) == {states.DOWNLOADED}
     charged_once(stats)
     assert len(stats["charges_by_submit_id"]) == 5
@@ -55,10 +55,9 @@ def test_image_job_end_to_end(tmp_path: Path) -> None:
 def test_in_flight_cap_per_token_is_respected(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, IMAGES)
     with simulator(latency={"generation": 0.05}) as server:
-        run = drive(manifest, server, out=tmp_path / "out", options=fast_options(concurrency=2, poll_first={
-            "image": 0.01, "video": 0.01}))
+        run = drive(manifest, server, out=tmp_path / "out", options=fast_options(concurrency=2, poll_interval=0.01))
         stats = server.stats()
-    assert run.result.exit_code == 0
+    assert run.exit_code == 0
     assert max(stats["in_flight_high_water"].values()) == 2
     assert max(run.result.in_flight_high_water.values()) == 2
 
@@ -75,7 +74,7 @@ def test_video_with_frames_end_to_end(tmp_path: Path) -> None:
     """)
     with simulator() as server:
         run = drive(manifest, server, out=tmp_path / "out")
-    assert run.result.exit_code == 0
+    assert run.exit_code == 0
     (path,) = [row[0] for row in run.ledger.db.execute("SELECT path FROM assets")]
     data = (run.out / path).read_bytes()
     assert path.endswith(".mp4") and data[4:8] == b"ftyp"
@@ -91,7 +90,7 @@ def test_image_to_image_with_a_uri_reference(tmp_path: Path) -> None:
     """)
     with simulator() as server:
         run = drive(manifest, server, out=tmp_path / "out")
-    assert run.result.exit_code == 0 and run.result.counts == {"downloaded": 2}
+    assert run.exit_code == 0 and run.result.counts == {"downloaded": 2}
 
 
 def test_busy_is_retried_with_backoff(tmp_path: Path) -> None:
@@ -99,7 +98,7 @@ def test_busy_is_retried_with_backoff(tmp_path: Path) -> None:
     with simulator(seed=3, faults={"busy_probability": 0.5}) as server:
         run = drive(manifest, server, out=tmp_path / "out", options=fast_options(max_retries=20))
         stats = server.stats()
-    assert run.result.exit_code == 0
+    assert run.exit_code == 0
     assert stats["errors"].get("2004", 0) > 0
     assert sum(run.column("retries").values()) == stats["errors"]["2004"]
     charged_once(stats)
@@ -111,7 +110,7 @@ def test_5xx_and_dropped_connections_are_retried_without_double_charges(tmp_path
     with simulator(seed=11, faults=faults) as server:
         run = drive(manifest, server, out=tmp_path / "out", options=fast_options(max_retries=30))
         stats = server.stats()
-    assert run.result.exit_code == 0, run.result
+    assert run.exit_code == 0, run.result
     charged_once(stats)
     assert len(stats["charges_by_submit_id"]) == 5
 
@@ -138,7 +137,7 @@ def test_risk_control_waits_the_tables_delay(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, IMAGES)
     with simulator(profile="live", seed=5, faults={"busy_probability": 0.7}) as server:
         run = drive(manifest, server, out=tmp_path / "out", options=fast_options(max_retries=20))
-    assert run.result.exit_code == 0
+    assert run.exit_code == 0
     assert 60.0 in run.sleeps  # 4013 is retried after the table's delay, not the (zero) backoff
 
 
@@ -150,7 +149,7 @@ def test_content_filter_blocks_the_request(tmp_path: Path) -> None:
     with simulator() as server:
         run = drive(manifest, server, out=tmp_path / "out")
     assert run.result.counts == {"blocked": 1, "downloaded": 1}
-    assert run.result.exit_code == 1
+    assert run.exit_code == 1
     assert set(run.column("code").values()) == {None, "2038"}
 
 
@@ -167,7 +166,7 @@ def test_credits_run_out_then_submitting_stops(tmp_path: Path) -> None:
     with simulator(accounts={TOKEN: 2}) as server:
         run = drive(manifest, server, out=tmp_path / "out", options=fast_options(concurrency=1))
     assert run.result.counts == {"downloaded": 2, "skipped": 3}
-    assert run.result.stop_reason == "credits" and run.result.exit_code == 3
+    assert run.result.stop_reason == "credits" and run.exit_code == 3
     assert set(run.column("reason").values()) == {None, "credits"}
     assert "exhausted" in next(iter(run.result.token_states.values()))
 
@@ -177,7 +176,7 @@ def test_a_token_pool_goes_on_without_a_broken_token(tmp_path: Path) -> None:
     with simulator(strict_accounts=True, accounts={TOKEN: 100}) as server:
         run = drive(manifest, server, out=tmp_path / "out", tokens=[TOKEN_B, TOKEN])
         stats = server.stats()
-    assert run.result.exit_code == 0 and run.result.counts == {"downloaded": 5}
+    assert run.exit_code == 0 and run.result.counts == {"downloaded": 5}
     states_by_label = run.result.token_states
     assert any(state.startswith("quarantined") for state in states_by_label.values())
     assert list(stats["credits_charged"].values()) == [5]
@@ -190,7 +189,7 @@ def test_exhausted_token_hands_over_to_the_next(tmp_path: Path) -> None:
         run = drive(manifest, server, out=tmp_path / "out", tokens=[TOKEN, TOKEN_B],
                     options=fast_options(concurrency=1))
         stats = server.stats()
-    assert run.result.counts == {"downloaded": 5} and run.result.exit_code == 0
+    assert run.result.counts == {"downloaded": 5} and run.exit_code == 0
     assert sorted(stats["credits_charged"].values()) == [2, 3]
     charged_once(stats)
 
@@ -199,7 +198,7 @@ def test_permission_errors_stop_everything(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, IMAGES)
     with simulator(min_app_version="99.0.0") as server:
         run = drive(manifest, server, out=tmp_path / "out")
-    assert run.result.stop_reason == "permission" and run.result.exit_code == 3
+    assert run.result.stop_reason == "permission" and run.exit_code == 3
     assert run.result.counts == {"skipped": 5}
 
 
@@ -209,7 +208,7 @@ def test_budget_stops_admitting(tmp_path: Path) -> None:
         run = drive(manifest, server, out=tmp_path / "out", options=fast_options(budget=2.5))
         stats = server.stats()
     assert run.result.counts == {"downloaded": 2, "skipped": 3}
-    assert run.result.stop_reason == "budget" and run.result.exit_code == 3
+    assert run.result.stop_reason == "budget" and run.exit_code == 3
     assert len(stats["charges_by_submit_id"]) == 2
 
 
@@ -223,7 +222,7 @@ def test_drain_on_interrupt_finishes_what_is_in_flight(tmp_path: Path) -> None:
     with simulator() as server:
         run = drive(manifest, server, out=tmp_path / "out", on_change=interrupt_once_submitted,
                     options=fast_options(concurrency=3))
-    assert run.result.interrupted and run.result.exit_code == 130
+    assert run.result.interrupted and run.exit_code == 130
     counts = run.result.counts
     assert counts["downloaded"] >= 1 and counts["skipped"] >= 1
     assert counts["downloaded"] + counts["skipped"] == 5
@@ -238,7 +237,7 @@ def test_rerun_continues_and_skipped_requests_are_planned_again(tmp_path: Path) 
         second = drive(manifest, server, out=tmp_path / "out")
         stats = server.stats()
     assert first.result.counts == {"downloaded": 2, "skipped": 3}
-    assert second.result.counts == {"downloaded": 5} and second.result.exit_code == 0
+    assert second.result.counts == {"downloaded": 5} and second.exit_code == 0
     charged_once(stats)
     assert len(stats["charges_by_submit_id"]) == 5
 
@@ -316,8 +315,7 @@ def test_record_not_found_shortly_after_submit_is_pending(tmp_path: Path, kind: 
            else "{type: image, resolution: 1k, prompt: a}")
     manifest = write_manifest(tmp_path, f"jobs:\n  - {job}\n")
     with simulator(faults={"not_found_after_submit_s": 0.05}) as server:
-        run = drive(manifest, server, out=tmp_path / "out", options=fast_options(
-            poll_first={"image": 0.02, "video": 0.02}, poll_max={"image": 0.02, "video": 0.02}))
+        run = drive(manifest, server, out=tmp_path / "out", options=fast_options(poll_interval=0.02))
     assert run.result.counts == {"downloaded": 1}
     assert list(run.column("polls").values())[0] > 1  # the first polls found nothing, and that was not an error
 
@@ -354,3 +352,20 @@ def test_a_corrupted_ledger_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "ledger.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(LedgerError, match="not a usable ledger"):
         Ledger(tmp_path / "ledger.sqlite")
+
+
+def test_an_expired_url_that_cannot_be_fetched_is_never_recorded_as_downloaded(tmp_path: Path) -> None:
+    """URLs that expire at once, a run that leaves its jobs `succeeded`, then a resume with no retries: the refresh of
+    the expired URL used to be the loop's last step, so the request was recorded `downloaded` with no file."""
+    manifest = write_manifest(tmp_path, "jobs:\n  - {type: image, resolution: 1k, prompt: a}\n")
+    with simulator(asset_ttl_s=0) as server:
+        first = drive(manifest, server, out=tmp_path / "out", options=fast_options(download=False))
+        assert first.result.counts == {"succeeded": 1}
+        first.ledger.close()
+        second = drive(manifest, server, out=tmp_path / "out", options=fast_options(max_retries=0))
+    assets = second.ledger.db.execute("SELECT path FROM assets").fetchall()
+    files = [p for p in (tmp_path / "out").rglob("*.png")]
+    (state,) = second.states().values()
+    assert state != states.DOWNLOADED or (assets and files), (state, assets, files)
+    assert state != states.DOWNLOADED
+    assert second.exit_code != 0

@@ -106,7 +106,7 @@ def test_a_shard_is_remembered_by_resume(tmp_path: Path, capsys: pytest.CaptureF
     db = sqlite3.connect(tmp_path / "out" / "ledger.sqlite")
     try:
         stored = [row[0] for row in db.execute("SELECT key FROM requests ORDER BY ord")]
-        shards = [json.loads(row[0]).get("shard") for row in db.execute("SELECT options FROM runs ORDER BY id")]
+        shards = [json.loads(row[0])["config"].get("shard") for row in db.execute("SELECT options FROM runs ORDER BY id")]
     finally:
         db.close()
     assert stored == keys(path, Shard(2, 2)) and shards == ["2/2", "2/2"]

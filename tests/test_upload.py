@@ -11,8 +11,9 @@ import pytest
 from conftest import png
 from run_helpers import TOKEN, TOKEN_B, drive, fast_options, simulator, write_manifest
 
+from jimeng_batch.errors import RequestFailedError
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.client import JimengClient, RequestCallError
+from jimeng_batch.protocol.client import JimengClient
 from jimeng_batch.protocol.imagex import Uploader, crc32_hex, imagex_base, upload_url
 from jimeng_batch.protocol.tokens import Token
 
@@ -66,7 +67,7 @@ def test_each_account_gets_its_own_upload(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, EDITS)
     with simulator(latency={"generation": 0.05}) as server:
         run = drive(manifest, server, out=tmp_path / "out", tokens=[TOKEN, TOKEN_B],
-                    options=fast_options(concurrency=1, poll_first={"image": 0.01, "video": 0.01}))
+                    options=fast_options(concurrency=1, poll_interval=0.01))
         stats = server.stats()
     assert run.result.counts == {"downloaded": 4}
     accounts = {row[0] for row in run.ledger.db.execute("SELECT account FROM uploads")}
@@ -102,9 +103,9 @@ def test_an_unknown_uri_in_a_draft_is_refused_like_the_service_would(tmp_path: P
 
 def test_imagex_hosts() -> None:
     cn = catalog.REGIONS["cn"]
-    assert imagex_base(cn, None, {}) == "https://imagex.bytedanceapi.com"
-    assert imagex_base(cn, "http://127.0.0.1:9000", {}) == "http://127.0.0.1:9000"
-    assert imagex_base(cn, "http://127.0.0.1:9000", {"JIMENG_IMAGEX_URL": "http://127.0.0.1:9001/"}) == (
+    assert imagex_base(cn, None) == "https://imagex.bytedanceapi.com"
+    assert imagex_base(cn, "http://127.0.0.1:9000") == "http://127.0.0.1:9000"
+    assert imagex_base(cn, "http://127.0.0.1:9000", "http://127.0.0.1:9001/") == (
         "http://127.0.0.1:9001")
     assert upload_url("127.0.0.1:9000", "tos/abc", "http://127.0.0.1:9000") == "http://127.0.0.1:9000/upload/v1/tos/abc"
     assert upload_url("tos-up.example", "x", "https://imagex.example") == "https://tos-up.example/upload/v1/x"
@@ -170,4 +171,4 @@ def test_imagex_errors_are_classified() -> None:
     with pytest.raises(Exception) as raised:
         asyncio.run(main())
     assert "SignatureDoesNotMatch" in str(raised.value)
-    assert not isinstance(raised.value, RequestCallError) or raised.value.http_status == 403
+    assert not isinstance(raised.value, RequestFailedError) or raised.value.http_status == 403

@@ -10,16 +10,16 @@ it). A hit is copied (hard-linked where possible) into the new output folder and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from jimeng_batch.engine.ledger import AssetRecord
 
 DEFAULT_TTL = 300.0
 
@@ -30,23 +30,14 @@ def default_cache_path() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
-class CachedAsset:
-    index: int
-    kind: str
-    path: str  # absolute
-    sha256: str
-    size: int
-    width: int | None
-    height: int | None
-    format: str
+class CachedResult:
+    """A finished result: the output folder that holds its files, and their records (paths relative to it)."""
 
+    folder: Path
+    assets: tuple[AssetRecord, ...]
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    def file(self, asset: AssetRecord) -> Path:
+        return self.folder / asset.path
 
 
 class ResultCache:
@@ -66,37 +57,26 @@ class ResultCache:
     def close(self) -> None:
         self.db.close()
 
-    def lookup(self, key: str) -> list[CachedAsset] | None:
-        """The cached assets of ``key`` if fresh and every file is still there, unchanged in size."""
+    def lookup(self, key: str) -> CachedResult | None:
+        """The cached result of ``key`` if fresh and every file is still there, unchanged in size."""
         row = self.db.execute("SELECT completed_at, assets FROM results WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         completed_at, text = row
         if not math.isinf(self.ttl) and self._clock() - completed_at > self.ttl:
             return None
-        assets = [CachedAsset(**data) for data in json.loads(text)]
-        for asset in assets:
-            path = Path(asset.path)
+        try:
+            entry = json.loads(text)
+            found = CachedResult(Path(entry["folder"]), tuple(AssetRecord(**data) for data in entry["assets"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # an entry written by an earlier version: a miss, refilled when the result is done
+        for asset in found.assets:
+            path = found.file(asset)
             if not path.is_file() or path.stat().st_size != asset.size:
                 return None
-        return assets
+        return found
 
-    def store(self, key: str, assets: list[CachedAsset]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)",
-                        (key, self._clock(), json.dumps([asdict(a) for a in assets])))
-
-
-def copy_verified(source: Path, target: Path, sha256: str) -> bool:
-    """Put ``source`` at ``target`` (a hard link where the file system allows) if its content hash matches."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.part")
-    partial.unlink(missing_ok=True)
-    try:
-        os.link(source, partial)
-    except OSError:
-        shutil.copyfile(source, partial)
-    if file_sha256(partial) != sha256:
-        partial.unlink(missing_ok=True)
-        return False
-    os.replace(partial, target)
-    return True
+    def store(self, key: str, folder: Path, assets: list[AssetRecord]) -> None:
+        """Remember ``key``'s files, which are in the output folder ``folder``."""
+        entry = {"folder": str(folder.resolve()), "assets": [asdict(a) for a in assets]}
+        self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (key, self._clock(), json.dumps(entry)))

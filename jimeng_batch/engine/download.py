@@ -1,43 +1,45 @@
-"""Downloads: streamed to a temporary file, checked, then renamed into place, so nothing half-written is kept.
+"""Downloads: a finished job's files into the output folder, or a cached result's copied in; nothing half-written
+is ever kept, and a request is downloaded only when every file it lists is on disk and in the ledger.
 
-An asset is named by its request key and index (``assets/<key>-<index>.<ext>``). Its size is checked against the
-Content-Length, its sha256 computed while it streams, its width, height and format read back from the file, and
-the URL's expiry (the signed URL's ``x-expires``) recorded. Only then is it renamed into place.
+A file is named by its request key and index (``assets/<key>-<index>.<ext>``). It streams to a temporary name; its
+size is checked against the Content-Length, its sha256 computed while it streams, its width, height and format read
+back from the file, and the URL's expiry (the signed URL's ``x-expires``) recorded. Only then is it renamed into
+place, made durable, and recorded.
+
+Each file is fetched through the one retry policy. A URL that answers as expired (see the outcome table's ``asset``
+rows) makes the next attempt list the job again for a fresh URL before it fetches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
+import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from aiolimiter import AsyncLimiter
 
-from jimeng_batch.protocol.client import Item, JimengClient, error_for
-from jimeng_batch.protocol.outcomes import classify
+from jimeng_batch.engine.cache import ResultCache
+from jimeng_batch.engine.ledger import AssetRecord, Ledger, RequestRow
+from jimeng_batch.engine.retry import Retrier, limited
+from jimeng_batch.errors import OutputError, RetryableAPIError
+from jimeng_batch.files import copy_verified
+from jimeng_batch.protocol.client import HistoryRecord, Item, JimengClient
+from jimeng_batch.protocol.outcomes import classify, error_for
+from jimeng_batch.protocol.tokens import Token
+
+log = logging.getLogger("jimeng_batch.run")
 
 ASSETS_DIR = "assets"
 CHUNK = 1 << 16
 KEEP_IN_MEMORY = 32 << 20
 _EXPIRY_PARAMS = ("x-expires", "x-signature-expires", "expires", "x-amz-expires")
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp", "mp4": "mp4", "gif": "gif"}
-
-
-@dataclass(frozen=True, slots=True)
-class Downloaded:
-    """A file written into the output folder and what was checked about it."""
-
-    path: Path
-    sha256: str
-    size: int
-    width: int | None
-    height: int | None
-    format: str
-    url_expires: float | None
 
 
 def url_expiry(url: str) -> float | None:
@@ -115,13 +117,14 @@ class Syncer:
                         future.set_result(None)
 
 
-async def download(client: JimengClient, item: Item, folder: Path, key: str, index: int,
-                   syncer: Syncer | None = None) -> Downloaded:
-    """Fetch one item into ``folder``; raises a classified CallError (retryable or not) on failure.
+async def download(client: JimengClient, item: Item, out_dir: Path, key: str, index: int,
+                   syncer: Syncer | None = None) -> AssetRecord:
+    """Fetch one item into ``out_dir``'s assets folder; raises a classified APIError (retryable or not) on failure.
 
     The file is on disk before this returns (through ``syncer`` when given, else its own fsync), so the caller may
     record it as downloaded.
     """
+    folder = out_dir / ASSETS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
@@ -129,7 +132,7 @@ async def download(client: JimengClient, item: Item, folder: Path, key: str, ind
     try:
         async with client.stream(item.url) as response:
             if response.status_code != 200:
-                rule = classify("http", response.status_code)
+                rule = classify("asset", response.status_code)
                 raise error_for(rule, f"download: HTTP {response.status_code}", code=str(response.status_code),
                                 request_key=key, http_status=response.status_code)
             expected = response.headers.get("content-length")
@@ -165,5 +168,124 @@ async def download(client: JimengClient, item: Item, folder: Path, key: str, ind
                         request_key=key) from exc
     finally:
         partial.unlink(missing_ok=True)
-    return Downloaded(final, digest.hexdigest(), size, width or item.width or None, height or item.height or None,
-                      fmt or item.format, url_expiry(item.url))
+    return AssetRecord(index, item.kind, str(final.relative_to(out_dir)), digest.hexdigest(), size,
+                       width or item.width or None, height or item.height or None, fmt or item.format,
+                       item.item_id or None, url_expiry(item.url))
+
+
+class _Unlisted(Exception):
+    """The finished job's files cannot be listed now: the request stays `succeeded` for the next run."""
+
+
+class Downloads:
+    """The downloads of one run; create it inside the running event loop."""
+
+    def __init__(self, ledger: Ledger, client: JimengClient, retrier: Retrier, *, out_dir: Path,
+                 cache: ResultCache | None = None, limiter: AsyncLimiter | None = None,
+                 poll_limiter: AsyncLimiter | None = None) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.retrier = retrier
+        self.out_dir = out_dir
+        self.cache = cache
+        self.limiter = limiter
+        self.poll_limiter = poll_limiter
+        self.syncer = Syncer()
+
+    async def fetch(self, row: RequestRow, token: Token, record: HistoryRecord | None) -> list[AssetRecord] | None:
+        """Every file of ``row``'s finished job, on disk and in the ledger (those already there are kept).
+
+        ``record`` is the poll that found the job finished; without one (a resumed run) the job is listed first.
+        None when its files cannot be listed now (the request stays `succeeded`, for the next run); an APIError
+        when a file cannot be fetched; an OutputError when the output folder cannot be written.
+        """
+        try:
+            if record is None:
+                record = await self.retrier.call("poll", lambda: self._listed(row, token), key=row.key,
+                                                 limiter=self.poll_limiter)
+            done = {asset.index for asset in self.ledger.assets_of(row.key)}
+            for index, item in enumerate(record.items):
+                if index not in done:
+                    self.ledger.add_asset(row.key, await self._fetch_one(row, token, index, item))
+        except _Unlisted:
+            log.warning("%s: the finished job's files cannot be listed now; left for the next run", row.key)
+            return None
+        except RetryableAPIError as error:
+            if record is not None:  # a file could not be fetched: the caller decides
+                raise
+            log.warning("%s: the finished job cannot be listed now (%s); left for the next run", row.key, error)
+            return None
+        assets = self.ledger.assets_of(row.key)
+        if not self._all_on_disk(assets, len(record.items)):
+            log.error("%s: not every file of the job is on disk and in the ledger; left for the next run", row.key)
+            return None
+        if self.cache is not None:
+            self.cache.store(row.key, self.out_dir, assets)
+        return assets
+
+    async def _fetch_one(self, row: RequestRow, token: Token, index: int, item: Item) -> AssetRecord:
+        current = item
+        stale = False
+
+        async def attempt() -> AssetRecord:
+            nonlocal current, stale
+            if stale:  # the last try found the URL expired: list the job again for a fresh one first
+                fresh = await self.retrier.timed(row.key, "poll", self._listed(row, token))
+                if index >= len(fresh.items):
+                    raise _Unlisted
+                current, stale = fresh.items[index], False
+            try:
+                return await download(self.client, current, self.out_dir, row.key, index, self.syncer)
+            except RetryableAPIError as error:
+                stale = error.rule.reason == "expired"
+                raise
+
+        try:
+            return await self.retrier.call("download", attempt, key=row.key, limiter=self.limiter)
+        except OSError as exc:
+            # The output folder itself failed (full, read-only): nothing more can be kept, so stop here; the
+            # request stays `succeeded` and the next run downloads it.
+            folder = self.out_dir / ASSETS_DIR
+            raise OutputError(f"{folder}: cannot write a download ({exc.strerror or exc}); finished files and the "
+                              "ledger are kept, and the run can be resumed") from exc
+
+    async def _listed(self, row: RequestRow, token: Token) -> HistoryRecord:
+        """The finished job's record, polled again (fresh URLs); _Unlisted when it is not complete now."""
+        history_id = row.history_record_id or ""
+        async with limited(self.poll_limiter):
+            found = await self.client.history(token, history_ids=[history_id])
+        record = found.get(history_id)
+        if record is None or not record.complete(row.kind):
+            raise _Unlisted
+        return record
+
+    def _all_on_disk(self, assets: list[AssetRecord], expected: int) -> bool:
+        """Every index from 0 to ``expected - 1`` recorded, and each file there with its recorded size."""
+        if sorted(asset.index for asset in assets) != list(range(expected)):
+            return False
+        for asset in assets:
+            try:
+                if (self.out_dir / asset.path).stat().st_size != asset.size:
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def from_cache(self, row: RequestRow) -> list[AssetRecord] | None:
+        """A cached result of the same key, its files copied in, checked and recorded; None on a miss."""
+        if self.cache is None:
+            return None
+        cached = self.cache.lookup(row.key)
+        if not cached:
+            return None
+        copied = []
+        for asset in cached.assets:
+            source = cached.file(asset)
+            target = self.out_dir / ASSETS_DIR / f"{row.key}-{asset.index}{source.suffix}"
+            if source.resolve() != target.resolve() and not copy_verified(source, target, asset.sha256):
+                return None
+            copied.append(dataclasses.replace(asset, path=str(target.relative_to(self.out_dir)), item_id=None,
+                                              url_expires=None))
+        for asset in copied:
+            self.ledger.add_asset(row.key, asset)
+        return copied

@@ -22,26 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jimeng_batch.errors import LedgerError
+from jimeng_batch.engine.states import STATES, State
+from jimeng_batch.errors import ConfigError, LedgerError
+from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol.request_spec import RequestSpec, Source, spec_from_params
 
 LEDGER_NAME = "ledger.sqlite"
 T = TypeVar("T")
-
-# States of a request. Terminal states end its lifecycle; `succeeded` still waits for its download.
-PLANNED = "planned"
-SUBMITTING = "submitting"
-SUBMITTED = "submitted"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-DOWNLOADED = "downloaded"
-FAILED = "failed"
-BLOCKED = "blocked"
-INVALID = "invalid"
-SKIPPED = "skipped"
-STATES = (PLANNED, SUBMITTING, SUBMITTED, RUNNING, SUCCEEDED, DOWNLOADED, FAILED, BLOCKED, INVALID, SKIPPED)
-FINAL_STATES = frozenset({DOWNLOADED, FAILED, BLOCKED, INVALID})
-IN_FLIGHT_STATES = frozenset({SUBMITTING, SUBMITTED, RUNNING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +153,7 @@ class RequestRow:
     resolution: str
     params: dict[str, Any]
     estimated_credits: float
-    state: str
+    state: State
     token: str | None
     history_record_id: str | None
     code: str | None
@@ -193,7 +180,27 @@ _ROW_COLUMNS = ("key, submit_id, ord, job, type, model, resolution, params, esti
 def _row(values: tuple[Any, ...]) -> RequestRow:
     data = list(values)
     data[7] = json.loads(data[7])
+    data[9] = State(data[9])
     return RequestRow(*data)
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRecord:
+    """One downloaded file of a request, as the ledger (and the result cache) records it."""
+
+    index: int  # the item's place in the record's item_list
+    kind: str  # "image" or "video"
+    path: str  # relative to the output folder: assets/<key>-<index>.<ext>
+    sha256: str
+    size: int
+    width: int | None
+    height: int | None
+    format: str | None
+    item_id: str | None = None
+    url_expires: float | None = None  # when the signed URL it came from stops working (unix time)
+
+
+_ASSET_COLUMNS = "idx, kind, path, sha256, size, width, height, format, item_id, url_expires"
 
 
 def _writes(method: Callable[..., T]) -> Callable[..., T]:
@@ -239,11 +246,33 @@ class Ledger:
 
     @classmethod
     def in_folder(cls, folder: Path, **kwargs: Any) -> Ledger:
+        """The ledger of an output folder, creating the folder and the ledger when they do not exist yet."""
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LedgerError(f"{folder}: cannot create the output folder ({exc.strerror})") from exc
         return cls(folder / LEDGER_NAME, **kwargs)
+
+    @classmethod
+    def open_existing(cls, folder: Path, **kwargs: Any) -> Ledger:
+        """The ledger of a run's output folder; a clear error when ``folder`` is not one."""
+        return cls(cls.path_in(folder), **kwargs)
+
+    @staticmethod
+    def path_in(folder: Path) -> Path:
+        """The ledger file of a run's output folder (for readers that open it read-only); a clear error when
+        ``folder`` is not one."""
+        path = folder / LEDGER_NAME
+        if not path.is_file():
+            raise ConfigError(f"{display_path(folder)}: no ledger here ({LEDGER_NAME}); is it a run's output "
+                              "folder?")
+        return path
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         try:
@@ -264,7 +293,8 @@ class Ledger:
             if migration.version in done:
                 continue
             # One script, one transaction: a migration is applied whole or not at all.
-            record = (f"INSERT INTO migrations VALUES ({migration.version}, '{migration.name}', "
+            # The values are the migration table's own constants and a float, never input.
+            record = (f"INSERT INTO migrations VALUES ({migration.version}, '{migration.name}', "  # noqa: S608
                       f"{self._clock()!r});")
             try:
                 self.db.executescript("BEGIN IMMEDIATE;" + migration.sql + record + "COMMIT;")
@@ -375,16 +405,16 @@ class Ledger:
         return sorted(damaged)
 
     @_writes
-    def set_state(self, key: str, state: str, *, detail: str | None = None, **fields: Any) -> None:
+    def set_state(self, key: str, state: State, *, detail: str | None = None, **fields: Any) -> None:
         """Move a request to ``state`` (and set other columns), recording the event, in one commit."""
         now = self._clock()
         self.last_change = now
         columns = {"state": state, "updated_at": now, **fields}
-        if state == SUBMITTED and "submitted_at" not in fields:
+        if state == State.SUBMITTED and "submitted_at" not in fields:
             columns["submitted_at"] = now
-        if state in (SUCCEEDED, FAILED, BLOCKED, INVALID) and "finished_at" not in fields:
+        if state in (State.SUCCEEDED, State.FAILED, State.BLOCKED, State.INVALID) and "finished_at" not in fields:
             columns["finished_at"] = now
-        if state == DOWNLOADED:
+        if state == State.DOWNLOADED:
             columns.setdefault("downloaded_at", now)
         assignments = ", ".join(f"{name} = ?" for name in columns)
         with self._transaction():
@@ -421,7 +451,7 @@ class Ledger:
         row = self.db.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE key = ?", (key,)).fetchone()  # noqa: S608
         return _row(row) if row else None
 
-    def in_states(self, states: Iterable[str]) -> Iterator[RequestRow]:
+    def in_states(self, states: Iterable[State]) -> Iterator[RequestRow]:
         """Requests in any of ``states``, in plan order."""
         wanted = list(states)
         marks = ", ".join("?" for _ in wanted)
@@ -429,15 +459,16 @@ class Ledger:
         for row in self.db.execute(query, wanted).fetchall():
             yield _row(row)
 
-    def keys_in_states(self, states: Iterable[str]) -> list[str]:
+    def keys_in_states(self, states: Iterable[State]) -> list[str]:
         wanted = list(states)
         marks = ", ".join("?" for _ in wanted)
         query = f"SELECT key FROM requests WHERE state IN ({marks}) ORDER BY ord"  # noqa: S608
         return [row[0] for row in self.db.execute(query, wanted)]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[State, int]:
+        """Requests by state (states with none left out), in lifecycle order."""
         found = dict(self.db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall())
-        return {state: int(found.get(state, 0)) for state in STATES if found.get(state)}
+        return {state: int(found[state]) for state in STATES if found.get(state)}
 
     def total(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
@@ -450,19 +481,19 @@ class Ledger:
         self._attempts.append((key, self.run_id, kind, started_at, seconds, outcome, code, http_status, message))
 
     @_writes
-    def add_asset(self, key: str, index: int, kind: str, path: str, sha256: str, size: int, width: int | None,
-                  height: int | None, fmt: str | None, item_id: str | None, url_expires: float | None) -> None:
+    def add_asset(self, key: str, asset: AssetRecord) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO assets (key, idx, kind, path, sha256, size, width, height, format, item_id, "
-            "url_expires, downloaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, index, kind, path, sha256, size, width, height, fmt, item_id, url_expires, self._clock()),
+            f"INSERT OR REPLACE INTO assets (key, {_ASSET_COLUMNS}, downloaded_at) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, asset.index, asset.kind, asset.path, asset.sha256, asset.size, asset.width, asset.height,
+             asset.format, asset.item_id, asset.url_expires, self._clock()),
         )
 
-    def assets_of(self, key: str) -> list[dict[str, Any]]:
-        cursor = self.db.execute("SELECT idx, kind, path, sha256, size, width, height, format FROM assets "
-                                 "WHERE key = ? ORDER BY idx", (key,))
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    def assets_of(self, key: str) -> list[AssetRecord]:
+        """The files recorded for ``key``, by index."""
+        cursor = self.db.execute(f"SELECT {_ASSET_COLUMNS} FROM assets WHERE key = ? ORDER BY idx",  # noqa: S608
+                                 (key,))
+        return [AssetRecord(*row) for row in cursor.fetchall()]
 
     # -- uploads -------------------------------------------------------------------------------------------------
 

@@ -19,21 +19,21 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from jimeng_batch.engine import ledger as states
+from jimeng_batch.engine.states import State
 
 log = logging.getLogger("jimeng_batch.run")
 
 COLUMNS = (
-    ("queued", (states.PLANNED,)),
-    ("submitted", (states.SUBMITTING, states.SUBMITTED)),
-    ("running", (states.RUNNING,)),
-    ("done", (states.SUCCEEDED, states.DOWNLOADED)),
-    ("failed", (states.FAILED, states.BLOCKED, states.INVALID)),
-    ("skipped", (states.SKIPPED,)),
+    ("queued", (State.PLANNED,)),
+    ("submitted", (State.SUBMITTING, State.SUBMITTED)),
+    ("running", (State.RUNNING,)),
+    ("done", (State.SUCCEEDED, State.DOWNLOADED)),
+    ("failed", (State.FAILED, State.BLOCKED, State.INVALID)),
+    ("skipped", (State.SKIPPED,)),
 )
 
 
-def grouped(counts: Counter[str]) -> dict[str, int]:
+def grouped(counts: Counter[State]) -> dict[str, int]:
     return {name: sum(counts.get(s, 0) for s in members) for name, members in COLUMNS}
 
 
@@ -46,7 +46,7 @@ def eta_seconds(done_now: int, total: int, started: float, done_at_start: int, n
     return (total - done_now) / (finished / elapsed)
 
 
-def describe(counts: Counter[str], total: int, credits: float, eta: float | None) -> str:
+def describe(counts: Counter[State], total: int, credits: float, eta: float | None) -> str:
     parts = [f"{name} {value}" for name, value in grouped(counts).items()]
     text = f"{' | '.join(parts)} | of {total} | credits ~{credits:g}"
     if eta is not None:
@@ -64,13 +64,13 @@ class Progress:
         self.interval = interval
         self.credits = credits
         self.live = sys.stderr.isatty() if live is None else live
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[State] = Counter()
         self.started = time.monotonic()
         self.done_at_start: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._live: Live | None = None
 
-    def update(self, counts: Counter[str]) -> None:
+    def update(self, counts: Counter[State]) -> None:
         self.counts = counts
         if self.done_at_start is None:
             self.done_at_start = grouped(counts)["done"]

@@ -1,7 +1,10 @@
-"""One `run` (or `resume`): manifest to ledger to executor, with the simulator, signals, logs and exit code.
+"""One run (or resume): the manifest planned into the ledger, the executor wired once, signals, the log, the result.
 
-The command line calls :func:`execute`; everything that touches the outside world for a run is set up here, so
-the executor itself only sees a ledger, a client and tokens.
+:func:`execute` runs a manifest to its end from plain code (a script, the command line, or a notebook whose event
+loop is already running: the batch then runs on a private loop in a worker thread); :func:`aexecute` is the same
+for a caller that is itself async. Everything that touches the outside world for a run is set up here, so the
+executor only sees a ledger, a client and tokens; :func:`connected_executor` is the one place that wires them, for
+runs and tests alike.
 """
 
 from __future__ import annotations
@@ -11,30 +14,39 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import signal
 import sys
+import threading
 from collections import Counter
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jimeng_batch import __version__
-from jimeng_batch.engine import ledger as states
-from jimeng_batch.engine.cache import DEFAULT_TTL, ResultCache, default_cache_path
-from jimeng_batch.engine.executor import Executor, RunOptions, RunResult
+from jimeng_batch._version import __version__
+from jimeng_batch.engine.cache import ResultCache
+from jimeng_batch.engine.config import RunConfig, resolve_config
+from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.engine.progress import Progress
-from jimeng_batch.errors import ConfigError, LedgerError, OutputError, SchemaError
+from jimeng_batch.engine.result import RunResult, exit_code
+from jimeng_batch.engine.states import State
+from jimeng_batch.errors import (
+    ConfigError,
+    LedgerError,
+    OutputError,
+    RetryableAPIError,
+    SchemaError,
+    StopSubmittingError,
+)
 from jimeng_batch.intake.expand import KEY_VERSION
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize
-from jimeng_batch.intake.sharding import Shard, parse_shard
+from jimeng_batch.intake.sharding import parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.client import JimengClient, RetryableCallError, StopCallError
+from jimeng_batch.protocol.client import JimengClient
 from jimeng_batch.protocol.imagex import Uploader, imagex_base
 from jimeng_batch.protocol.request_spec import RequestSpec
 from jimeng_batch.protocol.tokens import Token, load_tokens
@@ -42,46 +54,8 @@ from jimeng_batch.protocol.tokens import Token, load_tokens
 log = logging.getLogger("jimeng_batch.run")
 T = TypeVar("T")
 
-BASE_URL_ENV = "JIMENG_BASE_URL"
 LOG_NAME = "run.log"
-SIM_TOKEN = "simulator-demo-session-0000000000"  # the simulator accepts any session; this one is not a secret
-PREFLIGHT_MODES = ("warn", "stop", "off")
-
-
-@dataclass
-class RunRequest:
-    """Everything a run needs from the command line."""
-
-    manifest: Path
-    sheet_options: SpreadsheetOptions = field(default_factory=SpreadsheetOptions)
-    out_dir: Path | None = None
-    sim: bool = False
-    sim_config: Path | None = None
-    base_url: str | None = None
-    token_file: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)  # RunOptions fields given on the command line
-    use_cache: bool = True
-    cache_ttl: float | None = None
-    cache_path: Path | None = None
-    preflight: str = "warn"
-    quiet: bool = False
-    live: bool | None = None
-    shard: Shard | None = None  # run only this shard's requests
-    fail_on: frozenset[str] | None = None  # final states that fail the run; None: all of FAIL_ON_STATES
-    report: bool = True  # write the report files when the run ends
-
-
-@dataclass
-class RunReport:
-    """How a run ended."""
-
-    out_dir: Path
-    result: RunResult
-    planned: int
-
-    @property
-    def exit_code(self) -> int:
-        return self.result.exit_code
+SIM_TOKEN = "simulator-demo-session-0000000000"  # noqa: S105 - the simulator accepts any session; not a secret
 
 
 def manifest_sha256(path: Path) -> str:
@@ -95,28 +69,6 @@ def output_folder(manifest: Manifest, requested: Path | None) -> Path:
     if manifest.settings.output_dir:
         return (manifest.path.parent / manifest.settings.output_dir).resolve()
     return Path("out") / manifest.path.stem
-
-
-def run_options(manifest: Manifest, overrides: dict[str, Any]) -> RunOptions:
-    """The manifest's ``limits`` and ``budget``, then the command line's overrides."""
-    limits = dict(manifest.settings.limits)
-    options = RunOptions()
-    for name in ("concurrency", "submits_per_second", "polls_per_second", "downloads_per_second",
-                 "uploads_per_second", "max_retries"):
-        if name in limits:
-            setattr(options, name, limits[name])
-    if manifest.settings.budget is not None:
-        options.budget = float(manifest.settings.budget)
-    for name, value in overrides.items():
-        if value is None:
-            continue
-        if name == "poll_interval":
-            # A fixed interval instead of the default back-off (cheap: polls are batched per token).
-            options.poll_first = {"image": value, "video": value}
-            options.poll_max = {"image": value, "video": value}
-        else:
-            setattr(options, name, value)
-    return options
 
 
 @contextlib.contextmanager
@@ -137,9 +89,10 @@ def file_log(folder: Path) -> Iterator[None]:
         handler.close()
 
 
-def _tokens(request: RunRequest) -> list[Token]:
-    tokens = load_tokens(request.token_file)
-    if not tokens and request.sim:
+def run_tokens(config: RunConfig) -> list[Token]:
+    """The run's token pool: ``token_file``, else ``JIMENG_SESSIONID``, else (simulator only) a demo session."""
+    tokens = load_tokens(config.token_file)
+    if not tokens and config.sim:
         tokens = [Token(SIM_TOKEN)]
     if not tokens:
         raise ConfigError("no session token: set JIMENG_SESSIONID (one, or several separated by commas) or pass "
@@ -147,52 +100,18 @@ def _tokens(request: RunRequest) -> list[Token]:
     return tokens
 
 
-def execute(request: RunRequest) -> RunReport:
-    """Run a manifest to the end (or to a stop); the ledger says where it stands at every moment."""
-    manifest = load_manifest(request.manifest, request.sheet_options)
-    out_dir = output_folder(manifest, request.out_dir)
-    fingerprint = plan_fingerprint(manifest, request)
-    planned = _unchanged_plan(out_dir, fingerprint)
-    if planned is None:
-        # Check everything before anything is created: an invalid manifest leaves no output folder behind.
-        summary = summarize(manifest)
-        if summary.problems:
-            raise SchemaError(summary.problems)
-    tokens = _tokens(request)
-    ledger = Ledger.in_folder(out_dir)
-    try:
-        with file_log(out_dir):
-            report = _execute(request, manifest, tokens, out_dir, ledger, fingerprint, planned)
-    finally:
-        ledger.close()
-    if request.report and not report.result.interrupted:
-        # An interrupted run is left at once (`jimeng-batch report` writes the report of any ledger later).
-        write_run_report(out_dir)
-    return report
+# -- what the ledger remembers of a run ----------------------------------------------------------------------------
 
 
-def write_run_report(out_dir: Path) -> None:
-    """The report files at the end of a run; a failure here is a warning, never the run's exit code."""
-    from jimeng_batch.outputs.report import (
-        write_report,  # pandas, pyarrow and matplotlib: loaded only when needed
-    )
-
-    try:
-        write_report(out_dir)
-    except Exception as exc:  # noqa: BLE001 - the run's outcome is already in the ledger and must not be lost
-        print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-              f"`jimeng-batch report {display_path(out_dir)}` tries again", file=sys.stderr)
-
-
-def plan_fingerprint(manifest: Manifest, request: RunRequest) -> str:
+def plan_fingerprint(manifest: Manifest, config: RunConfig) -> str:
     """What the plan depends on, besides local images: the manifest's bytes, its spreadsheets', the options."""
+    sheet = config.sheet
     parts: dict[str, Any] = {
         "manifest": manifest_sha256(manifest.path),
         "rows": {str(job.rows): manifest_sha256(job.rows) for job in manifest.jobs if job.rows and job.rows.is_file()},
-        "sheet_options": [request.sheet_options.region, request.sheet_options.type,
-                          sorted((k, str(v)) for k, v in request.sheet_options.defaults.items()),
-                          request.sheet_options.protocol_profile],
-        "shard": str(request.shard) if request.shard is not None else None,
+        "sheet_options": [sheet.region, sheet.type, sorted((k, str(v)) for k, v in sheet.defaults.items()),
+                          sheet.protocol_profile],
+        "shard": str(config.shard) if config.shard is not None else None,
         "tool": __version__, "key_version": KEY_VERSION,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -216,13 +135,10 @@ def _unchanged_plan(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     if not (out_dir / LEDGER_NAME).is_file():
         return None
     try:
-        ledger = Ledger(out_dir / LEDGER_NAME)
+        with Ledger.open_existing(out_dir) as ledger:
+            last = ledger.last_run()
     except LedgerError:
         return None  # reported properly when the run opens the ledger
-    try:
-        last = ledger.last_run()
-    finally:
-        ledger.close()
     plan = (last or {}).get("options", {}).get("plan")
     if not plan or plan.get("fingerprint") != fingerprint:
         return None
@@ -236,134 +152,250 @@ def _unchanged_plan(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     return dict(plan)
 
 
-def _execute(request: RunRequest, manifest: Manifest, tokens: list[Token], out_dir: Path, ledger: Ledger,
-             fingerprint: str, planned: dict[str, Any] | None) -> RunReport:
-    options = run_options(manifest, request.overrides)
-    recorded = {
-        "manifest": str(request.manifest.resolve()), "sheet_options": {
-            "region": request.sheet_options.region, "type": request.sheet_options.type,
-            "defaults": dict(request.sheet_options.defaults),
-            "protocol_profile": request.sheet_options.protocol_profile,
-        },
-        "sim": request.sim, "overrides": request.overrides, "use_cache": request.use_cache,
-        "tokens": [t.label for t in tokens],
-    }
-    if request.shard is not None:
-        recorded["shard"] = str(request.shard)
-    if request.fail_on is not None:
-        recorded["fail_on"] = sorted(request.fail_on)
-    ledger.begin_run(manifest.display, manifest_sha256(request.manifest), __version__, recorded)
-    if planned is None:
-        added = ledger.add_planned(item for item in iter_distinct(manifest, request.shard)
-                                   if isinstance(item, RequestSpec))
-        planned = {"fingerprint": fingerprint, "images": _image_records(manifest)}
-    else:
-        added = 0
-        log.info("the manifest, its spreadsheets and images are unchanged since the last run: not planned again")
-    # Recorded once planning is done: a run killed while planning must plan again next time.
-    ledger.set_run_options({**recorded, "plan": planned})
-    local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
-    log.info("run of %s into %s: %d new request(s), %d in the ledger", manifest.display, out_dir, added,
-             ledger.total())
-    with contextlib.ExitStack() as stack:
-        base_url = request.base_url or os.environ.get(BASE_URL_ENV)
-        if request.sim:
-            from jimeng_batch.sim import SimConfig, load_config, running_simulator
-
-            config = load_config(request.sim_config) if request.sim_config else SimConfig()
-            server = stack.enter_context(running_simulator(config))
-            base_url = server.base_url
-            log.info("running against the built-in simulator at %s", base_url)
-        cache = None
-        if request.use_cache:
-            ttl = request.cache_ttl if request.cache_ttl is not None else manifest.settings.cache.get("ttl",
-                                                                                                     DEFAULT_TTL)
-            path = request.cache_path or _cache_path(manifest) or default_cache_path()
-            cache = ResultCache(path, float(ttl))
-            stack.callback(cache.close)
-        result = _asyncio_run(_run(manifest, ledger, tokens, options, out_dir, base_url, cache, request,
-                                   local_files))
-    if request.fail_on is not None:
-        result.fail_on = request.fail_on
-    status = "interrupted" if result.interrupted else ("stopped" if result.stop_reason else "finished")
-    ledger.end_run(status, result.exit_code, result.stop_reason)
-    return RunReport(out_dir, result, ledger.total())
+def configure(manifest_path: Path, given: Mapping[str, Any]) -> tuple[Manifest, RunConfig]:
+    """The manifest and the configuration of a new run of it: ``given`` (flags or keywords; ``sheet`` for a
+    spreadsheet's settings) over the environment, over the manifest, over the defaults."""
+    manifest = load_manifest(manifest_path, given.get("sheet") or SpreadsheetOptions())
+    return manifest, resolve_config(manifest, given, os.environ)
 
 
-def _asyncio_run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run on uvloop where it is installed (a faster event loop: less CPU per request)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+def configure_resume(out_dir: Path, given: Mapping[str, Any]) -> tuple[Manifest, RunConfig]:
+    """The manifest and the whole configuration of the last run recorded in ``out_dir``, with ``given`` (flags
+    given again) replacing those fields only."""
+    with Ledger.open_existing(out_dir) as ledger:
+        last = ledger.last_run()
+    if last is None:
+        raise ConfigError(f"{display_path(out_dir)}: the ledger records no run to resume")
+    options = last["options"]
+    manifest_path = Path(options["manifest"])
+    if not manifest_path.is_file():
+        raise ConfigError(f"{manifest_path}: the manifest of the run in {display_path(out_dir)} is gone")
+    stored = RunConfig.from_json(options["config"]) if "config" in options else _legacy_config(options)
+    config = stored.replace(**{name: value for name, value in given.items() if value is not None})
+    return load_manifest(manifest_path, config.sheet), config
 
 
-def _cache_path(manifest: Manifest) -> Path | None:
-    path = manifest.settings.cache.get("path")
-    return (manifest.path.parent / path).resolve() if path else None
+def _legacy_config(options: Mapping[str, Any]) -> RunConfig:
+    """The configuration of a run recorded by jimeng-batch before runs stored theirs whole."""
+    sheet = options.get("sheet_options", {})
+    values: dict[str, Any] = {name: value for name, value in options.get("overrides", {}).items()
+                              if value is not None}
+    values |= {"sim": bool(options.get("sim")), "use_cache": bool(options.get("use_cache", True)),
+               "sheet": SpreadsheetOptions(region=sheet.get("region", catalog.DEFAULT_REGION),
+                                           type=sheet.get("type", "image"), defaults=sheet.get("defaults", {}),
+                                           protocol_profile=sheet.get("protocol_profile",
+                                                                      catalog.DEFAULT_PROTOCOL_PROFILE))}
+    if options.get("shard"):
+        values["shard"] = parse_shard(options["shard"])
+    if options.get("fail_on") is not None:
+        values["fail_on"] = frozenset(State(s) for s in options["fail_on"])
+    return RunConfig(**values)
 
 
-async def _run(manifest: Manifest, ledger: Ledger, tokens: list[Token], options: RunOptions, out_dir: Path,
-               base_url: str | None, cache: ResultCache | None, request: RunRequest,
-               local_files: dict[str, Path]) -> RunResult:
+# -- interrupting a run --------------------------------------------------------------------------------------------
+
+
+class RunControl:
+    """Interrupts a running batch from a signal handler or another thread: the first interrupt drains (no new
+    submits, what is in flight is finished), the second quits at once with the ledger consistent."""
+
+    def __init__(self) -> None:
+        self.interrupts = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: Executor | None = None
+        self._task: asyncio.Future[RunResult] | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, executor: Executor, task: asyncio.Future[RunResult]) -> None:
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._executor, self._task = executor, task
+            pending, self.interrupts = self.interrupts, 0
+        for _ in range(pending):  # an interrupt that came while the run was being set up
+            self._interrupt()
+
+    def interrupt(self) -> None:
+        """Safe from any thread."""
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self.interrupts += 1
+                return
+        loop.call_soon_threadsafe(self._interrupt)
+
+    @property
+    def quit_now(self) -> bool:
+        return self.interrupts >= 2
+
+    def _interrupt(self) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1 and self._executor is not None:
+            print("\nstopping: no new submits; finishing what is in flight (interrupt again to quit now)",
+                  file=sys.stderr, flush=True)
+            self._executor.interrupt()
+        elif self._task is not None:
+            self._task.cancel()
+
+
+# -- wiring --------------------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def connected_executor(manifest: Manifest, ledger: Ledger, config: RunConfig, tokens: list[Token], *,
+                             out_dir: Path, base_url: str | None, cache: ResultCache | None,
+                             local_files: Mapping[str, Path],
+                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> AsyncIterator[Executor]:
+    """The executor of a run, with its client and uploader, connected to ``base_url`` (None: the region's hosts)."""
     region = catalog.REGIONS[manifest.settings.region]
     versions = manifest.settings.protocol
-    async with JimengClient(region=region, versions=versions, web_id=plan_web_id(manifest),
-                            base_url=base_url) as client:
-        uploader = Uploader(client, region, imagex_base(region, base_url, os.environ))
-        executor = Executor(ledger, client, tokens, options, out_dir=out_dir, region=region, versions=versions,
-                            web_id=plan_web_id(manifest), cache=cache, uploader=uploader, local_files=local_files,
-                            upload_scope=region.code if base_url is None else f"{region.code}@{base_url}")
-        progress = Progress(ledger.total(), quiet=request.quiet, live=request.live,
-                            credits=lambda: executor.admitted_credits)
-        executor.on_change = progress.update
-        progress.update(Counter(ledger.counts()))
-        if request.preflight != "off":
-            await _preflight(client, tokens, ledger, executor, request.preflight)
-        main = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        signals = 0
+    web_id = plan_web_id(manifest)
+    async with JimengClient(region=region, versions=versions, web_id=web_id, base_url=base_url) as client:
+        uploader = Uploader(client, region, imagex_base(region, base_url, config.imagex_url))
+        yield Executor(ledger, client, tokens, config, out_dir=out_dir, region=region, versions=versions,
+                       web_id=web_id, cache=cache, uploader=uploader, local_files=local_files,
+                       upload_scope=region.code if base_url is None else f"{region.code}@{base_url}", sleep=sleep)
 
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals == 1:
-                print("\nstopping: no new submits; finishing what is in flight (Ctrl-C again to quit now)",
-                      file=sys.stderr, flush=True)
-                executor.interrupt()
-            elif main is not None:
-                main.cancel()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal)
-        progress.start()
+@dataclass
+class _Prepared:
+    """A run planned into its ledger and recorded, its log open, ready to be driven."""
+
+    manifest: Manifest
+    config: RunConfig
+    out_dir: Path
+    tokens: list[Token]
+    ledger: Ledger
+    local_files: dict[str, Path]
+    resources: contextlib.ExitStack  # the run log's handler and the ledger, closed by close()
+
+    def close(self) -> None:
+        self.resources.close()
+
+
+def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepared:
+    """Check the manifest, plan it into the ledger, record the run and open its log."""
+    out_dir = output_folder(manifest, out)
+    fingerprint = plan_fingerprint(manifest, config)
+    planned = _unchanged_plan(out_dir, fingerprint)
+    if planned is None:
+        # Check everything before anything is created: an invalid manifest leaves no output folder behind.
+        summary = summarize(manifest)
+        if summary.problems:
+            raise SchemaError(summary.problems)
+    tokens = run_tokens(config)
+    resources = contextlib.ExitStack()
+    try:
+        ledger = resources.enter_context(Ledger.in_folder(out_dir))
+        resources.enter_context(file_log(out_dir))
+        recorded = {"manifest": str(manifest.path.resolve()), "config": config.to_json(),
+                    "tokens": [t.label for t in tokens]}
+        ledger.begin_run(manifest.display, manifest_sha256(manifest.path), __version__, recorded)
         try:
-            return await executor.run()
-        except asyncio.CancelledError:
-            executor.interrupted = True
-            return RunResult(dict(ledger.counts()), "interrupted", True, executor.admitted_credits, {}, {})
-        finally:
-            await progress.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
+            if planned is None:
+                added = ledger.add_planned(item for item in iter_distinct(manifest, config.shard)
+                                           if isinstance(item, RequestSpec))
+                planned = {"fingerprint": fingerprint, "images": _image_records(manifest)}
+            else:
+                added = 0
+                log.info("the manifest, its spreadsheets and images are unchanged since the last run: not planned "
+                         "again")
+            # Recorded once planning is done: a run killed while planning must plan again next time.
+            ledger.set_run_options({**recorded, "plan": planned})
+        except BaseException as exc:
+            _end_run(ledger, None, _status_of(exc))
+            raise
+    except BaseException:
+        resources.close()
+        raise
+    log.info("run of %s into %s: %d new request(s), %d in the ledger", manifest.display, out_dir, added,
+             ledger.total())
+    local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
+    return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, resources)
+
+
+def _status_of(exc: BaseException) -> str:
+    return "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else "failed"
+
+
+def _end_run(ledger: Ledger, result: RunResult | None, status: str, config: RunConfig | None = None) -> None:
+    """Record how the run ended, so no run is ever left marked `running` by anything but a kill."""
+    with contextlib.suppress(LedgerError):
+        if result is None:
+            ledger.end_run(status, 130 if status == "interrupted" else 1, status)
+        else:
+            code = exit_code(result, config.fail_on if config else frozenset())
+            ledger.end_run(status, code, result.stop_reason)
+
+
+async def _run_prepared(prepared: _Prepared, control: RunControl, *, quiet: bool, live: bool | None,
+                        signals: bool) -> RunResult:
+    try:
+        result = await _drive(prepared, control, quiet=quiet, live=live, signals=signals)
+    except BaseException as exc:
+        _end_run(prepared.ledger, None, _status_of(exc))
+        raise
+    status = "interrupted" if result.interrupted else ("stopped" if result.stop_reason else "finished")
+    _end_run(prepared.ledger, result, status, prepared.config)
+    return result
+
+
+async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live: bool | None,
+                 signals: bool) -> RunResult:
+    """Run the prepared batch to its end: the simulator if asked for, the cache, the executor, progress."""
+    config, ledger, out_dir = prepared.config, prepared.ledger, prepared.out_dir
+    with contextlib.ExitStack() as stack:
+        base_url = config.base_url
+        if config.sim:
+            from jimeng_batch.sim import SimConfig, load_config, running_simulator
+
+            sim_config = load_config(config.sim_config) if config.sim_config else SimConfig()
+            base_url = stack.enter_context(running_simulator(sim_config)).base_url
+            log.info("running against the built-in simulator at %s", base_url)
+        cache = None
+        if config.use_cache and config.cache_path is not None:
+            cache = ResultCache(config.cache_path, config.cache_ttl)
+            stack.callback(cache.close)
+        async with connected_executor(prepared.manifest, ledger, config, prepared.tokens, out_dir=out_dir,
+                                      base_url=base_url, cache=cache, local_files=prepared.local_files) as executor:
+            progress = Progress(ledger.total(), quiet=quiet, live=live, credits=lambda: executor.admitted_credits)
+            executor.on_change = progress.update
+            progress.update(Counter(ledger.counts()))
+            if config.preflight != "off":
+                await _preflight(executor, ledger, config.preflight)
+            task = asyncio.ensure_future(executor.run())
+            control.attach(executor, task)
+            loop = asyncio.get_running_loop()
+            installed = []
+            for sig in (signal.SIGINT, signal.SIGTERM) if signals else ():
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, control.interrupt)
+                    installed.append(sig)
+            progress.start()
+            try:
+                return await task
+            except asyncio.CancelledError:
+                if not control.quit_now:
+                    raise  # the caller cancelled us: not an interrupt of ours
+                executor.interrupted = True
+                return RunResult(out_dir, dict(ledger.counts()), "interrupted", True, executor.admitted_credits)
+            finally:
+                await progress.stop()
+                for sig in installed:
                     loop.remove_signal_handler(sig)
 
 
-async def _preflight(client: JimengClient, tokens: list[Token], ledger: Ledger, executor: Executor,
-                     mode: str) -> None:
+async def _preflight(executor: Executor, ledger: Ledger, mode: str) -> None:
     """Warn, or stop before the first submit, when the accounts' credits cannot cover what is still planned."""
-    needed = sum(row.estimated_credits for row in ledger.in_states([states.PLANNED, states.SKIPPED]))
+    needed = sum(row.estimated_credits for row in ledger.in_states([State.PLANNED, State.SKIPPED]))
     if needed <= 0:
         return
     total = 0
-    for token in tokens:
+    for token in executor.tokens:
         try:
-            total += (await client.user_credit(token)).total
-        except StopCallError as error:
+            total += (await executor.client.user_credit(token)).total
+        except StopSubmittingError as error:
             log.warning("credit check for token %s: %s", token.label, error)
-        except RetryableCallError as error:
+        except RetryableAPIError as error:
             log.warning("credit check for token %s failed: %s", token.label, error)
             return  # a balance we could not read is not a reason to stop
     if total >= needed:
@@ -378,48 +410,96 @@ async def _preflight(client: JimengClient, tokens: list[Token], ledger: Ledger, 
         log.warning(message)
 
 
-def ttl_value(text: str) -> float:
-    """A cache TTL from the command line: seconds, or ``forever``."""
-    if text == "forever":
-        return math.inf
+# -- running ---------------------------------------------------------------------------------------------------------
+
+
+async def aexecute(manifest: Manifest, config: RunConfig, *, out: Path | None = None, quiet: bool = False,
+                   live: bool | None = None, control: RunControl | None = None) -> RunResult:
+    """Run ``manifest`` with ``config`` to its end (or to a stop) in the running event loop.
+
+    Planning and the report run in a worker thread, so the caller's loop is never blocked for long. Signals are
+    left to the caller; ``control`` interrupts the run, and cancelling the task quits at once.
+    """
+    prepared = await asyncio.to_thread(_prepare, manifest, config, out)
     try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"--cache-ttl: '{text}' is not a number of seconds or 'forever'") from None
-    if value < 0:
-        raise ConfigError("--cache-ttl: must not be negative")
-    return value
-
-
-def ledger_path(out_dir: Path) -> Path:
-    path = out_dir / LEDGER_NAME
-    if not path.is_file():
-        raise ConfigError(f"{display_path(out_dir)}: no ledger here ({LEDGER_NAME}); is it a run's output folder?")
-    return path
-
-
-def resume_request(out_dir: Path, **changes: Any) -> RunRequest:
-    """The request of the last run recorded in ``out_dir``, to run it again from where it stopped."""
-    ledger = Ledger(ledger_path(out_dir))
-    try:
-        last = ledger.last_run()
+        result = await _run_prepared(prepared, control or RunControl(), quiet=quiet, live=live, signals=False)
     finally:
-        ledger.close()
-    if last is None:
-        raise ConfigError(f"{display_path(out_dir)}: the ledger records no run to resume")
-    recorded = last["options"]
-    sheet = recorded.get("sheet_options", {})
-    request = RunRequest(
-        manifest=Path(recorded["manifest"]),
-        sheet_options=SpreadsheetOptions(region=sheet.get("region", catalog.DEFAULT_REGION),
-                                         type=sheet.get("type", "image"), defaults=sheet.get("defaults", {}),
-                                         protocol_profile=sheet.get("protocol_profile",
-                                                                    catalog.DEFAULT_PROTOCOL_PROFILE)),
-        out_dir=out_dir, sim=bool(recorded.get("sim")), overrides=dict(recorded.get("overrides", {})),
-        use_cache=bool(recorded.get("use_cache", True)),
-        shard=parse_shard(recorded["shard"]) if recorded.get("shard") else None,
-        fail_on=frozenset(recorded["fail_on"]) if recorded.get("fail_on") is not None else None,
-    )
-    if not request.manifest.is_file():
-        raise ConfigError(f"{request.manifest}: the manifest of the run in {display_path(out_dir)} is gone")
-    return replace(request, **{k: v for k, v in changes.items() if v is not None})
+        prepared.close()
+    if config.report and not result.interrupted:
+        # An interrupted run is left at once (`jimeng-batch report` writes the report of any ledger later).
+        await asyncio.to_thread(write_run_report, prepared.out_dir)
+    return result
+
+
+def execute(manifest: Manifest, config: RunConfig, *, out: Path | None = None, quiet: bool = False,
+            live: bool | None = None) -> RunResult:
+    """:func:`aexecute` for code that is not async.
+
+    With no event loop running (a script, the command line) the batch runs on this thread, and SIGINT / SIGTERM
+    drain it. Inside a running loop (Jupyter, IPython) it runs on a private loop in a worker thread; Ctrl-C
+    (KeyboardInterrupt) then drains the same way, and a second one quits at once.
+    """
+    control = RunControl()
+    prepared = _prepare(manifest, config, out)
+    try:
+        if _no_running_loop():
+            result = _event_loop_run(_run_prepared(prepared, control, quiet=quiet, live=live, signals=True))
+        else:
+            result = _in_worker_thread(_run_prepared(prepared, control, quiet=quiet, live=live, signals=False),
+                                       control)
+    finally:
+        prepared.close()
+    if config.report and not result.interrupted:
+        write_run_report(prepared.out_dir)
+    return result
+
+
+def _no_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
+def _event_loop_run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop where it is installed (a faster event loop: less CPU per request)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def _in_worker_thread(main: Coroutine[Any, Any, RunResult], control: RunControl) -> RunResult:
+    """Run ``main`` on a private event loop in a thread, passing this thread's KeyboardInterrupts to ``control``."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = _event_loop_run(main)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="jimeng-batch-run", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            control.interrupt()
+    if "error" in outcome:
+        raise outcome["error"]
+    result: RunResult = outcome["result"]
+    return result
+
+
+def write_run_report(out_dir: Path) -> None:
+    """The report files at the end of a run; a failure here is a warning, never the run's exit code."""
+    from jimeng_batch.outputs.report import write_report  # pandas, pyarrow and matplotlib: loaded only when needed
+
+    try:
+        write_report(out_dir)
+    except Exception as exc:  # noqa: BLE001 - the run's outcome is already in the ledger and must not be lost
+        print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+              f"`jimeng-batch report {display_path(out_dir)}` tries again", file=sys.stderr)

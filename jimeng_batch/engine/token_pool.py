@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from enum import StrEnum
 
 from jimeng_batch.protocol.outcomes import TokenEffect
 from jimeng_batch.protocol.tokens import Token
 
-ACTIVE = "active"
+
+class TokenState(StrEnum):
+    """Whether a token may still submit this run."""
+
+    ACTIVE = "active"
+    QUARANTINED = "quarantined"  # its login is gone
+    EXHAUSTED = "exhausted"  # its account has no credits left
+    CLOSED = "closed"  # the run admits nothing more
 
 
 @dataclass
 class _Slot:
     token: Token
     free: int
-    state: str = ACTIVE
+    state: TokenState = TokenState.ACTIVE
     reason: str = ""
     in_flight: int = 0
     high_water: int = 0
@@ -43,10 +51,14 @@ class TokenPool:
 
     @property
     def any_active(self) -> bool:
-        return any(slot.state == ACTIVE for slot in self._slots.values())
+        return any(slot.state is TokenState.ACTIVE for slot in self._slots.values())
 
-    def states(self) -> dict[str, str]:
+    def states(self) -> dict[str, TokenState]:
         """Each token's state, by masked label."""
+        return {label: slot.state for label, slot in self._slots.items()}
+
+    def described(self) -> dict[str, str]:
+        """Each token's state with the reason it left the pool, for people: ``exhausted (credits)``."""
         return {label: slot.state + (f" ({slot.reason})" if slot.reason else "") for label, slot in self._slots.items()}
 
     def high_water(self) -> dict[str, int]:
@@ -56,7 +68,7 @@ class TokenPool:
         """A slot on the active token with the most free slots; None once no token may submit any more."""
         async with self._changed:
             while True:
-                active = [slot for slot in self._slots.values() if slot.state == ACTIVE]
+                active = [slot for slot in self._slots.values() if slot.state is TokenState.ACTIVE]
                 if not active:
                     return None
                 best = max(active, key=lambda slot: slot.free)
@@ -87,8 +99,8 @@ class TokenPool:
             return
         async with self._changed:
             slot = self._slots[token.label]
-            if slot.state == ACTIVE:
-                slot.state = "quarantined" if effect is TokenEffect.QUARANTINE else "exhausted"
+            if slot.state is TokenState.ACTIVE:
+                slot.state = TokenState.QUARANTINED if effect is TokenEffect.QUARANTINE else TokenState.EXHAUSTED
                 slot.reason = reason
             self._changed.notify_all()
 
@@ -96,6 +108,6 @@ class TokenPool:
         """Wake every waiter: nothing more will be admitted."""
         async with self._changed:
             for slot in self._slots.values():
-                if slot.state == ACTIVE:
-                    slot.state = "closed"
+                if slot.state is TokenState.ACTIVE:
+                    slot.state = TokenState.CLOSED
             self._changed.notify_all()

@@ -253,6 +253,16 @@ class SpreadsheetOptions:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     protocol_profile: str = catalog.DEFAULT_PROTOCOL_PROFILE
 
+    @classmethod
+    def from_options(cls, *, region: str | None = None, type: JobType | None = None, model: str | None = None,
+                     ratio: str | None = None, resolution: str | None = None,
+                     protocol_profile: str | None = None) -> SpreadsheetOptions:
+        """From the command line's options (and the Python API's keywords of the same names)."""
+        defaults = {name: value for name, value in (("model", model), ("ratio", ratio), ("resolution", resolution))
+                    if value is not None}
+        return cls(region=region or catalog.DEFAULT_REGION, type=type or "image", defaults=defaults,
+                   protocol_profile=protocol_profile or catalog.DEFAULT_PROTOCOL_PROFILE)
+
 
 def load_manifest(path: Path, options: SpreadsheetOptions | None = None) -> Manifest:
     """Load and schema-check a manifest file; raise SchemaError with every located problem."""

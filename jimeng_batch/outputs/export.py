@@ -22,10 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from jimeng_batch import __version__
-from jimeng_batch.engine.cache import copy_verified
-from jimeng_batch.engine.ledger import LEDGER_NAME
+from jimeng_batch._version import __version__
 from jimeng_batch.errors import ConfigError, LedgerError
+from jimeng_batch.files import copy_verified
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs.results import is_missing, read_tables, results_frame
 
@@ -82,10 +81,7 @@ def export_dataset(out_dir: Path, to: Path, fmt: str = "imagefolder", *, force: 
     if fmt not in FORMATS:
         raise ConfigError(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
     kind = FORMATS[fmt]
-    ledger = out_dir / LEDGER_NAME
-    if not ledger.is_file():
-        raise ConfigError(f"{display_path(out_dir)}: no ledger here ({LEDGER_NAME}); is it a run's output folder?")
-    tables = read_tables(ledger)
+    tables = read_tables(out_dir)
     results = results_frame(tables)
     records = metadata_records(results, kind)
     downloaded = results[results["state"] == "downloaded"]

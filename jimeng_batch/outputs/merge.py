@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jimeng_batch.engine import ledger as states
-from jimeng_batch.engine.cache import copy_verified
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
+from jimeng_batch.engine.states import State
 from jimeng_batch.errors import ConfigError, LedgerError
+from jimeng_batch.files import copy_verified
 from jimeng_batch.intake.sources import display_path
 
 # How far a request got; the merge keeps the furthest.
-_PROGRESS = {states.DOWNLOADED: 6, states.SUCCEEDED: 5, states.FAILED: 4, states.BLOCKED: 4, states.INVALID: 4,
-             states.RUNNING: 3, states.SUBMITTED: 2, states.SUBMITTING: 1, states.SKIPPED: 0, states.PLANNED: 0}
+_PROGRESS = {State.DOWNLOADED: 6, State.SUCCEEDED: 5, State.FAILED: 4, State.BLOCKED: 4, State.INVALID: 4,
+             State.RUNNING: 3, State.SUBMITTED: 2, State.SUBMITTING: 1, State.SKIPPED: 0, State.PLANNED: 0}
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,6 @@ def _rows(db: sqlite3.Connection, table: str, columns: list[str], order: str) ->
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _open_input(folder: Path) -> Ledger:
-    path = folder / LEDGER_NAME
-    if not path.is_file():
-        raise ConfigError(f"{display_path(folder)}: no ledger here ({LEDGER_NAME}); is it a run's output folder?")
-    # Opening through Ledger brings an older ledger up to this version's schema before it is read.
-    return Ledger(path)
-
-
 def merge_folders(inputs: list[Path], into: Path) -> Merged:
     """Merge the output folders ``inputs`` into the new folder ``into``."""
     if not inputs:
@@ -68,7 +60,8 @@ def merge_folders(inputs: list[Path], into: Path) -> Merged:
         raise ConfigError(f"--into: {display_path(into)} is one of the inputs; merge into a new folder")
     if (into / LEDGER_NAME).exists():
         raise ConfigError(f"--into: {display_path(into)} already holds a ledger; merge into a new folder")
-    sources = [_open_input(folder) for folder in inputs]
+    # Opening through Ledger brings an older ledger up to this version's schema before it is read.
+    sources = [Ledger.open_existing(folder) for folder in inputs]
     created = not into.exists()
     try:
         chosen, duplicates = _choose(inputs, sources)
@@ -131,7 +124,7 @@ def _insert(db: sqlite3.Connection, table: str, rows: list[dict[str, Any]], *, i
     columns = [name for name in rows[0] if name in wanted]
     marks = ", ".join("?" for _ in columns)
     verb = "INSERT OR IGNORE" if ignore else "INSERT"
-    db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
+    db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})",
                    [tuple(row[name] for name in columns) for row in rows])
 
 

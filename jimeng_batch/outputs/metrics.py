@@ -20,14 +20,8 @@ from typing import Any, cast
 
 import pandas as pd
 
-from jimeng_batch.engine.ledger import STATES
-from jimeng_batch.outputs.results import (
-    FINAL_STATES,
-    STAGES,
-    TERMINAL_FAILURES,
-    is_missing,
-    meaning_of,
-)
+from jimeng_batch.engine.states import FINAL_STATES, STATES, TERMINAL_FAILURES
+from jimeng_batch.outputs.results import STAGES, is_missing, meaning_of
 
 PERCENTILES = (50, 90, 99)
 _BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)

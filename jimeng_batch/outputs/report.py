@@ -19,7 +19,6 @@ from typing import Any
 
 import pandas as pd
 
-from jimeng_batch.engine.ledger import LEDGER_NAME
 from jimeng_batch.outputs.metrics import compute_metrics
 from jimeng_batch.outputs.results import (
     LIST_COLUMNS,
@@ -48,7 +47,7 @@ class Report:
 def write_report(out_dir: Path, *, step_summary: bool = True) -> Report:
     """Compute the report of ``out_dir``'s ledger and write every file; append ``report.md`` to
     ``$GITHUB_STEP_SUMMARY`` when that is set (and ``step_summary``)."""
-    tables = read_tables(out_dir / LEDGER_NAME)
+    tables = read_tables(out_dir)
     results = results_frame(tables)
     metrics = compute_metrics(results, tables.attempts, tables.runs)
     markdown = render_markdown(metrics, out_dir.name)

@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from jimeng_batch.engine import ledger as states
+from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.engine.states import FINAL_STATES, State
 from jimeng_batch.errors import LedgerError
 from jimeng_batch.protocol.outcomes import (
     RULES,
@@ -35,8 +36,6 @@ from jimeng_batch.protocol.outcomes import (
 )
 
 STAGES = ("submit", "queue", "generation", "download", "end_to_end")
-TERMINAL_FAILURES = (states.FAILED, states.BLOCKED, states.INVALID)
-FINAL_STATES = (states.DOWNLOADED, *TERMINAL_FAILURES)
 
 # The parameters of a request, as columns; nested ones (images) are JSON text so every output format holds them.
 PARAM_COLUMNS = ("type", "region", "model", "model_key", "resolution", "prompt", "negative_prompt", "seed",
@@ -52,13 +51,6 @@ COMPARABLE_COLUMNS = ("key", "submit_id", "manifest", "job", "row", "sample", *P
                       "asset_sizes", "asset_formats", "estimated_credits", "credits_spent")
 
 # Codes the executor records that are not answers of the service.
-_LOCAL_CODES = {
-    "upload": "a local reference image could not be uploaded",
-    "not-found": "the service never showed the submitted record",
-    "timeout": "the job did not finish in time (poll timeout)",
-}
-
-
 @dataclass(frozen=True)
 class LedgerTables:
     """The ledger's tables, as read."""
@@ -70,10 +62,9 @@ class LedgerTables:
     assets: pd.DataFrame
 
 
-def read_tables(path: Path) -> LedgerTables:
-    """Read every table of the ledger at ``path`` (read-only: a report never changes a ledger)."""
-    if not path.is_file():
-        raise LedgerError(f"{path}: no ledger here")
+def read_tables(out_dir: Path) -> LedgerTables:
+    """Read every table of ``out_dir``'s ledger (read-only: a report never changes a ledger)."""
+    path = Ledger.path_in(out_dir)
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
@@ -107,10 +98,9 @@ def meaning_of(code: str | None, reason: str | None) -> str | None:
     if is_missing(code) or code == "":
         return None
     text = str(code)
-    if text in _LOCAL_CODES:
-        return _LOCAL_CODES[text]
     rules: tuple[Rule, ...] = (*RULES, UNKNOWN_RET, UNKNOWN_FAIL, UNKNOWN_HTTP)
-    matches = [rule for rule in rules if rule.code == text]
+    # The tool's own codes first: they never clash with a service code, which is numeric.
+    matches = sorted((rule for rule in rules if rule.code == text), key=lambda rule: rule.source != "local")
     for rule in matches:
         if rule.reason == reason:
             return rule.meaning
@@ -133,15 +123,15 @@ def stage_times(events: pd.DataFrame) -> pd.DataFrame:
     columns = [f"{stage}_seconds" for stage in STAGES]
     if events.empty:
         return pd.DataFrame(columns=columns, index=pd.Index([], name="key"), dtype="float64")
-    submitted = _first(events, states.SUBMITTED)
-    submitting = events[events["state"] == states.SUBMITTING][["key", "at"]]
+    submitted = _first(events, State.SUBMITTED)
+    submitting = events[events["state"] == State.SUBMITTING][["key", "at"]]
     before = submitting.join(submitted.rename("submitted"), on="key")
     # The submit that was accepted is the last `submitting` at or before the first `submitted`.
     accepted_send = before[before["at"] <= before["submitted"]].groupby("key")["at"].max()
     first_send = submitting.groupby("key")["at"].min()
-    running = _first(events, states.RUNNING)
-    succeeded = _first(events, states.SUCCEEDED)
-    downloaded = _first(events, states.DOWNLOADED)
+    running = _first(events, State.RUNNING)
+    succeeded = _first(events, State.SUCCEEDED)
+    downloaded = _first(events, State.DOWNLOADED)
     ended = events[events["state"].isin(FINAL_STATES)].groupby("key")["at"].min()
     keys = pd.Index(sorted(set(events["key"])), name="key")
     frame = pd.DataFrame(index=keys)

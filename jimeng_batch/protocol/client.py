@@ -2,7 +2,8 @@
 
 It adds what every call needs (the query parameters, the ``Sign`` and version headers, the minimal cookie jar
 built from a session token), parses answers into typed results, and turns every failure into an ``APIError``
-that carries its :class:`~jimeng_batch.protocol.outcomes.Rule` from the one table in :mod:`jimeng_batch.protocol.outcomes`.
+that carries its :class:`~jimeng_batch.protocol.outcomes.Rule` from the one table in
+:mod:`jimeng_batch.protocol.outcomes`.
 The transport is a parameter, so tests can pass ``httpx.MockTransport`` or point at the simulator.
 
 A token never appears in a message, a log line or an exception: only its masked label does.
@@ -24,13 +25,10 @@ import httpx
 
 from jimeng_batch.errors import (
     APIError,
-    RequestFailedError,
-    RetryableAPIError,
-    StopSubmittingError,
 )
 from jimeng_batch.protocol.catalog import ProtocolVersions, Region
 from jimeng_batch.protocol.drafts import GENERATE_PATH, DraftRequest, common_query
-from jimeng_batch.protocol.outcomes import Action, Rule, Source, classify
+from jimeng_batch.protocol.outcomes import Source, classify, error_for
 from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.protocol.tokens import Token
 
@@ -48,38 +46,6 @@ USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHT
 STATUS_DONE = 50
 STATUS_FAILED = 30
 FAILED_STATUSES = frozenset({30, 60, 70, 80})
-
-
-class CallError(APIError):
-    """Base of the errors a call raises: carries the rule it was classified by and any Retry-After."""
-
-    def __init__(self, message: str, *, rule: Rule, code: str | None = None, request_key: str | None = None,
-                 retry_after: float | None = None, http_status: int | None = None) -> None:
-        super().__init__(message, code=code, request_key=request_key)
-        self.rule = rule
-        self.retry_after = retry_after
-        self.http_status = http_status
-
-
-class RetryableCallError(CallError, RetryableAPIError):
-    """Try the same call again later."""
-
-
-class StopCallError(CallError, StopSubmittingError):
-    """No new submits with this token (or at all)."""
-
-
-class RequestCallError(CallError, RequestFailedError):
-    """This request will not succeed as it is."""
-
-
-def error_for(rule: Rule, message: str, **kwargs: Any) -> CallError:
-    """The exception class the rule's action calls for."""
-    if rule.action in (Action.RETRY, Action.RETRY_AFTER):
-        return RetryableCallError(message, rule=rule, **kwargs)
-    if rule.action is Action.STOP:
-        return StopCallError(message, rule=rule, **kwargs)
-    return RequestCallError(message, rule=rule, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +323,7 @@ class JimengClient:
         except httpx.TransportError as exc:
             raise self._transport_error("connection", urlsplit(url).path, None, exc) from exc
 
-    def _transport_error(self, kind: str, path: str, request_key: str | None, exc: Exception) -> CallError:
+    def _transport_error(self, kind: str, path: str, request_key: str | None, exc: Exception) -> APIError:
         rule = classify("transport", kind)
         return error_for(rule, f"{path}: {rule.meaning} ({type(exc).__name__})", code=kind, request_key=request_key)
 

@@ -18,25 +18,20 @@ import json
 import secrets
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from jimeng_batch.errors import APIError
 from jimeng_batch.protocol import aws4
 from jimeng_batch.protocol.catalog import Region
-from jimeng_batch.protocol.client import (
-    UPLOAD_TOKEN_PATH,
-    CallError,
-    JimengClient,
-    error_for,
-)
-from jimeng_batch.protocol.outcomes import classify
+from jimeng_batch.protocol.client import UPLOAD_TOKEN_PATH, JimengClient
+from jimeng_batch.protocol.outcomes import classify, error_for
 from jimeng_batch.protocol.tokens import Token
 
-IMAGEX_ENV = "JIMENG_IMAGEX_URL"
 IMAGEX_VERSION = "2018-08-01"
 IMAGEX_SERVICE = "imagex"
 UPLOAD_SCENE_IMAGE = 2
@@ -53,9 +48,10 @@ class UploadedImage:
     format: str
 
 
-def imagex_base(region: Region, base_url: str | None, environ: Mapping[str, str]) -> str:
-    """Where ImageX calls go: ``JIMENG_IMAGEX_URL``, else an overridden base URL, else the region's host."""
-    return (environ.get(IMAGEX_ENV) or base_url or region.imagex_base).rstrip("/")
+def imagex_base(region: Region, base_url: str | None, imagex_url: str | None = None) -> str:
+    """Where ImageX calls go: ``imagex_url`` (``JIMENG_IMAGEX_URL``), else an overridden base URL, else the
+    region's host."""
+    return (imagex_url or base_url or region.imagex_base).rstrip("/")
 
 
 def upload_url(host: str, store_uri: str, base: str) -> str:
@@ -69,7 +65,7 @@ def crc32_hex(data: bytes) -> str:
     return format(zlib.crc32(data) & 0xFFFFFFFF, "08x")
 
 
-def _imagex_error(response: httpx.Response, step: str) -> CallError:
+def _imagex_error(response: httpx.Response, step: str) -> APIError:
     try:
         detail = response.json().get("ResponseMetadata", {}).get("Error", {})
         message = f"{detail.get('Code', '')} {detail.get('Message', '')}".strip()
@@ -91,7 +87,7 @@ class Uploader:
         self.clock = clock
 
     async def upload(self, token: Token, data: bytes) -> UploadedImage:
-        """Upload ``data`` for ``token``'s account; raises a classified CallError on failure."""
+        """Upload ``data`` for ``token``'s account; raises a classified APIError on failure."""
         grant = await self.client.call(UPLOAD_TOKEN_PATH, {"scene": UPLOAD_SCENE_IMAGE}, token) or {}
         credentials = aws4.Credentials(str(grant.get("access_key_id", "")), str(grant.get("secret_access_key", "")),
                                        str(grant.get("session_token", "")) or None)

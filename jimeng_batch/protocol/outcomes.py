@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-Source = Literal["ret", "fail_code", "http", "transport"]
+from jimeng_batch.errors import APIError, RequestFailedError, RetryableAPIError, StopSubmittingError
+
+Source = Literal["ret", "fail_code", "http", "asset", "transport", "local"]
 
 
 class Action(StrEnum):
@@ -88,8 +90,20 @@ RULES: tuple[Rule, ...] = (
     Rule("http", "408", "request timeout", Action.RETRY, "network", "http"),
     Rule("http", "429", "too many requests", Action.RETRY_AFTER, "rate", "http", delay=5.0),
     Rule("http", "5xx", "server error", Action.RETRY, "server", "http"),
+    # Asset URLs are signed and expire (about 2 h on the live service); the host answers an expired or revoked one
+    # with one of these. The download lists the job again for fresh URLs and tries once more.
+    Rule("asset", "401", "asset URL refused: listed again for a fresh URL", Action.RETRY, "expired", "http"),
+    Rule("asset", "403", "asset URL expired: listed again for a fresh URL", Action.RETRY, "expired", "http"),
+    Rule("asset", "404", "asset not found at its URL: listed again for a fresh URL", Action.RETRY, "expired", "http"),
+    Rule("asset", "410", "asset URL gone: listed again for a fresh URL", Action.RETRY, "expired", "http"),
     Rule("transport", "timeout", "no answer in time", Action.RETRY, "network", "http"),
     Rule("transport", "connection", "connection failed or dropped", Action.RETRY, "network", "http"),
+    # What this tool concludes on its own, with no code from the service.
+    Rule("local", "upload", "a local reference image could not be uploaded (gone, changed or unreadable)",
+         Action.FAILED, "upload", "local"),
+    Rule("local", "not-found", "the service never showed the submitted record", Action.FAILED, "generation",
+         "local"),
+    Rule("local", "timeout", "the job did not finish in time (poll timeout)", Action.FAILED, "network", "local"),
 )
 
 _BY_CODE: dict[tuple[str, str], Rule] = {(rule.source, rule.code): rule for rule in RULES}
@@ -105,6 +119,11 @@ def classify(source: Source, code: str | int | None) -> Rule:
     rule = _BY_CODE.get((source, text))
     if rule is not None:
         return rule
+    if source == "asset":
+        # An asset host's other answers read like the API's, but no asset answer stops a token or the run: the
+        # URL is signed and carries no session.
+        http = classify("http", code)
+        return http if http.action in (Action.RETRY, Action.RETRY_AFTER) else UNKNOWN_HTTP
     if source == "http":
         return _BY_CODE[("http", "5xx")] if text.startswith("5") else UNKNOWN_HTTP
     if source == "fail_code":
@@ -112,6 +131,15 @@ def classify(source: Source, code: str | int | None) -> Rule:
     if source == "transport":
         return _BY_CODE[("transport", "connection")]
     return UNKNOWN_RET
+
+
+def error_for(rule: Rule, message: str, **details: Any) -> APIError:
+    """The exception its action calls for: retry later, stop submitting, or give up on the request."""
+    if rule.action in (Action.RETRY, Action.RETRY_AFTER):
+        return RetryableAPIError(message, rule=rule, **details)
+    if rule.action is Action.STOP:
+        return StopSubmittingError(message, rule=rule, **details)
+    return RequestFailedError(message, rule=rule, **details)
 
 
 def meaning(source: Source, code: str | int | None) -> str:

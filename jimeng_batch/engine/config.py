@@ -1,0 +1,235 @@
+"""One run configuration: how a run sends, paces, retries, caches, and judges its result, as one frozen value.
+
+Precedence, field by field: a command-line flag (or a keyword of the Python API) > the environment > the manifest >
+the default. :func:`resolve_config` is the one place that applies it. The value is stored whole in the ledger when a
+run starts (:meth:`RunConfig.to_json`) and loaded whole by ``resume`` (:meth:`RunConfig.from_json`), where a flag
+given again replaces that field only; the environment of the shell that resumes does not change a stored run.
+
+It never holds a token: only where the tokens come from (``token_file``; otherwise the ``JIMENG_SESSIONID``
+variable, read again by each run). Display choices (``--quiet``) belong to the terminal, not to the run, and are
+not part of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from jimeng_batch.engine.cache import DEFAULT_TTL, default_cache_path
+from jimeng_batch.engine.retry import RetryPolicy
+from jimeng_batch.engine.states import FAIL_ON_STATES, State
+from jimeng_batch.errors import ConfigError
+from jimeng_batch.intake.manifest import Manifest, Settings, SpreadsheetOptions
+from jimeng_batch.intake.sharding import Shard, parse_shard
+
+Preflight = Literal["warn", "stop", "off"]
+PREFLIGHT_MODES: tuple[Preflight, ...] = get_args(Preflight)
+
+BASE_URL_ENV = "JIMENG_BASE_URL"
+IMAGEX_URL_ENV = "JIMENG_IMAGEX_URL"
+
+# Polling, by kind of job: the first poll this long after the submit, then each interval 1.5 times the last, up to
+# the maximum; a job not finished by the timeout has failed. The web app polls about every 2-5 s.
+POLL_FIRST = {"image": 2.0, "video": 5.0}
+POLL_MAX = {"image": 5.0, "video": 15.0}
+POLL_GROWTH = 1.5
+POLL_TIMEOUT = {"image": 1800.0, "video": 3600.0}
+NOT_FOUND_GRACE = 60.0  # a record still missing this long after its submit has failed
+MAX_CONCURRENCY = 1000
+MAX_RETRIES = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything about how a run goes, besides the manifest it runs and the folder it writes."""
+
+    sheet: SpreadsheetOptions = field(default_factory=SpreadsheetOptions)  # settings of a CSV/XLSX manifest
+    # Where requests go, and with which tokens.
+    sim: bool = False  # the built-in simulator
+    sim_config: Path | None = None
+    base_url: str | None = None  # instead of the region's hosts (`JIMENG_BASE_URL`)
+    imagex_url: str | None = None  # where uploads go when not the base URL (`JIMENG_IMAGEX_URL`)
+    token_file: Path | None = None  # else `JIMENG_SESSIONID`
+    # Pace.
+    concurrency: int = 3  # jobs in flight per token (the document's rule)
+    submits_per_second: float | None = None
+    polls_per_second: float | None = None
+    downloads_per_second: float | None = None
+    uploads_per_second: float | None = None
+    max_unfinished: int | None = None  # admitted but not final, downloads included; None: 4 x cap x tokens + 32
+    # Retries and polling.
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    retry_after_cap: float = 300.0
+    jitter_seed: int | None = None  # a fixed seed makes the jitter repeatable (tests)
+    poll_interval: float | None = None  # a fixed interval instead of the back-off of POLL_FIRST..POLL_MAX
+    not_found_grace: float = NOT_FOUND_GRACE
+    # Money.
+    budget: float | None = None  # credits this run may admit
+    preflight: Preflight = "warn"
+    # The result cache shared between runs.
+    use_cache: bool = True
+    cache_path: Path | None = None  # resolved by resolve_config: the manifest's, else the user's cache folder
+    cache_ttl: float = DEFAULT_TTL  # seconds; math.inf: forever
+    # What is run and how its end is judged.
+    shard: Shard | None = None
+    fail_on: frozenset[State] = frozenset(FAIL_ON_STATES)
+    report: bool = True
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    # -- derived values ------------------------------------------------------------------------------------------
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_retries=self.max_retries, backoff_base=self.backoff_base,
+                           backoff_max=self.backoff_max, retry_after_cap=self.retry_after_cap)
+
+    def poll_first(self, kind: str) -> float:
+        return self.poll_interval if self.poll_interval is not None else POLL_FIRST[kind]
+
+    def poll_max(self, kind: str) -> float:
+        return self.poll_interval if self.poll_interval is not None else POLL_MAX[kind]
+
+    @staticmethod
+    def poll_timeout(kind: str) -> float:
+        return POLL_TIMEOUT[kind]
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` (checked like any other value)."""
+        unknown = sorted(set(changes) - FIELD_NAMES)
+        if unknown:
+            raise ConfigError(f"unknown run option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FIELD_NAMES))}")
+        return dataclasses.replace(self, **changes)
+
+    # -- the ledger's copy ---------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data: paths as text, sets as sorted lists, an infinite TTL as ``forever``."""
+        data: dict[str, Any] = {}
+        for name in FIELD_NAMES:
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, Shard):
+                value = str(value)
+            elif isinstance(value, frozenset):
+                value = sorted(str(item) for item in value)
+            elif isinstance(value, SpreadsheetOptions):
+                value = {"region": value.region, "type": value.type, "defaults": dict(value.defaults),
+                         "protocol_profile": value.protocol_profile}
+            elif isinstance(value, float) and math.isinf(value):
+                value = "forever"
+            data[name] = value
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunConfig:
+        """The inverse of :meth:`to_json`; fields it lacks (an older ledger's) take their defaults."""
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in FIELD_NAMES or value is None:
+                continue
+            if name in _PATH_FIELDS:
+                value = Path(value)
+            elif name == "shard":
+                value = parse_shard(value)
+            elif name == "fail_on":
+                value = frozenset(State(item) for item in value)
+            elif name == "sheet":
+                value = SpreadsheetOptions(**value)
+            elif name == "cache_ttl":
+                value = math.inf if value == "forever" else float(value)
+            values[name] = value
+        return cls(**values)
+
+
+FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(RunConfig))
+_PATH_FIELDS = frozenset({"sim_config", "token_file", "cache_path"})
+_RATES = ("submits_per_second", "polls_per_second", "downloads_per_second", "uploads_per_second")
+
+
+def _problems(config: RunConfig) -> list[str]:
+    """What is wrong with a configuration (the command line checks its flags too; the Python API relies on this)."""
+    found = []
+    if not 1 <= config.concurrency <= MAX_CONCURRENCY:
+        found.append(f"concurrency must be between 1 and {MAX_CONCURRENCY}, not {config.concurrency}")
+    for name in _RATES:
+        rate = getattr(config, name)
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
+            found.append(f"{name} must be a positive number, not {rate}")
+    if not 0 <= config.max_retries <= MAX_RETRIES:
+        found.append(f"max_retries must be between 0 and {MAX_RETRIES}, not {config.max_retries}")
+    if config.poll_interval is not None and not (config.poll_interval > 0 and math.isfinite(config.poll_interval)):
+        found.append(f"poll_interval must be a positive number of seconds, not {config.poll_interval}")
+    if config.budget is not None and not config.budget >= 0:  # NaN fails this too
+        found.append(f"budget must be a number of credits (0 or more), not {config.budget}")
+    if config.preflight not in PREFLIGHT_MODES:
+        found.append(f"preflight must be one of {', '.join(PREFLIGHT_MODES)}, not {config.preflight!r}")
+    if not config.cache_ttl >= 0:
+        found.append(f"cache_ttl must be 0 or more seconds (or forever), not {config.cache_ttl}")
+    unknown = sorted(str(state) for state in config.fail_on if state not in FAIL_ON_STATES)
+    if unknown:
+        found.append(f"fail_on may name {', '.join(FAIL_ON_STATES)}, not {', '.join(unknown)}")
+    return found
+
+
+def parse_ttl(text: str) -> float:
+    """A cache TTL as text: seconds, or ``forever``."""
+    if text == "forever":
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--cache-ttl: '{text}' is not a number of seconds or 'forever'") from None
+    if not value >= 0:
+        raise ConfigError("--cache-ttl: must be 0 or more seconds")
+    return value
+
+
+_FROM_ENVIRONMENT = {"base_url": BASE_URL_ENV, "imagex_url": IMAGEX_URL_ENV}
+_FROM_LIMITS = frozenset({"concurrency", *_RATES, "max_retries"})
+
+
+def _from_manifest(name: str, settings: Settings) -> Any:
+    """The manifest's value of a field (``limits:``, ``budget:``, ``cache:``), or None where it holds none."""
+    if name in _FROM_LIMITS:
+        return settings.limits.get(name)
+    if name == "budget":
+        return settings.budget
+    if name == "cache_ttl":
+        return settings.cache.get("ttl")
+    return None
+
+
+def resolve_config(manifest: Manifest, given: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
+    """The run configuration of ``manifest``: ``given`` (flags, or the API's keywords; None means not given) over
+    the environment, over the manifest's settings, over the defaults. Relative paths become absolute, so that a
+    resume from another folder finds the same files."""
+    values: dict[str, Any] = {}
+    for name in FIELD_NAMES:
+        value = given.get(name)
+        if value is None and name in _FROM_ENVIRONMENT:
+            value = environ.get(_FROM_ENVIRONMENT[name]) or None
+        if value is None:
+            value = _from_manifest(name, manifest.settings)
+        if value is not None:
+            values[name] = value
+    unknown = sorted(name for name, value in given.items() if name not in FIELD_NAMES and value is not None)
+    if unknown:
+        raise ConfigError(f"unknown run option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FIELD_NAMES))}")
+    for name in _PATH_FIELDS & set(values):
+        values[name] = Path(values[name]).expanduser().resolve()
+    if "cache_path" not in values:
+        in_manifest = manifest.settings.cache.get("path")
+        values["cache_path"] = ((manifest.path.parent / in_manifest).resolve() if in_manifest
+                                else default_cache_path())
+    return RunConfig(**values)
