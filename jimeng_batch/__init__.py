@@ -15,7 +15,7 @@ Errors are the :class:`JimengBatchError` tree of :mod:`jimeng_batch.errors`.
 """
 
 from jimeng_batch._version import __version__
-from jimeng_batch.api import Plan, arun, metrics, plan, resume, results, run, validate
+from jimeng_batch.api import Plan, arun, metrics, plan, results, resume, run, validate
 from jimeng_batch.engine.config import RunConfig
 from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.states import State
@@ -57,8 +57,8 @@ __all__ = [
     "arun",
     "metrics",
     "plan",
-    "resume",
     "results",
+    "resume",
     "run",
     "validate",
 ]

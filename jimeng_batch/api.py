@@ -7,17 +7,18 @@ only by :func:`results` and :func:`metrics`, so ``import jimeng_batch`` stays li
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jimeng_batch.engine.config import parse_ttl
+from jimeng_batch.engine.config import RunConfig, parse_ttl
 from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.runner import aexecute, configure, configure_resume, execute
 from jimeng_batch.engine.states import State
 from jimeng_batch.errors import JimengBatchError, Location, Problem, SchemaError
-from jimeng_batch.intake.manifest import SpreadsheetOptions, load_manifest
+from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import PlanSummary, iter_distinct, iter_plan_records, summarize
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
@@ -102,6 +103,22 @@ def _config_values(config: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _report(result: RunResult, config: RunConfig) -> None:
+    """A run's report, unless the config says not to or it was interrupted (an interrupted run is left at once;
+    `jimeng-batch report` writes the report of any ledger later)."""
+    if config.report and not result.interrupted:
+        from jimeng_batch.outputs.report import write_run_report  # pandas and matplotlib: only when needed
+
+        write_run_report(result.out_dir)
+
+
+def run_batch(manifest: Manifest, config: RunConfig, *, out: Path | None = None, quiet: bool = False) -> RunResult:
+    """Run a configured manifest, then write its report: what `run`, `resume` and the command line share."""
+    result = execute(manifest, config, out=out, quiet=quiet)
+    _report(result, config)
+    return result
+
+
 def run(path: PathLike, *, out: PathLike | None = None, sim: bool = False, quiet: bool = False,
         **config: Any) -> RunResult:
     """Run a manifest to its end, as ``jimeng-batch run`` does; the result has the counts by state.
@@ -112,20 +129,22 @@ def run(path: PathLike, *, out: PathLike | None = None, sim: bool = False, quiet
     (Jupyter): the batch then runs on a private loop in a worker thread, and Ctrl-C drains it as on the command line.
     """
     manifest, resolved = configure(Path(path), _config_values({"sim": sim or None, **config}))
-    return execute(manifest, resolved, out=None if out is None else Path(out), quiet=quiet)
+    return run_batch(manifest, resolved, out=None if out is None else Path(out), quiet=quiet)
 
 
 async def arun(path: PathLike, *, out: PathLike | None = None, sim: bool = False, quiet: bool = False,
                **config: Any) -> RunResult:
     """:func:`run` for async code: the batch runs in the caller's event loop (cancel the task to stop it)."""
     manifest, resolved = configure(Path(path), _config_values({"sim": sim or None, **config}))
-    return await aexecute(manifest, resolved, out=None if out is None else Path(out), quiet=quiet)
+    result = await aexecute(manifest, resolved, out=None if out is None else Path(out), quiet=quiet)
+    await asyncio.to_thread(_report, result, resolved)
+    return result
 
 
 def resume(out_dir: PathLike, *, quiet: bool = False, **config: Any) -> RunResult:
     """Continue the last run recorded in ``out_dir`` with its manifest and options (``config`` replaces some)."""
     manifest, resolved = configure_resume(Path(out_dir), _config_values(config))
-    return execute(manifest, resolved, out=Path(out_dir), quiet=quiet)
+    return run_batch(manifest, resolved, out=Path(out_dir), quiet=quiet)
 
 
 def results(out_dir: PathLike) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jimeng_batch._version import __version__
+from jimeng_batch.api import run_batch
 from jimeng_batch.engine.config import (
     BASE_URL_ENV,
     FIELD_NAMES,
@@ -32,7 +33,7 @@ from jimeng_batch.engine.config import (
 )
 from jimeng_batch.engine.ledger import Ledger
 from jimeng_batch.engine.result import RunResult, exit_code
-from jimeng_batch.engine.runner import configure, configure_resume, execute
+from jimeng_batch.engine.runner import configure, configure_resume
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
@@ -387,7 +388,7 @@ def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwa
     """Run FILE: submit, poll and download every request, resumably. Run it again to continue."""
     given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text)}
     manifest, config = configure(file, given)
-    _finish_run(execute(manifest, config, out=out, quiet=quiet), config)
+    _finish_run(run_batch(manifest, config, out=out, quiet=quiet), config)
 
 
 @cli.command()
@@ -397,7 +398,7 @@ def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
     """Continue the last run recorded in OUT_DIR where it stopped: the same manifest and options, any option given
     again replacing that one."""
     manifest, config = configure_resume(out_dir, _given(kwargs))
-    _finish_run(execute(manifest, config, out=out_dir, quiet=quiet), config)
+    _finish_run(run_batch(manifest, config, out=out_dir, quiet=quiet), config)
 
 
 @cli.command()

@@ -4,6 +4,7 @@ cache, drain, and never a credit spent twice."""
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -369,3 +370,27 @@ def test_an_expired_url_that_cannot_be_fetched_is_never_recorded_as_downloaded(t
     assert state != states.DOWNLOADED or (assets and files), (state, assets, files)
     assert state != states.DOWNLOADED
     assert second.exit_code != 0
+
+
+def test_a_url_that_expired_before_its_download_is_refreshed_and_fetched(tmp_path: Path) -> None:
+    """The poll that finds the job finished gives URLs that have expired by the time the download starts: the next
+    attempt lists the job again for fresh ones, and the file arrives."""
+    from jimeng_batch.sim import FakeClock, config_from_mapping, running_simulator
+
+    manifest = write_manifest(tmp_path, "jobs:\n  - {type: image, resolution: 1k, prompt: a}\n")
+    clock = FakeClock(time.time())  # the client's Device-Time must agree with the simulator's clock
+
+    def expire_on_success(executor: Executor, counts: Counter[str]) -> None:
+        if counts[states.SUCCEEDED]:
+            clock.advance(60)  # past the URLs' 10 s
+
+    config = config_from_mapping({"images_per_request": 2, "asset_ttl_s": 10})
+    with running_simulator(config, clock=clock) as server:
+        run = drive(manifest, server, out=tmp_path / "out", on_change=expire_on_success)
+        stats = server.stats()
+    assert run.result.counts == {"downloaded": 1}
+    assert stats["errors"]["asset_expired"] >= 1
+    kinds = [row[0] for row in run.ledger.db.execute("SELECT kind || ':' || outcome FROM attempts ORDER BY id")]
+    assert "download:retry" in kinds and kinds.count("poll:ok") >= 2
+    for path, sha in run.ledger.db.execute("SELECT path, sha256 FROM assets"):
+        assert sha256_of(tmp_path / "out" / path) == sha

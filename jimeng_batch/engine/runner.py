@@ -1,5 +1,7 @@
 """One run (or resume): the manifest planned into the ledger, the executor wired once, signals, the log, the result.
 
+The report is not written here: the callers at the top (the command line, the Python API) write it when a run ends.
+
 :func:`execute` runs a manifest to its end from plain code (a script, the command line, or a notebook whose event
 loop is already running: the batch then runs on a private loop in a worker thread); :func:`aexecute` is the same
 for a caller that is itself async. Everything that touches the outside world for a run is set up here, so the
@@ -422,13 +424,9 @@ async def aexecute(manifest: Manifest, config: RunConfig, *, out: Path | None = 
     """
     prepared = await asyncio.to_thread(_prepare, manifest, config, out)
     try:
-        result = await _run_prepared(prepared, control or RunControl(), quiet=quiet, live=live, signals=False)
+        return await _run_prepared(prepared, control or RunControl(), quiet=quiet, live=live, signals=False)
     finally:
         prepared.close()
-    if config.report and not result.interrupted:
-        # An interrupted run is left at once (`jimeng-batch report` writes the report of any ledger later).
-        await asyncio.to_thread(write_run_report, prepared.out_dir)
-    return result
 
 
 def execute(manifest: Manifest, config: RunConfig, *, out: Path | None = None, quiet: bool = False,
@@ -443,15 +441,10 @@ def execute(manifest: Manifest, config: RunConfig, *, out: Path | None = None, q
     prepared = _prepare(manifest, config, out)
     try:
         if _no_running_loop():
-            result = _event_loop_run(_run_prepared(prepared, control, quiet=quiet, live=live, signals=True))
-        else:
-            result = _in_worker_thread(_run_prepared(prepared, control, quiet=quiet, live=live, signals=False),
-                                       control)
+            return _event_loop_run(_run_prepared(prepared, control, quiet=quiet, live=live, signals=True))
+        return _in_worker_thread(_run_prepared(prepared, control, quiet=quiet, live=live, signals=False), control)
     finally:
         prepared.close()
-    if config.report and not result.interrupted:
-        write_run_report(prepared.out_dir)
-    return result
 
 
 def _no_running_loop() -> bool:
@@ -472,7 +465,11 @@ def _event_loop_run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def _in_worker_thread(main: Coroutine[Any, Any, RunResult], control: RunControl) -> RunResult:
-    """Run ``main`` on a private event loop in a thread, passing this thread's KeyboardInterrupts to ``control``."""
+    """Run ``main`` on a private event loop in a thread; Ctrl-C meanwhile interrupts it through ``control``.
+
+    On the main thread a SIGINT handler of our own stands in while the batch runs (the caller's loop, or
+    ``asyncio.run``, would otherwise take the first Ctrl-C for itself); elsewhere a KeyboardInterrupt does the same.
+    """
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -482,24 +479,19 @@ def _in_worker_thread(main: Coroutine[Any, Any, RunResult], control: RunControl)
             outcome["error"] = exc
 
     thread = threading.Thread(target=work, name="jimeng-batch-run", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        try:
-            thread.join()
-        except KeyboardInterrupt:
-            control.interrupt()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: control.interrupt()) if on_main_thread else None
+    try:
+        thread.start()
+        while thread.is_alive():
+            try:
+                thread.join()
+            except KeyboardInterrupt:
+                control.interrupt()
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
     if "error" in outcome:
         raise outcome["error"]
     result: RunResult = outcome["result"]
     return result
-
-
-def write_run_report(out_dir: Path) -> None:
-    """The report files at the end of a run; a failure here is a warning, never the run's exit code."""
-    from jimeng_batch.outputs.report import write_report  # pandas, pyarrow and matplotlib: loaded only when needed
-
-    try:
-        write_report(out_dir)
-    except Exception as exc:  # noqa: BLE001 - the run's outcome is already in the ledger and must not be lost
-        print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-              f"`jimeng-batch report {display_path(out_dir)}` tries again", file=sys.stderr)

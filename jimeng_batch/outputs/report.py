@@ -12,6 +12,7 @@ import html
 import io
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs.metrics import compute_metrics
 from jimeng_batch.outputs.results import (
     LIST_COLUMNS,
@@ -67,6 +69,16 @@ def write_report(out_dir: Path, *, step_summary: bool = True) -> Report:
         with open(summary_path, "a", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
     return Report(out_dir, tuple(written), metrics, markdown)
+
+
+def write_run_report(out_dir: Path) -> Report | None:
+    """The report files at the end of a run; a failure here is a warning on stderr, never the run's exit code."""
+    try:
+        return write_report(out_dir)
+    except Exception as exc:  # noqa: BLE001 - the run's outcome is already in the ledger and must not be lost
+        print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+              f"`jimeng-batch report {display_path(out_dir)}` tries again", file=sys.stderr)
+        return None
 
 
 def _write_file(path: Path, write: Callable[[Path], object]) -> Path:
