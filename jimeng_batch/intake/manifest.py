@@ -269,7 +269,8 @@ def load_manifest(path: Path, options: SpreadsheetOptions | None = None) -> Mani
     if is_spreadsheet(path):
         return _load_spreadsheet(path, options or SpreadsheetOptions())
     if path.suffix.lower() not in (".yaml", ".yml"):
-        raise ManifestError(f"{display_path(path)}: unknown manifest type '{path.suffix}'; use .yaml, .yml, .csv or .xlsx")
+        raise ManifestError(f"{display_path(path)}: unknown manifest type '{path.suffix}'; use .yaml, .yml, .csv or "
+                            ".xlsx")
     document = load_yaml(path)
     where = document.where
     locate = where.locate

@@ -81,7 +81,8 @@ class PlanSummary:
             "duplicates": self.duplicates, "estimated_credits": self.estimated_credits,
             "local_images_to_upload": self.local_images, "local_image_bytes": self.local_image_bytes,
             "groups": [
-                {"type": t, "model": m, "resolution": r, "requests": n, "estimated_credits": self.group_credits[(t, m, r)]}
+                {"type": t, "model": m, "resolution": r, "requests": n,
+                 "estimated_credits": self.group_credits[(t, m, r)]}
                 for (t, m, r), n in sorted(self.groups.items())
             ],
         }

@@ -207,8 +207,8 @@ def load_yaml(path: Path) -> YamlDocument:
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
         before = text[:exc.position]
         location = Location(shown, before.count("\n") + 1, exc.position - before.rfind("\n"))
-        raise SchemaError([Problem(location, f"YAML error: character {_code_point(exc.character):#06x} is not allowed in "
-                                             "YAML text")]) from exc
+        message = f"YAML error: character {_code_point(exc.character):#06x} is not allowed in YAML text"
+        raise SchemaError([Problem(location, message)]) from exc
     where = SourceMap(shown)
     try:
         node = loader.get_single_node()
@@ -269,7 +269,7 @@ def iter_sheet(path: Path) -> Iterator[SheetRow]:
         extra = [v for v in values[len(names):] if v is not None and v.strip()]
         if extra:
             cells["\0extra"] = str(len(extra))  # reported as a located problem by the row checks
-        unnamed = [v for name, v in zip(names, values) if not name and v is not None and v.strip()]
+        unnamed = [v for name, v in zip(names, values, strict=False) if not name and v is not None and v.strip()]
         if unnamed:  # a value under a blank header cell would otherwise be dropped without a word
             cells["\0unnamed"] = str(len(unnamed))
         if cells:

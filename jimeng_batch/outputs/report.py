@@ -1,6 +1,7 @@
 """The report of an output folder: results files, ``metrics.json``, ``report.md`` and a self-contained ``report.html``.
 
-Everything is computed from the ledger (see :mod:`jimeng_batch.outputs.results` and :mod:`jimeng_batch.outputs.metrics`), so
+Everything is computed from the ledger (see :mod:`jimeng_batch.outputs.results` and
+:mod:`jimeng_batch.outputs.metrics`), so
 ``jimeng-batch report OUTDIR`` gives the same files whenever it is run, and a run writes them when it ends. Each
 file is written to a temporary name and renamed into place, so a reader never sees half a report.
 """

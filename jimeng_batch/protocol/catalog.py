@@ -108,9 +108,11 @@ class ProtocolVersions:
 PROTOCOL_PROFILES: Mapping[str, ProtocolVersions] = MappingProxyType(
     {
         # What the web app sent in the newest capture (2026-02): the default, because it is what the service accepts.
-        "live": ProtocolVersions(da_version="3.3.9", web_version="7.5.0", app_version="8.4.0", draft_version="3.3.9"),
+        "live": ProtocolVersions(da_version="3.3.9", web_version="7.5.0", app_version="8.4.0",
+                                 draft_version="3.3.9"),
         # The API document's values, as in its examples.
-        "document": ProtocolVersions(da_version="3.3.2", web_version="7.5.0", app_version="8.4.0", draft_version="3.3.2"),
+        "document": ProtocolVersions(da_version="3.3.2", web_version="7.5.0", app_version="8.4.0",
+                                     draft_version="3.3.2"),
     }
 )
 DEFAULT_PROTOCOL_PROFILE = "live"
@@ -266,8 +268,8 @@ VIDEO_MODELS: tuple[VideoModel, ...] = (
     VideoModel("jimeng-video-seedance-2.0-fast", "dreamina_seedance_40", "dreamina_seedance_20_fast",
                tuple(range(4, 16)), _V720_1080, frozenset({"cn"}), _VCOST_BASIC,
                "the live service also asks for an anti-bot a_bogus parameter (ret 1019)"),
-    VideoModel("jimeng-video-3.5-pro", "dreamina_ic_generate_video_model_vgfm_3.5_pro", "dreamina_video_seedance_15_pro",
-               (5, 10, 12), _V720_1080, ALL_REGIONS, _VCOST_PRO, "Seedance 1.5 pro"),
+    VideoModel("jimeng-video-3.5-pro", "dreamina_ic_generate_video_model_vgfm_3.5_pro",
+               "dreamina_video_seedance_15_pro", (5, 10, 12), _V720_1080, ALL_REGIONS, _VCOST_PRO, "Seedance 1.5 pro"),
     VideoModel("jimeng-video-3.0-pro", "dreamina_ic_generate_video_model_vgfm_3.0_pro", _BENEFIT_V3,
                (5, 10), _V720_1080, frozenset({"cn"}) | _ASIA_INTL, _VCOST_PRO),
     VideoModel("jimeng-video-3.0", "dreamina_ic_generate_video_model_vgfm_3.0", _BENEFIT_V3,

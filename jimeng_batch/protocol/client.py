@@ -35,7 +35,7 @@ from jimeng_batch.protocol.tokens import Token
 HISTORY_PATH = "/mweb/v1/get_history_by_ids"
 USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
 CREDIT_RECEIVE_PATH = "/commerce/v1/benefits/credit_receive"
-UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"
+UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"  # noqa: S105 - a URL path, not a secret
 
 # The live service's submit can take a while (one client raised its timeout to 60 s for it); downloads are big.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=None)
@@ -138,7 +138,8 @@ def parse_item(raw: Mapping[str, Any]) -> Item | None:
         url = large.get("image_url") or common.get("cover_url")
         if url:
             return Item(str(url).replace("\\u0026", "&"), "image", item_id, str(large.get("image_uri") or ""),
-                        _int(large.get("width") or image.get("width")), _int(large.get("height") or image.get("height")),
+                        _int(large.get("width") or image.get("width")),
+                        _int(large.get("height") or image.get("height")),
                         str(large.get("format") or image.get("format") or ""))
     return None
 

@@ -1,7 +1,8 @@
 """The web API's request signature (the `Sign` header). Pure functions, shared by the client and the simulator.
 
 The formula was verified against a captured browser request (see the protocol reference, section 1.4):
-``md5("9e2c|" + last 7 characters of the URI path + "|" + Pf + "|" + Appvr + "|" + Device-Time + "|" + Tdid + "|11ac")``.
+``md5("9e2c|" + last 7 characters of the URI path + "|" + Pf + "|" + Appvr + "|" + Device-Time + "|" + Tdid +
+"|11ac")``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jimeng_batch.errors import ConfigError
 
-TOKEN_ENV = "JIMENG_SESSIONID"
+TOKEN_ENV = "JIMENG_SESSIONID"  # noqa: S105 - the variable's name, not its value
 MASK_VISIBLE = 4
 
 

@@ -224,7 +224,8 @@ class ImageXStore:
             session.data = data
         return f"{crc:08x}"
 
-    def commit(self, creds: UploadCredentials, params: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], str, int]:
+    def commit(self, creds: UploadCredentials, params: Mapping[str, str],
+               body: bytes) -> tuple[dict[str, Any], str, int]:
         """Finish an upload: the ``Result`` of CommitImageUpload, the image URI and its size in bytes."""
         _require_version(params)
         try:
@@ -254,7 +255,7 @@ class ImageXStore:
                     "ImageUri": session.store_uri,
                     "ImageWidth": width,
                     "ImageHeight": height,
-                    "ImageMd5": hashlib.md5(session.data).hexdigest(),
+                    "ImageMd5": hashlib.md5(session.data, usedforsecurity=False).hexdigest(),
                     "ImageFormat": image_format,
                     "ImageSize": len(session.data),
                     "FrameCnt": 1,

@@ -6,7 +6,6 @@ Uvicorn's access log is off by default (the cookie carries a session token; noth
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import threading
@@ -21,6 +20,7 @@ from jimeng_batch.sim.app import build_app
 from jimeng_batch.sim.clock import Clock, system_clock
 from jimeng_batch.sim.config import SimConfig
 from jimeng_batch.sim.state import SimState, Sleep
+from jimeng_batch.sim.uvicorn_compat import FastStopServer, quiet_dropped_answers
 
 __all__ = ["SimServer", "running_simulator", "serve_forever"]
 
@@ -45,6 +45,7 @@ def _base_url(sock: socket.socket) -> str:
 
 
 def _uvicorn_config(state: SimState) -> uvicorn.Config:
+    quiet_dropped_answers()
     return uvicorn.Config(
         build_app(state),
         log_config=None,
@@ -57,35 +58,6 @@ def _uvicorn_config(state: SimState) -> uvicorn.Config:
     )
 
 
-class _StoppableServer(uvicorn.Server):
-    """A uvicorn server whose stop request takes effect at once instead of at its next 0.1 s tick.
-
-    Tests start and stop a simulator per test; without this every stop costs a tenth of a second of idle waiting.
-    """
-
-    _wake: asyncio.Event | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    async def main_loop(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        counter = 0
-        should_exit = await self.on_tick(counter)
-        while not should_exit:
-            counter = (counter + 1) % 864000
-            try:
-                await asyncio.wait_for(self._wake.wait(), 0.1)
-            except TimeoutError:
-                pass
-            should_exit = await self.on_tick(counter)
-
-    def request_stop(self) -> None:
-        self.should_exit = True
-        self.force_exit = True  # nothing to drain: clients of a simulator in a test are already closed
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-
 class SimServer:
     """A simulator serving on a background thread. Use :func:`running_simulator` rather than this directly."""
 
@@ -93,7 +65,7 @@ class SimServer:
         self.state = state
         self._socket = _bind(host, port)
         self.base_url = _base_url(self._socket)
-        self._server = _StoppableServer(_uvicorn_config(state))
+        self._server = FastStopServer(_uvicorn_config(state))
         self._thread = threading.Thread(target=self._run, name="jimeng-sim", daemon=True)
         self._error: BaseException | None = None
 

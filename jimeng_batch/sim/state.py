@@ -205,7 +205,7 @@ class SimState:
     def _add_account(self, token: str, credits: int) -> Account:
         label = mask_token(token)
         if label in self._labels:  # two tokens with the same prefix and length must not merge in the stats
-            label = f"{label}#{sum(1 for l in self._labels if l.startswith(label)) + 1}"
+            label = f"{label}#{sum(1 for known in self._labels if known.startswith(label)) + 1}"
         self._labels.add(label)
         account = Account(token, label, credits)
         self._accounts[token] = account
@@ -238,7 +238,8 @@ class SimState:
         return {
             "credit": {"gift_credit": gift, "purchase_credit": purchase, "vip_credit": 0},
             "expiring_credits": expiring,
-            "credits_detail": {"gift_credits": [{"residual_credits": gift, "credits_life_end": day_end}] if gift else []},
+            "credits_detail": {"gift_credits": [{"residual_credits": gift, "credits_life_end": day_end}]
+                               if gift else []},
         }
 
     def receive_credit(self, account: Account) -> dict[str, Any]:
@@ -309,7 +310,9 @@ class SimState:
         history_id = str(self._id_base + self._counter)
         rng = random.Random(f"{self.config.seed}\x00{submit_id}")  # latencies independent of arrival order
         latency = self.config.latency
-        generation = latency.video_generation if spec.kind == "video" and latency.video_generation else latency.generation
+        generation = latency.generation
+        if spec.kind == "video" and latency.video_generation:
+            generation = latency.video_generation
         prompt = spec.prompt.lower()
         filtered = any(word in prompt for word in self._filter_words)
         record = Record(

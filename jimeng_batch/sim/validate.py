@@ -335,7 +335,8 @@ def _video(ability: Mapping[str, Any], path: str, known_uri: Callable[[str], boo
         raise DraftError(f"{fpath}.duration_ms", f"{model.key} allows {allowed}, not {duration_ms}")
     resolution = first.get("resolution", catalog.DEFAULT_VIDEO_RESOLUTION)
     if resolution not in model.resolutions:
-        raise DraftError(f"{fpath}.resolution", f"{model.key} offers {', '.join(model.resolutions)}, not {resolution!r}")
+        raise DraftError(f"{fpath}.resolution",
+                         f"{model.key} offers {', '.join(model.resolutions)}, not {resolution!r}")
     fps = first.get("fps", catalog.DEFAULT_FPS)
     if fps not in catalog.VIDEO_FPS:
         raise DraftError(f"{fpath}.fps", f"must be one of {', '.join(map(str, catalog.VIDEO_FPS))}")
