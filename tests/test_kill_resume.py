@@ -25,9 +25,15 @@ MANIFEST = """
 """
 
 
-def run_command(manifest: Path, out: Path, base_url: str, tokens: Path) -> list[str]:
+def run_command(manifest: Path, out: Path, base_url: str, tokens: Path, concurrency: int = 3) -> list[str]:
+    """The run, in a subprocess; no report (these tests check the ledger, the files and the charges)."""
     return [sys.executable, "-m", "jimeng_batch", "run", str(manifest), "--out", str(out), "--base-url", base_url,
-            "--token-file", str(tokens), "--poll-interval", "0.02", "--quiet", "--preflight", "off", "--no-cache"]
+            "--token-file", str(tokens), "--poll-interval", "0.02", "--quiet", "--preflight", "off", "--no-cache",
+            "--no-report", "--concurrency", str(concurrency)]
+
+
+# The resuming runs finish quickly: every remaining job at once, on a simulator with no in-flight cap.
+ALL_AT_ONCE = 24
 
 
 def kill_and_resume(tmp_path: Path, kills: int, seed: int) -> None:
@@ -38,10 +44,10 @@ def kill_and_resume(tmp_path: Path, kills: int, seed: int) -> None:
     chooser = random.Random(seed)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     latency = {"submit": {"uniform": [0.0, 0.05]}, "generation": {"uniform": [0.05, 0.2]}}
-    with simulator(seed=seed, latency=latency, images_per_request=2) as server:
+    with simulator(seed=seed, latency=latency, images_per_request=2, max_in_flight=None) as server:
         killed = 0
         for _ in range(kills):
-            process = subprocess.Popen(run_command(manifest, out, server.base_url, tokens), env=env,
+            process = subprocess.Popen(run_command(manifest, out, server.base_url, tokens, concurrency=6), env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 process.wait(timeout=chooser.uniform(0.3, 1.2))
@@ -51,8 +57,8 @@ def kill_and_resume(tmp_path: Path, kills: int, seed: int) -> None:
                 killed += 1
             else:
                 break  # it finished before this kill came
-        final = subprocess.run(run_command(manifest, out, server.base_url, tokens), env=env, capture_output=True,
-                               text=True, timeout=120)
+        final = subprocess.run(run_command(manifest, out, server.base_url, tokens, ALL_AT_ONCE), env=env,
+                               capture_output=True, text=True, timeout=120)
         stats = server.stats()
     assert final.returncode == 0, final.stderr
     assert killed >= kills // 2, f"only {killed} kill(s) landed mid-run"
@@ -84,7 +90,7 @@ def test_interrupt_drains_then_a_second_one_quits(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     latency = {"submit": 0.05, "generation": 0.3}
-    with simulator(latency=latency) as server:
+    with simulator(latency=latency, max_in_flight=None) as server:
         process = subprocess.Popen(run_command(manifest, out, server.base_url, tokens), env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         ledger_file = out / "ledger.sqlite"
@@ -96,8 +102,8 @@ def test_interrupt_drains_then_a_second_one_quits(tmp_path: Path) -> None:
         counts = dict(_rows(ledger_file, "SELECT state, COUNT(*) FROM requests GROUP BY state"))
         assert counts.get("skipped", 0) > 0 and counts.get("downloaded", 0) > 0
         assert set(counts) <= {"skipped", "downloaded"}, counts  # drained: nothing left half-way
-        resumed = subprocess.run(run_command(manifest, out, server.base_url, tokens), env=env, capture_output=True,
-                                 text=True, timeout=120)
+        resumed = subprocess.run(run_command(manifest, out, server.base_url, tokens, ALL_AT_ONCE), env=env,
+                                 capture_output=True, text=True, timeout=120)
         stats = server.stats()
     assert resumed.returncode == 0, resumed.stderr
     assert set(stats["charges_by_submit_id"].values()) == {1} and len(stats["charges_by_submit_id"]) == 24
@@ -137,7 +143,7 @@ def test_a_second_interrupt_quits_at_once_and_the_ledger_stays_consistent(tmp_pa
     tokens.write_text(TOKEN + "\n")
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    with simulator(latency={"submit": 0.05, "generation": 5.0}) as server:
+    with simulator(latency={"submit": 0.05, "generation": 5.0}, max_in_flight=None) as server:
         process = subprocess.Popen(run_command(manifest, out, server.base_url, tokens), env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         ledger_file = out / "ledger.sqlite"
@@ -153,8 +159,8 @@ def test_a_second_interrupt_quits_at_once_and_the_ledger_stays_consistent(tmp_pa
         assert process.returncode == 130
         in_flight = _count(ledger_file, "SELECT COUNT(*) FROM requests WHERE state IN ('submitted', 'running')")
         assert in_flight > 0, _rows(ledger_file, "SELECT state, COUNT(*) FROM requests GROUP BY state")
-        resumed = subprocess.run(run_command(manifest, out, server.base_url, tokens), env=env, capture_output=True,
-                                 text=True, timeout=180)
+        resumed = subprocess.run(run_command(manifest, out, server.base_url, tokens, ALL_AT_ONCE), env=env,
+                                 capture_output=True, text=True, timeout=180)
         stats = server.stats()
     assert resumed.returncode == 0, resumed.stderr
     assert set(stats["charges_by_submit_id"].values()) == {1} and len(stats["charges_by_submit_id"]) == 24

@@ -85,7 +85,8 @@ def test_a_faulted_run_killed_20_times_ends_like_an_unfaulted_run(tmp_path: Path
     chooser = random.Random(20240611)
     with simulator(seed=5, images_per_request=2, faults=FAULTS, latency=LATENCY) as server:
         common = ["--base-url", server.base_url, "--token-file", str(tokens), "--poll-interval", "0.02",
-                  "--concurrency", "2", "--max-retries", "10", "--quiet", "--preflight", "off", "--no-cache"]
+                  "--concurrency", "2", "--max-retries", "10", "--quiet", "--preflight", "off", "--no-cache",
+                  "--no-report"]
         kills = 0
         attempts = 0
         moments: list[str] = []

@@ -66,7 +66,7 @@ class Runner:
 
     def options(self) -> list[str]:
         return ["--base-url", self.server.base_url, "--token-file", str(self.tokens), "--poll-interval", "0.02",
-                "--quiet", "--preflight", "off", "--no-cache", "--concurrency", "1"]
+                "--quiet", "--preflight", "off", "--no-cache", "--concurrency", "1", "--no-report"]
 
     def run(self, manifest: Path, out: Path, *, file_size_limit: int | None = None) -> tuple[int, str]:
         done = run_cli_process(["run", str(manifest), "--out", str(out), *self.options()], self.env,
