@@ -169,8 +169,8 @@ def _bare_specs(count: int) -> Iterator[object]:
 
 
 def cpu(args: argparse.Namespace) -> None:
-    from jimeng_batch.engine.runner import RunRequest, execute
-    from jimeng_batch.intake.manifest import SpreadsheetOptions
+    import jimeng_batch as jb
+    from jimeng_batch.engine.result import exit_code
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -180,14 +180,12 @@ def cpu(args: argparse.Namespace) -> None:
             started = time.process_time()
             asyncio.run(bare_loop(url, args.requests, args.concurrency))
             bare = time.process_time() - started
-            request = RunRequest(manifest=rows, sheet_options=SpreadsheetOptions(), out_dir=folder / "out",
-                                 base_url=url, token_file=folder / "tokens", quiet=True, preflight="off",
-                                 use_cache=False, report=False,
-                                 overrides={"concurrency": args.concurrency, "poll_interval": 0.001})
             started = time.process_time()
-            report = execute(request)
+            result = jb.run(rows, out=folder / "out", base_url=url, token_file=folder / "tokens", quiet=True,
+                            preflight="off", use_cache=False, report=False, concurrency=args.concurrency,
+                            poll_interval=0.001)
             ours = time.process_time() - started
-        assert report.exit_code == 0, report.result
+        assert exit_code(result) == 0, result
     print(f"machine: {machine()}")
     print(f"requests {args.requests} (1 image each), concurrency {args.concurrency}, zero latency")
     print(f"bare httpx loop: {bare / args.requests * 1000:.2f} ms CPU per request (submit, poll, download)")

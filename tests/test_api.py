@@ -128,6 +128,24 @@ def test_arun_in_the_callers_loop(tmp_path: Path) -> None:
     assert (tmp_path / "two" / "report.html").is_file() and not (tmp_path / "one" / "report.html").exists()
 
 
+def test_cancelling_arun_never_leaves_the_run_marked_running(tmp_path: Path) -> None:
+    """Cancelled while it plans (in a thread that cannot be stopped) or later: the run ends as interrupted."""
+    path = write_manifest(tmp_path, IMAGES)
+
+    async def main() -> None:
+        task = asyncio.create_task(jb.arun(path, sim=True, out=tmp_path / "out", **FAST))
+        await asyncio.sleep(0)  # it has started planning
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.get_running_loop().shutdown_default_executor()  # the planning thread is done
+        for _ in range(3):
+            await asyncio.sleep(0)  # and its completion handled
+
+    asyncio.run(main())
+    assert last_run_status(tmp_path / "out") == "interrupted"
+
+
 def test_a_failing_run_is_never_left_marked_running(tmp_path: Path) -> None:
     """An error after the run was recorded (here: the simulator's config is broken) ends it as failed."""
     path = write_manifest(tmp_path, IMAGES)

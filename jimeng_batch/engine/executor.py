@@ -152,13 +152,6 @@ class Executor:
                   code=code or (error.code if error else rule.code), message=str(error) if error else rule.meaning,
                   detail=detail or rule.meaning)
 
-    def _record(self, key: str | None, kind: str, started: float, seconds: float, error: APIError | None) -> None:
-        if error is None:
-            self.ledger.add_attempt(key, kind, started, seconds, "ok")
-        else:
-            self.ledger.add_attempt(key, kind, started, seconds, error.rule.action.value, error.code,
-                                    error.http_status, str(error))
-
     def stop(self, reason: str) -> None:
         """Admit nothing more; in-flight jobs are still finished."""
         if self.stop_reason is None:
@@ -184,8 +177,9 @@ class Executor:
             config.submits_per_second, config.polls_per_second, config.downloads_per_second,
             config.uploads_per_second))
         self.submit_limiter, self.poll_limiter = submits, polls
-        self.retrier = Retrier(config.retry_policy(), record=self._record, sleep=self.sleep, clock=self.clock,
-                               on_retry=lambda key, kind: self.ledger.bump(key, "retries"), seed=config.jitter_seed)
+        self.retrier = Retrier(config.retry_policy(), record=self.ledger.record_call, sleep=self.sleep,
+                               clock=self.clock, on_retry=lambda key, kind: self.ledger.bump(key, "retries"),
+                               seed=config.jitter_seed)
         self.uploads = Uploads(self.ledger, self.uploader, self.retrier, local_files=self.local_files,
                                scope=self.upload_scope, limiter=uploads)
         self.downloads = Downloads(self.ledger, self.client, self.retrier, out_dir=self.out_dir, cache=self.cache,
@@ -365,11 +359,9 @@ class Executor:
             except RequestFailedError as error:
                 self._end(submission.row, error.rule, error)
                 return None
-            if submission.recovered:
-                return self._set(submission.row, State.SUBMITTED, history_record_id=submitted.history_record_id,
-                                 detail="the service had it after a lost answer")
             return self._set(submission.row, State.SUBMITTED, history_record_id=submitted.history_record_id,
-                             task_id=submitted.task_id)
+                             task_id=submitted.task_id or None,
+                             detail="the service had it after a lost answer" if submission.recovered else None)
         return None
 
     async def _stopped(self, token: Token, rule: Rule, lease: _Lease) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jimeng_batch.engine.states import STATES, State
-from jimeng_batch.errors import ConfigError, LedgerError
+from jimeng_batch.errors import APIError, ConfigError, LedgerError
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol.request_spec import RequestSpec, Source, spec_from_params
 
@@ -479,6 +479,15 @@ class Ledger:
                     code: str | None = None, http_status: int | None = None, message: str | None = None) -> None:
         """Record a call (buffered like :meth:`bump`; written with the next state change)."""
         self._attempts.append((key, self.run_id, kind, started_at, seconds, outcome, code, http_status, message))
+
+    def record_call(self, key: str | None, kind: str, started_at: float, seconds: float,
+                    error: APIError | None) -> None:
+        """Record a call and how it went: ``ok``, or the action its error's outcome calls for."""
+        if error is None:
+            self.add_attempt(key, kind, started_at, seconds, "ok")
+        else:
+            self.add_attempt(key, kind, started_at, seconds, error.rule.action.value, error.code, error.http_status,
+                             str(error))
 
     @_writes
     def add_asset(self, key: str, asset: AssetRecord) -> None:

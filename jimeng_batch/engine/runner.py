@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jimeng_batch._version import __version__
-from jimeng_batch.engine.cache import ResultCache
+from jimeng_batch.engine.cache import ResultCache, default_cache_path
 from jimeng_batch.engine.config import RunConfig, resolve_config
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
@@ -354,8 +354,9 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
             base_url = stack.enter_context(running_simulator(sim_config)).base_url
             log.info("running against the built-in simulator at %s", base_url)
         cache = None
-        if config.use_cache and config.cache_path is not None:
-            cache = ResultCache(config.cache_path, config.cache_ttl)
+        if config.use_cache:
+            # A configuration from an older ledger may name no path: the default one, as then.
+            cache = ResultCache(config.cache_path or default_cache_path(), config.cache_ttl)
             stack.callback(cache.close)
         async with connected_executor(prepared.manifest, ledger, config, prepared.tokens, out_dir=out_dir,
                                       base_url=base_url, cache=cache, local_files=prepared.local_files) as executor:
@@ -422,11 +423,26 @@ async def aexecute(manifest: Manifest, config: RunConfig, *, out: Path | None = 
     Planning and the report run in a worker thread, so the caller's loop is never blocked for long. Signals are
     left to the caller; ``control`` interrupts the run, and cancelling the task quits at once.
     """
-    prepared = await asyncio.to_thread(_prepare, manifest, config, out)
+    planning = asyncio.ensure_future(asyncio.to_thread(_prepare, manifest, config, out))
+    try:
+        prepared = await asyncio.shield(planning)
+    except asyncio.CancelledError:
+        # The planning thread cannot be stopped: once it is done, end and close the run it recorded.
+        planning.add_done_callback(_abandon)
+        raise
     try:
         return await _run_prepared(prepared, control or RunControl(), quiet=quiet, live=live, signals=False)
     finally:
         prepared.close()
+
+
+def _abandon(planning: asyncio.Future[_Prepared]) -> None:
+    """A run whose caller went away while it was being planned: recorded as interrupted, and closed."""
+    if planning.cancelled() or planning.exception() is not None:
+        return
+    prepared = planning.result()
+    _end_run(prepared.ledger, None, "interrupted")
+    prepared.close()
 
 
 def execute(manifest: Manifest, config: RunConfig, *, out: Path | None = None, quiet: bool = False,
