@@ -113,17 +113,19 @@ def _stored_config(out: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run started with a flag for every run option (no token in it: a simulator run)."""
+    """A finished run started with a flag for every run option, its token from a file."""
     base = tmp_path_factory.mktemp("recorded")
     manifest = write_manifest(base, IMAGES)
     (base / "sim.yaml").write_text("images_per_request: 1\n")
+    (base / "tokens.txt").write_text(TOKEN + "\n")
     from jimeng_batch.cli import main
 
     args = ["run", str(manifest), "--out", str(base / "out"), "--sim", "--sim-config", str(base / "sim.yaml"),
             "--concurrency", "2", "--submits-per-second", "50", "--polls-per-second", "60", "--downloads-per-second",
             "70", "--uploads-per-second", "80", "--max-retries", "4", "--poll-interval", "0.01", "--budget", "100",
             "--preflight", "off", "--cache-ttl", "forever", "--cache-path", str(base / "cache.sqlite"),
-            "--fail-on", "failed,invalid", "--no-report", "--shard", "1/1", "--quiet"]
+            "--fail-on", "failed,invalid", "--no-report", "--shard", "1/1", "--token-file", str(base / "tokens.txt"),
+            "--quiet"]
     try:
         main(args)  # returns when the run exits 0
     except SystemExit as done:
@@ -134,15 +136,19 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_ledger_holds_every_option_and_no_token(recorded_run: Path) -> None:
     stored = _stored_config(recorded_run / "out")
     assert set(stored) == FIELD_NAMES
-    assert stored | {"sim_config": None, "cache_path": None} == RunConfig(
+    paths = {"sim_config": None, "cache_path": None, "token_file": None}
+    assert stored | paths == RunConfig(
         sim=True, concurrency=2, submits_per_second=50.0, polls_per_second=60.0, downloads_per_second=70.0,
         uploads_per_second=80.0, max_retries=4, poll_interval=0.01, budget=100.0, preflight="off",
         cache_ttl=math.inf, fail_on=frozenset({State.FAILED, State.INVALID}), report=False, shard=Shard(1, 1),
-    ).to_json() | {"sim_config": None, "cache_path": None}
+    ).to_json() | paths
     assert Path(stored["sim_config"]) == recorded_run / "sim.yaml"
     assert Path(stored["cache_path"]) == recorded_run / "cache.sqlite"
-    text = (recorded_run / "out" / "ledger.sqlite").read_bytes()
-    assert TOKEN.encode() not in text
+    assert Path(stored["token_file"]) == recorded_run / "tokens.txt"  # where the token is, never the token
+    written = [path for path in (recorded_run / "out").rglob("*") if path.is_file()]
+    assert any(path.name.startswith("ledger.sqlite") for path in written)
+    for path in written:
+        assert TOKEN.encode() not in path.read_bytes(), path
 
 
 FLAGS_GIVEN_AGAIN = [
