@@ -252,12 +252,13 @@ class Harness:
 
 
 @contextmanager
-def simulator(config: SimConfig | None = None, *, caller_profile: str | None = None) -> Iterator[Harness]:
+def simulator(config: SimConfig | None = None, *, caller_profile: str | None = None, state_path: Path | None = None,
+              clock: FakeClock | None = None) -> Iterator[Harness]:
     """A simulator on an ephemeral port with a fake clock, and an httpx client closed afterwards."""
     config = config or SimConfig()
-    clock = FakeClock()
+    clock = clock or FakeClock()
     sleep = RecordingSleep()
-    with running_simulator(config, clock=clock, sleep=sleep) as server, \
+    with running_simulator(config, clock=clock, sleep=sleep, state_path=state_path) as server, \
             httpx.Client(base_url=server.base_url, timeout=10) as client:
         caller = Caller(client, clock, profile=caller_profile or config.profile)
         yield Harness(server, clock, sleep, client, caller)

@@ -85,7 +85,7 @@ known_image_uris: []
         pytest.param("latency:\n  queue: -1\n", r"must not be negative", id="negative"),
         pytest.param("faults:\n  drop_probability: 2\n", r"faults.drop_probability must be between 0 and 1",
                      id="probability"),
-        pytest.param("faults:\n  http_error_statuses: [404]\n", r"must be 5xx", id="status"),
+        pytest.param("faults:\n  http_error_statuses: [302]\n", r"must be 4xx or 5xx", id="status"),
         pytest.param("error_codes: {teapot: '418'}\n", r"error_codes.teapot: unknown outcome", id="error-code"),
         pytest.param("max_in_flight: 0\n", r"max_in_flight must be at least 1", id="cap"),
         pytest.param("- a\n- b\n", r"must be a mapping", id="not-a-mapping"),

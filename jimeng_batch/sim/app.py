@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
+from jimeng_batch.errors import ConfigError
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.sim.assets import asset_signature, render_mp4, render_png
@@ -298,6 +299,14 @@ class _Api:
         if state.clock() > int(expires_text):
             state.count_error("asset_expired")
             return PlainTextResponse("this URL has expired", status_code=403)
+        faults = state.config.faults
+        if faults.asset_redirect and request.query_params.get("moved") != "1":
+            state.count_error("asset_redirect")
+            return Response(b"", status_code=302, headers={"location": f"{request.url}&moved=1"})
+        if state.chance(faults.asset_error_probability):
+            status = state.pick(faults.asset_error_statuses)
+            state.count_error(f"asset_http_{status}")
+            return PlainTextResponse("simulated asset host error", status_code=status)
         found = state.asset(name)
         if found is None:
             return PlainTextResponse("not found", status_code=404)
@@ -310,11 +319,45 @@ class _Api:
         else:
             content = await run_in_threadpool(render_png, spec.seed, spec.prompt, index, spec.width, spec.height)
             media_type = "image/png"
+        if state.chance(faults.truncated_asset_probability):
+            state.count_error("asset_truncated")
+            return TruncatedBody(content, media_type)
         state.count_download(len(content))
         return Response(content, media_type=media_type)
 
+    async def set_faults(self, request: Request) -> Response:
+        """Change the faults of a running simulator (a test's outage of the asset host, say)."""
+        try:
+            self.state.set_faults(json.loads(await request.body() or b"{}"))
+        except (ValueError, ConfigError) as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        return _json({"faults": "changed"})
+
     async def stats(self, request: Request) -> Response:
         return _json(self.state.stats())
+
+
+class TruncatedBody(Response):
+    """Announces the whole file and sends half of it: the connection closes part-way, as a flaky CDN does."""
+
+    def __init__(self, content: bytes, media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+
+
+def _echo_session(response: Response, request: Request) -> Response:
+    """A hostile server's error answer: its errmsg quotes the request's Cookie header, session token and all."""
+    try:
+        payload = json.loads(bytes(response.body))
+    except ValueError:
+        return response
+    if not isinstance(payload, dict) or payload.get("ret") in (None, "0"):
+        return response
+    payload["errmsg"] = f"{payload.get('errmsg', '')} (request Cookie: {request.headers.get('cookie', '')})"
+    return _json(payload, status=response.status_code)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -378,6 +421,7 @@ class SimApp:
                     ("/upload/v1/{store_uri:path}", api.upload_bytes, ["POST", "PUT"]),
                     (ASSETS_PREFIX + "{name}", api.asset, ["GET"]),
                     ("/_sim/stats", api.stats, ["GET"]),
+                    ("/_sim/faults", api.set_faults, ["POST"]),
                 )
             ]
         )
@@ -386,7 +430,10 @@ class SimApp:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._api_routes.get(scope["path"])
             if handler is not None:
-                response = await handler(Request(scope, receive, send))
+                request = Request(scope, receive, send)
+                response = await handler(request)
+                if self.state.config.faults.echo_session:
+                    response = _echo_session(response, request)
                 await response(scope, receive, send)
                 return
         await self._router(scope, receive, send)

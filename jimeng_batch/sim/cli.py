@@ -28,7 +28,10 @@ def sim() -> None:
               help="YAML file with simulator settings (see docs/simulator.md).")
 @click.option("--profile", type=click.Choice(PROFILES), help="Error-code profile; overrides the config's.")
 @click.option("--seed", type=int, help="Random seed; overrides the config's.")
-def serve(host: str, port: int, config_path: Path | None, profile: str | None, seed: int | None) -> None:
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep accounts and records in this file, and find them there again when started anew.")
+def serve(host: str, port: int, config_path: Path | None, profile: str | None, seed: int | None,
+          state_path: Path | None) -> None:
     """Serve until stopped. The first line printed is the base URL."""
     try:
         config = load_config(config_path) if config_path else SimConfig()
@@ -44,4 +47,7 @@ def serve(host: str, port: int, config_path: Path | None, profile: str | None, s
         click.echo(f"jimeng-batch simulator ({config.profile} profile, seed {config.seed}); Ctrl+C stops it",
                    err=True)
 
-    serve_forever(config, host, port, announce)
+    try:
+        serve_forever(config, host, port, announce, state_path=state_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -97,6 +97,11 @@ class Faults:
     slow_poll_probability: float = 0.0  # a poll that takes `slow_poll_delay` extra seconds to answer
     slow_poll_delay: Distribution = field(default_factory=lambda: fixed(1.0))
     not_found_after_submit_s: float = 0.0  # a new record is absent from poll answers for this long
+    asset_error_probability: float = 0.0  # an asset download answered with a status from asset_error_statuses
+    asset_error_statuses: tuple[int, ...] = (503,)
+    truncated_asset_probability: float = 0.0  # an asset whose body stops half-way (the connection closes)
+    asset_redirect: bool = False  # asset URLs answer 302 to where the file is, as CDNs do
+    echo_session: bool = False  # error answers quote the request's Cookie header in errmsg (a hostile server)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,15 +180,17 @@ def _check(config: SimConfig) -> list[str]:
         problems.append(f"profile must be one of {', '.join(PROFILES)}, not {config.profile!r}")
     f = config.faults
     for name in ("busy_probability", "http_error_probability", "drop_probability", "lost_response_probability",
-                 "slow_poll_probability"):
+                 "slow_poll_probability", "asset_error_probability", "truncated_asset_probability"):
         value = getattr(f, name)
         if not 0.0 <= value <= 1.0:
             problems.append(f"faults.{name} must be between 0 and 1, not {value}")
-    for status in f.http_error_statuses:
-        if not 500 <= status <= 599:
-            problems.append(f"faults.http_error_statuses must be 5xx codes, not {status}")
-    if f.http_error_probability and not f.http_error_statuses:
-        problems.append("faults.http_error_statuses must not be empty")
+    for name in ("http_error_statuses", "asset_error_statuses"):
+        statuses = getattr(f, name)
+        for status in statuses:
+            if not 400 <= status <= 599:
+                problems.append(f"faults.{name} must be 4xx or 5xx codes, not {status}")
+        if not statuses:
+            problems.append(f"faults.{name} must not be empty")
     for concept in config.error_codes:
         if concept not in CONCEPTS:
             problems.append(f"error_codes.{concept}: unknown outcome; allowed: {', '.join(CONCEPTS)}")

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -19,6 +20,7 @@ import uvicorn
 from jimeng_batch.sim.app import build_app
 from jimeng_batch.sim.clock import Clock, system_clock
 from jimeng_batch.sim.config import SimConfig
+from jimeng_batch.sim.journal import Journal
 from jimeng_batch.sim.state import SimState, Sleep
 from jimeng_batch.sim.uvicorn_compat import FastStopServer, quiet_dropped_answers
 
@@ -108,26 +110,35 @@ def running_simulator(
     sleep: Sleep | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    state_path: Path | None = None,
 ) -> Iterator[SimServer]:
     """Serve a simulator on ``host:port`` (port 0: an ephemeral one) for the duration of the ``with`` block.
 
     ``clock`` drives record timing and URL expiry (tests pass a FakeClock); ``sleep`` replaces the asyncio sleep
-    used for submit/poll latency (tests pass a recorder so nothing waits).
+    used for submit/poll latency (tests pass a recorder so nothing waits). With ``state_path`` the simulator keeps
+    its accounts and records in that file and finds them there again when started anew (see ``journal.py``).
     """
+    config = config or SimConfig()
     kwargs: dict[str, Any] = {"clock": clock}
     if sleep is not None:
         kwargs["sleep"] = sleep
-    server = SimServer(SimState(config or SimConfig(), **kwargs), host, port)
-    server.start()
+    journal = Journal(state_path, config.seed) if state_path is not None else None
     try:
-        yield server
+        server = SimServer(SimState(config, journal=journal, **kwargs), host, port)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        if journal is not None:
+            journal.close()
 
 
-def serve_forever(config: SimConfig, host: str, port: int, announce: Any = print) -> None:
+def serve_forever(config: SimConfig, host: str, port: int, announce: Any = print,
+                  state_path: Path | None = None) -> None:
     """Serve in the foreground until interrupted; ``announce`` gets the base URL first, before anything else."""
-    state = SimState(config)
+    state = SimState(config, journal=Journal(state_path, config.seed) if state_path is not None else None)
     sock = _bind(host, port)
     announce(_base_url(sock))
     server = uvicorn.Server(_uvicorn_config(state))

@@ -14,8 +14,8 @@ import math
 import random
 import threading
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jimeng_batch.protocol import catalog
@@ -23,6 +23,7 @@ from jimeng_batch.sim.clock import Clock, system_clock
 from jimeng_batch.sim.codes import Concept, Outcome, outcome
 from jimeng_batch.sim.config import SimConfig
 from jimeng_batch.sim.imagex import ImageXStore
+from jimeng_batch.sim.journal import Journal, StoredAccount, StoredRecord, account_id
 from jimeng_batch.sim.validate import (
     DraftError,
     DraftSpec,
@@ -99,7 +100,8 @@ class Record:
 class Account:
     """A session token's credits, open jobs, uploads and recent request times."""
 
-    token: str
+    token: str  # "" for an account restored from a journal until a request with its token arrives
+    id: str  # a one-way id of the token (what a journal stores)
     label: str
     purchase_credit: int
     gift_credit: int = 0
@@ -115,6 +117,10 @@ class Account:
     def prune_open(self, now: float) -> int:
         self.open_records = [r for r in self.open_records if r.finishes_at > now]
         return len(self.open_records)
+
+    def stored(self) -> StoredAccount:
+        return StoredAccount(self.id, self.label, self.purchase_credit, self.gift_credit, self.last_receive_day,
+                             frozenset(self.uploaded_uris))
 
 
 @dataclass
@@ -142,7 +148,8 @@ def _derived_int(seed: int, purpose: str, modulus: int) -> int:
 class SimState:
     """All mutable simulator state, behind one lock; the clock and the async sleep are injected."""
 
-    def __init__(self, config: SimConfig, *, clock: Clock = system_clock, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(self, config: SimConfig, *, clock: Clock = system_clock, sleep: Sleep = asyncio.sleep,
+                 journal: Journal | None = None) -> None:
         self.config = config
         self.clock = clock
         self.sleep = sleep
@@ -151,9 +158,11 @@ class SimState:
         self.asset_secret = hashlib.sha256(f"jimeng-sim-assets\x00{config.seed}".encode()).digest()
         self.imagex = ImageXStore(seed=config.seed, token_ttl_s=config.upload_token_ttl_s,
                                   max_upload_bytes=config.max_upload_bytes)
-        self._accounts: dict[str, Account] = {}
+        self._accounts: dict[str, Account] = {}  # by token
+        self._by_id: dict[str, Account] = {}  # by account id, restored ones included
         self._records: dict[str, Record] = {}
-        self._by_submit: dict[tuple[str, str], Record] = {}
+        self._by_submit: dict[tuple[str, str], Record] = {}  # by (account id, submit_id)
+        self.journal = journal
         self._stats = _Stats()
         self._counter = 0
         self._id_base = 7_000_000_000_000 + _derived_int(config.seed, "history", 10**9) * 1000  # 13 digits, as live
@@ -161,8 +170,49 @@ class SimState:
         self._filter_words = tuple(w.lower() for w in config.content_filter.words if w)
         self._known_uris = frozenset(config.known_image_uris)
         self._labels: set[str] = set()
+        if journal is not None:
+            self._restore(journal)
         for token, credits in config.accounts.items():
-            self._add_account(token, int(credits))
+            if account_id(token) not in self._by_id:
+                self._add_account(token, int(credits))
+
+    def _restore(self, journal: Journal) -> None:
+        """Accounts and records as a previous simulator on this journal left them."""
+        for stored in journal.accounts():
+            account = Account("", stored.id, stored.label, stored.purchase, stored.gift, stored.last_receive_day,
+                              uploaded_uris=set(stored.uploaded))
+            self._by_id[stored.id] = account
+            self._labels.add(stored.label)
+        stats = self._stats
+        for stored_record in journal.records():
+            owner = self._by_id.get(stored_record.account)
+            if owner is None:
+                continue
+            spec = parse_submission(stored_record.body, known_uri=lambda uri: True)
+            record = Record(stored_record.history_record_id, stored_record.task_id, stored_record.submit_id,
+                            owner.label, spec, stored_record.image_count, stored_record.submitted_at,
+                            stored_record.queue_s, stored_record.generation_s, stored_record.filtered,
+                            stored_record.fail_code, stored_record.cost, stored_record.visible_at)
+            self._records[record.history_record_id] = record
+            self._by_submit[(owner.id, record.submit_id)] = record
+            owner.open_records.append(record)
+            self._counter = max(self._counter, stored_record.counter)
+            stats.submits_by_submit_id[record.submit_id] += 1
+            stats.charges_by_submit_id[record.submit_id] += 1
+            stats.credits_charged[owner.label] += record.cost
+
+    def _save(self, account: Account) -> None:
+        if self.journal is not None:
+            self.journal.save_account(account.stored())
+
+    def set_faults(self, changes: Mapping[str, Any]) -> None:
+        """Replace some fault settings of a running simulator (checked like a config file's ``faults:``)."""
+        from jimeng_batch.sim.config import config_from_mapping
+
+        parsed = config_from_mapping({"faults": dict(changes)}).faults  # unknown keys and bad values refused
+        with self.lock:
+            merged = replace(self.config.faults, **{name: getattr(parsed, name) for name in changes})
+            self.config = replace(self.config, faults=merged)
 
     # -- outcomes ------------------------------------------------------------------------------------------------
 
@@ -197,9 +247,14 @@ class SimState:
         with self.lock:
             account = self._accounts.get(token)
             if account is None:
-                if self.config.strict_accounts:
+                restored = self._by_id.get(account_id(token))
+                if restored is not None:  # known from the journal: the same account, now with its token
+                    restored.token = token
+                    self._accounts[token] = account = restored
+                elif self.config.strict_accounts:
                     raise SimError("login", "unknown sessionid")
-                account = self._add_account(token, self.config.default_credits)
+                else:
+                    account = self._add_account(token, self.config.default_credits)
             return account
 
     def _add_account(self, token: str, credits: int) -> Account:
@@ -207,8 +262,10 @@ class SimState:
         if label in self._labels:  # two tokens with the same prefix and length must not merge in the stats
             label = f"{label}#{sum(1 for known in self._labels if known.startswith(label)) + 1}"
         self._labels.add(label)
-        account = Account(token, label, credits)
+        account = Account(token, account_id(token), label, credits)
         self._accounts[token] = account
+        self._by_id[account.id] = account
+        self._save(account)
         return account
 
     def set_credits(self, token: str, credits: int) -> None:
@@ -216,6 +273,7 @@ class SimState:
         account = self.account(token)
         with self.lock:
             account.purchase_credit, account.gift_credit = credits, 0
+            self._save(account)
 
     def check_rate(self, account: Account) -> None:
         limit = self.config.rate_limit
@@ -251,6 +309,7 @@ class SimState:
             if first:
                 account.last_receive_day = day
                 account.gift_credit += quota
+                self._save(account)
             total = account.balance
         return {
             "is_first_receive": first,
@@ -273,7 +332,7 @@ class SimState:
             raise SimError("param", str(exc)) from None
         now = self.clock()
         with self.lock:
-            known = self._by_submit.get((account.token, submit_id))
+            known = self._by_submit.get((account.id, submit_id))
             if known is not None:
                 self._stats.submits_by_submit_id[submit_id] += 1
                 self._stats.repeats_by_submit_id[submit_id] += 1
@@ -297,6 +356,11 @@ class SimState:
             gift_used = min(account.gift_credit, cost)
             account.gift_credit -= gift_used
             account.purchase_credit -= cost - gift_used
+            if self.journal is not None:  # on disk before the answer that reveals it is sent
+                self.journal.add_record(StoredRecord(
+                    record.history_record_id, record.task_id, submit_id, account.id, dict(body), record.image_count,
+                    record.submitted_at, record.queue_s, record.generation_s, record.filtered, record.fail_code,
+                    cost, record.visible_at, self._counter), account.stored())
             account.open_records.append(record)
             stats = self._stats
             stats.submits_by_submit_id[submit_id] += 1
@@ -331,7 +395,7 @@ class SimState:
             visible_at=now + self.config.faults.not_found_after_submit_s,
         )
         self._records[history_id] = record
-        self._by_submit[(account.token, submit_id)] = record
+        self._by_submit[(account.id, submit_id)] = record
         return record
 
     def lookup(self, account: Account, history_ids: list[str], submit_ids: list[str]) -> dict[str, Record]:
@@ -346,7 +410,7 @@ class SimState:
                 if record is not None and record.account == account.label and record.visible_at <= now:
                     found[hid] = record
             for sid in submit_ids:
-                record = self._by_submit.get((account.token, sid))
+                record = self._by_submit.get((account.id, sid))
                 if record is not None and record.visible_at <= now:
                     found[sid] = record
         return found
@@ -378,6 +442,7 @@ class SimState:
             account.uploaded_uris.add(uri)
             self._stats.uploads += 1
             self._stats.upload_bytes += size
+            self._save(account)
 
     # -- observability -------------------------------------------------------------------------------------------
 
@@ -386,8 +451,8 @@ class SimState:
         now = self.clock()
         with self.lock:
             s = self._stats
-            in_flight = {a.label: a.prune_open(now) for a in self._accounts.values()}
-            balances = {a.label: a.balance for a in self._accounts.values()}
+            in_flight = {a.label: a.prune_open(now) for a in self._by_id.values()}
+            balances = {a.label: a.balance for a in self._by_id.values()}
             return {
                 "profile": self.config.profile,
                 "submits_by_submit_id": dict(s.submits_by_submit_id),
