@@ -31,22 +31,19 @@ from jimeng_batch.engine.config import (
     RunConfig,
     parse_ttl,
 )
-from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
+from jimeng_batch.engine.lock import FolderLock, holder
 from jimeng_batch.engine.result import RunResult, exit_code
-from jimeng_batch.engine.runner import configure, configure_resume
+from jimeng_batch.engine.runner import configure, configure_resume, output_folder
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
-from jimeng_batch.intake.plan import (
-    PlanSummary,
-    iter_plan_records,
-    record_writer,
-    summarize,
-)
+from jimeng_batch.intake.plan import PlanSummary, iter_distinct, iter_plan_records, record_writer, summarize
 from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.request_spec import RequestSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "JIMENG_BATCH_DEBUG"
@@ -135,8 +132,12 @@ def validate(files: tuple[Path, ...], **kwargs: Any) -> None:
               help="Write the plan here instead of to stdout (written whole or not at all).")
 @click.option("--shard", "shard_text", default=None, metavar="K/N",
               help="Only the requests of shard K of N (split by request key).")
+@click.option("--folder", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The output folder a run would use (default: the manifest's), to say what its ledger holds that "
+                   "the manifest no longer names.")
 @spreadsheet_options
-def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, **kwargs: Any) -> None:
+def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder: Path | None,
+         **kwargs: Any) -> None:
     """Show what FILE would send and what it would cost, without sending anything."""
     options = _sheet_options(kwargs)
     shard = _shard(shard_text)
@@ -157,6 +158,7 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, **kwarg
         summary = summarize(manifest, shard=shard)  # the problems were checked on the whole manifest above
     if fmt == "summary":
         _emit(out, lambda write: _print_summary(summary, write))
+        _print_set_aside(manifest, shard, folder)
     elif fmt == "json":
         _emit(out, lambda write: write(json.dumps(summary.as_dict() | ({"shard": str(shard)} if shard else {}),
                                                   indent=2, ensure_ascii=False) + "\n"))
@@ -232,6 +234,19 @@ def _print_summary(summary: PlanSummary, write: Callable[[str], object]) -> None
     write(console.file.getvalue() + "\n".join(lines) + "\n")
 
 
+def _print_set_aside(manifest: Manifest, shard: Shard | None, folder: Path | None) -> None:
+    """What a run into the folder would set aside: requests its ledger holds, never sent, the plan no longer names."""
+    folder = folder if folder is not None else output_folder(manifest, None)
+    if not (folder / LEDGER_NAME).is_file():
+        return
+    named = {bytes.fromhex(item.key) for item in iter_distinct(manifest, shard) if isinstance(item, RequestSpec)}
+    with Ledger.open_existing(folder) as ledger:
+        unplanned = ledger.unplanned_count(lambda key: bytes.fromhex(key) in named)
+    if unplanned:
+        click.echo(f"{unplanned} request(s) in {display_path(folder)}'s ledger are no longer in the manifest; a run "
+                   "sets them aside (never sent)")
+
+
 def _credits(value: float) -> str:
     return f"{value:g}"
 
@@ -291,8 +306,9 @@ def run_options_flags(command: F) -> F:
     defaults = RunConfig()
     rate = click.FloatRange(min=0, min_open=True)
     options = [
-        click.option("--sim", is_flag=True, default=None, help="Run against the built-in simulator (no account, "
-                                                               "no credits)."),
+        click.option("--sim/--no-sim", default=None, help="Run against the built-in simulator (no account, no "
+                                                          "credits); --no-sim sends a resumed rehearsal to the "
+                                                          "real host."),
         click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
                      help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
         click.option("--base-url", default=None, help=f"Send to this host instead of the region's (also "
@@ -339,6 +355,22 @@ def run_options_flags(command: F) -> F:
                           "(default: all of them), or none."),
         click.option("--report/--no-report", default=None,
                      help="Write the report files when the run ends (default: on)."),
+        click.option("--allow-mixed-origins", is_flag=True, default=None,
+                     help="Let results of another origin (the simulator, another host) share the output folder."),
+        click.option("--retry-failed", is_flag=True, default=None,
+                     help="Plan again the requests that ended `failed` (they are paid for again; said first)."),
+        click.option("--retry-blocked", is_flag=True, default=None,
+                     help="Plan again the requests that ended `blocked` (content filtered: paid for again)."),
+        click.option("--retry-invalid", is_flag=True, default=None,
+                     help="Plan again the requests that ended `invalid` (parameters refused)."),
+        click.option("--resubmit-lost", is_flag=True, default=None,
+                     help="Send again the requests the service never showed (`lost`; paid for again)."),
+        click.option("--reassign-orphans", is_flag=True, default=None,
+                     help="Give up waiting for accounts missing from the pool: look for their requests on every "
+                          "token, and send again what is found nowhere."),
+        click.option("--verify", is_flag=True, default=None,
+                     help="Check every downloaded file's sha256 against the ledger, and download again what "
+                          "differs."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -370,8 +402,11 @@ def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _finish_run(result: RunResult, config: RunConfig) -> None:
     counts = ", ".join(f"{state} {n}" for state, n in sorted(result.counts.items()))
     _err(f"{display_path(result.out_dir)}: {counts or 'nothing to do'}")
+    for label, waiting in result.waiting.items():
+        _err(f"{waiting} request(s) waiting for account {label}: give its token again, or --reassign-orphans to "
+             "look for them elsewhere")
     if result.stop_reason:
-        _err(f"stopped early: {result.stop_reason}")
+        _err(f"stopped early: {result.stop_message or result.stop_reason}")
     # The exit-code policy is the command line's: the result says what happened, --fail-on what counts as failure.
     raise click.exceptions.Exit(exit_code(result, config.fail_on))
 
@@ -415,20 +450,33 @@ def status(out_dir: Path, as_json: bool) -> None:
         ]
         last = ledger.last_run()
     if as_json:
+        shown = {k: v for k, v in (last or {}).items() if k != "options"}
+        if last:
+            shown["described"] = _run_status(out_dir, last)
         click.echo(json.dumps({"counts": counts, "total": sum(counts.values()), "in_flight": in_flight,
-                               "last_run": {k: v for k, v in (last or {}).items() if k != "options"}}, indent=2))
+                               "last_run": shown}, indent=2))
         return
     click.echo(f"{display_path(out_dir)}: {sum(counts.values())} request(s)")
     for state, count in counts.items():
         click.echo(f"  {state:<11} {count}")
     if last:
-        click.echo(f"last run: {last['status']}" + (f" ({last['stop_reason']})" if last["stop_reason"] else ""))
+        click.echo(f"last run: {_run_status(out_dir, last)}")
     if in_flight:
         click.echo("in flight:")
         for row in in_flight:
             history = row["history_record_id"] or "-"
             click.echo(f"  {row['key']}  {row['state']:<10} {row['model']:<18} history {history}  "
                        f"token {row['token'] or '-'}")
+
+
+def _run_status(out_dir: Path, last: dict[str, Any]) -> str:
+    """How the last run stands: its recorded status, or, for a run recorded as running whose process holds the
+    folder no more, that it was interrupted (killed)."""
+    status = str(last["status"])
+    if status == "running" and holder(out_dir) is None:
+        pid = last.get("pid")
+        return f"interrupted (process {pid} is gone)" if pid else "interrupted (its process is gone)"
+    return status + (f" ({last['stop_reason']})" if last.get("stop_reason") else "")
 
 
 @cli.command()
@@ -438,7 +486,8 @@ def report(out_dir: Path, no_summary: bool) -> None:
     """Write OUT_DIR's results (parquet, CSV, JSONL), metrics.json, report.md and report.html from its ledger."""
     from jimeng_batch.outputs.report import write_report
 
-    written = write_report(out_dir, step_summary=not no_summary)
+    with Ledger.open_existing(out_dir), FolderLock(out_dir, "report"):
+        written = write_report(out_dir, step_summary=not no_summary)
     metrics = written.metrics
     click.echo(f"{display_path(out_dir)}: {metrics['successRequests']} of {metrics['totalRequests']} succeeded, "
                f"{metrics['failedRequests']} failed")
@@ -453,11 +502,13 @@ def report(out_dir: Path, no_summary: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["imagefolder", "videofolder"]), default="imagefolder",
               show_default=True, help="imagefolder: the images; videofolder: the videos (same layout).")
 @click.option("--force", is_flag=True, help="Replace an earlier export in the folder.")
-def export(out_dir: Path, to: Path, fmt: str, force: bool) -> None:
+@click.option("--allow-mixed-origins", is_flag=True, help="Export results of several origins (simulated and live, "
+                                                          "or several hosts) together.")
+def export(out_dir: Path, to: Path, fmt: str, force: bool, allow_mixed_origins: bool) -> None:
     """Export OUT_DIR's downloaded files as a Hugging Face dataset folder with metadata.jsonl and a card."""
     from jimeng_batch.outputs.export import export_dataset
 
-    done = export_dataset(out_dir, to, fmt, force=force)
+    done = export_dataset(out_dir, to, fmt, force=force, allow_mixed_origins=allow_mixed_origins)
     click.echo(f"{display_path(done.folder)}: {done.files} file(s) from {done.requests} request(s)")
     if done.other_kind:
         other = "videofolder" if fmt == "imagefolder" else "imagefolder"
@@ -469,11 +520,12 @@ def export(out_dir: Path, to: Path, fmt: str, force: bool) -> None:
 @click.option("--into", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="The new output folder to merge into.")
 @click.option("--no-report", is_flag=True, help="Do not write the report files of the merged folder.")
-def merge(inputs: tuple[Path, ...], into: Path, no_report: bool) -> None:
+@click.option("--allow-mixed-origins", is_flag=True, help="Merge folders whose results come from different origins.")
+def merge(inputs: tuple[Path, ...], into: Path, no_report: bool, allow_mixed_origins: bool) -> None:
     """Merge output folders (the shards of a manifest) into one: ledgers and files, checked; then its report."""
     from jimeng_batch.outputs.merge import merge_folders
 
-    done = merge_folders(list(inputs), into)
+    done = merge_folders(list(inputs), into, allow_mixed_origins=allow_mixed_origins)
     click.echo(f"{display_path(into)}: {done.requests} request(s), {done.files} file(s), {done.runs} run(s) "
                f"from {done.inputs} folder(s)" + (f"; {done.duplicates} request(s) were in more than one"
                                                    if done.duplicates else ""))

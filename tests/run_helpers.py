@@ -22,6 +22,7 @@ from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import Ledger
 from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.runner import connected_executor
+from jimeng_batch.engine.settle import settle
 from jimeng_batch.engine.states import State
 from jimeng_batch.intake.manifest import load_manifest
 from jimeng_batch.intake.plan import iter_distinct
@@ -34,27 +35,31 @@ TOKEN_B = "tokB0123456789abcdef0123456789ab"
 
 
 @contextmanager
-def simulator(**config: Any) -> Iterator[SimServer]:
+def simulator(*, clock: Callable[[], float] | None = None, **config: Any) -> Iterator[SimServer]:
     """A simulator with one image per request (small, fast tests) unless the test says otherwise."""
     config.setdefault("images_per_request", 1)
-    with running_simulator(config_from_mapping(config)) as server:
+    with running_simulator(config_from_mapping(config), **({"clock": clock} if clock else {})) as server:
         yield server
 
 
 class NoWait:
-    """A sleep that records what it was asked to wait and only yields to the event loop."""
+    """A sleep that records what it was asked to wait and only yields to the event loop (and, with ``advance``,
+    moves a fake clock on by that much instead of waiting)."""
 
-    def __init__(self) -> None:
+    def __init__(self, advance: Callable[[float], object] | None = None) -> None:
         self.calls: list[float] = []
+        self.advance = advance
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+        if self.advance is not None:
+            self.advance(seconds)
         await asyncio.sleep(0)
 
 
 def fast_options(**changes: Any) -> RunConfig:
     """A run configuration that never waits: no backoff, a fixed jitter, a short grace for missing records."""
-    return RunConfig(backoff_base=0.0, jitter_seed=1, not_found_grace=5.0, use_cache=False).replace(**changes)
+    return RunConfig(backoff_base=0.0, jitter_seed=1, lost_after=5.0, use_cache=False).replace(**changes)
 
 
 def write_manifest(folder: Path, text: str, name: str = "m.yaml") -> Path:
@@ -85,20 +90,24 @@ class Driven:
 
 def drive(manifest: Path, server: SimServer, *, out: Path, tokens: list[str] | None = None,
           options: RunConfig | None = None, cache: ResultCache | None = None,
-          on_change: Callable[[Executor, Counter[State]], None] | None = None) -> Driven:
+          on_change: Callable[[Executor, Counter[State]], None] | None = None,
+          clock: Callable[[], float] | None = None, sleep: NoWait | None = None) -> Driven:
     """Plan ``manifest`` into the ledger at ``out`` and run it against ``server``."""
     loaded = load_manifest(manifest)
     ledger = Ledger.in_folder(out)
+    config = options or fast_options()
     ledger.begin_run(loaded.display, "sha", "test", {})
     ledger.add_planned(i for i in iter_distinct(loaded) if isinstance(i, RequestSpec))
-    sleep = NoWait()
+    ledger.plan_id = ledger.run_id
+    settle(ledger, config, out, planned_anew=True)  # as the runner does before it drives
+    sleep = sleep or NoWait()
     changes: list[Counter[State]] = []
     local_files = {info.sha256: path for path, info in loaded.local_images().items()}
 
     async def main() -> RunResult:
-        async with connected_executor(loaded, ledger, options or fast_options(), [Token(t) for t in tokens or [TOKEN]],
+        async with connected_executor(loaded, ledger, config, [Token(t) for t in tokens or [TOKEN]],
                                       out_dir=out, base_url=server.base_url, cache=cache, local_files=local_files,
-                                      sleep=sleep) as executor:
+                                      sleep=sleep, **({"clock": clock} if clock else {})) as executor:
 
             def watch(counts: Counter[State]) -> None:
                 changes.append(Counter(counts))

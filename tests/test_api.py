@@ -147,13 +147,18 @@ def test_cancelling_arun_never_leaves_the_run_marked_running(tmp_path: Path) -> 
 
 
 def test_a_failing_run_is_never_left_marked_running(tmp_path: Path) -> None:
-    """An error after the run was recorded (here: the simulator's config is broken) ends it as failed."""
+    """An error after the run was recorded (here: the assets folder cannot be made) ends it as failed."""
     path = write_manifest(tmp_path, IMAGES)
-    broken = tmp_path / "sim.yaml"
-    broken.write_text("images_per_request: 99\n")
-    with pytest.raises(jb.ConfigError, match="images_per_request"):
-        jb.run(path, sim=True, sim_config=broken, out=tmp_path / "out", **FAST)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "assets").write_text("a file where the assets folder goes")
+    with pytest.raises(jb.OutputError, match="cannot write a download"):
+        jb.run(path, sim=True, out=tmp_path / "out", **FAST)
     assert last_run_status(tmp_path / "out") == "failed"
+    broken = tmp_path / "sim.yaml"
+    broken.write_text("images_per_request: 99\n")  # a broken simulator config is found before anything is made
+    with pytest.raises(jb.ConfigError, match="images_per_request"):
+        jb.run(path, sim=True, sim_config=broken, out=tmp_path / "other", **FAST)
+    assert not (tmp_path / "other").exists()
 
 
 def test_resume_from_the_api_remembers_the_run(tmp_path: Path) -> None:

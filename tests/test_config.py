@@ -28,9 +28,11 @@ CHANGED: dict[str, Any] = {
         "http://127.0.0.1:10", "token_file": Path("/secrets/tokens.txt"), "concurrency": 7, "submits_per_second": 2.5,
     "polls_per_second": 3.0, "downloads_per_second": 4.0, "uploads_per_second": 0.5, "max_unfinished": 64,
     "max_retries": 9, "backoff_base": 0.25, "backoff_max": 30.0, "retry_after_cap": 120.0, "jitter_seed": 42,
-    "poll_interval": 0.5, "not_found_grace": 90.0, "budget": 12.5, "preflight": "stop", "use_cache": False,
+    "poll_interval": 0.5, "lost_after": 90.0, "budget": 12.5, "preflight": "stop", "use_cache": False,
     "cache_path": Path("/caches/c.sqlite"), "cache_ttl": math.inf, "shard": Shard(2, 3),
-    "fail_on": frozenset({State.FAILED}), "report": False, "download": False,
+    "fail_on": frozenset({State.FAILED}), "report": False, "download": False, "allow_mixed_origins": True,
+    "retry_failed": True, "retry_blocked": True, "retry_invalid": True, "resubmit_lost": True,
+    "reassign_orphans": True, "verify": True,
 }
 
 
@@ -168,6 +170,14 @@ FLAGS_GIVEN_AGAIN = [
     pytest.param("cache_path", ["--cache-path", "/elsewhere.sqlite"], Path("/elsewhere.sqlite"), id="cache-path"),
     pytest.param("fail_on", ["--fail-on", "none"], frozenset(), id="fail-on"),
     pytest.param("report", ["--report"], True, id="report"),
+    pytest.param("sim", ["--no-sim"], False, id="no-sim"),
+    pytest.param("allow_mixed_origins", ["--allow-mixed-origins"], True, id="allow-mixed-origins"),
+    pytest.param("retry_failed", ["--retry-failed"], True, id="retry-failed"),
+    pytest.param("retry_blocked", ["--retry-blocked"], True, id="retry-blocked"),
+    pytest.param("retry_invalid", ["--retry-invalid"], True, id="retry-invalid"),
+    pytest.param("resubmit_lost", ["--resubmit-lost"], True, id="resubmit-lost"),
+    pytest.param("reassign_orphans", ["--reassign-orphans"], True, id="reassign-orphans"),
+    pytest.param("verify", ["--verify"], True, id="verify"),
 ]
 
 
@@ -175,6 +185,19 @@ def test_resume_loads_the_run_whole(recorded_run: Path) -> None:
     stored = RunConfig.from_json(_stored_config(recorded_run / "out"))
     _, loaded = configure_resume(recorded_run / "out", {})
     assert loaded == stored
+
+
+def test_resume_does_not_repeat_one_run_actions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--retry-failed and the like act on the run they are given to: a resume must not pay for them again."""
+    manifest = write_manifest(tmp_path, IMAGES)
+    args = ["run", str(manifest), "--out", str(tmp_path / "out"), "--sim", "--no-cache", "--no-report",
+            "--poll-interval", "0.01",
+            "--quiet", "--retry-failed", "--verify", "--reassign-orphans", "--allow-mixed-origins"]
+    assert run_main(args, capsys)[0] == 0
+    assert _stored_config(tmp_path / "out")["retry_failed"] is True  # recorded with the run it was given to
+    _, resumed = configure_resume(tmp_path / "out", {})
+    assert not (resumed.retry_failed or resumed.verify or resumed.reassign_orphans)
+    assert resumed.allow_mixed_origins  # a setting, not an action: remembered
 
 
 @pytest.mark.parametrize(("field", "flag", "value"), FLAGS_GIVEN_AGAIN)
@@ -200,7 +223,7 @@ def test_every_run_flag_is_tested_given_again() -> None:
     """Each option of `run` that is a run setting is remembered; the table above covers the ones a resume takes."""
     from jimeng_batch.cli import resume
 
-    names = {param.name for param in resume.params} - {"out_dir", "quiet", "sim", "sim_config"}
+    names = {param.name for param in resume.params} - {"out_dir", "quiet", "sim_config"}
     assert names == {field for field, *_ in (p.values for p in FLAGS_GIVEN_AGAIN)}
 
 

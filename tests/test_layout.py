@@ -15,7 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     "protocol": set(),  # the service's data and shapes; the base every other stage builds on
     "intake": {"protocol"},
     "engine": {"intake", "protocol", "sim"},  # a --sim run starts the simulator
-    "outputs": {"intake", "protocol", "engine.ledger", "engine.states"},  # read a ledger, never run one
+    "outputs": {"intake", "protocol", "engine.ledger", "engine.states", "engine.lock"},  # read a ledger, never run one
     "sim": {"protocol.catalog", "protocol.signing", "protocol.aws4"},  # protocol data only
 }
 SHARED = {"errors", "files", "_version"}

@@ -83,7 +83,7 @@ def test_resume_uses_the_runs_cache_path_and_ttl(tmp_path: Path, capsys: pytest.
     db = sqlite3.connect(cache)
     try:
         with db:
-            db.execute("UPDATE results SET completed_at = ?", (time.time() - 10_000,))
+            db.execute("UPDATE results_by_origin SET completed_at = ?", (time.time() - 10_000,))
     finally:
         db.close()
     code, _, err = run_main(["resume", "out", "--budget", "100"], capsys)

@@ -77,19 +77,30 @@ def test_each_account_gets_its_own_upload(tmp_path: Path) -> None:
 
 
 def test_a_file_changed_since_it_was_planned_is_not_uploaded(tmp_path: Path) -> None:
-    """A request planned for one content is never sent with another: it fails with reason `upload`."""
+    """A request planned for one content is never sent with another. Changed before a run, the file is a new
+    request and the old one, never sent, is set aside; changed during a run, the upload fails with reason `upload`."""
     png(tmp_path / "photo.png", color="#123456")
     manifest = write_manifest(tmp_path, "jobs:\n  - {type: image_to_image, resolution: 1k, prompt: a, "
                                         "references: [photo.png]}\n")
+
+    def change_the_file(executor: object, counts: object) -> None:
+        png(tmp_path / "photo.png", color="#abcdef")  # after planning, before the upload
+
     with simulator() as server:
         first = drive(manifest, server, out=tmp_path / "out", options=fast_options(budget=0))
         first.ledger.close()
-        png(tmp_path / "photo.png", color="#654321")  # the file changes before the request is sent
+        png(tmp_path / "photo.png", color="#654321")  # the file changes before the next run
         second = drive(manifest, server, out=tmp_path / "out")
+        second.ledger.close()
+        other = write_manifest(tmp_path, "jobs:\n  - {type: image_to_image, resolution: 1k, prompt: b, "
+                                         "references: [photo.png]}\n", "b.yaml")
+        drive(other, server, out=tmp_path / "third", options=fast_options(budget=0)).ledger.close()
+        third = drive(other, server, out=tmp_path / "third", on_change=change_the_file)
         stats = server.stats()
     assert first.result.counts == {"skipped": 1}
-    assert second.result.counts == {"downloaded": 1, "failed": 1}  # the new content is a new request
-    assert sorted(v for v in second.column("reason").values() if v) == ["upload"]
+    assert second.result.counts == {"downloaded": 1, "removed": 1}  # the new content is a new request
+    assert third.result.counts == {"failed": 1}
+    assert list(third.column("reason").values()) == ["upload"]
     assert stats["uploads"] == 1
 
 

@@ -38,7 +38,9 @@ POLL_FIRST = {"image": 2.0, "video": 5.0}
 POLL_MAX = {"image": 5.0, "video": 15.0}
 POLL_GROWTH = 1.5
 POLL_TIMEOUT = {"image": 1800.0, "video": 3600.0}
-NOT_FOUND_GRACE = 60.0  # a record still missing this long after its submit has failed
+# A record still missing this long after its charged submit is `lost` (checked again by every later run; sent again
+# only with --resubmit-lost). Until then a missing record is asked for with the polls' back-off.
+LOST_AFTER = 1800.0
 MAX_CONCURRENCY = 1000
 MAX_RETRIES = 100
 
@@ -68,7 +70,7 @@ class RunConfig:
     retry_after_cap: float = 300.0
     jitter_seed: int | None = None  # a fixed seed makes the jitter repeatable (tests)
     poll_interval: float | None = None  # a fixed interval instead of the back-off of POLL_FIRST..POLL_MAX
-    not_found_grace: float = NOT_FOUND_GRACE
+    lost_after: float = LOST_AFTER
     # Money.
     budget: float | None = None  # credits this run may admit
     preflight: Preflight = "warn"
@@ -81,6 +83,14 @@ class RunConfig:
     fail_on: frozenset[State] = frozenset(FAIL_ON_STATES)
     report: bool = True
     download: bool = True
+    allow_mixed_origins: bool = False  # results of another origin may share the output folder
+    # Actions of one run (resume does not repeat them; see ONE_SHOT).
+    retry_failed: bool = False  # plan again what ended `failed` (paid again)
+    retry_blocked: bool = False
+    retry_invalid: bool = False
+    resubmit_lost: bool = False  # send again what the service never showed (paid again)
+    reassign_orphans: bool = False  # give up on accounts missing from the pool: look elsewhere, else send again
+    verify: bool = False  # compare every file's sha256 with the ledger, and download again what differs
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -153,6 +163,10 @@ class RunConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(RunConfig))
+# What a flag asks of one run: stored with the run that was given it, never carried on by `resume` (a resume that
+# re-planned every failed request again, say, would pay for them again each time).
+ONE_SHOT = frozenset({"retry_failed", "retry_blocked", "retry_invalid", "resubmit_lost", "reassign_orphans",
+                      "verify"})
 _PATH_FIELDS = frozenset({"sim_config", "token_file", "cache_path"})
 _RATES = ("submits_per_second", "polls_per_second", "downloads_per_second", "uploads_per_second")
 
@@ -174,6 +188,8 @@ def _problems(config: RunConfig) -> list[str]:
         found.append(f"budget must be a number of credits (0 or more), not {config.budget}")
     if config.preflight not in PREFLIGHT_MODES:
         found.append(f"preflight must be one of {', '.join(PREFLIGHT_MODES)}, not {config.preflight!r}")
+    if not config.lost_after > 0:
+        found.append(f"lost_after must be a positive number of seconds, not {config.lost_after}")
     if not config.cache_ttl >= 0:
         found.append(f"cache_ttl must be 0 or more seconds (or forever), not {config.cache_ttl}")
     unknown = sorted(str(state) for state in config.fail_on if state not in FAIL_ON_STATES)
@@ -230,6 +246,6 @@ def resolve_config(manifest: Manifest, given: Mapping[str, Any], environ: Mappin
         values[name] = Path(values[name]).expanduser().resolve()
     if "cache_path" not in values:
         in_manifest = manifest.settings.cache.get("path")
-        values["cache_path"] = ((manifest.path.parent / in_manifest).resolve() if in_manifest
-                                else default_cache_path())
+        default = default_cache_path(simulated=bool(values.get("sim")))
+        values["cache_path"] = (manifest.path.parent / in_manifest).resolve() if in_manifest else default
     return RunConfig(**values)

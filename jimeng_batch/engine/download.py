@@ -180,10 +180,11 @@ class _Unlisted(Exception):
 class Downloads:
     """The downloads of one run; create it inside the running event loop."""
 
-    def __init__(self, ledger: Ledger, client: JimengClient, retrier: Retrier, *, out_dir: Path,
+    def __init__(self, ledger: Ledger, client: JimengClient, retrier: Retrier, *, out_dir: Path, origin: str,
                  cache: ResultCache | None = None, limiter: AsyncLimiter | None = None,
                  poll_limiter: AsyncLimiter | None = None) -> None:
         self.ledger = ledger
+        self.origin = origin
         self.client = client
         self.retrier = retrier
         self.out_dir = out_dir
@@ -220,7 +221,7 @@ class Downloads:
             log.error("%s: not every file of the job is on disk and in the ledger; left for the next run", row.key)
             return None
         if self.cache is not None:
-            self.cache.store(row.key, self.out_dir, assets)
+            self.cache.store(row.key, self.origin, self.out_dir, assets)
         return assets
 
     async def _fetch_one(self, row: RequestRow, token: Token, index: int, item: Item) -> AssetRecord:
@@ -275,7 +276,7 @@ class Downloads:
         """A cached result of the same key, its files copied in, checked and recorded; None on a miss."""
         if self.cache is None:
             return None
-        cached = self.cache.lookup(row.key)
+        cached = self.cache.lookup(row.key, self.origin)
         if not cached:
             return None
         copied = []

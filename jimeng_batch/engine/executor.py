@@ -1,20 +1,18 @@
 """The executor: the scheduler that runs the ledger's requests, at most ``concurrency`` in flight per token.
 
-Lifecycle of a request (:mod:`jimeng_batch.engine.states`), every step committed to the ledger before the next::
-
-    planned -> submitting -> submitted -> running -> succeeded -> downloaded
-                                                  \\-> failed | blocked | invalid
-    planned -> skipped (not admitted: stop, budget, interrupt; planned again on the next run)
+Lifecycle of a request (:mod:`jimeng_batch.engine.states`), every step committed to the ledger before the next.
 
 - Admission is FIFO in plan order. Each admitted request holds a slot of its token from its submit until its
   generation ends; downloads happen outside the slot (:mod:`jimeng_batch.engine.download`), uploads before the
   submit (:mod:`jimeng_batch.engine.upload`).
 - Every call goes through the one retry policy (:mod:`jimeng_batch.engine.retry`), which classifies failures by the
-  outcome table; terminal outcomes end the request; a stop quarantines or exhausts the token (others go on) or,
-  when no token is left or the stop concerns every token, stops admitting. In-flight jobs are always polled and
-  downloaded to the end.
-- A submit whose answer was lost is reconciled by asking for its ``submit_id`` before it is sent again, and a
-  crash leaves ``submitting`` rows that the next run reconciles the same way before anything is resubmitted.
+  outcome table. A final outcome (the service said no) ends the request; a failure that may pass leaves a request
+  that is paid for where it is, with the reason, for the next run, and a request not yet sent ``skipped``. A stop
+  quarantines or exhausts the token (others go on) or, when no token is left, the stop concerns every token, or the
+  circuit breaker finds the host unreachable, stops admitting. In-flight jobs are followed to the end.
+- A request sent with one account stays with that account (:mod:`jimeng_batch.engine.accounts`): it waits while its
+  token is missing from the pool, and is never sent again elsewhere unless the run is told to reassign orphans.
+- A submit whose answer was lost is reconciled by asking for its ``submit_id`` before it is sent again.
 """
 
 from __future__ import annotations
@@ -31,6 +29,8 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 
+from jimeng_batch.engine.accounts import Accounts
+from jimeng_batch.engine.breaker import Breakers
 from jimeng_batch.engine.cache import ResultCache
 from jimeng_batch.engine.config import POLL_GROWTH, RunConfig
 from jimeng_batch.engine.download import Downloads
@@ -47,14 +47,14 @@ from jimeng_batch.protocol.client import HistoryRecord, JimengClient, Submitted
 from jimeng_batch.protocol.drafts import build_request
 from jimeng_batch.protocol.imagex import Uploader
 from jimeng_batch.protocol.outcomes import Action, Rule, TokenEffect, classify
-from jimeng_batch.protocol.tokens import Token
+from jimeng_batch.protocol.tokens import Scrubber, Token
 
 log = logging.getLogger("jimeng_batch.run")
 
-HISTORY_BATCH = 50  # ids per get_history_by_ids call when reconciling
 STATUS_QUEUED = 20  # a record's status while the job waits in the service's queue
 _ROW_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestRow))
 _TERMINAL = {Action.BLOCKED: State.BLOCKED, Action.INVALID: State.INVALID}
+ASSET_HOST = "the asset host"
 
 
 class _Lease:
@@ -74,11 +74,13 @@ class _Submission:
         self.sends = 0
         self.uploaded: dict[str, str] = {}  # sha256 -> image_uri of the local images it names
         self.recovered = False  # a lost answer's submit was found on the service
+        self.absent = False  # the service was asked after the last failure and does not have it
 
     async def send(self, token: Token) -> Submitted:
         x = self.executor
         self.sends += 1
-        self.row = x._set(self.row, State.SUBMITTING, token=token.label, detail=f"attempt {self.sends}")
+        self.row = x._set(self.row, State.SUBMITTING, token=token.label, account=token.account, origin=x.origin,
+                          detail=f"attempt {self.sends}")
         x.ledger.bump(self.row.key, "submits")
         request = build_request(self.spec, x.region, x.versions, web_id=x.web_id, created_ms=int(x.clock() * 1000),
                                 uploaded=self.uploaded)
@@ -86,14 +88,16 @@ class _Submission:
 
     async def reconcile(self, token: Token, error: RetryableAPIError) -> Submitted | None:
         """A submit that got no answer may have arrived and been charged: ask before sending it again."""
-        if error.rule.reason not in ("network", "server"):
+        if error.code == "connect" or error.rule.reason not in ("network", "server"):
+            self.absent = True  # nothing reached the service, or it answered and refused: nothing was charged
             return None
         found = await self.executor._history(token, [self.row.submit_id], key=self.row.key)
         record = (found or {}).get(self.row.submit_id)
-        if record is None or not record.history_record_id:
-            return None
-        self.recovered = True
-        return Submitted(record.history_record_id, "", self.row.submit_id)
+        if record is not None and record.history_record_id:
+            self.recovered = True
+            return Submitted(record.history_record_id, "", self.row.submit_id)
+        self.absent = found is not None  # asked, and it does not have it (None: it could not be asked)
+        return None
 
     def requeue(self, error: RetryableAPIError) -> None:
         self.row = self.executor._set(self.row, State.PLANNED, detail=f"retry: {error.rule.meaning}")
@@ -104,11 +108,12 @@ class Executor:
 
     def __init__(self, ledger: Ledger, client: JimengClient, tokens: list[Token], config: RunConfig, *,
                  out_dir: Path, region: catalog.Region, versions: catalog.ProtocolVersions, web_id: str,
-                 cache: ResultCache | None = None, uploader: Uploader | None = None,
+                 origin: str = "", cache: ResultCache | None = None, uploader: Uploader | None = None,
                  local_files: Mapping[str, Path] | None = None, upload_scope: str | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Callable[[], float] = time.time,
                  on_change: Callable[[Counter[State]], None] | None = None) -> None:
         self.ledger = ledger
+        ledger.scrub = Scrubber(tokens)  # what the service says is stored without any form of a token
         self.client = client
         self.tokens = tokens
         self.config = config
@@ -116,6 +121,7 @@ class Executor:
         self.region = region
         self.versions = versions
         self.web_id = web_id
+        self.origin = origin or client.api_base
         self.cache = cache
         self.uploader = uploader
         self.local_files = dict(local_files or {})
@@ -125,6 +131,7 @@ class Executor:
         self.on_change = on_change
         self.counts: Counter[State] = Counter(ledger.counts())
         self.stop_reason: str | None = None
+        self.stop_message: str | None = None
         self.interrupted = False
         self.admitted_credits = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -152,11 +159,23 @@ class Executor:
                   code=code or (error.code if error else rule.code), message=str(error) if error else rule.meaning,
                   detail=detail or rule.meaning)
 
-    def stop(self, reason: str) -> None:
+    def _defer(self, row: RequestRow, error: APIError, detail: str) -> None:
+        """A failure that may pass: the request stays where it is, with why, for the next run."""
+        self.ledger.note(row.key, row.state, detail=f"{detail}; left for the next run", reason=error.rule.reason,
+                         code=error.code, message=str(error))
+
+    def _record(self, key: str | None, kind: str, started: float, seconds: float, error: APIError | None) -> None:
+        self.ledger.record_call(key, kind, started, seconds, error)
+        self.breakers.record(ASSET_HOST if kind == "download" else self.client.api_base, error)
+        if self.breakers.tripped and self.stop_reason is None:
+            self.stop("unreachable", self.breakers.tripped)
+
+    def stop(self, reason: str, message: str | None = None) -> None:
         """Admit nothing more; in-flight jobs are still finished."""
         if self.stop_reason is None:
             self.stop_reason = reason
-            log.warning("no new submits: %s", reason)
+            self.stop_message = message
+            log.warning("no new submits: %s", message or reason)
 
     def interrupt(self) -> None:
         """Ctrl-C or SIGTERM: the same drain as a stop."""
@@ -171,30 +190,28 @@ class Executor:
 
     async def run(self) -> RunResult:
         config = self.config
+        self.started = self.clock()
         self.pool = TokenPool(self.tokens, config.concurrency)
         # aiolimiter binds to the running loop, so limiters are made here, inside it.
         submits, polls, downloads, uploads = (AsyncLimiter(rate, 1.0) if rate else None for rate in (
             config.submits_per_second, config.polls_per_second, config.downloads_per_second,
             config.uploads_per_second))
         self.submit_limiter, self.poll_limiter = submits, polls
-        self.retrier = Retrier(config.retry_policy(), record=self.ledger.record_call, sleep=self.sleep,
-                               clock=self.clock, on_retry=lambda key, kind: self.ledger.bump(key, "retries"),
-                               seed=config.jitter_seed)
+        self.breakers = Breakers(self.clock)
+        self.retrier = Retrier(config.retry_policy(), record=self._record, sleep=self.sleep, clock=self.clock,
+                               on_retry=lambda key, kind: self.ledger.bump(key, "retries"), seed=config.jitter_seed,
+                               outage=self.breakers.is_open)
         self.uploads = Uploads(self.ledger, self.uploader, self.retrier, local_files=self.local_files,
                                scope=self.upload_scope, limiter=uploads)
-        self.downloads = Downloads(self.ledger, self.client, self.retrier, out_dir=self.out_dir, cache=self.cache,
-                                   limiter=downloads, poll_limiter=polls)
+        self.downloads = Downloads(self.ledger, self.client, self.retrier, out_dir=self.out_dir, origin=self.origin,
+                                   cache=self.cache, limiter=downloads, poll_limiter=polls)
+        self.accounts = Accounts(self)
         self._backlog = asyncio.Semaphore(config.max_unfinished or 4 * config.concurrency * len(self.tokens) + 32)
         for row in list(self.ledger.in_states([State.SKIPPED])):
             self._set(row, State.PLANNED, detail="planned again")
-        for key in self.ledger.verify_assets(self.out_dir):
-            damaged = self.ledger.get(key)
-            if damaged is not None and damaged.state == State.DOWNLOADED:
-                log.warning("%s: a downloaded file is missing or damaged; downloading it again", key)
-                self._set(damaged, State.SUCCEEDED, detail="asset missing or damaged: download again")
         try:
-            await self._reconcile()
-            self._resume_in_flight()
+            await self.accounts.reconcile()
+            await self.accounts.resume_in_flight()
             await self._admit()
             await self._wait_all()
         finally:
@@ -205,12 +222,13 @@ class Executor:
         await self.pool.close()
         reason = self.stop_reason or "not admitted"
         for row in list(self.ledger.in_states([State.PLANNED])):
-            self._set(row, State.SKIPPED, reason=reason, detail=reason)
+            self._set(row, State.SKIPPED, reason=reason, detail=self.stop_message or reason)
         self.ledger.flush()
         return RunResult(self.out_dir, dict(self.ledger.counts()), self.stop_reason, self.interrupted,
-                         self.admitted_credits, self.pool.described(), self.pool.high_water())
+                         self.admitted_credits, self.pool.described(), self.pool.high_water(), self.stop_message,
+                         dict(self.accounts.waiting))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -226,31 +244,6 @@ class Executor:
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
 
-    async def _reconcile(self) -> None:
-        """Ask the service about every request whose submit may or may not have arrived, before resending any."""
-        by_token: dict[str, list[RequestRow]] = {}
-        for row in self.ledger.in_states([State.SUBMITTING]):
-            by_token.setdefault(row.token or "", []).append(row)
-        for label, group in by_token.items():
-            token = self.pool.token(label)
-            if token is None:
-                for row in group:
-                    self._set(row, State.SKIPPED, reason="token", detail="submitted with a token that is not in "
-                              "this run's pool; cannot check whether it was received")
-                continue
-            for start in range(0, len(group), HISTORY_BATCH):
-                chunk = group[start:start + HISTORY_BATCH]
-                found = await self._history(token, [row.submit_id for row in chunk])
-                if found is None:
-                    continue  # could not ask: the rows stay `submitting` for the next run
-                for row in chunk:
-                    record = found.get(row.submit_id)
-                    if record is not None and record.history_record_id:
-                        self._set(row, State.SUBMITTED, history_record_id=record.history_record_id,
-                                  detail="reconciled: the service had it")
-                    else:
-                        self._set(row, State.PLANNED, detail="reconciled: never received, safe to send again")
-
     async def _history(self, token: Token, submit_ids: list[str], key: str | None = None,
                        ) -> dict[str, HistoryRecord | None] | None:
         """The service's records of ``submit_ids``; None when it cannot be asked now."""
@@ -261,18 +254,6 @@ class Executor:
             log.warning("reconcile %s: giving up after %d tries: %s", key or "", error.tries, error)
             return None
 
-    def _resume_in_flight(self) -> None:
-        for row in list(self.ledger.in_states([State.SUBMITTED, State.RUNNING, State.SUCCEEDED])):
-            token = self.pool.token(row.token)
-            if token is None:
-                self._set(row, State.SKIPPED, reason="token",
-                          detail="in flight on a token that is not in this run's pool")
-            elif row.state == State.SUCCEEDED:
-                self._spawn(self._finish(row, token, lease=None))
-            else:
-                self.pool.hold(token)
-                self._spawn(self._finish(row, token, lease=_Lease(token)))
-
     async def _admit(self) -> None:
         queue = deque(self.ledger.keys_in_states([State.PLANNED]))
         while queue and not self.stopping:
@@ -280,9 +261,9 @@ class Executor:
             if row is None or row.state != State.PLANNED:
                 queue.popleft()
                 continue
-            cached = self.downloads.from_cache(row)
-            if cached is not None:
-                self._set(row, State.DOWNLOADED, shared_from="cache", detail="reused from the result cache")
+            if self.downloads.from_cache(row) is not None:
+                self._set(row, State.DOWNLOADED, shared_from="cache", origin=self.origin,
+                          detail="reused from the result cache")
                 queue.popleft()
                 continue
             budget = self.config.budget
@@ -302,11 +283,11 @@ class Executor:
                 break
             queue.popleft()
             self.admitted_credits += row.estimated_credits
-            self._spawn(self._admitted(row, token))
+            self.spawn(self._admitted(row, token))
 
     async def _admitted(self, row: RequestRow, token: Token) -> None:
         try:
-            await self._finish(row, token, lease=_Lease(token))
+            await self.finish(row, token, lease=_Lease(token))
         finally:
             self._backlog.release()
 
@@ -314,10 +295,15 @@ class Executor:
         left = set(self.pool.states().values())
         return "login" if TokenState.QUARANTINED in left and TokenState.EXHAUSTED not in left else "credits"
 
+    def lease(self, token: Token) -> _Lease:
+        """The slot of a job resumed in flight on ``token``."""
+        self.pool.hold(token)
+        return _Lease(token)
+
     # -- one request ---------------------------------------------------------------------------------------------
 
-    async def _finish(self, row: RequestRow, token: Token, lease: _Lease | None) -> None:
-        """Drive one request from where it stands to a final state."""
+    async def finish(self, row: RequestRow, token: Token, lease: _Lease | None) -> None:
+        """Drive one request from where it stands to a final state (or as far as it can go this run)."""
         record: HistoryRecord | None = None
         try:
             if row.state == State.PLANNED:
@@ -326,7 +312,7 @@ class Executor:
                 if submitted is None:
                     return
                 row, token = submitted, lease.token or token
-            if row.state in (State.SUBMITTED, State.RUNNING):
+            if row.state in (State.SUBMITTED, State.RUNNING, State.LOST):
                 record = await self._poll(row, token)
         finally:
             if lease is not None and lease.token is not None:
@@ -348,7 +334,7 @@ class Executor:
                     "submit", functools.partial(submission.send, token), key=row.key, limiter=self.submit_limiter,
                     recover=functools.partial(submission.reconcile, token), before_retry=submission.requeue)
             except RetryableAPIError as error:
-                self._end(submission.row, error.rule, error, detail=f"gave up after {error.tries} tries")
+                self._unsent(submission, error)
                 return None
             except StopSubmittingError as error:
                 if submission.row.state != State.PLANNED:
@@ -364,6 +350,18 @@ class Executor:
                              detail="the service had it after a lost answer" if submission.recovered else None)
         return None
 
+    def _unsent(self, submission: _Submission, error: RetryableAPIError) -> None:
+        """A submit that kept failing in a way that may pass: nothing is written off. When the service does not
+        have it (it said so, or nothing reached it) the request is ``skipped``, planned again by the next run; when
+        that is not known, it stays ``submitting``, for the next run to ask before it sends anything."""
+        row = submission.row
+        detail = f"gave up after {error.tries} tries"
+        if row.state == State.SUBMITTING and not submission.absent:
+            self._defer(row, error, f"{detail}; the service may have it")
+        else:
+            self._set(row, State.SKIPPED, reason=error.rule.reason, code=error.code, message=str(error),
+                      detail=f"{detail}; nothing was charged")
+
     async def _stopped(self, token: Token, rule: Rule, lease: _Lease) -> None:
         """A stop outcome: take the token (or everything) out; a new token for the request if one is left."""
         await self.pool.release(token)
@@ -371,32 +369,37 @@ class Executor:
         if rule.token is TokenEffect.NONE:
             self.stop(rule.reason)
             return
-        await self.pool.mark(token, rule.token, rule.reason)
-        log.warning("token %s %s: %s", token.label, "quarantined" if rule.token is TokenEffect.QUARANTINE
-                    else "exhausted", rule.meaning)
+        await self._retire(token, rule)
         if self.stopping:
             return
         lease.token = await self.pool.acquire()
         if lease.token is None:
             self.stop(self._no_token_reason())
 
+    async def _retire(self, token: Token, rule: Rule) -> None:
+        await self.pool.mark(token, rule.token, rule.reason)
+        log.warning("token %s %s: %s", token.label, "quarantined" if rule.token is TokenEffect.QUARANTINE
+                    else "exhausted", rule.meaning)
+
     async def _poll(self, row: RequestRow, token: Token) -> HistoryRecord | None:
-        """Poll until the job ends; the finished record, or None when it failed or could not be followed."""
+        """Poll until the job ends; the finished record, or None when it ended otherwise or stays for the next run."""
         kind = row.kind
         history_id = row.history_record_id
         assert history_id is not None
         submitted_at = row.submitted_at or self.clock()
         interval = self.config.poll_first(kind)
-        deadline = submitted_at + self.config.poll_timeout(kind)
+        # Each run gives a job the whole poll timeout, counted from its submit or from the run's start.
+        deadline = max(submitted_at, self.started) + self.config.poll_timeout(kind)
         poller = self._poller(token)
+        rechecking = row.state == State.LOST  # lost by an earlier run: one look, then it stays lost
         while True:
-            await self.sleep(interval)
+            await self.sleep(0 if rechecking else interval)
             self.ledger.bump(row.key, "polls")
             try:
                 record = await self.retrier.call("poll", lambda: poller.poll(history_id), key=row.key,
                                                  deadline=deadline, record=False)
             except RetryableAPIError as error:
-                self._end(row, classify("local", "timeout"), error, detail="poll timeout")
+                self._defer(row, error, "cannot poll now")
                 return None
             except StopSubmittingError as error:
                 await self.pool.mark(token, error.rule.token, error.rule.reason)
@@ -408,13 +411,24 @@ class Executor:
                 self._end(row, error.rule, error)
                 return None
             if record is None:
-                if self.clock() - submitted_at > self.config.not_found_grace:
-                    self._end(row, classify("local", "not-found"), None, detail="record not found")
+                if rechecking:
                     return None
+                if self.clock() - submitted_at > self.config.lost_after:
+                    rule = classify("local", "not-found")
+                    self._set(row, State.LOST, reason=rule.reason, code=rule.code, message=rule.meaning,
+                              detail=f"not shown by the service {self.config.lost_after:g} s after its submit")
+                    return None
+                interval = min(self.config.poll_max(kind), interval * POLL_GROWTH)
                 continue  # shortly after a submit the service may not know the record yet
+            if rechecking:
+                row = self._set(row, State.SUBMITTED, detail="found by the service after all")
+                rechecking = False
             if record.failed:
-                self._end(row, classify("fail_code", record.fail_code), None, code=record.fail_code,
+                rule = classify("fail_code", record.fail_code)
+                self._end(row, rule, None, code=record.fail_code,
                           detail=record.fail_message or f"status {record.status}")
+                if rule.token is not TokenEffect.NONE:  # no credits: the next submits on it would fail the same
+                    await self._retire(token, rule)
                 return None
             if record.complete(kind):
                 self._set(row, State.SUCCEEDED, detail=f"{len(record.items)} item(s)")
@@ -423,24 +437,28 @@ class Executor:
                 # Only once the job has left the queue, so that reports can tell queueing from generation.
                 row = self._set(row, State.RUNNING, detail=f"status {record.status}")
             if self.clock() > deadline:
-                self._end(row, classify("local", "timeout"), None, detail="poll timeout")
+                self._defer(row, RetryableAPIError("the job has not finished in time", rule=classify(
+                    "local", "timeout"), code="timeout"), "poll timeout")
                 return None
             interval = min(self.config.poll_max(kind), interval * POLL_GROWTH)
 
     def _poller(self, token: Token) -> BatchPoller:
-        poller = self._pollers.get(token.label)
+        poller = self._pollers.get(token.account)
         if poller is None:
             async def fetch(ids: list[str], token: Token = token) -> dict[str, HistoryRecord | None]:
                 # One recorded call for every job waiting; each job retries a failure on its own schedule.
                 async with limited(self.poll_limiter):
                     return await self.retrier.timed(None, "poll", self.client.history(token, history_ids=ids))
 
-            poller = self._pollers[token.label] = BatchPoller(fetch)
+            poller = self._pollers[token.account] = BatchPoller(fetch)
         return poller
 
     async def _download(self, row: RequestRow, token: Token, record: HistoryRecord | None) -> None:
         try:
             assets = await self.downloads.fetch(row, token, record)
+        except RetryableAPIError as error:
+            self._defer(row, error, f"download failed after {error.tries} tries")
+            return
         except APIError as error:
             self._end(row, error.rule, error, detail=f"download failed after {error.tries} tries")
             return

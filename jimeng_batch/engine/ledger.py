@@ -17,6 +17,7 @@ import functools
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,19 @@ from typing import Any, TypeVar
 
 from jimeng_batch.engine.states import STATES, State
 from jimeng_batch.errors import APIError, ConfigError, LedgerError
+from jimeng_batch.files import file_sha256
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol.request_spec import RequestSpec, Source, spec_from_params
 
 LEDGER_NAME = "ledger.sqlite"
 T = TypeVar("T")
+# Where results come from (`requests.origin`, `runs.origin`): the API host's base URL, or this prefix and the
+# simulator's settings' fingerprint. A rehearsal's results never pass for the real thing.
+SIMULATOR_ORIGIN = "simulator"
+
+
+def is_simulated(origin: object) -> bool:
+    return isinstance(origin, str) and origin.startswith(f"{SIMULATOR_ORIGIN}:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +145,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (account, region, sha256)
         );
     """),
+    Migration(3, "origins, accounts and plans", """
+        ALTER TABLE runs ADD COLUMN origin TEXT;
+        ALTER TABLE runs ADD COLUMN pid INTEGER;
+        ALTER TABLE requests ADD COLUMN origin TEXT;
+        ALTER TABLE requests ADD COLUMN account TEXT;
+        ALTER TABLE requests ADD COLUMN planned_in INTEGER;
+    """),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -162,6 +178,9 @@ class RequestRow:
     sample: int
     source_file: str
     source_row: int | None
+    account: str | None = None  # the one-way id of the account it was sent with (never the token, never a label)
+    origin: str | None = None  # where it was sent (or its cached result came from)
+    planned_in: int | None = None  # the run whose plan last named it
 
     @property
     def kind(self) -> str:
@@ -174,7 +193,8 @@ class RequestRow:
 
 
 _ROW_COLUMNS = ("key, submit_id, ord, job, type, model, resolution, params, estimated_credits, state, token, "
-                "history_record_id, code, reason, submitted_at, sample, source_file, source_row")
+                "history_record_id, code, reason, submitted_at, sample, source_file, source_row, account, origin, "
+                "planned_in")
 
 
 def _row(values: tuple[Any, ...]) -> RequestRow:
@@ -240,6 +260,10 @@ class Ledger:
                 self.db.close()
             raise LedgerError(f"{path}: not a usable ledger ({exc}); move it away to start afresh") from exc
         self.run_id: int | None = None
+        self.plan_id: int | None = None  # the run whose plan is current (None: a plan from before plans had ids)
+        # Every text the ledger stores from a server passes through this (a run sets it to its token scrubber):
+        # a server that quotes the request's cookie back must not put a session token on disk.
+        self.scrub: Callable[[str], str] = str
         self.last_change = 0.0  # the time of the last state change (what `submitted_at` was set to)
         self._bumps: dict[tuple[str, str], int] = {}
         self._attempts: list[tuple[Any, ...]] = []
@@ -322,10 +346,12 @@ class Ledger:
     # -- runs ----------------------------------------------------------------------------------------------------
 
     @_writes
-    def begin_run(self, manifest: str, manifest_sha256: str, tool_version: str, options: dict[str, Any]) -> int:
+    def begin_run(self, manifest: str, manifest_sha256: str, tool_version: str, options: dict[str, Any], *,
+                  origin: str | None = None, pid: int | None = None) -> int:
         cursor = self.db.execute(
-            "INSERT INTO runs (started_at, manifest, manifest_sha256, tool_version, options) VALUES (?, ?, ?, ?, ?)",
-            (self._clock(), manifest, manifest_sha256, tool_version, json.dumps(options, sort_keys=True)),
+            "INSERT INTO runs (started_at, manifest, manifest_sha256, tool_version, options, origin, pid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self._clock(), manifest, manifest_sha256, tool_version, json.dumps(options, sort_keys=True), origin, pid),
         )
         self.run_id = int(cursor.lastrowid or 0)
         return self.run_id
@@ -341,74 +367,108 @@ class Ledger:
                         (self._clock(), status, exit_code, stop_reason, self.run_id))
 
     def last_run(self) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT id, manifest, manifest_sha256, options, status, exit_code, stop_reason "
-                              "FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        row = self.db.execute("SELECT id, manifest, manifest_sha256, options, status, exit_code, stop_reason, origin, "
+                              "pid, started_at FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             return None
         return {"id": row[0], "manifest": row[1], "manifest_sha256": row[2], "options": json.loads(row[3]),
-                "status": row[4], "exit_code": row[5], "stop_reason": row[6]}
+                "status": row[4], "exit_code": row[5], "stop_reason": row[6], "origin": row[7], "pid": row[8],
+                "started_at": row[9]}
+
+    def origins(self) -> dict[str, int]:
+        """Where the folder's requests were sent (or their cached results came from): origin -> requests."""
+        rows = self.db.execute("SELECT origin, COUNT(*) FROM requests WHERE origin IS NOT NULL GROUP BY origin")
+        return {str(origin): int(n) for origin, n in rows.fetchall()}
 
     # -- requests ------------------------------------------------------------------------------------------------
 
     @_writes
     def add_planned(self, specs: Iterable[RequestSpec], batch: int = 2000) -> int:
-        """Record every request not yet in the ledger as planned; returns how many were new."""
+        """Record every request not yet in the ledger as planned, and mark every request ``specs`` names as part of
+        this run's plan (``planned_in``); returns how many were new."""
         now = self._clock()
-        next_ord = int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0])
-        added = 0
+        before = self.total()
         pending: list[tuple[Any, ...]] = []
 
         def flush() -> None:
-            nonlocal added
+            next_ord = int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0])
             with self._transaction():
-                before = self.db.total_changes
                 self.db.executemany(
-                    "INSERT OR IGNORE INTO requests (key, submit_id, ord, job, source_file, source_row, sample, "
-                    "type, model, resolution, params, estimated_credits, state, created_at, updated_at, run_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?)",
-                    pending,
+                    "INSERT INTO requests (key, submit_id, ord, job, source_file, source_row, sample, type, model, "
+                    "resolution, params, estimated_credits, state, created_at, updated_at, run_id, planned_in) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET planned_in = excluded.planned_in",
+                    [(row[0], row[1], next_ord + i, *row[2:]) for i, row in enumerate(pending)],
                 )
-                added += self.db.total_changes - before
             pending.clear()
 
         for spec in specs:
-            pending.append((spec.key, spec.submit_id, next_ord + len(pending) + added, spec.source.job,
-                            spec.source.file, spec.source.row, spec.sample, spec.type, spec.model, spec.resolution,
-                            json.dumps(spec.params(), ensure_ascii=False), spec.estimated_credits, now, now,
-                            self.run_id))
+            pending.append((spec.key, spec.submit_id, spec.source.job, spec.source.file, spec.source.row, spec.sample,
+                            spec.type, spec.model, spec.resolution, json.dumps(spec.params(), ensure_ascii=False),
+                            spec.estimated_credits, now, now, self.run_id, self.run_id))
             if len(pending) >= batch:
                 flush()
-                next_ord = int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0])
         if pending:
             flush()
-        return added
+        return self.total() - before
 
     @_writes
-    def verify_assets(self, folder: Path) -> list[str]:
-        """Keys of downloaded requests whose files are missing or not the size recorded; their assets are dropped.
-
-        Sizes, not hashes, are compared: it is cheap enough to do at the start of every run, and catches the files
-        that were deleted or cut short since.
+    def set_aside_unplanned(self, plan: int) -> tuple[int, int]:
+        """Requests never sent that the plan ``plan`` does not name become ``removed``; removed ones it names again
+        are ``planned``. Returns (set aside, planned again). Requests already sent are left alone: they are paid for.
         """
-        damaged: set[str] = set()
-        for key, path, size in self.db.execute("SELECT key, path, size FROM assets").fetchall():
+        now = self._clock()
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO events (key, run_id, state, at, detail) SELECT key, ?, 'removed', ?, 'no longer in the "
+                "manifest: set aside, never sent' FROM requests WHERE state IN ('planned', 'skipped') AND "
+                "(planned_in IS NULL OR planned_in != ?)", (self.run_id, now, plan))
+            removed = self.db.execute(
+                "UPDATE requests SET state = 'removed', updated_at = ? WHERE state IN ('planned', 'skipped') AND "
+                "(planned_in IS NULL OR planned_in != ?)", (now, plan)).rowcount
+            self.db.execute(
+                "INSERT INTO events (key, run_id, state, at, detail) SELECT key, ?, 'planned', ?, 'back in the "
+                "manifest' FROM requests WHERE state = 'removed' AND planned_in = ?", (self.run_id, now, plan))
+            restored = self.db.execute(
+                "UPDATE requests SET state = 'planned', reason = NULL, updated_at = ? WHERE state = 'removed' AND "
+                "planned_in = ?", (now, plan)).rowcount
+        return int(removed), int(restored)
+
+    def unplanned_count(self, planned: Callable[[str], bool]) -> int:
+        """How many never-sent requests a plan would set aside: those whose key ``planned`` says it does not name."""
+        rows = self.db.execute("SELECT key FROM requests WHERE state IN ('planned', 'skipped')")
+        return sum(1 for (key,) in rows if not planned(key))
+
+    @_writes
+    def verify_assets(self, folder: Path, *, hashes: bool = False) -> dict[str, int]:
+        """Requests whose files are missing or not as recorded (key -> how many files); their assets are dropped.
+
+        Sizes are compared at the start of every run (cheap, and it catches files deleted or cut short);
+        ``hashes`` (``--verify``) reads every file and compares its sha256 too.
+        """
+        damaged: Counter[str] = Counter()
+        for key, path, size, sha256 in self.db.execute("SELECT key, path, size, sha256 FROM assets").fetchall():
             file = folder / path
             try:
-                ok = file.stat().st_size == size
+                ok = file.stat().st_size == size and (not hashes or file_sha256(file) == sha256)
             except OSError:
                 ok = False
             if not ok:
-                damaged.add(key)
+                damaged[key] += 1
         for key in sorted(damaged):
             with self._transaction():
                 self.db.execute("DELETE FROM assets WHERE key = ?", (key,))
-        return sorted(damaged)
+        return dict(sorted(damaged.items()))
 
     @_writes
     def set_state(self, key: str, state: State, *, detail: str | None = None, **fields: Any) -> None:
         """Move a request to ``state`` (and set other columns), recording the event, in one commit."""
         now = self._clock()
         self.last_change = now
+        if detail is not None:
+            detail = self.scrub(detail)
+        if fields.get("message") is not None:
+            fields["message"] = self.scrub(fields["message"])
         columns = {"state": state, "updated_at": now, **fields}
         if state == State.SUBMITTED and "submitted_at" not in fields:
             columns["submitted_at"] = now
@@ -416,6 +476,22 @@ class Ledger:
             columns["finished_at"] = now
         if state == State.DOWNLOADED:
             columns.setdefault("downloaded_at", now)
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self._transaction():
+            self.db.execute(f"UPDATE requests SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
+            self.db.execute("INSERT INTO events (key, run_id, state, at, detail) VALUES (?, ?, ?, ?, ?)",
+                            (key, self.run_id, state, now, detail))
+            self._flush_counters()
+
+    @_writes
+    def note(self, key: str, state: State, *, detail: str, **fields: Any) -> None:
+        """Record why a request stays where it is (an event in its current state), updating ``fields`` but none
+        of its times: a transient failure that leaves it for the next run."""
+        now = self._clock()
+        detail = self.scrub(detail)
+        if fields.get("message") is not None:
+            fields["message"] = self.scrub(fields["message"])
+        columns = {"updated_at": now, **fields}
         assignments = ", ".join(f"{name} = ?" for name in columns)
         with self._transaction():
             self.db.execute(f"UPDATE requests SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
@@ -487,7 +563,7 @@ class Ledger:
             self.add_attempt(key, kind, started_at, seconds, "ok")
         else:
             self.add_attempt(key, kind, started_at, seconds, error.rule.action.value, error.code, error.http_status,
-                             str(error))
+                             self.scrub(str(error)))
 
     @_writes
     def add_asset(self, key: str, asset: AssetRecord) -> None:

@@ -6,14 +6,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, TERMINAL_FAILURES, State
+from jimeng_batch.engine.states import FAIL_ON_STATES, TERMINAL_FAILURES, UNFINISHED_STATES, State
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_STOPPED = 3
 EXIT_INTERRUPTED = 130
 # Stops that end a run early for a reason the user must act on: they exit 3 whatever --fail-on says.
-STOP_REASONS_EXIT_3 = frozenset({"credits", "login", "permission", "region", "budget", "preflight"})
+STOP_REASONS_EXIT_3 = frozenset({"credits", "login", "permission", "region", "budget", "preflight", "unreachable"})
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class RunResult:
     admitted_credits: float = 0.0  # the estimated credits of what this run admitted
     token_states: Mapping[str, str] = field(default_factory=dict)  # masked label -> active, exhausted (credits)...
     in_flight_high_water: Mapping[str, int] = field(default_factory=dict)  # masked label -> most jobs at once
+    stop_message: str | None = None  # what a person should read about the stop ("cannot reach HOST: ...")
+    waiting: Mapping[str, int] = field(default_factory=dict)  # masked label -> requests bound to a missing account
 
     @property
     def total(self) -> int:
@@ -43,6 +45,7 @@ def exit_code(result: RunResult, fail_on: Collection[State] = FAIL_ON_STATES) ->
     counts = result.counts
     failed = sum(counts.get(state, 0) for state in TERMINAL_FAILURES if state in fail_on)
     unsent = sum(counts.get(s, 0) for s in (State.SKIPPED, State.PLANNED)) if State.SKIPPED in fail_on else 0
-    # A job left in flight or not downloaded always fails the run: nothing hides work paid for and not delivered.
-    unfinished = sum(counts.get(state, 0) for state in (*IN_FLIGHT_STATES, State.SUCCEEDED))
+    # A job left in flight, lost or not downloaded always fails the run: nothing hides work paid for and not
+    # delivered.
+    unfinished = sum(counts.get(state, 0) for state in UNFINISHED_STATES)
     return EXIT_FAILED if failed or unsent or unfinished else EXIT_OK

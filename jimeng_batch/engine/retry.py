@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from aiolimiter import AsyncLimiter
 
+from jimeng_batch.engine.breaker import OUTAGE_REASONS
 from jimeng_batch.errors import APIError, RetryableAPIError
 from jimeng_batch.protocol.outcomes import Action
 
@@ -70,9 +71,10 @@ class Retrier:
 
     def __init__(self, policy: RetryPolicy, *, record: Recorder, sleep: Sleep,
                  clock: Callable[[], float] = time.time, on_retry: Callable[[str, str], None] | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, outage: Callable[[], bool] | None = None) -> None:
         self.policy = policy
         self._record = record
+        self._outage = outage  # True once the circuit breaker tripped: outage failures are not retried then
         self._sleep = sleep
         self._clock = clock
         self._on_retry = on_retry  # (request key, kind): counts a request's retries
@@ -113,7 +115,8 @@ class Retrier:
                     if found is not None:
                         return found
                 wait = self.policy.delay(retry, error, self._random)
-                if (retry >= self.policy.max_retries if deadline is None else self._clock() + wait > deadline):
+                spent = retry >= self.policy.max_retries if deadline is None else self._clock() + wait > deadline
+                if spent or (self._outage is not None and self._outage() and error.rule.reason in OUTAGE_REASONS):
                     error.tries = retry + 1
                     raise
                 if key is not None and self._on_retry is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,11 +30,13 @@ from typing import Any, TypeVar
 
 from jimeng_batch._version import __version__
 from jimeng_batch.engine.cache import ResultCache, default_cache_path
-from jimeng_batch.engine.config import RunConfig, resolve_config
+from jimeng_batch.engine.config import ONE_SHOT, RunConfig, resolve_config
 from jimeng_batch.engine.executor import Executor
-from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
+from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated
+from jimeng_batch.engine.lock import FolderLock
 from jimeng_batch.engine.progress import Progress
 from jimeng_batch.engine.result import RunResult, exit_code
+from jimeng_batch.engine.settle import settle
 from jimeng_batch.engine.states import State
 from jimeng_batch.errors import (
     ConfigError,
@@ -51,12 +55,13 @@ from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.client import JimengClient
 from jimeng_batch.protocol.imagex import Uploader, imagex_base
 from jimeng_batch.protocol.request_spec import RequestSpec
-from jimeng_batch.protocol.tokens import Token, load_tokens
+from jimeng_batch.protocol.tokens import Scrubber, Token, load_tokens
 
 log = logging.getLogger("jimeng_batch.run")
 T = TypeVar("T")
 
 LOG_NAME = "run.log"
+SIM_STATE = ".sim-state.sqlite"  # a --sim run's simulator, kept in the output folder
 SIM_TOKEN = "simulator-demo-session-0000000000"  # noqa: S105 - the simulator accepts any session; not a secret
 
 
@@ -73,13 +78,26 @@ def output_folder(manifest: Manifest, requested: Path | None) -> Path:
     return Path("out") / manifest.path.stem
 
 
+class _Scrubbed(logging.Filter):
+    """Log records with every form of the pool's tokens taken out (a server's text may quote them)."""
+
+    def __init__(self, scrub: Callable[[str], str]) -> None:
+        super().__init__()
+        self.scrub = scrub
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.scrub(record.getMessage()), None
+        return True
+
+
 @contextlib.contextmanager
-def file_log(folder: Path) -> Iterator[None]:
+def file_log(folder: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
     """Log the run to ``run.log`` in the output folder (tokens are never logged: only their masked labels)."""
     try:
         handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
     except OSError as exc:
         raise OutputError(f"{folder / LOG_NAME}: cannot write the run log ({exc.strerror or exc})") from exc
+    handler.addFilter(_Scrubbed(scrub))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("jimeng_batch")
     logger.addHandler(handler)
@@ -173,6 +191,7 @@ def configure_resume(out_dir: Path, given: Mapping[str, Any]) -> tuple[Manifest,
     if not manifest_path.is_file():
         raise ConfigError(f"{manifest_path}: the manifest of the run in {display_path(out_dir)} is gone")
     stored = RunConfig.from_json(options["config"]) if "config" in options else _legacy_config(options)
+    stored = stored.replace(**{name: False for name in ONE_SHOT})  # actions of the run they were given to
     config = stored.replace(**{name: value for name, value in given.items() if value is not None})
     return load_manifest(manifest_path, config.sheet), config
 
@@ -245,8 +264,9 @@ class RunControl:
 @contextlib.asynccontextmanager
 async def connected_executor(manifest: Manifest, ledger: Ledger, config: RunConfig, tokens: list[Token], *,
                              out_dir: Path, base_url: str | None, cache: ResultCache | None,
-                             local_files: Mapping[str, Path],
-                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> AsyncIterator[Executor]:
+                             local_files: Mapping[str, Path], origin: str | None = None,
+                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                             clock: Callable[[], float] = time.time) -> AsyncIterator[Executor]:
     """The executor of a run, with its client and uploader, connected to ``base_url`` (None: the region's hosts)."""
     region = catalog.REGIONS[manifest.settings.region]
     versions = manifest.settings.protocol
@@ -254,13 +274,40 @@ async def connected_executor(manifest: Manifest, ledger: Ledger, config: RunConf
     async with JimengClient(region=region, versions=versions, web_id=web_id, base_url=base_url) as client:
         uploader = Uploader(client, region, imagex_base(region, base_url, config.imagex_url))
         yield Executor(ledger, client, tokens, config, out_dir=out_dir, region=region, versions=versions,
-                       web_id=web_id, cache=cache, uploader=uploader, local_files=local_files,
-                       upload_scope=region.code if base_url is None else f"{region.code}@{base_url}", sleep=sleep)
+                       web_id=web_id, origin=origin or client.api_base, cache=cache, uploader=uploader,
+                       local_files=local_files, upload_scope=region.code if base_url is None else
+                       f"{region.code}@{base_url}", sleep=sleep, clock=clock)
+
+
+def run_origin(manifest: Manifest, config: RunConfig) -> str:
+    """Where this run's results come from: the simulator (and its settings' fingerprint), or the API host."""
+    if config.sim:
+        from jimeng_batch.sim import SimConfig, load_config
+
+        sim = load_config(config.sim_config) if config.sim_config else SimConfig()
+        settings = json.dumps(dataclasses.asdict(sim), sort_keys=True, default=str)
+        return f"{SIMULATOR_ORIGIN}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+    return (config.base_url or catalog.REGIONS[manifest.settings.region].api_base).rstrip("/")
+
+
+def _same_service(a: str, b: str) -> bool:
+    """Two origins whose results may share a folder: the same host, or both the simulator (any settings)."""
+    return a == b or (is_simulated(a) and is_simulated(b))
+
+
+def _check_origins(ledger: Ledger, origin: str, config: RunConfig, out_dir: Path) -> None:
+    """A folder holds one origin's results unless the user allows mixing: a rehearsal never joins a live run."""
+    others = sorted(o for o in ledger.origins() if not _same_service(o, origin))
+    if others and not config.allow_mixed_origins:
+        held = "the simulator" if all(is_simulated(o) for o in others) else ", ".join(others)
+        going = "the simulator" if is_simulated(origin) else origin
+        raise ConfigError(f"{display_path(out_dir)} holds results from {held}; this run goes to {going}, and "
+                          "the two would mix: use another --out, or --allow-mixed-origins")
 
 
 @dataclass
 class _Prepared:
-    """A run planned into its ledger and recorded, its log open, ready to be driven."""
+    """A run planned into its ledger and recorded, its folder locked and its log open, ready to be driven."""
 
     manifest: Manifest
     config: RunConfig
@@ -268,14 +315,15 @@ class _Prepared:
     tokens: list[Token]
     ledger: Ledger
     local_files: dict[str, Path]
-    resources: contextlib.ExitStack  # the run log's handler and the ledger, closed by close()
+    origin: str
+    resources: contextlib.ExitStack  # the lock, the run log's handler and the ledger, closed by close()
 
     def close(self) -> None:
         self.resources.close()
 
 
 def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepared:
-    """Check the manifest, plan it into the ledger, record the run and open its log."""
+    """Check the manifest, lock the folder, plan into the ledger, settle it, record the run and open its log."""
     out_dir = output_folder(manifest, out)
     fingerprint = plan_fingerprint(manifest, config)
     planned = _unchanged_plan(out_dir, fingerprint)
@@ -285,22 +333,33 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
         if summary.problems:
             raise SchemaError(summary.problems)
     tokens = run_tokens(config)
+    origin = run_origin(manifest, config)
+    scrub = Scrubber(tokens)
     resources = contextlib.ExitStack()
     try:
         ledger = resources.enter_context(Ledger.in_folder(out_dir))
-        resources.enter_context(file_log(out_dir))
+        resources.enter_context(FolderLock(out_dir, "run"))
+        _check_origins(ledger, origin, config, out_dir)
+        ledger.scrub = scrub
+        resources.enter_context(file_log(out_dir, scrub))
         recorded = {"manifest": str(manifest.path.resolve()), "config": config.to_json(),
                     "tokens": [t.label for t in tokens]}
-        ledger.begin_run(manifest.display, manifest_sha256(manifest.path), __version__, recorded)
+        ledger.begin_run(manifest.display, manifest_sha256(manifest.path), __version__, recorded, origin=origin,
+                         pid=os.getpid())
         try:
+            planned_anew = planned is None
             if planned is None:
                 added = ledger.add_planned(item for item in iter_distinct(manifest, config.shard)
                                            if isinstance(item, RequestSpec))
-                planned = {"fingerprint": fingerprint, "images": _image_records(manifest)}
+                planned = {"fingerprint": fingerprint, "images": _image_records(manifest), "id": ledger.run_id}
             else:
                 added = 0
                 log.info("the manifest, its spreadsheets and images are unchanged since the last run: not planned "
                          "again")
+            ledger.plan_id = planned.get("id")
+            for note in settle(ledger, config, out_dir, planned_anew=planned_anew):
+                log.info(note)
+                print(note, file=sys.stderr)
             # Recorded once planning is done: a run killed while planning must plan again next time.
             ledger.set_run_options({**recorded, "plan": planned})
         except BaseException as exc:
@@ -309,10 +368,10 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
     except BaseException:
         resources.close()
         raise
-    log.info("run of %s into %s: %d new request(s), %d in the ledger", manifest.display, out_dir, added,
-             ledger.total())
+    log.info("run of %s into %s (%s): %d new request(s), %d in the ledger", manifest.display, out_dir, origin,
+             added, ledger.total())
     local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
-    return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, resources)
+    return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, origin, resources)
 
 
 def _status_of(exc: BaseException) -> str:
@@ -351,7 +410,9 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
             from jimeng_batch.sim import SimConfig, load_config, running_simulator
 
             sim_config = load_config(config.sim_config) if config.sim_config else SimConfig()
-            base_url = stack.enter_context(running_simulator(sim_config)).base_url
+            # Its state lives in the output folder, so that a rehearsal killed and resumed goes on like a service.
+            server = stack.enter_context(running_simulator(sim_config, state_path=out_dir / SIM_STATE))
+            base_url = server.base_url
             log.info("running against the built-in simulator at %s", base_url)
         cache = None
         if config.use_cache:
@@ -359,7 +420,8 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
             cache = ResultCache(config.cache_path or default_cache_path(), config.cache_ttl)
             stack.callback(cache.close)
         async with connected_executor(prepared.manifest, ledger, config, prepared.tokens, out_dir=out_dir,
-                                      base_url=base_url, cache=cache, local_files=prepared.local_files) as executor:
+                                      base_url=base_url, cache=cache, local_files=prepared.local_files,
+                                      origin=prepared.origin) as executor:
             progress = Progress(ledger.total(), quiet=quiet, live=live, credits=lambda: executor.admitted_credits)
             executor.on_change = progress.update
             progress.update(Counter(ledger.counts()))

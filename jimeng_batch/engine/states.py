@@ -3,8 +3,13 @@
 ::
 
     planned -> submitting -> submitted -> running -> succeeded -> downloaded
-                                                  \\-> failed | blocked | invalid
-    planned -> skipped (not admitted: stop, budget, interrupt; planned again on the next run)
+                                                  \\-> failed | blocked | invalid   (final: the service said no)
+                            submitted -> lost     (never shown by the service; checked again by every run)
+    planned -> skipped  (not admitted: stop, budget, interrupt, outage; planned again by the next run)
+    planned | skipped -> removed  (the manifest no longer names it; never sent; planned again if it comes back)
+
+A failure that may pass (network, 5xx, a download cut short, a record not shown yet) never ends a request that is
+paid for: it stays where it was (``submitted``, ``running``, ``succeeded``) with the reason, for the next run.
 
 ``State`` is a ``StrEnum``: a state is stored in the ledger, printed and compared as its plain name.
 """
@@ -27,11 +32,15 @@ class State(StrEnum):
     BLOCKED = "blocked"  # content filtered
     INVALID = "invalid"  # the service refused the parameters
     SKIPPED = "skipped"  # not sent this run (stop, budget, interrupt); planned again by the next
+    REMOVED = "removed"  # the manifest no longer names it and it was never sent
+    LOST = "lost"  # charged, and the service never showed its record: checked again by every run
 
 
 STATES: tuple[State, ...] = tuple(State)
 FINAL_STATES = frozenset({State.DOWNLOADED, State.FAILED, State.BLOCKED, State.INVALID})
 TERMINAL_FAILURES = (State.FAILED, State.BLOCKED, State.INVALID)
 IN_FLIGHT_STATES = frozenset({State.SUBMITTING, State.SUBMITTED, State.RUNNING})
+# Paid for and not finished: a run leaving any of these exits 1, and the next run takes them up again.
+UNFINISHED_STATES = frozenset({*IN_FLIGHT_STATES, State.SUCCEEDED, State.LOST})
 # The final states `--fail-on` may name (skipped covers what was left unsent).
 FAIL_ON_STATES = (State.FAILED, State.BLOCKED, State.INVALID, State.SKIPPED)

@@ -42,12 +42,23 @@ class TokenPool:
         if not tokens:
             raise ValueError("a token pool needs at least one token")
         self.cap = cap
-        self._slots = {token.label: _Slot(token, cap) for token in tokens}
+        # By account (a one-way id of the token), never by label: two tokens may share a mask.
+        self._slots = {token.account: _Slot(token, cap) for token in tokens}
         self._changed = asyncio.Condition()
 
-    def token(self, label: str | None) -> Token | None:
-        slot = self._slots.get(label or "")
+    def token(self, account: str | None) -> Token | None:
+        """The pool's token of an account, if the pool has it."""
+        slot = self._slots.get(account or "")
         return slot.token if slot else None
+
+    def by_label(self, label: str | None) -> Token | None:
+        """The token with this masked label, if exactly one has it (for rows recorded before accounts were)."""
+        found = [slot.token for slot in self._slots.values() if slot.token.label == label]
+        return found[0] if len(found) == 1 else None
+
+    @property
+    def tokens(self) -> list[Token]:
+        return [slot.token for slot in self._slots.values()]
 
     @property
     def any_active(self) -> bool:
@@ -55,14 +66,15 @@ class TokenPool:
 
     def states(self) -> dict[str, TokenState]:
         """Each token's state, by masked label."""
-        return {label: slot.state for label, slot in self._slots.items()}
+        return {slot.token.label: slot.state for slot in self._slots.values()}
 
     def described(self) -> dict[str, str]:
         """Each token's state with the reason it left the pool, for people: ``exhausted (credits)``."""
-        return {label: slot.state + (f" ({slot.reason})" if slot.reason else "") for label, slot in self._slots.items()}
+        return {slot.token.label: slot.state + (f" ({slot.reason})" if slot.reason else "")
+                for slot in self._slots.values()}
 
     def high_water(self) -> dict[str, int]:
-        return {label: slot.high_water for label, slot in self._slots.items()}
+        return {slot.token.label: slot.high_water for slot in self._slots.values()}
 
     async def acquire(self) -> Token | None:
         """A slot on the active token with the most free slots; None once no token may submit any more."""
@@ -79,7 +91,7 @@ class TokenPool:
 
     def hold(self, token: Token) -> None:
         """Count a job already in flight on ``token`` (resumed from a previous run) against its cap."""
-        self._take(self._slots[token.label])
+        self._take(self._slots[token.account])
 
     def _take(self, slot: _Slot) -> None:
         slot.free -= 1
@@ -88,7 +100,7 @@ class TokenPool:
 
     async def release(self, token: Token) -> None:
         async with self._changed:
-            slot = self._slots[token.label]
+            slot = self._slots[token.account]
             slot.free += 1
             slot.in_flight -= 1
             self._changed.notify_all()
@@ -98,7 +110,7 @@ class TokenPool:
         if effect is TokenEffect.NONE:
             return
         async with self._changed:
-            slot = self._slots[token.label]
+            slot = self._slots[token.account]
             if slot.state is TokenState.ACTIVE:
                 slot.state = TokenState.QUARANTINED if effect is TokenEffect.QUARANTINE else TokenState.EXHAUSTED
                 slot.reason = reason

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
+from jimeng_batch.engine.lock import FolderLock
 from jimeng_batch.engine.states import State
 from jimeng_batch.errors import ConfigError, LedgerError
 from jimeng_batch.files import copy_verified
@@ -25,7 +26,8 @@ from jimeng_batch.intake.sources import display_path
 
 # How far a request got; the merge keeps the furthest.
 _PROGRESS = {State.DOWNLOADED: 6, State.SUCCEEDED: 5, State.FAILED: 4, State.BLOCKED: 4, State.INVALID: 4,
-             State.RUNNING: 3, State.SUBMITTED: 2, State.SUBMITTING: 1, State.SKIPPED: 0, State.PLANNED: 0}
+             State.RUNNING: 3, State.SUBMITTED: 2, State.LOST: 2, State.SUBMITTING: 1, State.SKIPPED: 0,
+             State.PLANNED: 0, State.REMOVED: 0}
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def _rows(db: sqlite3.Connection, table: str, columns: list[str], order: str) ->
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def merge_folders(inputs: list[Path], into: Path) -> Merged:
+def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool = False) -> Merged:
     """Merge the output folders ``inputs`` into the new folder ``into``."""
     if not inputs:
         raise ConfigError("merge: name at least one output folder to merge")
@@ -64,10 +66,12 @@ def merge_folders(inputs: list[Path], into: Path) -> Merged:
     sources = [Ledger.open_existing(folder) for folder in inputs]
     created = not into.exists()
     try:
+        _check_origins(inputs, sources, allow_mixed_origins)
         chosen, duplicates = _choose(inputs, sources)
         target = Ledger.in_folder(into)
         try:
-            files = _write(inputs, sources, chosen, target, into)
+            with FolderLock(into, "merge"):
+                files = _write(inputs, sources, chosen, target, into)
             runs = int(target.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
         finally:
             target.close()
@@ -79,6 +83,16 @@ def merge_folders(inputs: list[Path], into: Path) -> Merged:
         for source in sources:
             source.close()
     return Merged(into, len(inputs), runs, len(chosen), files, duplicates)
+
+
+def _check_origins(inputs: list[Path], sources: list[Ledger], allowed: bool) -> None:
+    """Folders whose results come from different origins (the simulator and a host, two hosts) stay apart."""
+    origins = {origin: display_path(folder) for folder, source in zip(inputs, sources, strict=True)
+               for origin in source.origins()}
+    if len(origins) > 1 and not allowed:
+        listed = "; ".join(f"{origin} ({folder})" for origin, folder in sorted(origins.items()))
+        raise ConfigError(f"merge: the folders' results come from different origins: {listed}; merge them only "
+                          "with --allow-mixed-origins")
 
 
 def _choose(inputs: list[Path], sources: list[Ledger]) -> tuple[dict[str, tuple[int, dict[str, Any]]], int]:

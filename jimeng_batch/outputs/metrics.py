@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import pandas as pd
 
+from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, STATES, TERMINAL_FAILURES
 from jimeng_batch.outputs.results import STAGES, is_missing, meaning_of
 
@@ -176,7 +177,13 @@ def compute_metrics(results: pd.DataFrame, attempts: pd.DataFrame, runs: pd.Data
     final = results[results["state"].isin(FINAL_STATES)]
     sent = final["end_to_end_seconds"].dropna()
     overall = group_metrics(results)
+    origins = {str(origin): int(n) for origin, n in results["origin"].dropna().value_counts().sort_index().items()}
+    ran = [origin for origin in runs.get("origin", pd.Series(dtype="object")).dropna()]
     return {
+        # Where the results come from; `simulated` when any of them (or, before anything was sent, the last run)
+        # came from the built-in simulator: such a report is a rehearsal, not the service's work.
+        "simulated": any(is_simulated(o) for o in origins) or (not origins and bool(ran) and is_simulated(ran[-1])),
+        "origins": origins,
         "totalRequests": len(results),
         "successRequests": overall["succeeded"],
         "failedRequests": overall["failed"],

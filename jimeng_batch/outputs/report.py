@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs.metrics import compute_metrics
 from jimeng_batch.outputs.results import (
@@ -153,11 +154,24 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+SIMULATED_NOTE = ("results from jimeng-batch's built-in simulator (a rehearsal: noise images, no credits spent), "
+                  "not from the service")
+
+
+def _simulated(metrics: dict[str, Any]) -> str | None:
+    """What a report of simulated results says first, or None for the service's own."""
+    if not metrics.get("simulated"):
+        return None
+    live = [origin for origin in metrics.get("origins", {}) if not is_simulated(origin)]
+    return SIMULATED_NOTE + (f"; some come from {', '.join(live)}" if live else "")
+
+
 def render_markdown(metrics: dict[str, Any], title: str) -> str:
     """A short summary for a CI job page: outcome, states, time per stage, errors, credits, per model."""
     overall = metrics["overall"]
     ok = metrics["failedRequests"] == 0 and metrics["successRequests"] == metrics["totalRequests"]
-    lines = [
+    simulated = _simulated(metrics)
+    lines = [*([f"**Simulated run**: {simulated}.", ""] if simulated else []),
         f"## jimeng-batch: {_cell(title)} {'✅' if ok else '⚠️'}",
         "",
         f"**{metrics['successRequests']}** of **{metrics['totalRequests']}** requests succeeded, "
@@ -201,6 +215,7 @@ table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:
 td.n{text-align:right}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
 .sheet{display:flex;flex-wrap:wrap;gap:8px}.sheet figure{margin:0;width:160px;font-size:11px}
 .sheet img{width:160px;height:160px;object-fit:contain;background:#eee}img.plot{max-width:100%}
+.simulated{background:#fff3cd;border:1px solid #e0b000;padding:8px 12px}
 """
 
 
@@ -225,6 +240,8 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path) -
     overall = metrics["overall"]
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>jimeng-batch report: "
              f"{html.escape(out_dir.name)}</title><style>{_STYLE}</style></head><body>",
+             *([f"<p class=simulated><strong>Simulated run</strong>: {html.escape(simulated)}.</p>"]
+               if (simulated := _simulated(metrics)) else []),
              f"<h1>jimeng-batch report: {html.escape(out_dir.name)}</h1>",
              f"<p>{metrics['successRequests']} of {metrics['totalRequests']} requests succeeded, "
              f"{metrics['failedRequests']} failed; success rate {_pct(overall['successRate'])}; credits spent ≈ "

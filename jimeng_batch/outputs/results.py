@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.engine.ledger import Ledger, is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, State
 from jimeng_batch.errors import LedgerError
 from jimeng_batch.protocol.outcomes import (
@@ -199,6 +199,8 @@ def results_frame(tables: LedgerTables) -> pd.DataFrame:
     frame["message"] = requests["message"].astype("string")
     for name in ("history_record_id", "task_id", "token"):
         frame[name] = requests[name].astype("string")  # token: the masked label; the ledger holds nothing else
+    frame["origin"] = requests["origin"].astype("string")  # the simulator or the host it was sent to
+    frame["simulated"] = requests["origin"].map(is_simulated).astype("bool")
     frame["cache_hit"] = (requests["shared_from"] == "cache").astype("bool")
     assets = _assets_by_key(tables.assets).reindex(requests.index)
     for name in LIST_COLUMNS:

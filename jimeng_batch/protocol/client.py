@@ -204,11 +204,16 @@ class _Lane:
     busy: int = 0
 
 
-def _lanes(connections: int, transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout) -> list[_Lane]:
+MAX_REDIRECTS = 5  # asset hosts (CDNs) redirect; the API never does, and its calls do not follow any
+
+
+def _lanes(connections: int, transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout, *,
+           follow_redirects: bool = False) -> list[_Lane]:
     count = max(1, -(-connections // LANE_CONNECTIONS))
     per_lane = max(1, connections // count)
     limits = httpx.Limits(max_connections=per_lane, max_keepalive_connections=per_lane)
-    return [_Lane(httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=limits),
+    return [_Lane(httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=follow_redirects,
+                                    max_redirects=MAX_REDIRECTS, limits=limits),
                   asyncio.Semaphore(per_lane), per_lane) for _ in range(count)]
 
 
@@ -244,7 +249,7 @@ class JimengClient:
         # do. Callers queue in the lanes, not inside httpx, where waiting requests are rescanned as well.
         self._lanes = _lanes(max_connections, transport, timeout)
         # Downloads use lanes of their own: asset hosts differ from the API host.
-        self._download_lanes = _lanes(download_connections, transport, timeout)
+        self._download_lanes = _lanes(download_connections, transport, timeout, follow_redirects=True)
 
     async def __aenter__(self) -> JimengClient:
         return self
@@ -290,6 +295,8 @@ class JimengClient:
             async with _pick(self._lanes) as http:
                 response = await http.post(url, params=params, content=json.dumps(body, ensure_ascii=False),
                                            headers=self.headers(path, token))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise self._transport_error("connect", path, request_key, exc) from exc
         except httpx.TimeoutException as exc:
             raise self._transport_error("timeout", path, request_key, exc) from exc
         except httpx.TransportError as exc:
@@ -319,6 +326,8 @@ class JimengClient:
             async with _pick(self._lanes) as http:
                 query = httpx.QueryParams(tuple(params)) if params else None
                 return await http.request(method, url, params=query, headers=headers, content=content)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise self._transport_error("connect", urlsplit(url).path, None, exc) from exc
         except httpx.TimeoutException as exc:
             raise self._transport_error("timeout", urlsplit(url).path, None, exc) from exc
         except httpx.TransportError as exc:

@@ -87,6 +87,7 @@ RULES: tuple[Rule, ...] = (
     # HTTP statuses and the network.
     Rule("http", "401", "unauthorised", Action.STOP, "login", "http", TokenEffect.QUARANTINE),
     Rule("http", "403", "forbidden", Action.STOP, "permission", "http"),
+    Rule("http", "404", "not found (a gateway, or a path that moved): tried again", Action.RETRY, "server", "http"),
     Rule("http", "408", "request timeout", Action.RETRY, "network", "http"),
     Rule("http", "429", "too many requests", Action.RETRY_AFTER, "rate", "http", delay=5.0),
     Rule("http", "5xx", "server error", Action.RETRY, "server", "http"),
@@ -96,12 +97,13 @@ RULES: tuple[Rule, ...] = (
     Rule("asset", "403", "asset URL expired: listed again for a fresh URL", Action.RETRY, "expired", "http"),
     Rule("asset", "404", "asset not found at its URL: listed again for a fresh URL", Action.RETRY, "expired", "http"),
     Rule("asset", "410", "asset URL gone: listed again for a fresh URL", Action.RETRY, "expired", "http"),
+    Rule("transport", "connect", "could not connect (nothing was sent)", Action.RETRY, "network", "http"),
     Rule("transport", "timeout", "no answer in time", Action.RETRY, "network", "http"),
     Rule("transport", "connection", "connection failed or dropped", Action.RETRY, "network", "http"),
     # What this tool concludes on its own, with no code from the service.
     Rule("local", "upload", "a local reference image could not be uploaded (gone, changed or unreadable)",
          Action.FAILED, "upload", "local"),
-    Rule("local", "not-found", "the service never showed the submitted record", Action.FAILED, "generation",
+    Rule("local", "not-found", "the service has not shown the submitted record", Action.FAILED, "not-found",
          "local"),
     Rule("local", "timeout", "the job did not finish in time (poll timeout)", Action.FAILED, "network", "local"),
 )

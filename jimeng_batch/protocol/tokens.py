@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 from jimeng_batch.errors import ConfigError
 
 TOKEN_ENV = "JIMENG_SESSIONID"  # noqa: S105 - the variable's name, not its value
 MASK_VISIBLE = 4
+MIN_SECRET = 8  # shorter "tokens" are not scrubbed from texts (they would match ordinary words)
 
 
 def mask(secret: str) -> str:
@@ -43,16 +47,42 @@ class Token:
 
 
 def parse_tokens(text: str, *, separators: str = ",\n") -> list[Token]:
-    """Tokens from a comma- or line-separated text; duplicates are dropped, order is kept."""
+    """Tokens from a comma- or line-separated text; duplicates are dropped, order is kept. Two tokens whose masks
+    are the same (first four characters and length) get labels ``…#2``, ``…#3``: a label names one token only."""
     pieces = [text]
     for separator in separators:
         pieces = [part for piece in pieces for part in piece.split(separator)]
     seen: dict[str, Token] = {}
+    labels: Counter[str] = Counter()
     for piece in pieces:
         value = piece.strip()
         if value and not value.startswith("#") and value not in seen:
-            seen[value] = Token(value)
+            masked = mask(value)
+            labels[masked] += 1
+            seen[value] = Token(value, masked if labels[masked] == 1 else f"{masked}#{labels[masked]}")
     return list(seen.values())
+
+
+class Scrubber:
+    """Takes every form of the pool's tokens out of a text (a server may quote the cookie back in an error).
+
+    Each token, percent-encoded (both ways) and as it appears in the cookie jar, is replaced by its masked label.
+    """
+
+    def __init__(self, tokens: Iterable[Token]) -> None:
+        forms: dict[str, str] = {}
+        for token in tokens:
+            for form in (token.value, quote(token.value, safe=""), quote_plus(token.value)):
+                if len(form) >= MIN_SECRET:
+                    forms[form] = token.label
+        # Longest first: a token's encoded form may contain the token itself.
+        self._forms = sorted(forms.items(), key=lambda item: -len(item[0]))
+
+    def __call__(self, text: str) -> str:
+        for form, label in self._forms:
+            if form in text:
+                text = text.replace(form, label)
+        return text
 
 
 def load_tokens(token_file: Path | None = None, environ: dict[str, str] | None = None) -> list[Token]:
