@@ -53,18 +53,24 @@ def charged(stats: dict[str, Any]) -> Counter[str]:
     return Counter(stats["charges_by_submit_id"])
 
 
+MANY = """
+    jobs:
+      - {name: many, type: image, resolution: 1k, prompt: "picture {n}", vars: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}}
+"""
+
+
 # -- 1. a rehearsal never passes for the real thing ---------------------------------------------------------------
 
 
 def test_a_rehearsals_results_are_not_served_to_a_live_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            monkeypatch: pytest.MonkeyPatch, closed_port: str) -> None:
-    manifest = write_manifest(tmp_path, IMAGES)
+    manifest = write_manifest(tmp_path, MANY)
     cache = ["--cache-path", str(tmp_path / "shared.sqlite"), "--cache-ttl", "forever"]
     code, _, err = run_main(["run", str(manifest), "--out", "rehearsal", "--sim", *cache, *FAST], capsys)
     assert code == 0, err
     monkeypatch.setenv("JIMENG_SESSIONID", TOKEN)
     code, _, err = run_main(["run", str(manifest), "--out", "live", "--base-url", closed_port, *cache, *FAST,
-                             "--preflight", "off", "--no-report"], capsys)
+                             "--preflight", "off", "--no-report", "--max-retries", "0"], capsys)
     assert code == 3 and "cannot reach" in err, err
     assert "downloaded" not in states(tmp_path / "live")
     assert not list((tmp_path / "live").glob("assets/*"))
@@ -336,12 +342,6 @@ class Unreachable:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-
-
-MANY = """
-    jobs:
-      - {name: many, type: image, resolution: 1k, prompt: "picture {n}", vars: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}}
-"""
 
 
 def test_an_unreachable_host_stops_the_run_and_fails_nothing(tmp_path: Path, closed_port: str) -> None:
