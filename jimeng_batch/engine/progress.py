@@ -58,8 +58,10 @@ class Progress:
     """Shows the run's progress until :meth:`stop`; call :meth:`start` inside the event loop."""
 
     def __init__(self, total: int, *, quiet: bool = False, interval: float = 10.0,
-                 credits: Callable[[], float] = lambda: 0.0, live: bool | None = None) -> None:
+                 credits: Callable[[], float] = lambda: 0.0, live: bool | None = None,
+                 note: Callable[[], str | None] = lambda: None) -> None:
         self.total = total
+        self.note = note  # why the run is stopping, once it is ("cannot reach HOST: ...")
         self.quiet = quiet
         self.interval = interval
         self.credits = credits
@@ -80,7 +82,9 @@ class Progress:
         return eta_seconds(done, self.total, self.started, self.done_at_start or 0, time.monotonic())
 
     def _table(self) -> Table:
-        table = Table(title="jimeng-batch run", title_justify="left")
+        note = self.note()
+        table = Table(title="jimeng-batch run", title_justify="left",
+                      caption=f"stopping: {note}" if note else None, caption_justify="left")
         for name, _ in COLUMNS:
             table.add_column(name, justify="right")
         table.add_column("credits ~", justify="right")
@@ -109,6 +113,9 @@ class Progress:
             self._live.update(self._table())
         else:
             line = describe(self.counts, self.total, self.credits(), self._eta())
+            note = self.note()
+            if note:
+                line += f" | stopping: {note}"
             log.info(line)
             print(line, file=sys.stderr, flush=True)
 

@@ -422,7 +422,8 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
         async with connected_executor(prepared.manifest, ledger, config, prepared.tokens, out_dir=out_dir,
                                       base_url=base_url, cache=cache, local_files=prepared.local_files,
                                       origin=prepared.origin) as executor:
-            progress = Progress(ledger.total(), quiet=quiet, live=live, credits=lambda: executor.admitted_credits)
+            progress = Progress(ledger.total(), quiet=quiet, live=live, credits=lambda: executor.admitted_credits,
+                                note=lambda: executor.stop_message or executor.stop_reason)
             executor.on_change = progress.update
             progress.update(Counter(ledger.counts()))
             if config.preflight != "off":
