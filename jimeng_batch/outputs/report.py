@@ -158,6 +158,12 @@ SIMULATED_NOTE = ("results from jimeng-batch's built-in simulator (a rehearsal: 
                   "not from the service")
 
 
+def _origins(metrics: dict[str, Any]) -> str:
+    """Where the results come from, as `origin` (N requests), ..."""
+    return ", ".join(f"`{origin}` ({count} request{'s' if count != 1 else ''})"
+                     for origin, count in metrics["origins"].items())
+
+
 def _simulated(metrics: dict[str, Any]) -> str | None:
     """What a report of simulated results says first, or None for the service's own."""
     if not metrics.get("simulated"):
@@ -174,6 +180,7 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
     lines = [*([f"**Simulated run**: {simulated}.", ""] if simulated else []),
         f"## jimeng-batch: {_cell(title)} {'✅' if ok else '⚠️'}",
         "",
+        *([f"Origin: {_origins(metrics)}.", ""] if metrics.get("origins") else []),
         f"**{metrics['successRequests']}** of **{metrics['totalRequests']}** requests succeeded, "
         f"**{metrics['failedRequests']}** failed; success rate {_pct(overall['successRate'])}; "
         f"credits spent ≈ {metrics['credits']['spent']:g} (estimated for the whole batch: "
@@ -243,6 +250,8 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path) -
              *([f"<p class=simulated><strong>Simulated run</strong>: {html.escape(simulated)}.</p>"]
                if (simulated := _simulated(metrics)) else []),
              f"<h1>jimeng-batch report: {html.escape(out_dir.name)}</h1>",
+             *([f"<p>Origin: {html.escape(_origins(metrics).replace('`', ''))}.</p>"] if metrics.get("origins")
+               else []),
              f"<p>{metrics['successRequests']} of {metrics['totalRequests']} requests succeeded, "
              f"{metrics['failedRequests']} failed; success rate {_pct(overall['successRate'])}; credits spent ≈ "
              f"{metrics['credits']['spent']:g} of {metrics['credits']['estimated']:g} estimated (estimates from the "
