@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from reliability_helpers import cli, cli_env, count, query
+from reliability_helpers import cli, cli_env, count, query, wait_for_events, wait_process
 
 TOKEN_A = "acctA" + "a" * 27
 TOKEN_B = "acctB" + "b" * 27
@@ -94,24 +93,6 @@ class Simulator:
         self.process.communicate(timeout=10)
 
 
-def _wait(process: subprocess.Popen[str], seconds: float) -> bool:
-    try:
-        process.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-def _until_events(process: subprocess.Popen[str], ledger: Path, target: int) -> bool:
-    """Wait on the process until the ledger holds ``target`` events; True when the process ended first."""
-    for _ in range(6000):  # at most a minute
-        if count(ledger, "SELECT COUNT(*) FROM events") >= target:
-            return False
-        if _wait(process, 0.01):
-            return True
-    raise AssertionError("no progress in a minute")
-
-
 def run_scenario(folder: Path, *, kills: int = 10, outage_s: float = 30.0, seed: int = 11) -> Figures:
     figures = Figures()
     started = time.monotonic()
@@ -157,12 +138,12 @@ def run_scenario(folder: Path, *, kills: int = 10, outage_s: float = 30.0, seed:
             process = subprocess.Popen(cli(*args), env=cli_env(JIMENG_SESSIONID=pool), stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, text=True)
             if figures.kills >= kills:
-                ended = _wait(process, 120)  # the outage goes on: let runs end by themselves
+                ended = wait_process(process, 120)  # the outage goes on: let runs end by themselves
             elif chooser.random() < 0.25:
-                ended = _wait(process, chooser.uniform(0.05, 0.8))
+                ended = wait_process(process, chooser.uniform(0.05, 0.8))
             else:
-                ended = _until_events(process, ledger, before + chooser.randint(1, 4)) or \
-                    _wait(process, chooser.uniform(0.0, 0.15))
+                ended = wait_for_events(process, ledger, before + chooser.randint(1, 4)) or \
+                    wait_process(process, chooser.uniform(0.0, 0.15))
             if ended:
                 process.communicate()
                 figures.ended_by_themselves.append(process.returncode)

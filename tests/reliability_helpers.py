@@ -79,3 +79,24 @@ def check_recorded_files(out: Path) -> int:
         assert file.stat().st_size == size, f"{path}: {file.stat().st_size} bytes, the ledger says {size}"
         assert sha256_file(file) == sha, f"{path}: sha256 differs from the ledger's"
     return len(rows)
+
+
+def wait_process(process: subprocess.Popen[str], seconds: float) -> bool:
+    """Wait up to ``seconds`` for the process; True when it ended by itself."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def wait_for_events(process: subprocess.Popen[str], ledger: Path, target: int, limit: float = 60.0) -> bool:
+    """Wait (in short waits on the process) until the ledger holds ``target`` events; True if the process ended."""
+    waited = 0.0
+    while count(ledger, "SELECT COUNT(*) FROM events") < target:
+        if wait_process(process, 0.01):
+            return True
+        waited += 0.01
+        if waited > limit:
+            raise AssertionError(f"no progress in {limit} s")
+    return False

@@ -26,6 +26,8 @@ from reliability_helpers import (
     query,
     run_cli_process,
     states,
+    wait_for_events,
+    wait_process,
 )
 from run_helpers import TOKEN, drive, sha256_of, simulator, write_manifest
 
@@ -102,12 +104,12 @@ def test_a_faulted_run_killed_20_times_ends_like_an_unfaulted_run(tmp_path: Path
                                        text=True)
             if chooser.random() < 0.25:
                 moment = f"{chooser.uniform(0.05, 0.8):.2f} s after the start"
-                finished = _wait(process, float(moment.split()[0]))
+                finished = wait_process(process, float(moment.split()[0]))
             else:
                 events = chooser.randint(1, 4)
                 extra = chooser.uniform(0.0, 0.15)
                 moment = f"{extra:.2f} s after {events} new event(s)"
-                finished = _wait_for_events(process, ledger, before + events) or _wait(process, extra)
+                finished = wait_for_events(process, ledger, before + events) or wait_process(process, extra)
             if finished:
                 _, stderr = process.communicate()
                 pytest.fail(f"attempt {attempts} ended (exit {process.returncode}) before kill {kills + 1} "
@@ -151,24 +153,3 @@ def test_a_faulted_run_killed_20_times_ends_like_an_unfaulted_run(tmp_path: Path
     assert files == reference_files
     assert dict(query(ledger, "SELECT state, COUNT(*) FROM requests GROUP BY state")) == {"downloaded": IMAGES + 1,
                                                                                         "blocked": 1}
-
-
-def _wait(process: subprocess.Popen[str], seconds: float) -> bool:
-    """Wait up to ``seconds`` for the process; True when it ended by itself."""
-    try:
-        process.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-def _wait_for_events(process: subprocess.Popen[str], ledger: Path, target: int, limit: float = 60.0) -> bool:
-    """Wait (in short waits on the process) until the ledger holds ``target`` events; True if the process ended."""
-    waited = 0.0
-    while count(ledger, "SELECT COUNT(*) FROM events") < target:
-        if _wait(process, 0.01):
-            return True
-        waited += 0.01
-        if waited > limit:
-            pytest.fail(f"no progress in {limit} s")
-    return False

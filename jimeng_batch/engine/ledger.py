@@ -465,33 +465,28 @@ class Ledger:
         """Move a request to ``state`` (and set other columns), recording the event, in one commit."""
         now = self._clock()
         self.last_change = now
-        if detail is not None:
-            detail = self.scrub(detail)
-        if fields.get("message") is not None:
-            fields["message"] = self.scrub(fields["message"])
-        columns = {"state": state, "updated_at": now, **fields}
+        columns = {"state": state, **fields}
         if state == State.SUBMITTED and "submitted_at" not in fields:
             columns["submitted_at"] = now
         if state in (State.SUCCEEDED, State.FAILED, State.BLOCKED, State.INVALID) and "finished_at" not in fields:
             columns["finished_at"] = now
         if state == State.DOWNLOADED:
             columns.setdefault("downloaded_at", now)
-        assignments = ", ".join(f"{name} = ?" for name in columns)
-        with self._transaction():
-            self.db.execute(f"UPDATE requests SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
-            self.db.execute("INSERT INTO events (key, run_id, state, at, detail) VALUES (?, ?, ?, ?, ?)",
-                            (key, self.run_id, state, now, detail))
-            self._flush_counters()
+        self._change(key, state, now, detail, columns)
 
     @_writes
     def note(self, key: str, state: State, *, detail: str, **fields: Any) -> None:
         """Record why a request stays where it is (an event in its current state), updating ``fields`` but none
         of its times: a transient failure that leaves it for the next run."""
-        now = self._clock()
-        detail = self.scrub(detail)
-        if fields.get("message") is not None:
-            fields["message"] = self.scrub(fields["message"])
-        columns = {"updated_at": now, **fields}
+        self._change(key, state, self._clock(), detail, dict(fields))
+
+    def _change(self, key: str, state: State, now: float, detail: str | None, columns: dict[str, Any]) -> None:
+        """Update a request's columns and record the event, in one commit; server text is scrubbed first."""
+        if detail is not None:
+            detail = self.scrub(detail)
+        if columns.get("message") is not None:
+            columns["message"] = self.scrub(columns["message"])
+        columns["updated_at"] = now
         assignments = ", ".join(f"{name} = ?" for name in columns)
         with self._transaction():
             self.db.execute(f"UPDATE requests SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
