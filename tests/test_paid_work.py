@@ -457,3 +457,18 @@ def test_a_server_that_echoes_the_cookie_never_puts_the_token_in_a_file(tmp_path
         if path.is_file():
             data = path.read_bytes()
             assert TOKEN.encode() not in data, path
+
+
+def test_a_lost_answer_whose_record_shows_late_is_never_sent_with_another_account(tmp_path: Path) -> None:
+    """The submit is charged but its answer is lost, and the service does not show the record yet when asked: the
+    request stays with its account (the next run, with another token only, waits) instead of being sent elsewhere."""
+    manifest = write_manifest(tmp_path, "jobs:\n  - {type: image, resolution: 1k, prompt: a}\n")
+    with simulator(faults={"lost_response_probability": 1.0, "not_found_after_submit_s": 3600}) as server:
+        first = drive(manifest, server, out=tmp_path / "out", tokens=[TOKEN], options=fast_options(max_retries=0))
+        first.ledger.close()
+        assert first.result.counts == {"submitting": 1}  # may have arrived: asked about by the next run
+        server.state.set_faults({"lost_response_probability": 0})
+        second = drive(manifest, server, out=tmp_path / "out", tokens=[TOKEN_B])
+        stats = server.stats()
+    assert second.result.waiting == {TOKEN[:4] + "…(32)": 1}
+    assert len(charged(stats)) == 1 and set(charged(stats).values()) == {1}

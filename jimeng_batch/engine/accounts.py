@@ -35,6 +35,8 @@ log = logging.getLogger("jimeng_batch.run")
 
 HISTORY_BATCH = 50  # ids per get_history_by_ids call when reconciling
 FOLLOWED = (State.SUBMITTED, State.RUNNING, State.SUCCEEDED, State.LOST)
+# A planned request that was sent before (its answer lost, its record perhaps not shown yet) keeps its account.
+BOUND_PLANNED = (State.PLANNED, State.SKIPPED)
 
 
 class Accounts:
@@ -116,6 +118,9 @@ class Accounts:
                 x.spawn(x.finish(row, token, lease=None))
             else:
                 x.spawn(x.finish(row, token, lease=x.lease(token)))
+        for row in x.ledger.in_states(BOUND_PLANNED):
+            if row.account is not None and self.token_of(row) is None:
+                self._missing(row)
         for label, count in self.waiting.items():
             log.warning("%d request(s) waiting for account %s: its token is not in this run's pool", count, label)
         if self._orphans:

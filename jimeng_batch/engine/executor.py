@@ -75,6 +75,9 @@ class _Submission:
         self.uploaded: dict[str, str] = {}  # sha256 -> image_uri of the local images it names
         self.recovered = False  # a lost answer's submit was found on the service
         self.absent = False  # the service was asked after the last failure and does not have it
+        # A try whose answer was lost may have been charged, even when the service does not show it yet (records
+        # appear late): from then on the request stays with that account, never sent with another.
+        self.maybe_received = row.account is not None
 
     async def send(self, token: Token) -> Submitted:
         x = self.executor
@@ -91,6 +94,7 @@ class _Submission:
         if error.code == "connect" or error.rule.reason not in ("network", "server"):
             self.absent = True  # nothing reached the service, or it answered and refused: nothing was charged
             return None
+        self.maybe_received = True
         found = await self.executor._history(token, [self.row.submit_id], key=self.row.key)
         record = (found or {}).get(self.row.submit_id)
         if record is not None and record.history_record_id:
@@ -100,7 +104,8 @@ class _Submission:
         return None
 
     def requeue(self, error: RetryableAPIError) -> None:
-        self.row = self.executor._set(self.row, State.PLANNED, detail=f"retry: {error.rule.meaning}")
+        bound = {} if self.maybe_received else {"account": None, "token": None}
+        self.row = self.executor._set(self.row, State.PLANNED, detail=f"retry: {error.rule.meaning}", **bound)
 
 
 class Executor:
@@ -266,6 +271,10 @@ class Executor:
                           detail="reused from the result cache")
                 queue.popleft()
                 continue
+            bound = self.accounts.token_of(row) if row.account is not None else None
+            if row.account is not None and bound is None:
+                queue.popleft()  # it waits for its account (counted by Accounts)
+                continue
             budget = self.config.budget
             if budget is not None and self.admitted_credits + row.estimated_credits > budget:
                 self.stop("budget")
@@ -273,7 +282,11 @@ class Executor:
             # Backpressure: jobs finish faster than their files download when the asset host is slow; without a
             # bound, finished-but-not-downloaded requests would pile up in memory.
             await self._backlog.acquire()
-            token = await self.pool.acquire()
+            token = await self.pool.acquire(bound)
+            if token is None and bound is not None and not self.stopping:
+                self._backlog.release()
+                queue.popleft()  # its account may submit no more this run: it stays bound, for the next run
+                continue
             if token is None or self.stopping:
                 self._backlog.release()
                 if token is not None:
@@ -337,8 +350,17 @@ class Executor:
                 self._unsent(submission, error)
                 return None
             except StopSubmittingError as error:
+                if submission.maybe_received:
+                    # An earlier try may have been charged on this account: the next run asks it, and the
+                    # request is never sent with another token.
+                    if submission.row.state != State.SUBMITTING:
+                        submission.row = self._set(submission.row, State.SUBMITTING, account=token.account,
+                                                   token=token.label, detail="an earlier try may have arrived")
+                    self._defer(submission.row, error, f"not accepted: {error.rule.meaning}")
+                    await self._stopped(token, error.rule, lease, replace=False)
+                    return None
                 if submission.row.state != State.PLANNED:
-                    submission.row = self._set(submission.row, State.PLANNED,
+                    submission.row = self._set(submission.row, State.PLANNED, account=None, token=None,
                                                detail=f"not accepted: {error.rule.meaning}")
                 await self._stopped(token, error.rule, lease)
                 continue
@@ -356,21 +378,24 @@ class Executor:
         that is not known, it stays ``submitting``, for the next run to ask before it sends anything."""
         row = submission.row
         detail = f"gave up after {error.tries} tries"
-        if row.state == State.SUBMITTING and not submission.absent:
+        if submission.maybe_received or (row.state == State.SUBMITTING and not submission.absent):
+            if row.state != State.SUBMITTING:
+                row = self._set(row, State.SUBMITTING, detail="an earlier try may have arrived")
             self._defer(row, error, f"{detail}; the service may have it")
         else:
             self._set(row, State.SKIPPED, reason=error.rule.reason, code=error.code, message=str(error),
-                      detail=f"{detail}; nothing was charged")
+                      account=None, token=None, detail=f"{detail}; nothing was charged")
 
-    async def _stopped(self, token: Token, rule: Rule, lease: _Lease) -> None:
-        """A stop outcome: take the token (or everything) out; a new token for the request if one is left."""
+    async def _stopped(self, token: Token, rule: Rule, lease: _Lease, *, replace: bool = True) -> None:
+        """A stop outcome: take the token (or everything) out; a new token for the request if one is left (and
+        ``replace``)."""
         await self.pool.release(token)
         lease.token = None
         if rule.token is TokenEffect.NONE:
             self.stop(rule.reason)
             return
         await self._retire(token, rule)
-        if self.stopping:
+        if self.stopping or not replace:
             return
         lease.token = await self.pool.acquire()
         if lease.token is None:

@@ -76,11 +76,13 @@ class TokenPool:
     def high_water(self) -> dict[str, int]:
         return {slot.token.label: slot.high_water for slot in self._slots.values()}
 
-    async def acquire(self) -> Token | None:
-        """A slot on the active token with the most free slots; None once no token may submit any more."""
+    async def acquire(self, only: Token | None = None) -> Token | None:
+        """A slot on the active token with the most free slots (or on ``only``); None once no token (or not
+        ``only``) may submit any more."""
         async with self._changed:
             while True:
-                active = [slot for slot in self._slots.values() if slot.state is TokenState.ACTIVE]
+                active = [slot for slot in self._slots.values() if slot.state is TokenState.ACTIVE
+                          and (only is None or slot.token.account == only.account)]
                 if not active:
                     return None
                 best = max(active, key=lambda slot: slot.free)
