@@ -39,12 +39,12 @@ from jimeng_batch.engine.poller import BatchPoller
 from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.retry import Retrier, limited
 from jimeng_batch.engine.states import State
+from jimeng_batch.engine.submission import Submission
 from jimeng_batch.engine.token_pool import TokenPool, TokenState
 from jimeng_batch.engine.upload import Uploads
 from jimeng_batch.errors import APIError, RequestFailedError, RetryableAPIError, StopSubmittingError
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.client import HistoryRecord, JimengClient, Submitted
-from jimeng_batch.protocol.drafts import build_request
+from jimeng_batch.protocol.client import HistoryRecord, JimengClient
 from jimeng_batch.protocol.imagex import Uploader
 from jimeng_batch.protocol.outcomes import Action, Rule, TokenEffect, classify
 from jimeng_batch.protocol.tokens import Scrubber, Token
@@ -62,50 +62,6 @@ class _Lease:
 
     def __init__(self, token: Token | None) -> None:
         self.token = token
-
-
-class _Submission:
-    """One request on its way to an accepted submit: its row as it now is, and what its tries found."""
-
-    def __init__(self, executor: Executor, row: RequestRow) -> None:
-        self.executor = executor
-        self.row = row
-        self.spec = row.spec()
-        self.sends = 0
-        self.uploaded: dict[str, str] = {}  # sha256 -> image_uri of the local images it names
-        self.recovered = False  # a lost answer's submit was found on the service
-        self.absent = False  # the service was asked after the last failure and does not have it
-        # A try whose answer was lost may have been charged, even when the service does not show it yet (records
-        # appear late): from then on the request stays with that account, never sent with another.
-        self.maybe_received = row.account is not None
-
-    async def send(self, token: Token) -> Submitted:
-        x = self.executor
-        self.sends += 1
-        self.row = x._set(self.row, State.SUBMITTING, token=token.label, account=token.account, origin=x.origin,
-                          detail=f"attempt {self.sends}")
-        x.ledger.bump(self.row.key, "submits")
-        request = build_request(self.spec, x.region, x.versions, web_id=x.web_id, created_ms=int(x.clock() * 1000),
-                                uploaded=self.uploaded)
-        return await x.client.submit(request, token, request_key=self.row.key)
-
-    async def reconcile(self, token: Token, error: RetryableAPIError) -> Submitted | None:
-        """A submit that got no answer may have arrived and been charged: ask before sending it again."""
-        if error.code == "connect" or error.rule.reason not in ("network", "server"):
-            self.absent = True  # nothing reached the service, or it answered and refused: nothing was charged
-            return None
-        self.maybe_received = True
-        found = await self.executor._history(token, [self.row.submit_id], key=self.row.key)
-        record = (found or {}).get(self.row.submit_id)
-        if record is not None and record.history_record_id:
-            self.recovered = True
-            return Submitted(record.history_record_id, "", self.row.submit_id)
-        self.absent = found is not None  # asked, and it does not have it (None: it could not be asked)
-        return None
-
-    def requeue(self, error: RetryableAPIError) -> None:
-        bound = {} if self.maybe_received else {"account": None, "token": None}
-        self.row = self.executor._set(self.row, State.PLANNED, detail=f"retry: {error.rule.meaning}", **bound)
 
 
 class Executor:
@@ -338,7 +294,7 @@ class Executor:
 
     async def _submit(self, row: RequestRow, lease: _Lease) -> RequestRow | None:
         """Upload what it needs, then send the draft until the service accepts it; None when it ended unsent."""
-        submission = _Submission(self, row)
+        submission = Submission(self, row)
         while lease.token is not None:
             token = lease.token
             try:
@@ -372,7 +328,7 @@ class Executor:
                              detail="the service had it after a lost answer" if submission.recovered else None)
         return None
 
-    def _unsent(self, submission: _Submission, error: RetryableAPIError) -> None:
+    def _unsent(self, submission: Submission, error: RetryableAPIError) -> None:
         """A submit that kept failing in a way that may pass: nothing is written off. When the service does not
         have it (it said so, or nothing reached it) the request is ``skipped``, planned again by the next run; when
         that is not known, it stays ``submitting``, for the next run to ask before it sends anything."""
