@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from jimeng_batch.errors import ConfigError
+from jimeng_batch.errors import ConfigError, OutputError
 from jimeng_batch.intake.sources import display_path
 
 try:
@@ -52,7 +52,10 @@ class FolderLock:
         if fcntl is None:  # pragma: no cover
             return self
         path = self.folder / LOCK_NAME
-        handle = path.open("a+", encoding="utf-8")
+        try:
+            handle = path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"{display_path(self.folder)}: cannot be written ({exc.strerror or exc})") from exc
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
