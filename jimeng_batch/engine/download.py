@@ -27,7 +27,7 @@ from aiolimiter import AsyncLimiter
 from jimeng_batch.engine.cache import ResultCache
 from jimeng_batch.engine.ledger import AssetRecord, Ledger, RequestRow
 from jimeng_batch.engine.retry import Retrier, limited
-from jimeng_batch.errors import OutputError, RetryableAPIError
+from jimeng_batch.errors import OutputError, RequestFailedError, RetryableAPIError
 from jimeng_batch.files import copy_verified
 from jimeng_batch.protocol.client import HistoryRecord, Item, JimengClient
 from jimeng_batch.protocol.outcomes import classify, error_for
@@ -117,31 +117,46 @@ class Syncer:
                         future.set_result(None)
 
 
+def _length(value: str | None) -> int | None:
+    """A Content-Length header as a number (None when absent or not one: then it checks nothing)."""
+    return int(value) if value is not None and value.isdigit() and len(value) < 20 else None
+
+
 async def download(client: JimengClient, item: Item, out_dir: Path, key: str, index: int,
                    syncer: Syncer | None = None) -> AssetRecord:
     """Fetch one item into ``out_dir``'s assets folder; raises a classified APIError (retryable or not) on failure.
 
-    The file is on disk before this returns (through ``syncer`` when given, else its own fsync), so the caller may
-    record it as downloaded.
+    The download ends within the limits' deadline for its size (a trickle does not hold it forever) and stops at
+    the limits' largest asset. The file is on disk before this returns (through ``syncer`` when given, else its own
+    fsync), so the caller may record it as downloaded.
     """
+    limits = client.limits
     folder = out_dir / ASSETS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
     partial = folder / f".{key}-{index}.part"
+    started = asyncio.get_running_loop().time()
     try:
-        async with client.stream(item.url) as response:
+        async with asyncio.timeout(limits.download_floor) as deadline, client.stream(item.url) as response:
             if response.status_code != 200:
                 rule = classify("asset", response.status_code)
                 raise error_for(rule, f"download: HTTP {response.status_code}", code=str(response.status_code),
                                 request_key=key, http_status=response.status_code)
-            expected = response.headers.get("content-length")
+            expected = _length(response.headers.get("content-length"))
+            if expected is not None and expected > limits.max_asset_bytes:
+                raise _too_large(key, expected, limits.max_asset_bytes)
+            deadline.reschedule(started + limits.download_deadline(expected or 0))
             name = asset_name(key, index, item, response.headers.get("content-type", ""))
             kept: list[bytes] | None = []  # small files are checked from memory instead of being read back
             with partial.open("wb") as handle:
                 async for chunk in response.aiter_bytes(CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
+                    if size > limits.max_asset_bytes:
+                        raise _too_large(key, size, limits.max_asset_bytes)
+                    if expected is None:  # the time it may take grows with what has come
+                        deadline.reschedule(started + limits.download_deadline(size))
                     handle.write(chunk)
                     if kept is not None:
                         kept.append(chunk)
@@ -150,7 +165,7 @@ async def download(client: JimengClient, item: Item, out_dir: Path, key: str, in
                 handle.flush()
                 if syncer is None:
                     os.fsync(handle.fileno())
-        if expected is not None and int(expected) != size:
+        if expected is not None and expected != size:
             raise error_for(classify("transport", "connection"),
                             f"download: got {size} of {expected} bytes", request_key=key)
         try:
@@ -161,9 +176,15 @@ async def download(client: JimengClient, item: Item, out_dir: Path, key: str, in
         os.replace(partial, final)
         if syncer is not None:
             await syncer.wait()  # the data and the rename, on disk before the ledger records the file
+    except TimeoutError as exc:
+        allowed = limits.download_deadline(size)
+        raise error_for(classify("transport", "timeout"), f"download: not done within {allowed:.0f} s "
+                        f"({size} bytes had come)", request_key=key, code="timeout") from exc
+    except httpx.DecodingError as exc:
+        raise client.malformed("download", f"the file cannot be decoded ({exc})", key) from exc
     except httpx.TimeoutException as exc:
         raise error_for(classify("transport", "timeout"), "download: timed out", request_key=key) from exc
-    except httpx.TransportError as exc:
+    except httpx.RequestError as exc:  # the network, a redirect loop, a URL that cannot be used
         raise error_for(classify("transport", "connection"), f"download: {type(exc).__name__}",
                         request_key=key) from exc
     finally:
@@ -171,6 +192,13 @@ async def download(client: JimengClient, item: Item, out_dir: Path, key: str, in
     return AssetRecord(index, item.kind, str(final.relative_to(out_dir)), digest.hexdigest(), size,
                        width or item.width or None, height or item.height or None, fmt or item.format,
                        item.item_id or None, url_expiry(item.url))
+
+
+def _too_large(key: str, size: int, limit: int) -> RequestFailedError:
+    error = error_for(classify("local", "too-large"), f"download: the asset is {size} bytes or more, above the "
+                      f"limit of {limit} (--max-asset-bytes)", request_key=key, code="too-large")
+    assert isinstance(error, RequestFailedError)
+    return error
 
 
 class _Unlisted(Exception):

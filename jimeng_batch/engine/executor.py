@@ -44,7 +44,7 @@ from jimeng_batch.engine.token_pool import TokenPool, TokenState
 from jimeng_batch.engine.upload import Uploads
 from jimeng_batch.errors import APIError, RequestFailedError, RetryableAPIError, StopSubmittingError
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.client import HistoryRecord, JimengClient
+from jimeng_batch.protocol.client import HISTORY_PATH, STATUS_DONE, HistoryRecord, JimengClient
 from jimeng_batch.protocol.imagex import Uploader
 from jimeng_batch.protocol.outcomes import Action, Rule, TokenEffect, classify
 from jimeng_batch.protocol.tokens import Scrubber, Token
@@ -52,6 +52,7 @@ from jimeng_batch.protocol.tokens import Scrubber, Token
 log = logging.getLogger("jimeng_batch.run")
 
 STATUS_QUEUED = 20  # a record's status while the job waits in the service's queue
+NO_FILES_TRIES = 10  # polls of a finished record that lists no (or too few) files, before it is left for later
 _ROW_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestRow))
 _TERMINAL = {Action.BLOCKED: State.BLOCKED, Action.INVALID: State.INVALID}
 ASSET_HOST = "the asset host"
@@ -373,12 +374,19 @@ class Executor:
         deadline = max(submitted_at, self.started) + self.config.poll_timeout(kind)
         poller = self._poller(token)
         rechecking = row.state == State.LOST  # lost by an earlier run: one look, then it stays lost
+        without_files = 0
+
+        async def poll_once() -> HistoryRecord | None:
+            record = await poller.poll(history_id)
+            if record is not None and record.malformed:  # this job's entry only: the others of the answer stand
+                raise self.client.malformed(HISTORY_PATH, record.malformed, row.key)
+            return record
+
         while True:
             await self.sleep(0 if rechecking else interval)
             self.ledger.bump(row.key, "polls")
             try:
-                record = await self.retrier.call("poll", lambda: poller.poll(history_id), key=row.key,
-                                                 deadline=deadline, record=False)
+                record = await self.retrier.call("poll", poll_once, key=row.key, deadline=deadline, record=False)
             except RetryableAPIError as error:
                 self._defer(row, error, "cannot poll now")
                 return None
@@ -414,6 +422,13 @@ class Executor:
             if record.complete(kind):
                 self._set(row, State.SUCCEEDED, detail=f"{len(record.items)} item(s)")
                 return record
+            if record.status == STATUS_DONE:  # finished, but the files are not (all) listed: ask again, a while
+                without_files += 1
+                if without_files > NO_FILES_TRIES:
+                    self._defer(row, RetryableAPIError(
+                        f"finished with {len(record.items)} of {record.total_count or 1} file(s) listed",
+                        rule=classify("local", "no-files"), code="no-files"), "finished without files")
+                    return None
             if row.state != State.RUNNING and record.status != STATUS_QUEUED:
                 # Only once the job has left the queue, so that reports can tell queueing from generation.
                 row = self._set(row, State.RUNNING, detail=f"status {record.status}")

@@ -39,12 +39,11 @@ from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.settle import settle
 from jimeng_batch.engine.states import State
 from jimeng_batch.errors import (
+    APIError,
     ConfigError,
     LedgerError,
     OutputError,
-    RetryableAPIError,
     SchemaError,
-    StopSubmittingError,
 )
 from jimeng_batch.intake.expand import KEY_VERSION
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
@@ -451,29 +450,46 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
 
 
 async def _preflight(executor: Executor, ledger: Ledger, mode: str) -> None:
-    """Warn, or stop before the first submit, when the accounts' credits cannot cover what is still planned."""
+    """Warn, or stop before the first submit, when the accounts' credits cannot cover what is still planned.
+
+    A balance that cannot be read is said as such and is not a reason to stop (it is with ``--preflight stop``,
+    which asks for the check to hold): the web API's balances are unofficial, and an account is not empty because
+    a gateway answered 404.
+    """
     needed = sum(row.estimated_credits for row in ledger.in_states([State.PLANNED, State.SKIPPED]))
     if needed <= 0:
         return
     total = 0
+    unread: list[str] = []
     for token in executor.tokens:
         try:
             total += (await executor.client.user_credit(token)).total
-        except StopSubmittingError as error:
-            log.warning("credit check for token %s: %s", token.label, error)
-        except RetryableAPIError as error:
-            log.warning("credit check for token %s failed: %s", token.label, error)
-            return  # a balance we could not read is not a reason to stop
-    if total >= needed:
+        except APIError as error:
+            unread.append(token.label)
+            _say(f"could not read the balance of {token.label}: {error}")
+    read = len(executor.tokens) - len(unread)
+    if not unread and total >= needed:
         log.info("credits: %d available, about %g needed", total, needed)
         return
-    message = f"the plan needs about {needed:g} credits; the account(s) have {total}"
-    if mode == "stop":
-        print(f"preflight: {message}; not starting (use --preflight warn to run anyway)", file=sys.stderr)
+    if unread and mode == "stop":
+        _say(f"preflight: the balance of {len(unread)} account(s) could not be read; not starting (use --preflight "
+             "warn to run anyway)")
         executor.stop("preflight")
-    else:
-        print(f"warning: {message}", file=sys.stderr)
-        log.warning(message)
+        return
+    if read and total < needed:
+        whose = "the account(s)" if not unread else f"the {read} account(s) whose balance could be read"
+        message = f"the plan needs about {needed:g} credits; {whose} have {total}"
+        if mode == "stop":
+            _say(f"preflight: {message}; not starting (use --preflight warn to run anyway)")
+            executor.stop("preflight")
+        else:
+            _say(f"warning: {message}")
+
+
+def _say(message: str) -> None:
+    """A line for the person running it, and the run log."""
+    print(message, file=sys.stderr)
+    log.warning(message)
 
 
 # -- running ---------------------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ from jimeng_batch.protocol.client import Submitted
 from jimeng_batch.protocol.drafts import build_request
 from jimeng_batch.protocol.tokens import Token
 
+# Failures after which the submit may have been received and charged: no answer, a server error, an answer that
+# could not be read.
+LOST_ANSWER_REASONS = frozenset({"network", "server", "malformed"})
+
 if TYPE_CHECKING:
     from jimeng_batch.engine.executor import Executor
 
@@ -49,7 +53,7 @@ class Submission:
 
     async def reconcile(self, token: Token, error: RetryableAPIError) -> Submitted | None:
         """A submit that got no answer may have arrived and been charged: ask before sending it again."""
-        if error.code == "connect" or error.rule.reason not in ("network", "server"):
+        if error.code == "connect" or error.rule.reason not in LOST_ANSWER_REASONS:
             self.absent = True  # nothing reached the service, or it answered and refused: nothing was charged
             return None
         self.maybe_received = True

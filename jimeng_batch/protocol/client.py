@@ -26,8 +26,10 @@ import httpx
 from jimeng_batch.errors import (
     APIError,
 )
+from jimeng_batch.protocol import answers
 from jimeng_batch.protocol.catalog import ProtocolVersions, Region
 from jimeng_batch.protocol.drafts import GENERATE_PATH, DraftRequest, common_query
+from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
 from jimeng_batch.protocol.outcomes import Source, classify, error_for
 from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.protocol.tokens import Token
@@ -37,8 +39,6 @@ USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
 CREDIT_RECEIVE_PATH = "/commerce/v1/benefits/credit_receive"
 UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"  # noqa: S105 - a URL path, not a secret
 
-# The live service's submit can take a while (one client raised its timeout to 60 s for it); downloads are big.
-DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=None)
 USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/132.0.0.0 Safari/537.36")
 
@@ -84,6 +84,7 @@ class HistoryRecord:
     finish_time: int = 0
     forecast_seconds: float | None = None
     queue_position: int | None = None
+    malformed: str = ""  # why this entry of an answer could not be read (the others of the answer still are)
 
     @property
     def failed(self) -> bool:
@@ -114,55 +115,64 @@ class CreditBalance:
         return max(self.gift, self.expiring) + self.purchase + self.vip
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def parse_item(raw: Mapping[str, Any]) -> Item | None:
+def parse_item(raw: Any, path: str = "item") -> Item | None:
     """One item of ``item_list``: an image's large image, or a video's URL (with the reference's fallbacks)."""
-    common = raw.get("common_attr") or {}
-    item_id = str(common.get("id") or common.get("item_id") or raw.get("item_id") or raw.get("id") or "")
-    video = raw.get("video")
+    entry = answers.mapping(raw, path)
+    common = answers.mapping(entry.get("common_attr"), f"{path}.common_attr")
+    item_id = answers.text(common.get("id") or common.get("item_id") or entry.get("item_id") or entry.get("id"),
+                           f"{path}.common_attr.id")
+    video = entry.get("video")
     if isinstance(video, Mapping):
-        transcoded = (video.get("transcoded_video") or common.get("transcoded_video") or {}).get("origin") or {}
-        url = transcoded.get("video_url") or video.get("play_url") or video.get("download_url") or video.get("url")
+        where = f"{path}.video"
+        transcoded = answers.mapping(answers.mapping(video.get("transcoded_video") or common.get("transcoded_video"),
+                                                     f"{where}.transcoded_video").get("origin"),
+                                     f"{where}.transcoded_video.origin")
+        url = answers.text(transcoded.get("video_url") or video.get("play_url") or video.get("download_url")
+                           or video.get("url"), f"{where}.transcoded_video.origin.video_url")
         if url:
-            return Item(str(url), "video", item_id, "", _int(transcoded.get("width") or video.get("width")),
-                        _int(transcoded.get("height") or video.get("height")), str(transcoded.get("format") or "mp4"))
-    image = raw.get("image")
+            return Item(url, "video", item_id, "",
+                        answers.integer(transcoded.get("width") or video.get("width"), f"{where}.width"),
+                        answers.integer(transcoded.get("height") or video.get("height"), f"{where}.height"),
+                        answers.text(transcoded.get("format"), f"{where}.format") or "mp4")
+    image = entry.get("image")
     if isinstance(image, Mapping):
-        large = (image.get("large_images") or [{}])[0]
-        url = large.get("image_url") or common.get("cover_url")
+        where = f"{path}.image"
+        large = answers.first(image.get("large_images"), f"{where}.large_images")
+        url = answers.text(large.get("image_url") or common.get("cover_url"), f"{where}.large_images[0].image_url")
         if url:
-            return Item(str(url).replace("\\u0026", "&"), "image", item_id, str(large.get("image_uri") or ""),
-                        _int(large.get("width") or image.get("width")),
-                        _int(large.get("height") or image.get("height")),
-                        str(large.get("format") or image.get("format") or ""))
+            return Item(url.replace("\\u0026", "&"), "image", item_id,
+                        answers.text(large.get("image_uri"), f"{where}.large_images[0].image_uri"),
+                        answers.integer(large.get("width") or image.get("width"), f"{where}.width"),
+                        answers.integer(large.get("height") or image.get("height"), f"{where}.height"),
+                        answers.text(large.get("format") or image.get("format"), f"{where}.format"))
     return None
 
 
-def parse_record(raw: Mapping[str, Any]) -> HistoryRecord:
-    task = raw.get("task") or {}
-    forecast = raw.get("forecast_cost_time") or {}
-    queue = raw.get("queue_info") or {}
-    items = tuple(item for item in (parse_item(i) for i in raw.get("item_list") or []) if item is not None)
+def parse_record(raw: Any, path: str = "record") -> HistoryRecord:
+    """A ``get_history_by_ids`` entry; :class:`answers.Malformed` when a field the client uses has the wrong shape."""
+    entry = answers.mapping(raw, path)
+    task = answers.mapping(entry.get("task"), f"{path}.task")
+    forecast = answers.mapping(entry.get("forecast_cost_time"), f"{path}.forecast_cost_time")
+    queue = answers.mapping(entry.get("queue_info"), f"{path}.queue_info")
+    listed = answers.items(entry.get("item_list"), f"{path}.item_list")
+    parsed = (parse_item(item, f"{path}.item_list[{index}]") for index, item in enumerate(listed))
     seconds = None
     if forecast:
-        seconds = float(_int(forecast.get("forecast_queue_cost")) + _int(forecast.get("forecast_generate_cost")))
+        seconds = (answers.number(forecast.get("forecast_queue_cost"), f"{path}.forecast_cost_time.queue")
+                   + answers.number(forecast.get("forecast_generate_cost"), f"{path}.forecast_cost_time.generate"))
+    status = entry.get("status", task.get("status"))
     return HistoryRecord(
-        history_record_id=str(raw.get("history_record_id") or task.get("history_id") or ""),
-        status=_int(raw.get("status", task.get("status"))),
-        fail_code=str(raw.get("fail_code") or ""),
-        fail_message=str(raw.get("fail_msg") or raw.get("fail_starling_message") or ""),
-        items=items,
-        total_count=_int(raw.get("total_image_count")),
-        finished_count=_int(raw.get("finished_image_count")),
-        finish_time=_int(task.get("finish_time") or raw.get("finish_time")),
+        history_record_id=answers.text(entry.get("history_record_id") or task.get("history_id"),
+                                       f"{path}.history_record_id"),
+        status=answers.integer(status, f"{path}.status"),
+        fail_code=answers.text(entry.get("fail_code"), f"{path}.fail_code"),
+        fail_message=answers.text(entry.get("fail_msg") or entry.get("fail_starling_message"), f"{path}.fail_msg"),
+        items=tuple(item for item in parsed if item is not None),
+        total_count=answers.integer(entry.get("total_image_count"), f"{path}.total_image_count"),
+        finished_count=answers.integer(entry.get("finished_image_count"), f"{path}.finished_image_count"),
+        finish_time=answers.integer(task.get("finish_time") or entry.get("finish_time"), f"{path}.task.finish_time"),
         forecast_seconds=seconds,
-        queue_position=_int(queue.get("queue_idx")) if queue else None,
+        queue_position=answers.integer(queue.get("queue_idx"), f"{path}.queue_info.queue_idx") if queue else None,
     )
 
 
@@ -233,10 +243,11 @@ class JimengClient:
     """Calls to the web API of one region (or of a base URL that stands in for it, like the simulator)."""
 
     def __init__(self, *, region: Region, versions: ProtocolVersions, web_id: str, base_url: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None, limits: CallLimits = DEFAULT_LIMITS,
                  clock: Callable[[], float] = time.time, max_connections: int = 16,
                  download_connections: int = 8) -> None:
         self.region = region
+        self.limits = limits
         self.versions = versions
         self.web_id = web_id
         self.api_base = (base_url or region.api_base).rstrip("/")
@@ -247,9 +258,9 @@ class JimengClient:
         # Small pools, several of them: httpcore checks every idle connection of a pool (a system call each) every
         # time a request starts or ends there, so one pool of sixteen costs several times what four pools of four
         # do. Callers queue in the lanes, not inside httpx, where waiting requests are rescanned as well.
-        self._lanes = _lanes(max_connections, transport, timeout)
+        self._lanes = _lanes(max_connections, transport, limits.timeout)
         # Downloads use lanes of their own: asset hosts differ from the API host.
-        self._download_lanes = _lanes(download_connections, transport, timeout, follow_redirects=True)
+        self._download_lanes = _lanes(download_connections, transport, limits.timeout, follow_redirects=True)
 
     async def __aenter__(self) -> JimengClient:
         return self
@@ -291,51 +302,72 @@ class JimengClient:
         url = (self.commerce_base if commerce else self.api_base) + path
         # The credits calls go without the default query, as the web app sends them.
         params = None if commerce else dict(query if query is not None else self._query)
-        try:
-            async with _pick(self._lanes) as http:
-                response = await http.post(url, params=params, content=json.dumps(body, ensure_ascii=False),
-                                           headers=self.headers(path, token))
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise self._transport_error("connect", path, request_key, exc) from exc
-        except httpx.TimeoutException as exc:
-            raise self._transport_error("timeout", path, request_key, exc) from exc
-        except httpx.TransportError as exc:
-            raise self._transport_error("connection", path, request_key, exc) from exc
+        response = await self._fetch("POST", url, path, request_key, params=params,
+                                     content=json.dumps(body, ensure_ascii=False).encode(),
+                                     headers=self.headers(path, token))
         if response.status_code != 200:
             rule = classify("http", response.status_code)
             raise error_for(rule, f"{path}: HTTP {response.status_code} ({rule.meaning})",
                             code=str(response.status_code), request_key=request_key,
                             retry_after=_retry_after(response), http_status=response.status_code)
         try:
-            payload = response.json()
-        except ValueError as exc:
-            rule = classify("http", 502)
-            raise error_for(rule, f"{path}: the answer is not JSON", request_key=request_key) from exc
-        ret = str(payload.get("ret", "")) if isinstance(payload, Mapping) else ""
+            payload = json.loads(response.content)
+        except (ValueError, RecursionError) as exc:
+            raise self.malformed(path, "the answer is not JSON", request_key) from exc
+        if not isinstance(payload, Mapping):
+            raise self.malformed(path, f"the answer is {answers.kind_of(payload)}, not an object", request_key)
+        ret = str(payload.get("ret", ""))
         if ret != "0":
-            if not isinstance(payload, Mapping):
-                rule = classify("http", 502)
-                raise error_for(rule, f"{path}: unexpected answer", request_key=request_key)
             return self._raise_ret(path, payload, request_key)
         return payload.get("data")
 
     async def send_raw(self, method: str, url: str, *, params: list[tuple[str, str]] | None = None,
                        headers: Mapping[str, str] | None = None, content: bytes | None = None) -> httpx.Response:
-        """Any other call (the ImageX upload flow): the response as it is; network failures classified."""
-        try:
-            async with _pick(self._lanes) as http:
-                query = httpx.QueryParams(tuple(params)) if params else None
-                return await http.request(method, url, params=query, headers=headers, content=content)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise self._transport_error("connect", urlsplit(url).path, None, exc) from exc
-        except httpx.TimeoutException as exc:
-            raise self._transport_error("timeout", urlsplit(url).path, None, exc) from exc
-        except httpx.TransportError as exc:
-            raise self._transport_error("connection", urlsplit(url).path, None, exc) from exc
+        """Any other call (the ImageX upload flow): the response, read whole within the limits; failures
+        classified."""
+        query = httpx.QueryParams(tuple(params)) if params else None
+        return await self._fetch(method, url, urlsplit(url).path, None, params=query, headers=headers,
+                                 content=content)
 
-    def _transport_error(self, kind: str, path: str, request_key: str | None, exc: Exception) -> APIError:
+    async def _fetch(self, method: str, url: str, path: str, request_key: str | None, **request: Any
+                     ) -> httpx.Response:
+        """One call within the call deadline, its answer read in chunks up to the answer size bound."""
+        limits = self.limits
+        try:
+            async with asyncio.timeout(limits.call_deadline), _pick(self._lanes) as http, \
+                    http.stream(method, url, **request) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > limits.max_answer_bytes:
+                        raise self.malformed(path, f"the answer is larger than {limits.max_answer_bytes} bytes",
+                                             request_key)
+                # Decoded already (gzip and the like): the copy must not say it is encoded.
+                headers = [(k, v) for k, v in response.headers.multi_items()
+                           if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+                return httpx.Response(response.status_code, headers=headers, content=bytes(body))
+        except TimeoutError as exc:
+            raise self._transport_error("timeout", path, request_key, exc,
+                                        f"no whole answer within {limits.call_deadline:g} s") from exc
+        except httpx.DecodingError as exc:
+            raise self.malformed(path, f"the answer cannot be decoded ({exc})", request_key) from exc
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise self._transport_error("connect", path, request_key, exc) from exc
+        except httpx.TimeoutException as exc:
+            raise self._transport_error("timeout", path, request_key, exc) from exc
+        except httpx.RequestError as exc:
+            raise self._transport_error("connection", path, request_key, exc) from exc
+
+    def malformed(self, path: str, problem: str, request_key: str | None = None) -> APIError:
+        """An answer of a shape the client cannot use: the outcome table's ``malformed``."""
+        rule = classify("local", "malformed")
+        return error_for(rule, f"{path}: malformed answer: {problem}", code="malformed", request_key=request_key)
+
+    def _transport_error(self, kind: str, path: str, request_key: str | None, exc: BaseException,
+                         detail: str | None = None) -> APIError:
         rule = classify("transport", kind)
-        return error_for(rule, f"{path}: {rule.meaning} ({type(exc).__name__})", code=kind, request_key=request_key)
+        return error_for(rule, f"{path}: {rule.meaning} ({detail or type(exc).__name__})", code=kind,
+                         request_key=request_key)
 
     def _raise_ret(self, path: str, payload: Mapping[str, Any], request_key: str | None) -> Any:
         ret = str(payload.get("ret"))
@@ -350,32 +382,55 @@ class JimengClient:
     async def submit(self, request: DraftRequest, token: Token, *, request_key: str | None = None) -> Submitted:
         """Send one draft. Idempotent by ``submit_id``: the service answers a repeat with the same record."""
         data = await self.call(request.path, request.body, token, query=request.query, request_key=request_key)
-        aigc = (data or {}).get("aigc_data") if isinstance(data, Mapping) else None
-        if not isinstance(aigc, Mapping) or not aigc.get("history_record_id"):
-            rule = classify("http", 502)
-            raise error_for(rule, f"{GENERATE_PATH}: accepted without a history_record_id", request_key=request_key)
-        task = aigc.get("task") or {}
-        return Submitted(str(aigc["history_record_id"]), str(aigc.get("task_id") or task.get("task_id") or ""),
-                         str(aigc.get("submit_id") or task.get("submit_id") or request.body.get("submit_id")))
+        try:
+            aigc = answers.mapping(answers.mapping(data, "data").get("aigc_data"), "data.aigc_data")
+            task = answers.mapping(aigc.get("task"), "data.aigc_data.task")
+            history_id = answers.text(aigc.get("history_record_id"), "data.aigc_data.history_record_id")
+            task_id = answers.text(aigc.get("task_id") or task.get("task_id"), "data.aigc_data.task_id")
+            submit_id = answers.text(aigc.get("submit_id") or task.get("submit_id"), "data.aigc_data.submit_id")
+        except answers.Malformed as exc:
+            raise self.malformed(GENERATE_PATH, str(exc), request_key) from exc
+        if not history_id:
+            raise self.malformed(GENERATE_PATH, "accepted without a history_record_id", request_key)
+        return Submitted(history_id, task_id, submit_id or str(request.body.get("submit_id")))
 
     async def history(self, token: Token, *, submit_ids: list[str] | None = None,
                       history_ids: list[str] | None = None) -> dict[str, HistoryRecord | None]:
-        """Records by submit id or by history id; an id the service does not (yet) know maps to None."""
+        """Records by submit id or by history id; an id the service does not (yet) know maps to None, and an entry
+        that cannot be read to a record whose ``malformed`` says why."""
         ids = submit_ids if submit_ids is not None else history_ids or []
         body = {"submit_ids": ids} if submit_ids is not None else {"history_ids": ids}
         data = await self.call(HISTORY_PATH, body, token)
+        try:
+            records = answers.mapping(data, "data")
+        except answers.Malformed as exc:
+            raise self.malformed(HISTORY_PATH, str(exc)) from exc
         found: dict[str, HistoryRecord | None] = {}
         for key in ids:
-            raw = data.get(key) if isinstance(data, Mapping) else None
-            found[key] = parse_record(raw) if isinstance(raw, Mapping) else None
+            raw = records.get(key)
+            if raw is None:
+                found[key] = None
+                continue
+            try:
+                found[key] = parse_record(raw, f"data.{key}")
+            except answers.Malformed as exc:
+                found[key] = HistoryRecord(key, 0, malformed=str(exc))
         return found
 
     async def user_credit(self, token: Token) -> CreditBalance:
-        data = await self.call(USER_CREDIT_PATH, {}, token) or {}
-        credit = data.get("credit") or {}
-        expiring = sum(_int(c.get("credit_amount")) for c in data.get("expiring_credits") or [])
-        return CreditBalance(_int(credit.get("gift_credit")), _int(credit.get("purchase_credit")),
-                             _int(credit.get("vip_credit")), expiring)
+        data = await self.call(USER_CREDIT_PATH, {}, token)
+        try:
+            answer = answers.mapping(data, "data")
+            credit = answers.mapping(answer.get("credit"), "data.credit")
+            expiring = sum(answers.integer(answers.mapping(c, f"data.expiring_credits[{i}]").get("credit_amount"),
+                                           f"data.expiring_credits[{i}].credit_amount")
+                           for i, c in enumerate(answers.items(answer.get("expiring_credits"),
+                                                               "data.expiring_credits")))
+            return CreditBalance(answers.integer(credit.get("gift_credit"), "data.credit.gift_credit"),
+                                 answers.integer(credit.get("purchase_credit"), "data.credit.purchase_credit"),
+                                 answers.integer(credit.get("vip_credit"), "data.credit.vip_credit"), expiring)
+        except answers.Malformed as exc:
+            raise self.malformed(USER_CREDIT_PATH, str(exc)) from exc
 
     async def credit_receive(self, token: Token) -> Any:
         return await self.call(CREDIT_RECEIVE_PATH, {"time_zone": "Asia/Shanghai"}, token)

@@ -18,7 +18,7 @@ import json
 import secrets
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from jimeng_batch.errors import APIError
-from jimeng_batch.protocol import aws4
+from jimeng_batch.protocol import answers, aws4
 from jimeng_batch.protocol.catalog import Region
 from jimeng_batch.protocol.client import UPLOAD_TOKEN_PATH, JimengClient
 from jimeng_batch.protocol.outcomes import classify, error_for
@@ -65,12 +65,28 @@ def crc32_hex(data: bytes) -> str:
     return format(zlib.crc32(data) & 0xFFFFFFFF, "08x")
 
 
-def _imagex_error(response: httpx.Response, step: str) -> APIError:
+def _json(response: httpx.Response) -> Any:
     try:
-        detail = response.json().get("ResponseMetadata", {}).get("Error", {})
-        message = f"{detail.get('Code', '')} {detail.get('Message', '')}".strip()
-    except ValueError:
-        message = response.text[:200]
+        return json.loads(response.content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _error_detail(payload: Any) -> str:
+    """``Code Message`` of an ImageX error answer, read as untrusted data ("" when it has none)."""
+    try:
+        meta = answers.mapping(answers.mapping(payload, "answer").get("ResponseMetadata"), "ResponseMetadata")
+        detail = answers.mapping(meta.get("Error"), "ResponseMetadata.Error")
+        code = answers.text(detail.get("Code"), "Error.Code")
+        message = answers.text(detail.get("Message"), "Error.Message")
+    except answers.Malformed:
+        return ""
+    return f"{code} {message}".strip()[:200]
+
+
+def _imagex_error(response: httpx.Response, step: str) -> APIError:
+    payload = _json(response)
+    message = _error_detail(payload) if payload is not None else response.text[:200].replace("\n", " ")
     rule = classify("http", response.status_code)
     return error_for(rule, f"upload ({step}): HTTP {response.status_code} {message}".rstrip(),
                      code=str(response.status_code), http_status=response.status_code)
@@ -88,50 +104,67 @@ class Uploader:
 
     async def upload(self, token: Token, data: bytes) -> UploadedImage:
         """Upload ``data`` for ``token``'s account; raises a classified APIError on failure."""
-        grant = await self.client.call(UPLOAD_TOKEN_PATH, {"scene": UPLOAD_SCENE_IMAGE}, token) or {}
-        credentials = aws4.Credentials(str(grant.get("access_key_id", "")), str(grant.get("secret_access_key", "")),
-                                       str(grant.get("session_token", "")) or None)
-        service_id = str(grant.get("service_id") or grant.get("space_name") or self.region.imagex_service_id)
+        grant = await self.client.call(UPLOAD_TOKEN_PATH, {"scene": UPLOAD_SCENE_IMAGE}, token)
+        try:
+            grant = answers.mapping(grant, "data")
+            credentials = aws4.Credentials(answers.text(grant.get("access_key_id"), "data.access_key_id"),
+                                           answers.text(grant.get("secret_access_key"), "data.secret_access_key"),
+                                           answers.text(grant.get("session_token"), "data.session_token") or None)
+            service_id = answers.text(grant.get("service_id") or grant.get("space_name"), "data.service_id")
+        except answers.Malformed as exc:
+            raise self.client.malformed(UPLOAD_TOKEN_PATH, str(exc)) from exc
+        service_id = service_id or self.region.imagex_service_id
         apply = await self._imagex("GET", [
             ("Action", "ApplyImageUpload"), ("Version", IMAGEX_VERSION), ("ServiceId", service_id),
             ("FileSize", str(len(data))), ("s", secrets.token_hex(5)),
         ], credentials)
-        address = (apply.get("Result") or {}).get("UploadAddress") or {}
         try:
-            store = address["StoreInfos"][0]
-            host = address["UploadHosts"][0]
-            session_key = address["SessionKey"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise error_for(classify("http", 502), "upload: ApplyImageUpload answered without an address") from exc
-        await self._put_bytes(upload_url(host, store["StoreUri"], self.base), store["Auth"], data)
+            result = answers.mapping(apply.get("Result"), "Result")
+            address = answers.mapping(result.get("UploadAddress"), "Result.UploadAddress")
+            store = answers.first(address.get("StoreInfos"), "Result.UploadAddress.StoreInfos")
+            host = answers.text((answers.items(address.get("UploadHosts"), "Result.UploadAddress.UploadHosts")
+                                 or [None])[0], "Result.UploadAddress.UploadHosts[0]")
+            session_key = answers.text(address.get("SessionKey"), "Result.UploadAddress.SessionKey")
+            store_uri = answers.text(store.get("StoreUri"), "Result.UploadAddress.StoreInfos[0].StoreUri")
+            auth = answers.text(store.get("Auth"), "Result.UploadAddress.StoreInfos[0].Auth")
+        except answers.Malformed as exc:
+            raise self.client.malformed("upload (ApplyImageUpload)", str(exc)) from exc
+        if not (host and session_key and store_uri):
+            raise self.client.malformed("upload (ApplyImageUpload)", "answered without an upload address")
+        await self._put_bytes(upload_url(host, store_uri, self.base), auth, data)
         commit = await self._imagex("POST", [
             ("Action", "CommitImageUpload"), ("Version", IMAGEX_VERSION), ("ServiceId", service_id),
         ], credentials, json.dumps({"SessionKey": session_key}).encode())
-        result = commit.get("Result") or {}
-        uri = ((result.get("Results") or [{}])[0]).get("Uri")
-        plugin = (result.get("PluginResult") or [{}])[0]
+        try:
+            result = answers.mapping(commit.get("Result"), "Result")
+            uri = answers.text(answers.first(result.get("Results"), "Result.Results").get("Uri"),
+                               "Result.Results[0].Uri")
+            plugin = answers.first(result.get("PluginResult"), "Result.PluginResult")
+            image = UploadedImage(uri, answers.integer(plugin.get("ImageWidth"), "PluginResult[0].ImageWidth"),
+                                  answers.integer(plugin.get("ImageHeight"), "PluginResult[0].ImageHeight"),
+                                  answers.text(plugin.get("ImageFormat"), "PluginResult[0].ImageFormat"))
+        except answers.Malformed as exc:
+            raise self.client.malformed("upload (CommitImageUpload)", str(exc)) from exc
         if not uri:
-            raise error_for(classify("http", 502), "upload: CommitImageUpload answered without a Uri")
-        return UploadedImage(str(uri), int(plugin.get("ImageWidth") or 0), int(plugin.get("ImageHeight") or 0),
-                             str(plugin.get("ImageFormat") or ""))
+            raise self.client.malformed("upload (CommitImageUpload)", "answered without a Uri")
+        return image
 
     async def _imagex(self, method: str, params: list[tuple[str, str]], credentials: aws4.Credentials,
-                      body: bytes = b"") -> dict[str, Any]:
+                      body: bytes = b"") -> Mapping[str, Any]:
         signed = aws4.sign(method=method, path="/", params=params, headers={}, body=body, credentials=credentials,
                            region=self.region.aws_region, service=IMAGEX_SERVICE,
                            timestamp=aws4.amz_date(self.clock()), sign_content_sha256=bool(body))
         response = await self.client.send_raw(method, self.base + "/", params=params, headers=signed,
                                               content=body or None)
+        step = params[0][1]
         if response.status_code != 200:
-            raise _imagex_error(response, params[0][1])
-        try:
-            payload: dict[str, Any] = response.json()
-        except ValueError as exc:
-            raise error_for(classify("http", 502), f"upload ({params[0][1]}): the answer is not JSON") from exc
-        error = (payload.get("ResponseMetadata") or {}).get("Error")
-        if error:
-            raise error_for(classify("http", 400), f"upload ({params[0][1]}): {error.get('Code')} "
-                                                   f"{error.get('Message', '')}".rstrip())
+            raise _imagex_error(response, step)
+        payload = _json(response)
+        if not isinstance(payload, Mapping):
+            raise self.client.malformed(f"upload ({step})", "the answer is not a JSON object")
+        detail = _error_detail(payload)
+        if detail:
+            raise error_for(classify("http", 400), f"upload ({step}): {detail}")
         return payload
 
     async def _put_bytes(self, url: str, auth: str, data: bytes) -> None:
@@ -141,9 +174,7 @@ class Uploader:
         })
         if response.status_code != 200:
             raise _imagex_error(response, "upload")
-        try:
-            code = response.json().get("code")
-        except ValueError:
-            code = None
+        payload = _json(response)
+        code = payload.get("code") if isinstance(payload, Mapping) else None
         if code != UPLOAD_OK:
             raise error_for(classify("http", 502), f"upload: the byte upload answered code {code}")

@@ -101,6 +101,12 @@ RULES: tuple[Rule, ...] = (
     Rule("transport", "timeout", "no answer in time", Action.RETRY, "network", "http"),
     Rule("transport", "connection", "connection failed or dropped", Action.RETRY, "network", "http"),
     # What this tool concludes on its own, with no code from the service.
+    Rule("local", "malformed", "an answer of a shape the client cannot use (HTML, a wrong type, cut short)",
+         Action.RETRY, "malformed", "local"),
+    Rule("local", "too-large", "an asset larger than the limit (--max-asset-bytes)", Action.FAILED, "too-large",
+         "local"),
+    Rule("local", "no-files", "the job finished without its files: asked again, then left for the next run",
+         Action.RETRY, "no-files", "local"),
     Rule("local", "upload", "a local reference image could not be uploaded (gone, changed or unreadable)",
          Action.FAILED, "upload", "local"),
     Rule("local", "not-found", "the service has not shown the submitted record", Action.FAILED, "not-found",
