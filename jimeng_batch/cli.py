@@ -336,6 +336,19 @@ def run_options_flags(command: F) -> F:
         click.option("--poll-interval", type=rate, default=None,
                      help="Poll every S seconds (default: 2 s then backing off to 5 s for images, 5 s to 15 s "
                           "for video)."),
+        click.option("--call-deadline", type=rate, default=None,
+                     help=f"Seconds an API call may take in all (default {defaults.call_deadline:g})."),
+        click.option("--max-answer-bytes", type=click.IntRange(min=1), default=None,
+                     help=f"The largest API answer read (default {defaults.max_answer_bytes})."),
+        click.option("--download-floor", type=rate, default=None,
+                     help=f"Seconds any download may take (default {defaults.download_floor:g}), plus one per "
+                          "--download-rate bytes."),
+        click.option("--download-rate", type=click.IntRange(min=1), default=None,
+                     help=f"Bytes per second a download may be as slow as, beyond the floor (default "
+                          f"{defaults.download_rate})."),
+        click.option("--max-asset-bytes", type=click.IntRange(min=1), default=None,
+                     help=f"The largest file downloaded; a larger one fails its request (default "
+                          f"{defaults.max_asset_bytes})."),
         click.option("--budget", type=click.FloatRange(min=0), default=None,
                      help="Stop admitting requests once the estimated spend of the run would pass this many "
                           "credits (manifest budget)."),

@@ -32,7 +32,8 @@ CHANGED: dict[str, Any] = {
     "cache_path": Path("/caches/c.sqlite"), "cache_ttl": math.inf, "shard": Shard(2, 3),
     "fail_on": frozenset({State.FAILED}), "report": False, "download": False, "allow_mixed_origins": True,
     "retry_failed": True, "retry_blocked": True, "retry_invalid": True, "resubmit_lost": True,
-    "reassign_orphans": True, "verify": True,
+    "reassign_orphans": True, "verify": True, "call_deadline": 30.0, "max_answer_bytes": 1000,
+    "download_floor": 10.0, "download_rate": 1000, "max_asset_bytes": 2000,
 }
 
 
@@ -178,6 +179,11 @@ FLAGS_GIVEN_AGAIN = [
     pytest.param("resubmit_lost", ["--resubmit-lost"], True, id="resubmit-lost"),
     pytest.param("reassign_orphans", ["--reassign-orphans"], True, id="reassign-orphans"),
     pytest.param("verify", ["--verify"], True, id="verify"),
+    pytest.param("call_deadline", ["--call-deadline", "5"], 5.0, id="call-deadline"),
+    pytest.param("max_answer_bytes", ["--max-answer-bytes", "999"], 999, id="max-answer-bytes"),
+    pytest.param("download_floor", ["--download-floor", "9"], 9.0, id="download-floor"),
+    pytest.param("download_rate", ["--download-rate", "99"], 99, id="download-rate"),
+    pytest.param("max_asset_bytes", ["--max-asset-bytes", "1234"], 1234, id="max-asset-bytes"),
 ]
 
 

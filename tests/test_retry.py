@@ -66,6 +66,7 @@ def test_backoff_is_capped() -> None:
     policy = RetryPolicy(backoff_base=1.0, backoff_max=8.0)
     waits = [policy.delay(retry, busy(), random.Random(0)) for retry in range(10)]
     assert max(waits) <= 8.0 and waits[-1] >= 4.0
+    assert 4.0 <= policy.delay(5000, busy(), random.Random(0)) <= 8.0  # a poll retried for an hour: no overflow
 
 
 @pytest.mark.parametrize(("retry_after", "expected"), [

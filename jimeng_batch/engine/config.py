@@ -25,6 +25,7 @@ from jimeng_batch.engine.states import FAIL_ON_STATES, State
 from jimeng_batch.errors import ConfigError
 from jimeng_batch.intake.manifest import Manifest, Settings, SpreadsheetOptions
 from jimeng_batch.intake.sharding import Shard, parse_shard
+from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
 
 Preflight = Literal["warn", "stop", "off"]
 PREFLIGHT_MODES: tuple[Preflight, ...] = get_args(Preflight)
@@ -71,6 +72,12 @@ class RunConfig:
     jitter_seed: int | None = None  # a fixed seed makes the jitter repeatable (tests)
     poll_interval: float | None = None  # a fixed interval instead of the back-off of POLL_FIRST..POLL_MAX
     lost_after: float = LOST_AFTER
+    # The bounds on every call (protocol/limits.py says what each means).
+    call_deadline: float = DEFAULT_LIMITS.call_deadline
+    max_answer_bytes: int = DEFAULT_LIMITS.max_answer_bytes
+    download_floor: float = DEFAULT_LIMITS.download_floor
+    download_rate: int = DEFAULT_LIMITS.download_rate
+    max_asset_bytes: int = DEFAULT_LIMITS.max_asset_bytes
     # Money.
     budget: float | None = None  # credits this run may admit
     preflight: Preflight = "warn"
@@ -98,6 +105,11 @@ class RunConfig:
             raise ConfigError("; ".join(problems))
 
     # -- derived values ------------------------------------------------------------------------------------------
+
+    def call_limits(self) -> CallLimits:
+        return CallLimits(call_deadline=self.call_deadline, max_answer_bytes=self.max_answer_bytes,
+                          download_floor=self.download_floor, download_rate=self.download_rate,
+                          max_asset_bytes=self.max_asset_bytes)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_retries=self.max_retries, backoff_base=self.backoff_base,
@@ -188,8 +200,14 @@ def _problems(config: RunConfig) -> list[str]:
         found.append(f"budget must be a number of credits (0 or more), not {config.budget}")
     if config.preflight not in PREFLIGHT_MODES:
         found.append(f"preflight must be one of {', '.join(PREFLIGHT_MODES)}, not {config.preflight!r}")
-    if not config.lost_after > 0:
-        found.append(f"lost_after must be a positive number of seconds, not {config.lost_after}")
+    for name in ("lost_after", "call_deadline", "download_floor"):
+        value = getattr(config, name)
+        if not (value > 0 and math.isfinite(value)):
+            found.append(f"{name} must be a positive number of seconds, not {value}")
+    for name in ("max_answer_bytes", "download_rate", "max_asset_bytes"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            found.append(f"{name} must be a whole number of bytes, 1 or more, not {value}")
     if not config.cache_ttl >= 0:
         found.append(f"cache_ttl must be 0 or more seconds (or forever), not {config.cache_ttl}")
     unknown = sorted(str(state) for state in config.fail_on if state not in FAIL_ON_STATES)

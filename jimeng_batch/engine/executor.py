@@ -387,17 +387,16 @@ class Executor:
             self.ledger.bump(row.key, "polls")
             try:
                 record = await self.retrier.call("poll", poll_once, key=row.key, deadline=deadline, record=False)
-            except RetryableAPIError as error:
-                self._defer(row, error, "cannot poll now")
-                return None
             except StopSubmittingError as error:
                 await self.pool.mark(token, error.rule.token, error.rule.reason)
                 if error.rule.token is TokenEffect.NONE:
                     self.stop(error.rule.reason)
                 log.warning("%s: cannot follow its job any more (%s); left for the next run", row.key, error)
                 return None
-            except RequestFailedError as error:
-                self._end(row, error.rule, error)
+            except APIError as error:
+                # Whatever a poll is answered (a gateway's 302 or 400 too), the job is paid for: only its record
+                # can say it failed. It is left for the next run.
+                self._defer(row, error, "cannot poll now")
                 return None
             if record is None:
                 if rechecking:
@@ -452,11 +451,11 @@ class Executor:
     async def _download(self, row: RequestRow, token: Token, record: HistoryRecord | None) -> None:
         try:
             assets = await self.downloads.fetch(row, token, record)
-        except RetryableAPIError as error:
-            self._defer(row, error, f"download failed after {error.tries} tries")
-            return
         except APIError as error:
-            self._end(row, error.rule, error, detail=f"download failed after {error.tries} tries")
+            if error.code == "too-large":  # the one download outcome that is final: it would never fit
+                self._end(row, error.rule, error, detail="download refused")
+            else:
+                self._defer(row, error, f"download failed after {error.tries} tries")
             return
         if assets is not None:
             self._set(row, State.DOWNLOADED, detail=f"{len(assets)} file(s)")

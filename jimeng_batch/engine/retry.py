@@ -52,7 +52,7 @@ class RetryPolicy:
             return min(error.retry_after, self.retry_after_cap)
         if error.rule.action is Action.RETRY_AFTER and error.rule.delay is not None:
             return min(error.rule.delay, self.retry_after_cap)
-        backoff: float = min(self.backoff_max, self.backoff_base * (2 ** retry))
+        backoff: float = min(self.backoff_max, self.backoff_base * (2 ** min(retry, 32)))  # no float overflow
         return backoff * rng.uniform(0.5, 1.0)  # jitter: calls that failed together do not retry together
 
 

@@ -270,7 +270,8 @@ async def connected_executor(manifest: Manifest, ledger: Ledger, config: RunConf
     region = catalog.REGIONS[manifest.settings.region]
     versions = manifest.settings.protocol
     web_id = plan_web_id(manifest)
-    async with JimengClient(region=region, versions=versions, web_id=web_id, base_url=base_url) as client:
+    async with JimengClient(region=region, versions=versions, web_id=web_id, base_url=base_url,
+                            limits=config.call_limits()) as client:
         uploader = Uploader(client, region, imagex_base(region, base_url, config.imagex_url))
         yield Executor(ledger, client, tokens, config, out_dir=out_dir, region=region, versions=versions,
                        web_id=web_id, origin=origin or client.api_base, cache=cache, uploader=uploader,
