@@ -183,3 +183,19 @@ def test_an_unreadable_balance_is_said_and_the_run_goes_on(tmp_path: Path, capsy
         code, _, err = run_main(["run", str(manifest), "--out", "stop", "--base-url", server.base_url, "--quiet",
                                  "--no-cache", "--no-report", "--preflight", "stop"], capsys)
         assert code == 3 and "could not be read; not starting" in err, err
+
+
+def test_failing_polls_back_off_like_every_other_call(tmp_path: Path) -> None:
+    """HTML on every poll: 1 s doubling to 60 s (with jitter) over the whole poll timeout, not a poll a second."""
+    manifest = write_manifest(tmp_path, ONE)
+    time = FakeTime()
+    html = fixed([answer(b"<html>gateway</html>", headers={"Content-Type": "text/html"})])
+    with hostile(lambda box: service(box, poll=html)) as server:
+        run = drive(manifest, server, out=tmp_path / "out", clock=time.clock, sleep=time.sleep,  # type: ignore[arg-type]
+                    options=fast_options(**{**SHORT, "backoff_max": 60.0}))
+        polls = server.count("get_history_by_ids")
+    waits = [s for s in time.sleep.calls if s >= 0.5]
+    grown = [w for w in waits if w >= 30.0]  # 60 s with jitter of 0.5 to 1
+    assert grown and max(waits) <= 60.0, waits
+    assert 20 <= polls <= 60, polls  # 30 minutes: 1 + 2 + ... + 32 s, then one every 30 to 60 s (not ~1800)
+    assert run.ledger.db.execute("SELECT state, reason FROM requests").fetchone() == ("submitted", "malformed")
