@@ -18,6 +18,7 @@ from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.runner import aexecute, configure, configure_resume, execute
 from jimeng_batch.engine.states import State
 from jimeng_batch.errors import JimengBatchError, Location, Problem, SchemaError
+from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import PlanSummary, iter_distinct, iter_plan_records, summarize
 from jimeng_batch.intake.sharding import Shard, parse_shard
@@ -40,16 +41,16 @@ def _sheet(options: Mapping[str, Any]) -> SpreadsheetOptions:
     return SpreadsheetOptions.from_options(**options)
 
 
-def validate(path: PathLike, **sheet_options: Any) -> list[Problem]:
-    """Every problem of a manifest, each with its location; an empty list when it is fine."""
+def validate(path: PathLike, *, max_requests: int = MAX_REQUESTS_PER_JOB, **sheet_options: Any) -> list[Problem]:
+    """Every problem of a manifest, each with its location, sorted by place; an empty list when it is fine."""
     try:
-        manifest = load_manifest(Path(path), _sheet(sheet_options))
+        manifest = load_manifest(Path(path), _sheet(sheet_options), max_requests=max_requests)
     except SchemaError as error:
         return list(error.problems)
     except JimengBatchError as error:  # the file cannot be read at all: one problem, at the file
         return [Problem(Location(display_path(Path(path))), str(error).removeprefix(f"{display_path(Path(path))}: "))]
     summary = summarize(manifest)
-    return list(summary.problems)
+    return SchemaError(summary.problems).problems if summary.problems else []
 
 
 @dataclass(frozen=True)
@@ -60,29 +61,34 @@ class Plan:
     path: Path
     sheet: SpreadsheetOptions
     shard: Shard | None = None
+    max_requests: int = MAX_REQUESTS_PER_JOB
+
+    def _manifest(self) -> Manifest:
+        return load_manifest(self.path, self.sheet, max_requests=self.max_requests)
 
     def requests(self) -> Iterator[RequestSpec]:
         """Every distinct request, in plan order (streamed: a million-row spreadsheet is never held whole)."""
-        for item in iter_distinct(load_manifest(self.path, self.sheet), self.shard):
+        for item in iter_distinct(self._manifest(), self.shard):
             if isinstance(item, RequestSpec):
                 yield item
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every distinct request in full, as ``plan --format jsonl`` writes it (the exact HTTP request too)."""
-        return iter_plan_records(load_manifest(self.path, self.sheet), self.shard)
+        return iter_plan_records(self._manifest(), self.shard)
 
 
-def plan(path: PathLike, *, shard: str | Shard | None = None, **sheet_options: Any) -> Plan:
+def plan(path: PathLike, *, shard: str | Shard | None = None, max_requests: int = MAX_REQUESTS_PER_JOB,
+         **sheet_options: Any) -> Plan:
     """Plan a manifest without sending anything; SchemaError (with every problem) when it has any."""
     sheet = _sheet(sheet_options)
-    manifest = load_manifest(Path(path), sheet)
+    manifest = load_manifest(Path(path), sheet, max_requests=max_requests)
     summary = summarize(manifest)
     if summary.problems:
         raise SchemaError(summary.problems)
     chosen = parse_shard(shard) if isinstance(shard, str) else shard
     if chosen is not None:
         summary = summarize(manifest, shard=chosen)
-    return Plan(summary, Path(path), sheet, chosen)
+    return Plan(summary, Path(path), sheet, chosen, max_requests)
 
 
 def _config_values(config: Mapping[str, Any]) -> dict[str, Any]:

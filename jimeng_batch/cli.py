@@ -37,6 +37,7 @@ from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.runner import configure, configure_resume, output_folder
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
+from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import PlanSummary, iter_distinct, iter_plan_records, record_writer, summarize
 from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
@@ -52,8 +53,11 @@ EXIT_INTERRUPTED = 130
 
 
 def spreadsheet_options(command: F) -> F:
-    """Options that stand in for the settings a CSV/XLSX manifest cannot hold."""
+    """Options about reading a manifest: the settings a CSV/XLSX manifest cannot hold, and the bound on a job."""
     options = [
+        click.option("--max-requests", type=click.IntRange(min=1), default=None,
+                     help=f"The most requests one job (or row) may expand to; a larger matrix is refused before "
+                          f"it is expanded (default {MAX_REQUESTS_PER_JOB:,})."),
         click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=catalog.DEFAULT_REGION,
                      show_default=True, help="Region for CSV/XLSX manifests."),
         click.option("--type", "job_type", type=click.Choice(list(catalog.JOB_TYPES)), default="image",
@@ -73,6 +77,7 @@ def spreadsheet_options(command: F) -> F:
 
 
 def _sheet_options(kwargs: dict[str, Any]) -> SpreadsheetOptions:
+    kwargs.pop("max_requests", None)  # a run setting: `run` has taken it; validate and plan take it first
     return SpreadsheetOptions.from_options(
         region=kwargs.pop("region"), type=kwargs.pop("job_type"), model=kwargs.pop("model"),
         ratio=kwargs.pop("ratio"), resolution=kwargs.pop("resolution"), protocol_profile=kwargs.pop("protocol_profile"))
@@ -90,8 +95,12 @@ def _raise_problems(summary: PlanSummary) -> None:
         raise error
 
 
-def _load_and_check(path: Path, options: SpreadsheetOptions) -> tuple[Manifest, PlanSummary]:
-    manifest = load_manifest(path, options)
+def _max_requests(kwargs: dict[str, Any]) -> int:
+    return int(kwargs.get("max_requests") or MAX_REQUESTS_PER_JOB)
+
+
+def _load_and_check(path: Path, options: SpreadsheetOptions, max_requests: int) -> tuple[Manifest, PlanSummary]:
+    manifest = load_manifest(path, options, max_requests=max_requests)
     summary = summarize(manifest)
     _raise_problems(summary)
     return manifest, summary
@@ -108,11 +117,12 @@ def cli() -> None:
 @spreadsheet_options
 def validate(files: tuple[Path, ...], **kwargs: Any) -> None:
     """Check manifests (YAML, CSV or XLSX): every problem, each with its location."""
+    max_requests = _max_requests(kwargs)
     options = _sheet_options(kwargs)
     failed: list[JimengBatchError] = []
     for path in files:
         try:
-            manifest, summary = _load_and_check(path, options)
+            manifest, summary = _load_and_check(path, options, max_requests)
         except JimengBatchError as exc:
             failed.append(exc)
             _err(str(exc))
@@ -139,11 +149,12 @@ def validate(files: tuple[Path, ...], **kwargs: Any) -> None:
 def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder: Path | None,
          **kwargs: Any) -> None:
     """Show what FILE would send and what it would cost, without sending anything."""
+    max_requests = _max_requests(kwargs)
     options = _sheet_options(kwargs)
     shard = _shard(shard_text)
     if fmt == "jsonl" and out is not None:
         # One pass: records are written as they are found; a problem anywhere discards the file.
-        manifest = load_manifest(file, options)
+        manifest = load_manifest(file, options, max_requests=max_requests)
         record = record_writer(manifest)
 
         def produce(write: Callable[[str], object]) -> PlanSummary:
@@ -153,7 +164,7 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
 
         _print_summary(_write_file(out, produce), lambda text: click.echo(text, nl=False))
         return
-    manifest, summary = _load_and_check(file, options)
+    manifest, summary = _load_and_check(file, options, max_requests)
     if shard is not None:
         summary = summarize(manifest, shard=shard)  # the problems were checked on the whole manifest above
     if fmt == "summary":

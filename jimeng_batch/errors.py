@@ -26,6 +26,7 @@ but never reaches the user as a traceback.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -46,7 +47,32 @@ __all__ = [
     "RetryableAPIError",
     "SchemaError",
     "StopSubmittingError",
+    "describe",
+    "printable",
 ]
+
+# What would break a one-line message, or make it lie about its text: control characters (a newline, the escape
+# that starts a terminal sequence), line and paragraph separators, lone surrogates, and bidirectional overrides.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on one line: what :data:`_HIDDEN_CATEGORIES` and :data:`_BIDI_CONTROLS` name is
+    shown escaped (``\\n``, ``\\x1b``, ``\\u202e``); everything else, CJK and emoji included, as it is."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        if unicodedata.category(ch) in _HIDDEN_CATEGORIES or ch in _BIDI_CONTROLS else ch
+        for ch in text
+    )
+
+
+def describe(text: str, limit: int = 40) -> str:
+    """A piece of input as a message quotes it: printable, in quotes, cut to about ``limit`` characters."""
+    shown = printable(text)
+    return f"'{shown if len(shown) <= limit else shown[:limit - 3] + '...'}'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +111,7 @@ class Problem:
         column = self.location.column_name
         if column and message.startswith(f"{column}: "):
             message = message[len(column) + 2:]  # the location already names the column
-        return f"{self.location}: {message}"
+        return printable(f"{self.location}: {message}")  # input it quotes cannot break its line
 
 
 class JimengBatchError(Exception):

@@ -33,7 +33,7 @@ CHANGED: dict[str, Any] = {
     "fail_on": frozenset({State.FAILED}), "report": False, "download": False, "allow_mixed_origins": True,
     "retry_failed": True, "retry_blocked": True, "retry_invalid": True, "resubmit_lost": True,
     "reassign_orphans": True, "verify": True, "call_deadline": 30.0, "max_answer_bytes": 1000,
-    "download_floor": 10.0, "download_rate": 1000, "max_asset_bytes": 2000,
+    "download_floor": 10.0, "download_rate": 1000, "max_asset_bytes": 2000, "max_requests": 50,
 }
 
 

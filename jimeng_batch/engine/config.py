@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import httpx
+
 from jimeng_batch.engine.cache import DEFAULT_TTL, default_cache_path
 from jimeng_batch.engine.retry import RetryPolicy
 from jimeng_batch.engine.states import FAIL_ON_STATES, State
-from jimeng_batch.errors import ConfigError
+from jimeng_batch.errors import ConfigError, describe
+from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, Settings, SpreadsheetOptions
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
@@ -78,6 +81,7 @@ class RunConfig:
     download_floor: float = DEFAULT_LIMITS.download_floor
     download_rate: int = DEFAULT_LIMITS.download_rate
     max_asset_bytes: int = DEFAULT_LIMITS.max_asset_bytes
+    max_requests: int = MAX_REQUESTS_PER_JOB  # the requests one job may expand to (intake/bounds.py)
     # Money.
     budget: float | None = None  # credits this run may admit
     preflight: Preflight = "warn"
@@ -208,12 +212,34 @@ def _problems(config: RunConfig) -> list[str]:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             found.append(f"{name} must be a whole number of bytes, 1 or more, not {value}")
+    if isinstance(config.max_requests, bool) or not isinstance(config.max_requests, int) or config.max_requests < 1:
+        found.append(f"max_requests must be a whole number, 1 or more, not {config.max_requests}")
+    for name, variable in _FROM_ENVIRONMENT.items():
+        url = getattr(config, name)
+        if url is not None:
+            wrong = url_problem(url)
+            if wrong:
+                found.append(f"{name} (--{name.replace('_', '-')} or {variable}) {describe(url, 80)} is not a "
+                             f"usable address: {wrong}")
     if not config.cache_ttl >= 0:
         found.append(f"cache_ttl must be 0 or more seconds (or forever), not {config.cache_ttl}")
     unknown = sorted(str(state) for state in config.fail_on if state not in FAIL_ON_STATES)
     if unknown:
         found.append(f"fail_on may name {', '.join(FAIL_ON_STATES)}, not {', '.join(unknown)}")
     return found
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a service address (None: nothing): it must be an http(s) URL with a host."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        return str(exc) or "it cannot be read as a URL"
+    if parsed.scheme not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not parsed.host:
+        return "it names no host"
+    return None
 
 
 def parse_ttl(text: str) -> float:

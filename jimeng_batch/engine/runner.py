@@ -45,6 +45,7 @@ from jimeng_batch.errors import (
     OutputError,
     SchemaError,
 )
+from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.expand import KEY_VERSION
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize
@@ -174,7 +175,8 @@ def _unchanged_plan(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 def configure(manifest_path: Path, given: Mapping[str, Any]) -> tuple[Manifest, RunConfig]:
     """The manifest and the configuration of a new run of it: ``given`` (flags or keywords; ``sheet`` for a
     spreadsheet's settings) over the environment, over the manifest, over the defaults."""
-    manifest = load_manifest(manifest_path, given.get("sheet") or SpreadsheetOptions())
+    manifest = load_manifest(manifest_path, given.get("sheet") or SpreadsheetOptions(),
+                             max_requests=given.get("max_requests") or MAX_REQUESTS_PER_JOB)
     return manifest, resolve_config(manifest, given, os.environ)
 
 
@@ -192,7 +194,7 @@ def configure_resume(out_dir: Path, given: Mapping[str, Any]) -> tuple[Manifest,
     stored = RunConfig.from_json(options["config"]) if "config" in options else _legacy_config(options)
     stored = stored.replace(**{name: False for name in ONE_SHOT})  # actions of the run they were given to
     config = stored.replace(**{name: value for name, value in given.items() if value is not None})
-    return load_manifest(manifest_path, config.sheet), config
+    return load_manifest(manifest_path, config.sheet, max_requests=config.max_requests), config
 
 
 def _legacy_config(options: Mapping[str, Any]) -> RunConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -82,6 +83,10 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
     axes = [(name, as_list(fields[name])) for name in MATRIX_FIELDS if name in fields]
     axes += [(f"var:{name}", as_list(value)) for name, value in template.vars.items()]
     count = int(fields.get("count", 1))
+    too_many = _too_many(template, axes, count, settings.max_requests)
+    if too_many is not None:
+        yield too_many
+        return
     seen_problems: set[Problem] = set()
     models: dict[str, Model | Problem] = {}
     for choice in itertools.product(*(range(len(values)) for _, values in axes)):
@@ -92,6 +97,8 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
         if "prompt" not in values:
             values["prompt"] = ""  # reported by check_template; the combination checks still run
         model_name = str(values["model"])
+        if "model" in template.rejected:
+            continue  # the default model stands in for one the schema rejected: nothing of the user's to check
         if model_name not in models:
             models[model_name] = resolve_model(model_name, template.type, settings.region,
                                                template.locate("model", indexes.get("model")))
@@ -103,10 +110,24 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
                     seen_problems.add(problem)
                     yield problem
             continue
-        if problems:  # the template's own problems were reported; its combinations are still checked
+        if problems or template.rejected:  # problems were reported; the combinations are still checked
             continue
         assert not isinstance(model, Problem)
         yield from _samples(template, settings, model, fields, values, count)
+
+
+def _too_many(template: Template, axes: list[tuple[str, list[Any]]], count: int, limit: int) -> Problem | None:
+    """The problem of a matrix that would expand past ``limit`` requests, found before expanding it."""
+    lists = [(name.removeprefix("var:"), len(values)) for name, values in axes if len(values) > 1]
+    total = math.prod(n for _, n in lists) * count
+    if total <= limit:
+        return None
+    factors = [f"{n} ({name})" for name, n in lists]
+    if count > 1:
+        factors.append(f"{count} (count)")
+    return Problem(template.anchor or template.locate("prompt"),
+                   f"this job would expand to {total:,} requests ({' × '.join(factors)}), more than the "
+                   f"{limit:,} a job may have; split it, shorten its lists, or raise --max-requests")
 
 
 def _samples(template: Template, settings: Settings, model: Model, fields: dict[str, Any], values: dict[str, Any],

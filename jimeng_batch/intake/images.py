@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 from dataclasses import dataclass
@@ -36,13 +37,19 @@ def inspect_image(path: Path) -> LocalImage:
         UnidentifiedImageError,
     )
 
-    if not path.exists():
-        raise MissingImage("no such file")
-    if not path.is_file():
-        raise ImageProblem("not a file")
     try:
+        if not path.exists():
+            raise MissingImage("no such file")
+        if not path.is_file():
+            raise ImageProblem("not a file")
         data = path.read_bytes()
+    except ImageProblem:
+        raise
+    except ValueError as exc:  # os.stat refuses a NUL in a name
+        raise ImageProblem("the name holds a NUL character, which no file name can") from exc
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ImageProblem("the name is longer than the file system allows") from exc
         raise ImageProblem(f"cannot be read ({exc.strerror})") from exc
     if len(data) > catalog.REFERENCE_IMAGE_MAX_BYTES:
         raise ImageProblem(

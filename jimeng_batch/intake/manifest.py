@@ -8,21 +8,24 @@ the pure expansion in :mod:`jimeng_batch.intake.expand`. Spreadsheet rows are st
 
 from __future__ import annotations
 
+import copy
+import difflib
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError
+from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError, describe
+from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.images import ImageProblem, LocalImage, inspect_image
 from jimeng_batch.intake.schema import (
     MANIFEST_SCHEMA,
     ROW_SCHEMA,
     did_you_mean,
     load_schema,
-    validate,
+    schema_errors,
     validate_row,
 )
 from jimeng_batch.intake.sources import (
@@ -66,6 +69,7 @@ class Settings:
     cache: Mapping[str, Any] = field(default_factory=dict)
     output_dir: str | None = None
     budget: float | None = None
+    max_requests: int = MAX_REQUESTS_PER_JOB  # the bound on one job's expansion (--max-requests)
 
 
 @dataclass
@@ -85,6 +89,9 @@ class Template:
     vars: dict[str, Any] = field(default_factory=dict)
     var_spots: dict[str, Spot] = field(default_factory=dict)
     anchor: Location | None = None  # where the job (or row) itself starts
+    # Fields (and `var:NAME` variables) the schema rejected and that were left out so that the rules can check
+    # the rest: a rule about a field in here would be about a value that is not the user's.
+    rejected: frozenset[str] = frozenset()
 
     def locate(self, name: str, index: int | None = None) -> Location:
         spot = self.spots.get(name) or self.var_spots.get(name)
@@ -109,6 +116,7 @@ class JobDef:
     base_dir: Path
     rows: Path | None = None
     rows_location: Location | None = None
+    rejected: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -129,7 +137,8 @@ class Manifest:
             if job.rows is None:
                 yield from self._with_images(
                     Template(job.name, job.index, job.type, Source(self.display, job.name, job.index),
-                             dict(job.fields), dict(job.spots), dict(job.vars), dict(job.var_spots), job.anchor),
+                             dict(job.fields), dict(job.spots), dict(job.vars), dict(job.var_spots), job.anchor,
+                             job.rejected),
                     job.base_dir,
                 )
             else:
@@ -152,18 +161,27 @@ class Manifest:
         if header_problems:
             return
         rows = 0
-        for row in iter_sheet(job.rows):
-            rows += 1
-            yield from self._row_template(job, row, shown)
+        try:
+            for row in iter_sheet(job.rows):
+                rows += 1
+                yield from self._row_template(job, row, shown)
+        except SchemaError as exc:  # the file cannot be read past here (broken quoting): said with the rest
+            yield from exc.problems
+            return
         if not rows:
             # Like `jobs: []` in YAML: a batch of nothing is more likely a mistake (the wrong sheet) than meant.
             yield Problem(Location(shown, row=2), "no request rows below the header; add a row per request")
 
     def _row_template(self, job: JobDef, row: SheetRow, shown: str) -> Iterator[Template | Problem]:
         values, problems = read_row(row, shown)
-        if problems:
-            yield from problems
-            return
+        yield from problems
+        # The row's other cells are still checked: its cells with a problem are left out (and their rules).
+        rejected = {p.location.column_name for p in problems if p.location.column_name}
+        if "type" in rejected:
+            return  # which fields apply, and what they mean, depends on it
+        for name in rejected:
+            values.pop(name, None)
+        rejected = {f"var:{n[len(VAR_COLUMN_PREFIX):]}" if n.startswith(VAR_COLUMN_PREFIX) else n for n in rejected}
         fields = dict(job.fields)
         spots = dict(job.spots)
         variables = dict(job.vars)
@@ -179,7 +197,8 @@ class Manifest:
                 spots[name] = spot
         source = Source(self.display, job.name, job.index, row.number)
         anchor = Location(shown, row=row.number)
-        template = Template(job.name, job.index, row_type, source, fields, spots, variables, var_spots, anchor)
+        template = Template(job.name, job.index, row_type, source, fields, spots, variables, var_spots, anchor,
+                            job.rejected | frozenset(rejected))
         yield from self._with_images(template, job.rows.parent if job.rows else job.base_dir)
 
     def _with_images(self, template: Template, base_dir: Path) -> Iterator[Template | Problem]:
@@ -221,7 +240,10 @@ class Manifest:
                 return ImageInput("uri", text[len(catalog.EXPLICIT_URI_PREFIX):], strength=strength)
             if text.startswith(catalog.IMAGE_URI_PREFIXES):
                 return ImageInput("uri", text, strength=strength)
-        path = (base_dir / text).resolve()
+        try:
+            path = (base_dir / text).resolve()
+        except (OSError, ValueError):  # a name too long, or with a NUL, to resolve: inspecting it says which
+            path = base_dir / text
         if path not in self._images:
             try:
                 self._images[path] = inspect_image(path)
@@ -230,7 +252,7 @@ class Manifest:
         info = self._images[path]
         if isinstance(info, ImageProblem):
             hint = f" (looked in {display_path(base_dir) or '.'})" if isinstance(info, FileNotFoundError) else ""
-            problems.append(Problem(where, f"image '{text}': {info}{hint}"))
+            problems.append(Problem(where, f"image {describe(text, 80)}: {info}{hint}"))
             return None
         return ImageInput("file", text, info.sha256, info.width, info.height, info.format, strength)
 
@@ -264,26 +286,36 @@ class SpreadsheetOptions:
                    protocol_profile=protocol_profile or catalog.DEFAULT_PROTOCOL_PROFILE)
 
 
-def load_manifest(path: Path, options: SpreadsheetOptions | None = None) -> Manifest:
-    """Load and schema-check a manifest file; raise SchemaError with every located problem."""
+def load_manifest(path: Path, options: SpreadsheetOptions | None = None, *,
+                  max_requests: int = MAX_REQUESTS_PER_JOB) -> Manifest:
+    """Load and schema-check a manifest file.
+
+    Every problem is found in one pass: a value the schema rejects is reported and left out, and the rest of the
+    manifest is still read and checked by the rules (iterate :meth:`Manifest.templates`). SchemaError only when
+    nothing can be checked past it (a YAML syntax error, no job list, an unknown region).
+    """
     if is_spreadsheet(path):
-        return _load_spreadsheet(path, options or SpreadsheetOptions())
+        return _load_spreadsheet(path, options or SpreadsheetOptions(), max_requests)
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise ManifestError(f"{display_path(path)}: unknown manifest type '{path.suffix}'; use .yaml, .yml, .csv or "
                             ".xlsx")
     document = load_yaml(path)
     where = document.where
     locate = where.locate
-    problems = validate(document.data, MANIFEST_SCHEMA, lambda p, k: locate(p, key=k))
-    if problems:
+    errors = schema_errors(document.data, MANIFEST_SCHEMA, lambda p, k: locate(p, key=k))
+    problems = document.problems + [problem for _, problem in errors]
+    usable = _usable_part(document.data, [p for p, _ in errors]) if errors else _Usable(document.data)
+    if usable is None:
         raise SchemaError(problems)
-    data: dict[str, Any] = document.data
-    settings = _settings(data)
+    data: dict[str, Any] = usable.data
+    settings = replace(_settings(data), max_requests=max_requests)
     jobs: list[JobDef] = []
     names: dict[str, Location] = {}
     base_dir = path.parent
     defaults: dict[str, Any] = data.get("defaults", {})
     for index, job in enumerate(data["jobs"]):
+        if index in usable.skipped:
+            continue
         name = job.get("name", f"job-{index + 1}")
         anchor = locate(("jobs", index))
         if name in names:
@@ -308,10 +340,78 @@ def load_manifest(path: Path, options: SpreadsheetOptions | None = None) -> Mani
         if "rows" in job:
             rows = (base_dir / job["rows"]).resolve()
             rows_location = locate(("jobs", index, "rows"))
+        rejected = usable.rejected.get(index, set()) | {k for k in usable.rejected_defaults if k not in job}
         jobs.append(JobDef(name, index, job_type, fields, spots, variables, var_spots, anchor, base_dir, rows,
-                           rows_location))
+                           rows_location, frozenset(rejected)))
     # Problems found here do not stop the other jobs from being checked: they are reported with theirs.
     return Manifest(path, where.file, settings, jobs, problems)
+
+
+@dataclass
+class _Usable:
+    """What the rules can check of a manifest the schema found problems in."""
+
+    data: Any
+    skipped: set[int] = field(default_factory=set)  # jobs with no usable type (or not a mapping at all)
+    rejected: dict[int, set[str]] = field(default_factory=dict)  # by job: fields left out
+    rejected_defaults: set[str] = field(default_factory=set)
+
+
+_JOB_FIELDS: tuple[str, ...] = tuple(load_schema(MANIFEST_SCHEMA)["$defs"]["job"]["properties"])
+_PRUNE_ROUNDS = 8  # leaving a value out can leave its parent invalid (a reference without `image`): again
+
+
+def _usable_part(data: Any, paths: list[tuple[str | int, ...]]) -> _Usable | None:
+    """``data`` without the values at ``paths`` (the schema's problems), for the rules to check the rest; None when
+    too little is left (no job list; an unknown region, which every model rule depends on)."""
+    if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
+        return None
+    usable = _Usable(copy.deepcopy(data))
+    for _ in range(_PRUNE_ROUNDS):
+        for path in paths:
+            if not _leave_out(usable, path):
+                return None
+        paths = [p for p, _ in schema_errors(usable.data, MANIFEST_SCHEMA, lambda p, k: Location(""))]
+        if not paths:
+            return usable
+    return None
+
+
+def _leave_out(usable: _Usable, path: tuple[str | int, ...]) -> bool:
+    """Leave out the value at ``path``, or the field holding the list it is in (list items are not removed: the
+    places of the others, which locate their problems, would move); False if nothing could be checked without it."""
+    steps = list(path)
+    floor = 2 if steps[:1] == ["jobs"] else 0  # a job is left out in place, never removed from the list
+    while len(steps) > floor and isinstance(steps[-1], int):
+        steps.pop()
+    if not steps or steps == ["jobs"] or steps == ["region"]:
+        return False
+    if steps[0] == "jobs":
+        index = steps[1]
+        assert isinstance(index, int)
+        if len(steps) == 2 or steps[2] == "type" or not isinstance(usable.data["jobs"][index], dict):
+            usable.skipped.add(index)  # which fields apply, and what they mean, depends on its type
+            usable.data["jobs"][index] = {"type": "image"}  # a stand-in that passes the schema
+            return True
+        name = str(steps[2])
+        rejected = usable.rejected.setdefault(index, set())
+        if len(steps) == 3:
+            rejected.add(name)
+            if name not in _JOB_FIELDS:  # a misspelt field (`promt`) stands for the one meant: no "missing prompt"
+                rejected.update(difflib.get_close_matches(name, _JOB_FIELDS, n=1, cutoff=0.6))
+        elif name == "vars" and len(steps) == 4:
+            rejected.add(f"var:{steps[3]}")
+    elif steps[0] == "defaults":
+        usable.rejected_defaults.update([str(steps[1])] if len(steps) > 1 else _JOB_FIELDS)
+    try:
+        parent = usable.data
+        for step in steps[:-1]:
+            parent = parent[step]
+    except (KeyError, IndexError, TypeError):
+        return True  # already left out with its parent
+    if isinstance(parent, dict):
+        parent.pop(steps[-1], None)
+    return True
 
 
 def _yaml_spot(where: SourceMap, path: tuple[str | int, ...]) -> Spot:
@@ -380,7 +480,7 @@ FIELDS_BY_TYPE: Mapping[JobType, frozenset[str]] = {
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _load_spreadsheet(path: Path, options: SpreadsheetOptions) -> Manifest:
+def _load_spreadsheet(path: Path, options: SpreadsheetOptions, max_requests: int) -> Manifest:
     shown = display_path(path)
     if not path.is_file():
         raise ManifestError(f"{shown}: no such file")
@@ -388,7 +488,8 @@ def _load_spreadsheet(path: Path, options: SpreadsheetOptions) -> Manifest:
     if problems:
         raise SchemaError(problems)
     profile = options.protocol_profile
-    settings = Settings(region=options.region, protocol_profile=profile, protocol=catalog.PROTOCOL_PROFILES[profile])
+    settings = Settings(region=options.region, protocol_profile=profile, protocol=catalog.PROTOCOL_PROFILES[profile],
+                        max_requests=max_requests)
     anchor = Location(shown, row=1)
     option_spot = _cell_spot("command line", 0, "option")
     fields = {k: v for k, v in options.defaults.items() if v is not None}
@@ -482,11 +583,9 @@ def read_row(row: SheetRow, shown: str) -> tuple[dict[str, Any], list[Problem]]:
             values[name] = typed
         else:
             values[name] = typed if len(typed) > 1 else typed[0]
-    if problems:
-        return values, problems
 
     def locate(path: tuple[str | int, ...], is_key: bool) -> Location:
         column = str(path[0]) if path else None
         return Location(shown, row=row.number, column_name=column)
 
-    return values, validate_row(values, locate)
+    return values, problems + validate_row(values, locate)  # the cells read, checked whatever else is wrong

@@ -32,9 +32,11 @@ def check_template(template: Template) -> list[Problem]:
             fits = [t for t, names in FIELDS_BY_TYPE.items() if name in names]
             problems.append(Problem(template.locate(name), f"{name} does not apply to {template.type} jobs "
                                                            f"(it is for {' and '.join(fits)} jobs)"))
-    if "prompt" not in template.fields:
+    rejected = template.rejected  # said by the schema already: no rule about what is not there
+    if "prompt" not in template.fields and not rejected & {"prompt", "rows"}:
         problems.append(Problem(_anchor(template), "missing prompt: every request needs one"))
-    if template.type == "image_to_image" and not template.fields.get("references"):
+    if (template.type == "image_to_image" and not template.fields.get("references")
+            and "references" not in rejected):
         problems.append(Problem(template.locate("references") if "references" in template.spots else _anchor(template),
                                 "image_to_image jobs need at least one reference image (`references`)"))
     if template.fields.get("count", 1) > 1 and "seed" in template.fields:
@@ -51,6 +53,8 @@ def _anchor(template: Template) -> Location:
 
 def _check_placeholders(template: Template) -> Iterator[Problem]:
     used: set[str] = set()
+    # Whether every prompt could be read: one that cannot (a lone `{`) may use any variable.
+    complete = not template.rejected & set(TEMPLATED_FIELDS)
     for name in TEMPLATED_FIELDS:
         if name not in template.fields:
             continue
@@ -61,17 +65,18 @@ def _check_placeholders(template: Template) -> Iterator[Problem]:
                 names = placeholders(str(text))
             except TemplateSyntaxError as exc:
                 yield Problem(where, f"{name}: {exc}")
+                complete = False
                 continue
             for variable in names:
                 used.add(variable)
-                if variable not in template.vars:
+                if variable not in template.vars and not template.rejected & {"vars", f"var:{variable}"}:
                     known = list(template.vars)
                     hint = did_you_mean(variable, known)
                     listing = f"; defined: {allowed_list(known)}" if known else "; this job defines no `vars`"
                     yield Problem(where, f"{name}: unknown template variable '{{{variable}}}'{hint}{listing}")
     for variable, value in template.vars.items():
         # An unused list would multiply identical requests; an unused single value is harmless.
-        if isinstance(value, list) and len(value) > 1 and variable not in used:
+        if isinstance(value, list) and len(value) > 1 and variable not in used and complete:
             yield Problem(template.locate(variable),
                           f"variable '{variable}' lists several values but no prompt uses {{{variable}}}; "
                           "it would repeat identical requests")
@@ -99,19 +104,20 @@ def check_combination(model: Model, values: dict[str, Any], template: Template,
     """Problems of one matrix combination: what the model supports."""
     problems: list[Problem] = []
     resolution = values["resolution"]
-    if resolution not in model.resolutions:
+    rejected = template.rejected  # a default stands in for each of these: it is not the user's to check
+    if resolution not in model.resolutions and "resolution" not in rejected:
         kind = "video" if isinstance(model, VideoModel) else "image"
         problems.append(Problem(template.locate("resolution", indexes.get("resolution")),
                                 f"{model.name} does not support resolution {resolution}; {kind} resolutions it "
                                 f"supports: {allowed_list(model.resolutions)}"))
     if isinstance(model, VideoModel):
         duration = values["duration"]
-        if duration not in model.durations:
+        if duration not in model.durations and "duration" not in rejected:
             problems.append(Problem(template.locate("duration", indexes.get("duration")),
                                     f"{model.name} does not allow a duration of {duration} s; allowed: "
                                     f"{_seconds(model.durations)}"))
         fps = values["fps"]
-        if fps not in catalog.VIDEO_FPS:
+        if fps not in catalog.VIDEO_FPS and "fps" not in rejected:
             problems.append(Problem(template.locate("fps"),
                                     f"fps {fps} is not allowed; allowed: {allowed_list(catalog.VIDEO_FPS)}"))
     else:

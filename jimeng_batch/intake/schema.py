@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -18,12 +19,13 @@ from typing import Any, cast
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from jimeng_batch.errors import Location, Problem
+from jimeng_batch.errors import Location, Problem, describe
 
 MANIFEST_SCHEMA = "manifest.schema.json"
 ROW_SCHEMA = "row.schema.json"
 
-Locator = Callable[[tuple[str | int, ...], bool], Location]
+SchemaPath = tuple[str | int, ...]
+Locator = Callable[[SchemaPath, bool], Location]
 
 _JSON_TYPE_NAMES = {
     "string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
@@ -59,8 +61,7 @@ def _validator(name: str) -> Draft202012Validator:
 def describe_value(value: Any) -> str:
     """A short rendering of a value for messages."""
     if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"'{shown}'"
+        return describe(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -187,7 +188,7 @@ def _schema_of(error: ValidationError) -> Mapping[str, Any]:
 
 
 def _unknown_keys(error: ValidationError, root: Mapping[str, Any], locate: Locator, base: tuple[str | int, ...],
-                  problems: list[Problem]) -> None:
+                  found: list[tuple[SchemaPath, Problem]]) -> None:
     schema = _schema_of(error)
     known = _property_names(schema, root)
     patterns = schema.get("patternProperties", {})
@@ -197,30 +198,61 @@ def _unknown_keys(error: ValidationError, root: Mapping[str, Any], locate: Locat
         path = (*base, *error.absolute_path, key)
         owner = _field_name([*base, *error.absolute_path])
         where = "" if owner == "the document" else f" in {owner}"
-        problems.append(
-            Problem(locate(path, True), f"unknown key '{key}'{where}{did_you_mean(key, known)}; "
-                                         f"allowed: {allowed_list(known)}")
-        )
+        found.append((path, Problem(locate(path, True), f"unknown key {describe(key)}{where}"
+                                                        f"{did_you_mean(key, known)}; allowed: {allowed_list(known)}")))
 
 
-def validate(instance: Any, schema_name: str, locate: Locator, base: tuple[str | int, ...] = ()) -> list[Problem]:
-    """Every schema problem of ``instance``, each located through ``locate(path, is_key)``."""
+def non_finite(instance: Any, path: SchemaPath = ()) -> Iterator[SchemaPath]:
+    """The paths of NaN and infinite numbers (``.nan``, ``.inf`` in YAML): JSON Schema's number type takes them,
+    and a NaN passes every minimum and maximum."""
+    if isinstance(instance, float) and not math.isfinite(instance):
+        yield path
+    elif isinstance(instance, Mapping):
+        for key, value in instance.items():
+            yield from non_finite(value, (*path, key))
+    elif isinstance(instance, list):
+        for index, value in enumerate(instance):
+            yield from non_finite(value, (*path, index))
+
+
+def schema_errors(instance: Any, schema_name: str, locate: Locator,
+                  base: SchemaPath = ()) -> list[tuple[SchemaPath, Problem]]:
+    """Every schema problem of ``instance`` with the path of the value it is about, located through
+    ``locate(path, is_key)``; non-finite numbers included."""
     root = load_schema(schema_name)
-    problems: list[Problem] = []
+    found: list[tuple[SchemaPath, Problem]] = []
+    unusable = [(*base, *path) for path in non_finite(instance)]
+    for path in unusable:
+        found.append((path, Problem(locate(path, False), f"{_field_name(path)}: {_value_at(instance, path[len(base):])}"
+                                                         " is not a number; give a finite one")))
     for raw in _validator(schema_name).iter_errors(instance):
         error = _relevant(raw)
         if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
-            _unknown_keys(error, root, locate, base, problems)
+            _unknown_keys(error, root, locate, base, found)
             continue
         path = (*base, *error.absolute_path)
         if error.validator == "required":
             required: list[str] = list(cast(Any, error.validator_value))
             missing = [name for name in required if name not in cast(Any, error.instance)]
             for name in missing:
-                problems.append(Problem(locate(path, False), f"{_field_name(path)}: missing required key '{name}'"))
+                found.append((path, Problem(locate(path, False), f"{_field_name(path)}: missing required key "
+                                                                 f"'{name}'")))
             continue
-        problems.append(Problem(locate(path, False), _message(error, _field_name(path))))
-    return problems
+        if any(bad[:len(path)] == path for bad in unusable):
+            continue  # the NaN or infinity in it is the problem, said above
+        found.append((path, Problem(locate(path, False), _message(error, _field_name(path)))))
+    return found
+
+
+def _value_at(instance: Any, path: SchemaPath) -> Any:
+    for part in path:
+        instance = instance[part]
+    return instance
+
+
+def validate(instance: Any, schema_name: str, locate: Locator, base: SchemaPath = ()) -> list[Problem]:
+    """Every schema problem of ``instance``, each located through ``locate(path, is_key)``."""
+    return [problem for _, problem in schema_errors(instance, schema_name, locate, base)]
 
 
 def _freeze(value: Any) -> Any:

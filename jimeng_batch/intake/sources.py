@@ -20,7 +20,8 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError
+from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError, describe
+from jimeng_batch.intake.bounds import MAX_YAML_DEPTH, MAX_YAML_VALUES
 
 PathKey = tuple[str | int, ...]
 
@@ -62,6 +63,7 @@ class YamlDocument:
     path: Path
     data: Any
     where: SourceMap
+    problems: list[Problem] = field(default_factory=list)  # found reading it; the data is still usable
 
 
 def display_path(path: Path) -> str:
@@ -131,15 +133,46 @@ def _first_bad_utf8(path: Path, chunk_size: int = 1 << 20) -> tuple[int, int, in
             consumed += len(chunk)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a bound on nesting: its composer recurses once per level, so 500 levels of
+    brackets would end in RecursionError; past :data:`MAX_YAML_DEPTH` they are a located problem instead."""
+
+    def __init__(self, stream: str, shown: str) -> None:
+        super().__init__(stream)
+        self.shown = shown
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise SchemaError([Problem(Location(self.shown, mark.line + 1, mark.column + 1),
+                                           f"nested more than {MAX_YAML_DEPTH} levels deep; a manifest needs a few")])
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 class _Builder:
-    """Turns composed YAML nodes into Python values, recording each value's position."""
+    """Turns composed YAML nodes into Python values, recording each value's position.
+
+    Aliases are expanded here (the composed graph shares the anchored node), so this is where their size is
+    bounded: past :data:`MAX_YAML_VALUES` values, or :data:`MAX_YAML_DEPTH` levels (a recursive alias), building
+    stops with one located problem. Merge keys (``<<``) are expanded here too, under the same bounds.
+    """
 
     def __init__(self, loader: yaml.SafeLoader, where: SourceMap) -> None:
         self.loader = loader
         self.where = where
         self.problems: list[Problem] = []
+        self.values = 0
+        self.merging: set[int] = set()  # the mappings being merged in, to refuse one that merges itself
 
     def build(self, node: Node, path: PathKey) -> Any:
+        self.values += 1
+        if self.values > MAX_YAML_VALUES or len(path) > MAX_YAML_DEPTH:
+            self._too_big(path)
         self.where.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
@@ -147,51 +180,97 @@ class _Builder:
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         return self._scalar(node)
 
+    def _too_big(self, path: PathKey) -> None:
+        # Where the expansion happens: the job, or the top-level key, whose value it is.
+        outer = path[:2] if path[:1] == ("jobs",) else path[:1]
+        if len(path) > MAX_YAML_DEPTH:
+            message = (f"nested more than {MAX_YAML_DEPTH} levels deep (an alias that contains itself?); "
+                       "a manifest needs a few")
+        else:
+            message = (f"expands to more than {MAX_YAML_VALUES:,} values through its aliases (*name) or merges "
+                       "(<<); write large batches as a spreadsheet (`rows:`)")
+        raise SchemaError([Problem(self.where.locate(outer), message)])
+
     def _scalar(self, node: Node) -> Any:
         assert isinstance(node, ScalarNode)
         # YAML 1.1 reads an unquoted 16:9 as the base-60 integer 969; a ratio is what was meant.
         if node.tag in (_INT_TAG, _FLOAT_TAG) and ":" in node.value:
             return node.value
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except ConstructorError as exc:
             problem = f"cannot read value: {exc.problem}"
         except ValueError as exc:  # a date like 2024-13-45; an integer of more than 4300 digits
             problem = (f"cannot read value: a number of {len(node.value)} characters is far too large"
-                       if node.tag == _INT_TAG else f"cannot read value '{node.value}': {exc}")
-        mark = node.start_mark
-        self.problems.append(Problem(Location(self.where.file, mark.line + 1, mark.column + 1), problem))
+                       if node.tag == _INT_TAG else f"cannot read value {describe(node.value)}: {exc}")
+        else:
+            if not isinstance(value, str):
+                return value
+            try:
+                value.encode("utf-8")
+                return value
+            except UnicodeEncodeError as exc:  # "\ud800": half of a UTF-16 pair, which no text can hold
+                half = f"\\u{ord(value[exc.start]):04x}"
+                problem = (f"the text holds {half}, half of a UTF-16 surrogate pair, which is not a character; "
+                           "write the character itself, or its code point as \\U0001F600")
+                self._problem(node, problem)
+                return value.encode("utf-8", "replace").decode("utf-8")  # checked on, never sent
+        self._problem(node, problem)
         return node.value
 
+    def _problem(self, node: Node, problem: str) -> None:
+        mark = node.start_mark
+        self.problems.append(Problem(Location(self.where.file, mark.line + 1, mark.column + 1), problem))
+
+    def _merged(self, node: Node, path: PathKey) -> dict[str, Any]:
+        """The entries a merge key (``<<: *a`` or ``<<: [*a, *b]``) brings in; the earlier mapping wins."""
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        merged: dict[str, Any] = {}
+        for source in sources:
+            if not isinstance(source, MappingNode):
+                mark = source.start_mark
+                shown = describe(source.value) if isinstance(source, ScalarNode) else "a list"
+                self.problems.append(Problem(
+                    Location(self.where.file, mark.line + 1, mark.column + 1),
+                    f"a merge (<<) takes a mapping or a list of them, like `<<: *defaults`; got {shown}"))
+                continue
+            if id(source) in self.merging:
+                mark = source.start_mark
+                self.problems.append(Problem(Location(self.where.file, mark.line + 1, mark.column + 1),
+                                             "this mapping merges itself (<<); merge another one"))
+                continue
+            self.merging.add(id(source))
+            try:
+                for key, value in self._mapping(source, path).items():
+                    merged.setdefault(key, value)
+            finally:
+                self.merging.discard(id(source))
+        return merged
+
     def _mapping(self, node: MappingNode, path: PathKey) -> dict[str, Any]:
-        merged = 0
-        if any(key.tag == _MERGE_TAG for key, _ in node.value):
-            own = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
-            self.loader.flatten_mapping(node)  # puts the merged entries first
-            merged = len(node.value) - own
+        merged: dict[str, Any] = {}
         result: dict[str, Any] = {}
-        from_merge: set[str] = set()
-        for index, (key_node, value_node) in enumerate(node.value):
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged |= {k: v for k, v in self._merged(value_node, path).items() if k not in merged}
+                continue
             key = self._scalar(key_node) if isinstance(key_node, ScalarNode) else None
             location = Location(self.where.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
                 self.problems.append(Problem(location, "a key must be a plain name"))
                 continue
             key = str(key)
-            if index < merged:
-                from_merge.add(key)
-            elif key in from_merge:  # a key written here overrides the one merged in with `<<`
-                from_merge.discard(key)
-                del result[key]
             if key in result:
                 first = self.where.keys[(*path, key)]
                 self.problems.append(
-                    Problem(location, f"duplicate key '{key}' (first given at line {first[0]}); give each key once")
+                    Problem(location, f"duplicate key {describe(key)} (first given at line {first[0]}); give each "
+                                      "key once")
                 )
-                continue
+                continue  # the first one stands, and is checked with the rest
             self.where.keys[(*path, key)] = (location.line or 1, location.column or 1)
             result[key] = self.build(value_node, (*path, key))
-        return result
+        # A key written here overrides the one merged in with `<<`; merged entries come first, as written.
+        return {**{k: v for k, v in merged.items() if k not in result}, **result}
 
 
 def _code_point(character: int | str) -> int:
@@ -199,11 +278,12 @@ def _code_point(character: int | str) -> int:
 
 
 def load_yaml(path: Path) -> YamlDocument:
-    """Parse one YAML file; syntax errors and duplicate keys are located problems."""
+    """Parse one YAML file. Syntax errors and the bounds are one located problem (nothing else can be read);
+    duplicate keys and unreadable values are located problems in ``.problems``, and the rest is still read."""
     shown = display_path(path)
     text = read_text(path)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text, shown)
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
         before = text[:exc.position]
         location = Location(shown, before.count("\n") + 1, exc.position - before.rfind("\n"))
@@ -224,9 +304,7 @@ def load_yaml(path: Path) -> YamlDocument:
         raise SchemaError([Problem(Location(shown, 1, 1), "the file is empty; a manifest needs at least `jobs:`")])
     builder = _Builder(loader, where)
     data = builder.build(node, ())
-    if builder.problems:
-        raise SchemaError(builder.problems)
-    return YamlDocument(path, data, where)
+    return YamlDocument(path, data, where, builder.problems)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -292,15 +370,76 @@ def _iter_csv(path: Path, shown: str) -> Iterator[list[str]]:
     try:
         # utf-8-sig: spreadsheet programs often start a CSV export with a byte-order mark.
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            try:
-                yield from reader
-            except csv.Error as exc:
-                raise SchemaError([Problem(Location(shown, row=reader.line_num), f"CSV error: {exc}")]) from exc
+            # strict: a quote left open would otherwise read every row after it into one cell, silently.
+            reader = csv.reader(handle, strict=True)
+            header: list[str] = []
+            record = 0
+            while True:
+                start = reader.line_num + 1  # the file line the next record starts on
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    raise _csv_error(path, shown, header, record + 1, start, exc) from exc
+                record += 1
+                if record == 1:
+                    header = [name.strip() for name in values]
+                yield values
     except UnicodeDecodeError as exc:
         raise not_utf8(path, shown, "; save it as CSV UTF-8") from exc
     except OSError as exc:
         raise ManifestError(f"{shown}: cannot be read ({exc.strerror})") from exc
+
+
+def _csv_error(path: Path, shown: str, header: list[str], row: int, start: int, exc: csv.Error) -> SchemaError:
+    """The located problem of a record the CSV reader refused: the row, column and line where its quoting broke."""
+    found = _broken_quote(path, start)
+    if found is None:
+        return SchemaError([Problem(Location(shown, row=row), f"CSV error: {exc}")])
+    field_index, line, unclosed = found
+    name = header[field_index] if field_index < len(header) and header[field_index] else None
+    where = Location(shown, row=row, column_name=name)
+    cell = "" if name else f"in cell {field_index + 1} "
+    if unclosed:
+        message = (f"a quote (\") opened {cell}on line {line} is never closed, so every row after it would be read "
+                   'into this cell; close it, or write "" for a quote inside a quoted cell')
+    else:
+        message = (f'text follows a closing quote (") {cell}on line {line}; quote the whole cell, and write "" '
+                   "for each quote inside it")
+    return SchemaError([Problem(where, message)])
+
+
+def _broken_quote(path: Path, start: int) -> tuple[int, int, bool] | None:
+    """For the record starting on file line ``start``: the index of the cell whose quoting breaks, the line it
+    breaks on, and whether it is a quote never closed (else text after a closing quote). Streamed; read again
+    only when a file has already failed."""
+    cell, in_quotes, opened, after_quote = 0, False, (0, 0), False
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        for number, text in enumerate(handle, start=1):
+            if number < start:
+                continue
+            at_start = True
+            index = 0
+            while index < len(text):
+                ch = text[index]
+                if in_quotes:
+                    if ch == '"' and text[index + 1:index + 2] == '"':
+                        index += 1  # a doubled quote inside a quoted cell
+                    elif ch == '"':
+                        in_quotes, after_quote = False, True
+                elif after_quote and ch not in ',\r\n':
+                    return cell, number, False
+                elif ch == '"' and at_start:
+                    in_quotes, opened, at_start = True, (cell, number), False
+                elif ch == ",":
+                    cell, at_start, after_quote = cell + 1, True, False
+                elif ch in "\r\n":
+                    return None  # the record ended well here: the reader's complaint is not about quoting
+                else:
+                    at_start = False
+                index += 1
+    return (opened[0], opened[1], True) if in_quotes else None
 
 
 def _cell_text(value: Any) -> str:
