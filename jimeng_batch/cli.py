@@ -6,6 +6,7 @@ to get the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -36,7 +37,7 @@ from jimeng_batch.engine.lock import FolderLock, holder
 from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.runner import configure, configure_resume, output_folder
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
-from jimeng_batch.errors import ConfigError, JimengBatchError, SchemaError
+from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, printable
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import PlanSummary, iter_distinct, iter_plan_records, record_writer, summarize
@@ -219,7 +220,8 @@ def _write_file(out: Path, produce: Callable[[Callable[[str], object]], T]) -> T
     except OSError as exc:
         raise ConfigError(f"{display_path(out)}: cannot be written ({exc.strerror})") from exc
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only place refuses even to remove what is not there
+            temporary.unlink(missing_ok=True)
 
 
 def _print_summary(summary: PlanSummary, write: Callable[[str], object]) -> None:
@@ -588,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     except JimengBatchError as exc:
         if os.environ.get(DEBUG_ENV):
             raise
-        _err(str(exc))
+        _err("\n".join(printable(line) for line in str(exc).split("\n")))  # a quoted name cannot break a line
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err("interrupted")
@@ -597,6 +599,15 @@ def main(argv: list[str] | None = None) -> None:
         # `jimeng-batch plan --format jsonl | head` closes the pipe early; that is not an error.
         sys.stderr.close()
         sys.exit(0)
+    except OSError as exc:
+        # The file system refused (read-only, full, not allowed) somewhere no step turned it into its own message:
+        # still the environment, not a bug. What was written before stays (every write is atomic).
+        if os.environ.get(DEBUG_ENV):
+            raise
+        where = display_path(Path(os.fsdecode(exc.filename))) if exc.filename else "a file"
+        _err(printable(f"{where}: cannot be written or read ({exc.strerror or exc}); nothing written before is "
+                       "lost"))
+        sys.exit(OutputError.exit_code)
     except Exception as exc:  # a bug, not bad input: say so plainly rather than dump a traceback
         if os.environ.get(DEBUG_ENV):
             raise

@@ -6,12 +6,32 @@ the one the ledger recorded, and never leave a half-written file under the final
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 from pathlib import Path
 
+from jimeng_batch.errors import ConfigError, OutputError
+
 CHUNK = 1 << 20
+# The disk is the trouble, not the place chosen: nothing about the command is wrong.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def make_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` (and its parents) for writing. A place where no folder can be made (read-only, not
+    allowed, a file, /proc) is a wrong choice of ``option``: ConfigError, exit 2; a full disk is OutputError."""
+    shown = os.path.relpath(folder) if not os.path.relpath(folder).startswith("..") else str(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise ConfigError(f"{shown}: is a file; {option} must name a folder") from exc
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise OutputError(f"{shown}: cannot create the folder ({exc.strerror})") from exc
+        raise ConfigError(f"{shown}: cannot create a folder here ({exc.strerror}); choose a folder you can write "
+                          f"({option})") from exc
 
 
 def file_sha256(path: Path) -> str:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from jimeng_batch.engine.states import STATES, State
 from jimeng_batch.errors import APIError, ConfigError, LedgerError
-from jimeng_batch.files import file_sha256
+from jimeng_batch.files import file_sha256, make_folder
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol.request_spec import RequestSpec, Source, spec_from_params
 
@@ -271,10 +271,7 @@ class Ledger:
     @classmethod
     def in_folder(cls, folder: Path, **kwargs: Any) -> Ledger:
         """The ledger of an output folder, creating the folder and the ledger when they do not exist yet."""
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LedgerError(f"{folder}: cannot create the output folder ({exc.strerror})") from exc
+        make_folder(folder, "--out")
         return cls(folder / LEDGER_NAME, **kwargs)
 
     @classmethod

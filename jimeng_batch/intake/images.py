@@ -61,6 +61,8 @@ def inspect_image(path: Path) -> LocalImage:
             kind = (image.format or "").upper()
             width, height = image.size
             image.verify()
+    except Image.DecompressionBombError as exc:  # a header claiming gigapixels: refused before decoding
+        raise ImageProblem(f"claims more pixels than any image the service accepts ({exc})") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageProblem(
             f"not an image the service accepts ({', '.join(catalog.REFERENCE_IMAGE_FORMATS)})"

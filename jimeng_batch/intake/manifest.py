@@ -52,6 +52,7 @@ LIST_SEPARATOR = "|"
 _INTEGER_COLUMNS = frozenset({"seed", "count", "duration", "fps"})
 _NUMBER_COLUMNS = frozenset({"sample_strength", "reference_strength"})
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+MAX_UNKNOWN_COLUMNS = 20  # each said; past this, how many more
 _SCALAR_COLUMNS = frozenset({"type", "count", "fps", "reference_strength", "first_frame", "end_frame"})
 
 Spot = Callable[[int | None], Location]
@@ -303,7 +304,9 @@ def load_manifest(path: Path, options: SpreadsheetOptions | None = None, *,
     where = document.where
     locate = where.locate
     errors = schema_errors(document.data, MANIFEST_SCHEMA, lambda p, k: locate(p, key=k))
-    problems = document.problems + [problem for _, problem in errors]
+    unreadable = document.unreadable  # said already: a schema problem about its stand-in text would be noise
+    problems = document.problems + [problem for path, problem in errors
+                                    if not any(path[:len(u)] == u for u in unreadable)]
     usable = _usable_part(document.data, [p for p, _ in errors]) if errors else _Usable(document.data)
     if usable is None:
         raise SchemaError(problems)
@@ -507,6 +510,7 @@ def check_header(header: list[str], shown: str) -> list[Problem]:
     problems: list[Problem] = []
     known = known_columns()
     seen: set[str] = set()
+    unknown: list[str] = []
     for raw in header:
         name = raw.strip()
         if not name:
@@ -522,8 +526,13 @@ def check_header(header: list[str], shown: str) -> list[Problem]:
                 problems.append(Problem(where, f"'{name}' is not a valid variable column; use var.NAME with NAME "
                                                "made of letters, digits and _"))
             continue
-        problems.append(Problem(where, f"unknown column '{name}'{did_you_mean(name, known)}; allowed: "
-                                       f"{', '.join(known)}, or var.NAME for a template variable"))
+        unknown.append(name)
+        if len(unknown) <= MAX_UNKNOWN_COLUMNS:
+            problems.append(Problem(where, f"unknown column {describe(name)}{did_you_mean(name, known)}; allowed: "
+                                           f"{', '.join(known)}, or var.NAME for a template variable"))
+    if len(unknown) > MAX_UNKNOWN_COLUMNS:  # a sheet that is not a manifest at all: a screenful says so
+        problems.append(Problem(Location(shown, row=1), f"and {len(unknown) - MAX_UNKNOWN_COLUMNS} more unknown "
+                                                        "columns; is this the right sheet?"))
     if not any(h.strip() for h in header):
         problems.append(Problem(Location(shown, row=1), "the first row must name the columns (e.g. prompt, model)"))
     return problems

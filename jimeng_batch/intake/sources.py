@@ -31,6 +31,8 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
 @dataclass
@@ -64,6 +66,7 @@ class YamlDocument:
     data: Any
     where: SourceMap
     problems: list[Problem] = field(default_factory=list)  # found reading it; the data is still usable
+    unreadable: frozenset[PathKey] = frozenset()  # where the values of those problems are
 
 
 def display_path(path: Path) -> str:
@@ -168,17 +171,26 @@ class _Builder:
         self.problems: list[Problem] = []
         self.values = 0
         self.merging: set[int] = set()  # the mappings being merged in, to refuse one that merges itself
+        self.unreadable: set[PathKey] = set()  # values said to be unreadable: no schema problem about them too
 
     def build(self, node: Node, path: PathKey) -> Any:
         self.values += 1
         if self.values > MAX_YAML_VALUES or len(path) > MAX_YAML_DEPTH:
             self._too_big(path)
         self.where.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, (MappingNode, SequenceNode)) and node.tag not in (_MAP_TAG, _SEQ_TAG):
+            # `!!python/object/apply:...` and friends: the safe loader builds no objects, and neither does this
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self._problem(node, f"cannot read value: the tag {describe(tag)} is not allowed in a manifest")
+            self.unreadable.add(path)
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
         if isinstance(node, SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        return self._scalar(node)
+        value, readable = self._scalar(node)
+        if not readable:
+            self.unreadable.add(path)
+        return value
 
     def _too_big(self, path: PathKey) -> None:
         # Where the expansion happens: the job, or the top-level key, whose value it is.
@@ -191,11 +203,12 @@ class _Builder:
                        "(<<); write large batches as a spreadsheet (`rows:`)")
         raise SchemaError([Problem(self.where.locate(outer), message)])
 
-    def _scalar(self, node: Node) -> Any:
+    def _scalar(self, node: Node) -> tuple[Any, bool]:
+        """The scalar's value, and whether it could be read (else its text, and a problem said)."""
         assert isinstance(node, ScalarNode)
         # YAML 1.1 reads an unquoted 16:9 as the base-60 integer 969; a ratio is what was meant.
         if node.tag in (_INT_TAG, _FLOAT_TAG) and ":" in node.value:
-            return node.value
+            return node.value, True
         try:
             value = self.loader.construct_object(node, deep=True)
         except ConstructorError as exc:
@@ -205,18 +218,18 @@ class _Builder:
                        if node.tag == _INT_TAG else f"cannot read value {describe(node.value)}: {exc}")
         else:
             if not isinstance(value, str):
-                return value
+                return value, True
             try:
                 value.encode("utf-8")
-                return value
+                return value, True
             except UnicodeEncodeError as exc:  # "\ud800": half of a UTF-16 pair, which no text can hold
                 half = f"\\u{ord(value[exc.start]):04x}"
                 problem = (f"the text holds {half}, half of a UTF-16 surrogate pair, which is not a character; "
                            "write the character itself, or its code point as \\U0001F600")
                 self._problem(node, problem)
-                return value.encode("utf-8", "replace").decode("utf-8")  # checked on, never sent
+                return value.encode("utf-8", "replace").decode("utf-8"), False  # checked on, never sent
         self._problem(node, problem)
-        return node.value
+        return node.value, False
 
     def _problem(self, node: Node, problem: str) -> None:
         mark = node.start_mark
@@ -254,7 +267,7 @@ class _Builder:
             if key_node.tag == _MERGE_TAG:
                 merged |= {k: v for k, v in self._merged(value_node, path).items() if k not in merged}
                 continue
-            key = self._scalar(key_node) if isinstance(key_node, ScalarNode) else None
+            key = self._scalar(key_node)[0] if isinstance(key_node, ScalarNode) else None
             location = Location(self.where.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
                 self.problems.append(Problem(location, "a key must be a plain name"))
@@ -304,7 +317,7 @@ def load_yaml(path: Path) -> YamlDocument:
         raise SchemaError([Problem(Location(shown, 1, 1), "the file is empty; a manifest needs at least `jobs:`")])
     builder = _Builder(loader, where)
     data = builder.build(node, ())
-    return YamlDocument(path, data, where, builder.problems)
+    return YamlDocument(path, data, where, builder.problems, frozenset(builder.unreadable))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from jimeng_batch._version import __version__
-from jimeng_batch.errors import ConfigError, LedgerError
-from jimeng_batch.files import copy_verified
+from jimeng_batch.errors import ConfigError, LedgerError, OutputError
+from jimeng_batch.files import copy_verified, make_folder
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs.results import is_missing, read_tables, results_frame
 
@@ -94,19 +94,22 @@ def export_dataset(out_dir: Path, to: Path, fmt: str = "imagefolder", *, force: 
     other = int(((downloaded["type"] == "video") != (kind == "video")).sum())
     _prepare(to, force)
     split = to / SPLIT
-    split.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for record in records:
-        source = out_dir / record.pop("_source")
-        if not source.is_file():
-            raise LedgerError(f"{display_path(source)}: listed in the ledger but missing; run `jimeng-batch resume` "
-                              "to download it again")
-        if not copy_verified(source, split / record["file_name"], record["sha256"]):
-            raise LedgerError(f"{display_path(source)}: its content no longer matches the sha256 in the ledger")
-        lines.append(json.dumps(record, ensure_ascii=False))
-    (split / METADATA).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    make_folder(split, "--to")
     requests = len({record["key"] for record in records})
-    (to / CARD).write_text(dataset_card(tables.runs, records, fmt, requests, out_dir), encoding="utf-8")
+    try:
+        lines = []
+        for record in records:
+            source = out_dir / record.pop("_source")
+            if not source.is_file():
+                raise LedgerError(f"{display_path(source)}: listed in the ledger but missing; run `jimeng-batch "
+                                  "resume` to download it again")
+            if not copy_verified(source, split / record["file_name"], record["sha256"]):
+                raise LedgerError(f"{display_path(source)}: its content no longer matches the sha256 in the ledger")
+            lines.append(json.dumps(record, ensure_ascii=False))
+        (split / METADATA).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        (to / CARD).write_text(dataset_card(tables.runs, records, fmt, requests, out_dir), encoding="utf-8")
+    except OSError as exc:  # full, or turned read-only half-way: the run's folder is untouched
+        raise OutputError(f"{display_path(to)}: cannot be written ({exc.strerror or exc})") from exc
     return Exported(to, len(records), requests, other)
 
 
