@@ -119,7 +119,8 @@ def test_an_output_folder_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
     with simulator() as server:
         runner = Runner(tmp_path, server)
         code, stderr = runner.run(manifest, tmp_path / "plain-file" / "out")
-        assert_clear_error(code, stderr, "plain-file/out", "cannot create the output folder", "Not a directory")
+        assert_clear_error(code, stderr, "plain-file/out", "cannot create a folder here", "Not a directory")
+        assert code == 2  # the choice of folder is wrong, like a bad option
         code, stderr = runner.run(manifest, tmp_path / "plain-file")
         assert code == 2 and "is a file" in stderr and "Traceback" not in stderr
         assert server.stats()["requests"] == {}  # nothing was sent

@@ -339,11 +339,14 @@ def test_a_truncated_or_missing_asset_is_downloaded_again(tmp_path: Path) -> Non
 
 def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
     from jimeng_batch.engine.ledger import Ledger
-    from jimeng_batch.errors import LedgerError
+    from jimeng_batch.errors import ConfigError
 
     (tmp_path / "blocker").write_text("a file where the folder should be")
-    with pytest.raises(LedgerError, match="cannot create the output folder"):
+    with pytest.raises(ConfigError, match="cannot create a folder here .*Not a directory.*choose a folder you can "
+                                          "write"):
         Ledger.in_folder(tmp_path / "blocker" / "out")
+    with pytest.raises(ConfigError, match="is a file; --out must name a folder"):
+        Ledger.in_folder(tmp_path / "blocker")
 
 
 def test_a_corrupted_ledger_is_a_clear_error(tmp_path: Path) -> None:
