@@ -199,3 +199,20 @@ def test_failing_polls_back_off_like_every_other_call(tmp_path: Path) -> None:
     assert grown and max(waits) <= 60.0, waits
     assert 20 <= polls <= 60, polls  # 30 minutes: 1 + 2 + ... + 32 s, then one every 30 to 60 s (not ~1800)
     assert run.ledger.db.execute("SELECT state, reason FROM requests").fetchone() == ("submitted", "malformed")
+
+
+def test_a_servers_text_reaches_the_terminal_escaped_and_without_tokens(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JIMENG_SESSIONID", TOKEN)
+    manifest = write_manifest(tmp_path, ONE)
+    credit = fixed(json_answer({"ret": "777", "errmsg": f"bad\x1b[2J\nnews for sessionid={TOKEN}"}))
+    with hostile(lambda box: service(box, credit=credit)) as server:
+        code, _, err = run_main(["run", str(manifest), "--out", "out", "--base-url", server.base_url, "--quiet",
+                                 "--no-cache", "--no-report", "--max-retries", "0", "--poll-interval", "0.01"],
+                                capsys)
+    said = next(line for line in err.splitlines() if "could not read the balance" in line)
+    assert "\x1b" not in err and "\\x1b[2J\\nnews" in said, err
+    assert TOKEN not in err and TOKEN not in (tmp_path / "out" / "run.log").read_text(encoding="utf-8")
+    assert code == 0, err

@@ -44,6 +44,7 @@ from jimeng_batch.errors import (
     LedgerError,
     OutputError,
     SchemaError,
+    printable,
 )
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.expand import KEY_VERSION
@@ -86,7 +87,7 @@ class _Scrubbed(logging.Filter):
         self.scrub = scrub
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.scrub(record.getMessage()), None
+        record.msg, record.args = printable(self.scrub(record.getMessage())), None  # one line a record
         return True
 
 
@@ -469,7 +470,8 @@ async def _preflight(executor: Executor, ledger: Ledger, mode: str) -> None:
             total += (await executor.client.user_credit(token)).total
         except APIError as error:
             unread.append(token.label)
-            _say(f"could not read the balance of {token.label}: {error}")
+            # The reason may quote the server's text: no token in it, and nothing that could repaint the terminal.
+            _say(printable(ledger.scrub(f"could not read the balance of {token.label}: {error}")))
     read = len(executor.tokens) - len(unread)
     if not unread and total >= needed:
         log.info("credits: %d available, about %g needed", total, needed)
