@@ -216,3 +216,20 @@ def test_a_servers_text_reaches_the_terminal_escaped_and_without_tokens(tmp_path
     assert "\x1b" not in err and "\\x1b[2J\\nnews" in said, err
     assert TOKEN not in err and TOKEN not in (tmp_path / "out" / "run.log").read_text(encoding="utf-8")
     assert code == 0, err
+
+
+def test_an_asset_behind_a_valid_redirect_is_downloaded(tmp_path: Path) -> None:
+    """The other side of the redirect loop: a CDN's one redirect is followed, and the file kept."""
+    def asset(method: str, path: str, body: bytes) -> list[Step]:
+        if path.startswith("/asset/1.png"):
+            return [answer(b"", 302, {"Location": "/asset/moved.png"})]
+        return [answer(PNG, headers={"Content-Type": "image/png"})]
+
+    manifest = write_manifest(tmp_path, ONE)
+    time = FakeTime()
+    with hostile(lambda box: service(box, asset=asset)) as server:
+        run = drive(manifest, server, out=tmp_path / "out", clock=time.clock, sleep=time.sleep,  # type: ignore[arg-type]
+                    options=fast_options(**SHORT))
+        fetched = server.count("/asset/moved.png")
+    assert run.ledger.db.execute("SELECT state FROM requests").fetchone() == ("downloaded",)
+    assert fetched == 1 and [p.read_bytes() for p in (tmp_path / "out").glob("assets/*")] == [PNG]
