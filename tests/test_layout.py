@@ -10,7 +10,8 @@ from conftest import REPO
 
 PACKAGE = REPO / "jimeng_batch"
 STAGES = ("intake", "protocol", "engine", "outputs", "sim")
-# What each stage may import from the others (besides the shared modules at the top: errors, files, _version).
+# What each stage may import from the others (besides the shared modules at the top: errors, files, yaml_bounds,
+# _version).
 ALLOWED: dict[str, set[str]] = {
     "protocol": set(),  # the service's data and shapes; the base every other stage builds on
     "intake": {"protocol"},
@@ -18,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "outputs": {"intake", "protocol", "engine.ledger", "engine.states", "engine.lock"},  # read a ledger, never run one
     "sim": {"protocol.catalog", "protocol.signing", "protocol.aws4"},  # protocol data only
 }
-SHARED = {"errors", "files", "_version"}
+SHARED = {"errors", "files", "yaml_bounds", "_version"}
 
 
 def _imports(path: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,16 @@ def test_distributions_are_seeded_and_bounded(distribution: Distribution) -> Non
         assert all(1.0 <= s <= 3.0 for s in samples)
     if distribution.cap is not None:
         assert max(samples) <= distribution.cap
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+     ":5:1: expands to more than 100,000 values"),
+    ("seed: " + "[" * 300 + "1" + "]" * 300 + "\n", ":1:70: nested more than 64 levels deep"),
+    ("loop: &loop [*loop]\n", ":1:7: nested more than 64 levels deep (an alias that contains itself?)"),
+])
+def test_a_config_that_would_expand_without_end_is_refused(tmp_path: Path, text: str, said: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"sim.yaml{said}")):
+        load_config(write(tmp_path, text))

@@ -21,7 +21,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError, describe
-from jimeng_batch.intake.bounds import MAX_YAML_DEPTH, MAX_YAML_VALUES
+from jimeng_batch.yaml_bounds import BoundedLoader, YamlTooBig, check_bounds
 
 PathKey = tuple[str | int, ...]
 
@@ -136,47 +136,19 @@ def _first_bad_utf8(path: Path, chunk_size: int = 1 << 20) -> tuple[int, int, in
             consumed += len(chunk)
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with a bound on nesting: its composer recurses once per level, so 500 levels of
-    brackets would end in RecursionError; past :data:`MAX_YAML_DEPTH` they are a located problem instead."""
-
-    def __init__(self, stream: str, shown: str) -> None:
-        super().__init__(stream)
-        self.shown = shown
-        self.depth = 0
-
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        self.depth += 1
-        try:
-            if self.depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise SchemaError([Problem(Location(self.shown, mark.line + 1, mark.column + 1),
-                                           f"nested more than {MAX_YAML_DEPTH} levels deep; a manifest needs a few")])
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
 class _Builder:
     """Turns composed YAML nodes into Python values, recording each value's position.
 
-    Aliases are expanded here (the composed graph shares the anchored node), so this is where their size is
-    bounded: past :data:`MAX_YAML_VALUES` values, or :data:`MAX_YAML_DEPTH` levels (a recursive alias), building
-    stops with one located problem. Merge keys (``<<``) are expanded here too, under the same bounds.
+    Aliases and merge keys (``<<``) are expanded here, once :func:`check_bounds` has said the expansion is small.
     """
 
     def __init__(self, loader: yaml.SafeLoader, where: SourceMap) -> None:
         self.loader = loader
         self.where = where
         self.problems: list[Problem] = []
-        self.values = 0
-        self.merging: set[int] = set()  # the mappings being merged in, to refuse one that merges itself
         self.unreadable: set[PathKey] = set()  # values said to be unreadable: no schema problem about them too
 
     def build(self, node: Node, path: PathKey) -> Any:
-        self.values += 1
-        if self.values > MAX_YAML_VALUES or len(path) > MAX_YAML_DEPTH:
-            self._too_big(path)
         self.where.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, (MappingNode, SequenceNode)) and node.tag not in (_MAP_TAG, _SEQ_TAG):
             # `!!python/object/apply:...` and friends: the safe loader builds no objects, and neither does this
@@ -191,17 +163,6 @@ class _Builder:
         if not readable:
             self.unreadable.add(path)
         return value
-
-    def _too_big(self, path: PathKey) -> None:
-        # Where the expansion happens: the job, or the top-level key, whose value it is.
-        outer = path[:2] if path[:1] == ("jobs",) else path[:1]
-        if len(path) > MAX_YAML_DEPTH:
-            message = (f"nested more than {MAX_YAML_DEPTH} levels deep (an alias that contains itself?); "
-                       "a manifest needs a few")
-        else:
-            message = (f"expands to more than {MAX_YAML_VALUES:,} values through its aliases (*name) or merges "
-                       "(<<); write large batches as a spreadsheet (`rows:`)")
-        raise SchemaError([Problem(self.where.locate(outer), message)])
 
     def _scalar(self, node: Node) -> tuple[Any, bool]:
         """The scalar's value, and whether it could be read (else its text, and a problem said)."""
@@ -247,17 +208,8 @@ class _Builder:
                     Location(self.where.file, mark.line + 1, mark.column + 1),
                     f"a merge (<<) takes a mapping or a list of them, like `<<: *defaults`; got {shown}"))
                 continue
-            if id(source) in self.merging:
-                mark = source.start_mark
-                self.problems.append(Problem(Location(self.where.file, mark.line + 1, mark.column + 1),
-                                             "this mapping merges itself (<<); merge another one"))
-                continue
-            self.merging.add(id(source))
-            try:
-                for key, value in self._mapping(source, path).items():
-                    merged.setdefault(key, value)
-            finally:
-                self.merging.discard(id(source))
+            for key, value in self._mapping(source, path).items():  # no cycle: check_bounds refuses them
+                merged.setdefault(key, value)
         return merged
 
     def _mapping(self, node: MappingNode, path: PathKey) -> dict[str, Any]:
@@ -296,7 +248,7 @@ def load_yaml(path: Path) -> YamlDocument:
     shown = display_path(path)
     text = read_text(path)
     try:
-        loader = _BoundedLoader(text, shown)
+        loader = BoundedLoader(text)
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
         before = text[:exc.position]
         location = Location(shown, before.count("\n") + 1, exc.position - before.rfind("\n"))
@@ -305,6 +257,10 @@ def load_yaml(path: Path) -> YamlDocument:
     where = SourceMap(shown)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            check_bounds(node)
+    except YamlTooBig as exc:
+        raise SchemaError([Problem(Location(shown, exc.line, exc.column), exc.message)]) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         location = Location(shown, mark.line + 1, mark.column + 1) if mark else Location(shown)

@@ -21,6 +21,7 @@ import yaml
 from jimeng_batch.errors import ConfigError, Location
 from jimeng_batch.protocol import catalog
 from jimeng_batch.sim.codes import CONCEPTS, PROFILES, Profile
+from jimeng_batch.yaml_bounds import BoundedLoader, YamlTooBig, check_bounds
 
 __all__ = [
     "ContentFilter",
@@ -234,10 +235,17 @@ def load_config(path: str | Path) -> SimConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read simulator config: {exc.strerror}") from exc
+    loader = BoundedLoader(text)
     try:
-        node = yaml.compose(text)
+        node = loader.get_single_node()
+        if node is not None:
+            check_bounds(node)  # aliases are expanded below: a few hundred bytes could ask for gigabytes
+    except YamlTooBig as exc:
+        raise ConfigError(f"{Location(str(path), exc.line, exc.column)}: {exc.message}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
     marks: dict[str, tuple[int, int]] = {}
     data = _from_node(node, "", marks) if node is not None else {}
 
