@@ -1,5 +1,5 @@
 """The reliability scenario of paid work (see paid_scenario.py): killed ten times under faults, the manifest shrunk,
-the token pool changed, a 30-second outage of the asset host; it ends with every request the final manifest names
+the token pool changed, an outage of the asset host; it ends with every request the final manifest names
 downloaded, nothing charged twice, nothing charged that the manifest had dropped, and --verify content."""
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from paid_scenario import run_scenario
 
 @pytest.mark.slow
 def test_paid_work_survives_kills_shrinks_pool_changes_and_an_outage(tmp_path: Path) -> None:
-    figures = run_scenario(tmp_path, kills=10, outage_s=30.0)
+    # A 10-second outage here, to keep the suite short; bench/bench_reliability.py runs the 30-second one (five seeds,
+    # figures in BENCHMARKS.md). The outage spans several runs either way: they start every few hundred ms.
+    figures = run_scenario(tmp_path, kills=10, outage_s=10.0)
     assert figures.kills == 10
     assert figures.in_flight_kills >= 5, figures
-    assert figures.outage_attempts >= 1  # runs met the outage
+    assert figures.outage_attempts >= 2  # runs met the outage
     assert figures.final_code == 0, figures.final_stderr
     assert figures.verify_code == 0 and "every file matches the ledger" in figures.verify_stderr, figures.verify_stderr
     states = {key: state for key, (state, _) in figures.requests.items()}
