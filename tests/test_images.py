@@ -192,9 +192,9 @@ def test_a_spreadsheet_column_images(write: Callable[..., Path]) -> None:
 def test_a_bad_spreadsheet_cell_images_is_located(write: Callable[..., Path]) -> None:
     path = write("rows.csv", "prompt,model,images\na kite,jimeng-4.0,5\na boat,jimeng-4.0,two\n")
     found = problems(path)
-    assert "rows.csv:2 (column images): jimeng-4.0 makes 1 to 4 images per request, not 5 (jimeng-5.0 makes up to 8)"\
-        in found
-    assert "rows.csv:3 (column images): 'two' is not a whole number" in found
+    assert "rows.csv:row 2, column images: jimeng-4.0 makes 1 to 4 images per request, not 5 (jimeng-5.0 makes up " \
+        "to 8)" in found
+    assert "rows.csv:row 3, column images: 'two' is not a whole number" in found
 
 
 def test_an_explicit_default_count_is_sent_and_is_its_own_request(write: Callable[..., Path]) -> None:
@@ -287,7 +287,7 @@ def test_intelligent_ratio_on_another_model_is_a_located_error(write: Callable[.
             prompt: a kite
         """)
     (problem,) = problems(path)
-    assert problem.startswith("m.yaml:4:13: jimeng-3.0 does not offer intelligent_ratio; models that do: ")
+    assert problem.startswith("m.yaml:4:24: jimeng-3.0 does not offer intelligent_ratio; models that do: ")
     assert "jimeng-4.0" in problem and "jimeng-5.0" in problem and "jimeng-3.1" not in problem
 
 
@@ -377,8 +377,9 @@ def test_plan_shows_images_and_credits_per_image(write: Callable[..., Path],
     assert "image jimeng-4.0 2k 2 8 2 0.25" in lines
     assert "image jimeng-5.0 2k 1 8 2 0.25" in lines
     assert "video jimeng-video-3.0 720p 1 – 10 –" in lines
-    assert "total 4 16 14 –" in lines
-    assert any(line.startswith("3 job(s); 4 distinct request(s); 16 image(s) expected") for line in lines)
+    assert "total 4 16 14 0.25" in lines
+    assert "3 job(s); 4 distinct request(s)" in lines
+    assert "images expected: 16 (each request's `images`, else the service's default of 4)" in lines
     code, out, _ = run_main(["plan", str(path), "--format", "json"], capsys)
     data = json.loads(out)
     assert (data["images"], data["image_credits"], data["estimated_credits_per_image"]) == (16, 4.0, 0.25)
