@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import problems, run_main, summary_of
+from conftest import REPO, problems, run_main, summary_of
 from run_helpers import drive, simulator, write_manifest
 from sim_helpers import image_envelope
 from sim_helpers import simulator as sim_harness
@@ -407,3 +407,16 @@ def test_the_report_counts_images_expected_and_downloaded(tmp_path: Path) -> Non
     assert "8 of 8 images downloaded" in (run.out / "report.html").read_text(encoding="utf-8")
     results = [json.loads(line) for line in (run.out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["images"] for r in results) == [2, 2, 4]
+
+
+def test_the_readme_plan_example_is_what_plan_prints(write: Callable[..., Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Output count"):]
+    manifest = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml\n"))]
+    shown = section[section.index("$ jimeng-batch plan few.yaml\n") + 29:]
+    shown = shown[:shown.index("```\n")]
+    path = write("few.yaml", manifest)
+    code, out, _ = run_main(["plan", path.name], capsys)
+    assert code == 0
+    assert [line.rstrip() for line in out.splitlines()] == shown.splitlines()
