@@ -3,7 +3,8 @@
 The live service rejects a draft whose nodes lack ``type``/``id`` with a parameter error (1002); the document calls
 the same thing 2002. Here every problem raises :class:`DraftError` carrying the dotted path of the offending field,
 so that the error message names it (``draft_content.component_list[0]...core_param.model``), which is what makes a
-client's mistakes debuggable against the simulator.
+client's mistakes debuggable against the simulator. The one draft mistake the live service answers with "permission
+denied" instead (a ``gen_option`` inside ``generate``/``blend``, protocol reference 2.2) raises :class:`DraftDenied`.
 """
 
 from __future__ import annotations
