@@ -232,17 +232,24 @@ def _print_summary(summary: PlanSummary, write: Callable[[str], object]) -> None
     table.add_column("model")
     table.add_column("resolution")
     table.add_column("requests", justify="right", footer=str(summary.distinct))
+    table.add_column("images", justify="right", footer=str(summary.images))
     table.add_column("est. credits", justify="right", footer=_credits(summary.estimated_credits))
-    for (job_type, model, resolution), count in sorted(summary.groups.items()):
-        table.add_row(job_type, model, resolution, str(count),
-                      _credits(summary.group_credits[(job_type, model, resolution)]))
+    table.add_column("credits/image", justify="right", footer=_per_image(summary.credits_per_image))
+    for group, count in sorted(summary.groups.items()):
+        images = summary.group_images.get(group)
+        table.add_row(*group, str(count), "–" if images is None else str(images),
+                      _credits(summary.group_credits[group]), _per_image(summary.group_credits_per_image(group)))
     console.print(table)
     lines = [f"{summary.jobs} job(s); {summary.distinct} distinct request(s)"]
     if summary.duplicates:
         lines[0] += f"; {summary.duplicates} duplicate(s) share a submission (the cache rule)"
+    if summary.images:
+        lines.append(f"images expected: {summary.images} (each request's `images`, else the service's default of "
+                     f"{catalog.DEFAULT_IMAGES_PER_REQUEST})")
     lines.append(f"reference images to upload: {summary.local_images} distinct file(s)"
                  + (f", {summary.local_image_bytes} bytes" if summary.local_images else ""))
-    lines.append("credits are estimates from the catalog's cost table (override with `costs:` in the manifest)")
+    lines.append("credits are estimates from the catalog's cost table (override with `costs:` in the manifest); "
+                 "credits/image: a request's credits over its images")
     assert isinstance(console.file, io.StringIO)
     write(console.file.getvalue() + "\n".join(lines) + "\n")
 
@@ -262,6 +269,10 @@ def _print_set_aside(manifest: Manifest, shard: Shard | None, folder: Path | Non
 
 def _credits(value: float) -> str:
     return f"{value:g}"
+
+
+def _per_image(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
 
 
 @cli.command()

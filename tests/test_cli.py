@@ -65,10 +65,10 @@ def test_plan_summary_counts_and_credits(write: Callable[..., Path], capsys: pyt
     assert code == 0
     assert "Plan for m.yaml (region cn, protocol live)" in out
     lines = [" ".join(line.split()) for line in out.splitlines()]
-    assert "image jimeng-3.0 2k 2 2" in lines
-    assert "image jimeng-4.0 2k 2 2" in lines
-    assert "video jimeng-video-3.0 720p 1 20" in lines
-    assert "total 5 24" in lines
+    assert "image jimeng-3.0 2k 2 8 2 0.25" in lines
+    assert "image jimeng-4.0 2k 2 8 2 0.25" in lines
+    assert "video jimeng-video-3.0 720p 1 – 20 –" in lines
+    assert "total 5 16 24 0.25" in lines
     code, out, _ = run_main(["plan", str(path), "--format", "json"], capsys)
     data = json.loads(out)
     assert (data["distinct_requests"], data["estimated_credits"], len(data["groups"])) == (5, 24.0, 3)

@@ -156,6 +156,13 @@ def _samples(template: Template, settings: Settings, model: Model, fields: dict[
             references: tuple[ImageInput, ...] = fields["references"]
             params["references"] = [_image_identity(r) for r in references]
             extra["references"] = references
+        # Part of the key only when given, so that the keys (and seeds, submit ids) of requests without them stay
+        # what they were. An explicit `images: 4` is sent, so it is a request of its own: the service's default
+        # when nothing is sent is not known to be 4 for every model and every day.
+        if values.get("images") is not None:
+            params["images"] = extra["image_count"] = int(values["images"])
+        if values.get("intelligent_ratio") is True:
+            params["intelligent_ratio"] = extra["intelligent_ratio"] = True
     given_seed = values.get("seed")
     params["seed"] = given_seed
     credits = settings.costs.estimate(model, params["resolution"], params.get("duration"))

@@ -44,16 +44,20 @@ from jimeng_batch.protocol.request_spec import ImageInput, Source
 # Fields whose value may be a list that multiplies the requests (the matrix), in expansion order.
 MATRIX_FIELDS: tuple[str, ...] = (
     "prompt", "negative_prompt", "model", "ratio", "resolution", "sample_strength", "seed", "duration", "aspect_ratio",
+    "images",
 )
 IMAGE_FIELDS = ("references", "first_frame", "end_frame")
 VAR_COLUMN_PREFIX = "var."
 LIST_SEPARATOR = "|"
 # Spreadsheet cells are text; these columns hold numbers.
-_INTEGER_COLUMNS = frozenset({"seed", "count", "duration", "fps"})
+_INTEGER_COLUMNS = frozenset({"seed", "count", "duration", "fps", "images"})
 _NUMBER_COLUMNS = frozenset({"sample_strength", "reference_strength"})
+_BOOLEAN_COLUMNS = frozenset({"intelligent_ratio"})
+_BOOLEAN_CELLS: Mapping[str, bool] = {"true": True, "false": False}  # what a yes/no cell may say
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 MAX_UNKNOWN_COLUMNS = 20  # each said; past this, how many more
-_SCALAR_COLUMNS = frozenset({"type", "count", "fps", "reference_strength", "first_frame", "end_frame"})
+_SCALAR_COLUMNS = frozenset({"type", "count", "fps", "reference_strength", "first_frame", "end_frame",
+                             "intelligent_ratio"})
 
 Spot = Callable[[int | None], Location]
 
@@ -470,10 +474,12 @@ def applies_to(name: str, value: Any, job_type: JobType) -> bool:
 
 
 _COMMON = frozenset({"prompt", "model", "resolution", "count"})
-# The document's blend draft carries no seed, so image_to_image jobs take none.
+# The document's blend draft carries no seed, so image_to_image jobs take none. `images` (gen_option.gen_count) and
+# `intelligent_ratio` belong to image drafts: a video request makes one video.
+_IMAGE_OUTPUT = frozenset({"images", "intelligent_ratio"})
 FIELDS_BY_TYPE: Mapping[JobType, frozenset[str]] = {
-    "image": _COMMON | {"seed", "negative_prompt", "ratio", "sample_strength"},
-    "image_to_image": _COMMON | {"ratio", "sample_strength", "references", "reference_strength"},
+    "image": _COMMON | _IMAGE_OUTPUT | {"seed", "negative_prompt", "ratio", "sample_strength"},
+    "image_to_image": _COMMON | _IMAGE_OUTPUT | {"ratio", "sample_strength", "references", "reference_strength"},
     "video": _COMMON | {"seed", "duration", "aspect_ratio", "fps", "first_frame", "end_frame"},
 }
 
@@ -544,7 +550,7 @@ def _split(cell: str) -> list[str]:
     return [p.replace("\0", "|").strip() for p in parts]
 
 
-def _coerce(name: str, text: str) -> int | float | str:
+def _coerce(name: str, text: str) -> bool | int | float | str:
     if name in _INTEGER_COLUMNS:
         if _WHOLE_NUMBER.fullmatch(text):
             if len(text) > 64:
@@ -557,6 +563,10 @@ def _coerce(name: str, text: str) -> int | float | str:
         if not number.is_integer():
             raise ValueError(f"'{text}' is not a whole number")
         return int(number)
+    if name in _BOOLEAN_COLUMNS:
+        if text.lower() not in _BOOLEAN_CELLS:
+            raise ValueError(f"'{text}' is not true or false")
+        return _BOOLEAN_CELLS[text.lower()]
     if name in _NUMBER_COLUMNS:
         try:
             number = float(text)

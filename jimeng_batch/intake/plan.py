@@ -50,7 +50,7 @@ def iter_distinct(manifest: Manifest, shard: Shard | None = None) -> Iterator[Re
 
 @dataclass
 class PlanSummary:
-    """What a manifest would do: counts and estimated credits, by type, model and resolution."""
+    """What a manifest would do: counts, images and estimated credits, by type, model and resolution."""
 
     manifest: str
     region: str
@@ -61,6 +61,11 @@ class PlanSummary:
     estimated_credits: float = 0.0
     groups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     group_credits: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    # Images the distinct image requests should give (each its `images`, else the service's default of 4), and
+    # what those requests cost: credits per image is one over the other. Video groups have no entry.
+    images: int = 0
+    image_credits: float = 0.0
+    group_images: dict[tuple[str, str, str], int] = field(default_factory=dict)
     local_images: int = 0
     local_image_bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -74,15 +79,25 @@ class PlanSummary:
     def problem_count(self) -> int:
         return len(self.problems) + self.more_problems
 
+    @property
+    def credits_per_image(self) -> float | None:
+        return catalog.credits_per_image(self.image_credits, self.images)
+
+    def group_credits_per_image(self, group: tuple[str, str, str]) -> float | None:
+        return catalog.credits_per_image(self.group_credits[group], self.group_images.get(group))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "manifest": self.manifest, "region": self.region, "protocol_profile": self.protocol_profile,
             "jobs": self.jobs, "requests": self.requests, "distinct_requests": self.distinct,
             "duplicates": self.duplicates, "estimated_credits": self.estimated_credits,
+            "images": self.images, "image_credits": self.image_credits,
+            "estimated_credits_per_image": self.credits_per_image,
             "local_images_to_upload": self.local_images, "local_image_bytes": self.local_image_bytes,
             "groups": [
                 {"type": t, "model": m, "resolution": r, "requests": n,
-                 "estimated_credits": self.group_credits[(t, m, r)]}
+                 "estimated_credits": self.group_credits[(t, m, r)], "images": self.group_images.get((t, m, r)),
+                 "estimated_credits_per_image": self.group_credits_per_image((t, m, r))}
                 for (t, m, r), n in sorted(self.groups.items())
             ],
         }
@@ -119,11 +134,16 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
         summary.groups[group] += 1
         summary.group_credits[group] = summary.group_credits.get(group, 0.0) + item.estimated_credits
         summary.estimated_credits += item.estimated_credits
+        images = item.expected_images
+        if images is not None:
+            summary.images += images
+            summary.image_credits += item.estimated_credits
+            summary.group_images[group] = summary.group_images.get(group, 0) + images
         if on_request is not None and not summary.problems:
             on_request(item)
-    images = manifest.local_images()
-    summary.local_images = len({info.sha256 for info in images.values()})
-    summary.local_image_bytes = sum({info.sha256: info.size for info in images.values()}.values())
+    local = manifest.local_images()
+    summary.local_images = len({info.sha256 for info in local.values()})
+    summary.local_image_bytes = sum({info.sha256: info.size for info in local.values()}.values())
     return summary
 
 

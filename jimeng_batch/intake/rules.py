@@ -122,7 +122,24 @@ def check_combination(model: Model, values: dict[str, Any], template: Template,
                                     f"fps {fps} is not allowed; allowed: {allowed_list(catalog.VIDEO_FPS)}"))
     else:
         assert isinstance(model, ImageModel)
+        problems.extend(_check_image_output(model, values, template, indexes))
     return problems
+
+
+def _check_image_output(model: ImageModel, values: dict[str, Any], template: Template,
+                        indexes: dict[str, int | None]) -> Iterator[Problem]:
+    """What the model makes: how many images per request (gen_count), and whether it may pick the ratio."""
+    rejected = template.rejected
+    images = values.get("images")
+    if images is not None and images > model.max_images and "images" not in rejected:
+        larger = [f"{m.name} makes up to {m.max_images}" for m in catalog.IMAGE_MODELS if m.max_images >= images]
+        hint = f" ({'; '.join(larger)})" if larger else ""
+        yield Problem(template.locate("images", indexes.get("images")),
+                      f"{model.name} makes 1 to {model.max_images} images per request, not {images}{hint}")
+    if values.get("intelligent_ratio") is True and not model.intelligent_ratio and "intelligent_ratio" not in rejected:
+        yield Problem(template.locate("intelligent_ratio"),
+                      f"{model.name} does not offer intelligent_ratio; models that do: "
+                      f"{allowed_list(catalog.INTELLIGENT_RATIO_MODELS)}")
 
 
 def _seconds(durations: tuple[int, ...]) -> str:

@@ -9,6 +9,9 @@ Pure functions of frames (no I/O, no clock). The document's metrics keep its nam
   state after a submit, in milliseconds as in the document's code (``Date.now()`` differences); null when none;
 - ``modelUsage``: model name -> the number of requests for it that reached a final state.
 
+Beyond them, ``images``: the images the image requests should make and the files downloaded for them, and the
+estimated credits per image.
+
 Requests still ``planned``, ``skipped`` or in flight count in ``totalRequests`` only; ``byState`` has them all.
 """
 
@@ -23,6 +26,7 @@ import pandas as pd
 from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, STATES, TERMINAL_FAILURES
 from jimeng_batch.outputs.results import STAGES, is_missing, meaning_of
+from jimeng_batch.protocol import catalog
 
 PERCENTILES = (50, 90, 99)
 _BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
@@ -32,7 +36,7 @@ MAX_BUCKETS = 60
 COMPARABLE_KEYS = ("totalRequests", "successRequests", "failedRequests", "modelUsage", "byState", "errors",
                    "credits")
 COMPARABLE_GROUP_KEYS = ("requests", "byState", "succeeded", "failed", "successRate", "cacheHits",
-                         "creditsSpent", "creditsEstimated")
+                         "creditsSpent", "creditsEstimated", "imagesExpected", "imagesDownloaded")
 
 
 def _number(value: Any) -> float | None:
@@ -78,6 +82,19 @@ def group_metrics(results: pd.DataFrame) -> dict[str, Any]:
         "submits": int(results["submits"].sum()),
         "creditsSpent": float(results["credits_spent"].sum()),
         "creditsEstimated": float(results["estimated_credits"].sum()),
+        **image_metrics(results),
+    }
+
+
+def image_metrics(results: pd.DataFrame) -> dict[str, Any]:
+    """Images the image requests should make (their `images`, else the service's default of 4) and made
+    (files downloaded), and the estimated credits per image: their estimated cost over the images expected."""
+    images = results[results["type"] != "video"]
+    expected = int(images["images"].sum()) if not images.empty else 0
+    return {
+        "imagesExpected": expected,
+        "imagesDownloaded": int(images["asset_count"].sum()) if not images.empty else 0,
+        "creditsPerImage": catalog.credits_per_image(float(images["estimated_credits"].sum()), expected),
     }
 
 
@@ -200,6 +217,10 @@ def compute_metrics(results: pd.DataFrame, attempts: pd.DataFrame, runs: pd.Data
         "retries": {"total": overall["retries"], "requestsRetried": int((results["retries"] > 0).sum())},
         "credits": {"spent": overall["creditsSpent"], "estimated": overall["creditsEstimated"],
                     "note": "estimates from the catalog's cost table: spent counts requests the service accepted"},
+        "images": {"expected": overall["imagesExpected"], "downloaded": overall["imagesDownloaded"],
+                   "creditsPerImage": overall["creditsPerImage"],
+                   "note": "expected: each image request's `images`, else the service's default of 4; credits per "
+                           "image: the image requests' estimated credits over the images expected"},
         "throughput": throughput(results),
         "runs": runs_summary(runs),
     }

@@ -172,6 +172,19 @@ def _simulated(metrics: dict[str, Any]) -> str | None:
     return SIMULATED_NOTE + (f"; some come from {', '.join(live)}" if live else "")
 
 
+def _images_line(metrics: dict[str, Any]) -> str:
+    """How many images came of the images expected, and the estimated credits per image."""
+    images = metrics["images"]
+    per_image = images["creditsPerImage"]
+    return (f"{images['downloaded']} of {images['expected']} images downloaded"
+            + (f"; ≈ {per_image:.3g} credits per image (estimated)." if per_image is not None else "."))
+
+
+def _images_cell(stats: dict[str, Any]) -> str:
+    """A group's images: downloaded / expected, or – for video."""
+    return f"{stats['imagesDownloaded']} / {stats['imagesExpected']}" if stats["imagesExpected"] else "–"
+
+
 def render_markdown(metrics: dict[str, Any], title: str) -> str:
     """A short summary for a CI job page: outcome, states, time per stage, errors, credits, per model."""
     overall = metrics["overall"]
@@ -185,7 +198,7 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
         f"**{metrics['failedRequests']}** failed; success rate {_pct(overall['successRate'])}; "
         f"credits spent ≈ {metrics['credits']['spent']:g} (estimated for the whole batch: "
         f"{metrics['credits']['estimated']:g}).",
-        "",
+        *([_images_line(metrics), ""] if metrics["images"]["expected"] else [""]),
         "| state | requests |", "|---|---:|",
         *[f"| {state} | {count} |" for state, count in metrics["byState"].items()],
         "",
@@ -196,11 +209,11 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
         if stats["count"]:
             lines.append(f"| {stage.replace('_', ' ')} | {_seconds(stats['p50'])} | {_seconds(stats['p90'])} | "
                          f"{_seconds(stats['p99'])} |")
-    lines += ["", "| model | requests | succeeded | failed | success rate | credits spent |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "| model | requests | images | succeeded | failed | success rate | credits spent |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for model, stats in metrics["byModel"].items():
-        lines.append(f"| {_cell(model)} | {stats['requests']} | {stats['succeeded']} | {stats['failed']} | "
-                     f"{_pct(stats['successRate'])} | {stats['creditsSpent']:g} |")
+        lines.append(f"| {_cell(model)} | {stats['requests']} | {_images_cell(stats)} | {stats['succeeded']} | "
+                     f"{stats['failed']} | {_pct(stats['successRate'])} | {stats['creditsSpent']:g} |")
     errors = metrics["errors"]
     if errors:
         lines += ["", "| code | meaning | state | requests |", "|---|---|---|---:|"]
@@ -256,6 +269,7 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path) -
              f"{metrics['failedRequests']} failed; success rate {_pct(overall['successRate'])}; credits spent ≈ "
              f"{metrics['credits']['spent']:g} of {metrics['credits']['estimated']:g} estimated (estimates from the "
              "catalog's cost table).</p>",
+             *([f"<p>{html.escape(_images_line(metrics))}</p>"] if metrics["images"]["expected"] else []),
              "<h2>States</h2>",
              _table(["state", "requests"], [[s, n] for s, n in metrics["byState"].items()], {1}),
              "<h2>Latency by stage (seconds)</h2>",
@@ -263,10 +277,11 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path) -
                     [[stage, stats["count"], *[_fmt(stats[k]) for k in ("mean", "p50", "p90", "p99", "max")]]
                      for stage, stats in overall["latencySeconds"].items()], {1, 2, 3, 4, 5, 6}),
              "<h2>By model</h2>",
-             _table(["model", "requests", "succeeded", "failed", "success rate", "p50 end to end", "credits spent"],
-                    [[m, s["requests"], s["succeeded"], s["failed"], _pct(s["successRate"]),
+             _table(["model", "requests", "images", "succeeded", "failed", "success rate", "p50 end to end",
+                     "credits spent"],
+                    [[m, s["requests"], _images_cell(s), s["succeeded"], s["failed"], _pct(s["successRate"]),
                       _fmt(s["latencySeconds"]["end_to_end"]["p50"]), f"{s['creditsSpent']:g}"]
-                     for m, s in metrics["byModel"].items()], {1, 2, 3, 4, 5, 6})]
+                     for m, s in metrics["byModel"].items()], {1, 2, 3, 4, 5, 6, 7})]
     if metrics["errors"]:
         parts += ["<h2>Errors</h2>",
                   _table(["code", "reason", "meaning", "state", "requests"],

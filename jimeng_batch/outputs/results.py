@@ -27,6 +27,7 @@ import pandas as pd
 from jimeng_batch.engine.ledger import Ledger, is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, State
 from jimeng_batch.errors import LedgerError
+from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.outcomes import (
     RULES,
     UNKNOWN_FAIL,
@@ -41,13 +42,16 @@ STAGES = ("submit", "queue", "generation", "download", "end_to_end")
 PARAM_COLUMNS = ("type", "region", "model", "model_key", "resolution", "prompt", "negative_prompt", "seed",
                  "seed_given", "ratio", "sample_strength", "duration", "aspect_ratio", "fps")
 JSON_PARAM_COLUMNS = ("references", "first_frame", "end_frame")
+# What each image request should make: its `images` (gen_option.gen_count), else the service's default; NA for video.
+# And whether the model picked the ratio.
+OUTPUT_COLUMNS = ("images", "intelligent_ratio")
 LIST_COLUMNS = ("asset_paths", "asset_sha256", "asset_sizes", "asset_widths", "asset_heights", "asset_formats")
 TIME_COLUMNS = ("created_at", "submitted_at", "finished_at", "downloaded_at")
 
 # The columns of the results table that do not depend on when or how fast a run went: two runs of the same
 # manifest (sharded and merged, or not) agree on these.
 COMPARABLE_COLUMNS = ("key", "submit_id", "manifest", "job", "row", "sample", *PARAM_COLUMNS, *JSON_PARAM_COLUMNS,
-                      "state", "code", "reason", "meaning", "cache_hit", "asset_count", "asset_sha256",
+                      *OUTPUT_COLUMNS, "state", "code", "reason", "meaning", "cache_hit", "asset_count", "asset_sha256",
                       "asset_sizes", "asset_formats", "estimated_credits", "credits_spent")
 
 # Codes the executor records that are not answers of the service.
@@ -166,7 +170,12 @@ def _param_columns(params: pd.Series) -> pd.DataFrame:
     for name in JSON_PARAM_COLUMNS:
         data[name] = [None if p.get(name) is None else json.dumps(p[name], ensure_ascii=False, sort_keys=True)
                       for p in decoded]
+    data["images"] = [None if p.get("type") == "video" else p.get("images", catalog.DEFAULT_IMAGES_PER_REQUEST)
+                      for p in decoded]
+    data["intelligent_ratio"] = [bool(p.get("intelligent_ratio")) for p in decoded]
     frame = pd.DataFrame(data, index=params.index)
+    frame["images"] = frame["images"].astype("Int64")
+    frame["intelligent_ratio"] = frame["intelligent_ratio"].astype("bool")
     for name in ("seed", "duration", "fps"):
         frame[name] = frame[name].astype("Int64")
     frame["sample_strength"] = frame["sample_strength"].astype("Float64")
@@ -188,7 +197,7 @@ def results_frame(tables: LedgerTables) -> pd.DataFrame:
     frame["row"] = requests["source_row"].astype("Int64")
     frame["sample"] = requests["sample"].astype("int64")
     params = _param_columns(requests["params"])
-    for name in (*PARAM_COLUMNS, *JSON_PARAM_COLUMNS):
+    for name in (*PARAM_COLUMNS, *JSON_PARAM_COLUMNS, *OUTPUT_COLUMNS):
         frame[name] = params[name]
     frame["state"] = requests["state"]
     frame["code"] = requests["code"].astype("string")

@@ -186,6 +186,9 @@ DEFAULT_VIDEO_ASPECT_RATIO = "16:9"
 DEFAULT_VIDEO_RESOLUTION = "720p"
 DEFAULT_VIDEO_DURATION = 5
 DEFAULT_FPS = 24
+# Images per text-to-image or image-to-image request when the draft asks for no number (sends no gen_count): the
+# live service's default (protocol reference 2.2, inferred from what clients sending nothing get back).
+DEFAULT_IMAGES_PER_REQUEST = 4
 
 # --------------------------------------------------------------------------------------------------------------
 # Models
@@ -203,6 +206,10 @@ class ImageModel:
     regions: frozenset[str]
     cost: Mapping[str, float]  # estimated credits per request, by resolution
     note: str = ""
+    # gen_option.gen_count it accepts: 1 to this (protocol reference 2.2: 8 for 5.0 Lite, else 4).
+    max_images: int = DEFAULT_IMAGES_PER_REQUEST
+    # Whether core_param.intelligent_ratio may be true (the model picks the ratio): 4.x and 5.0 only (2.2).
+    intelligent_ratio: bool = False
     kind: Literal["image"] = "image"
 
 
@@ -230,14 +237,17 @@ _COST_V5 = MappingProxyType({"1k": 2.0, "2k": 2.0, "4k": 4.0})
 _COST_OLD = MappingProxyType({"1k": 1.0, "2k": 1.0})
 
 IMAGE_MODELS: tuple[ImageModel, ...] = (
-    ImageModel("jimeng-5.0-pro", "high_aes_general_v50p_large", _R124, "v4", frozenset({"cn"}), _COST_V5),
+    ImageModel("jimeng-5.0-pro", "high_aes_general_v50p_large", _R124, "v4", frozenset({"cn"}), _COST_V5,
+               intelligent_ratio=True),
     ImageModel("jimeng-5.0", "high_aes_general_v50", ("2k", "4k"), "v4", frozenset({"cn"}) | _ASIA_INTL, _COST_V5,
-               "5.0 Lite"),
-    ImageModel("jimeng-4.7", "high_aes_general_v43", _R124, "v4", frozenset({"cn"}), _COST_V4),
-    ImageModel("jimeng-4.6", "high_aes_general_v42", _R124, "v4", frozenset({"cn"}) | _ASIA_INTL, _COST_V4),
-    ImageModel("jimeng-4.5", "high_aes_general_v40l", _R124, "v4", ALL_REGIONS, _COST_V4),
-    ImageModel("jimeng-4.1", "high_aes_general_v41", _R124, "v4", ALL_REGIONS, _COST_V4),
-    ImageModel("jimeng-4.0", "high_aes_general_v40", _R124, "v4", ALL_REGIONS, _COST_V4, "the document's newest"),
+               "5.0 Lite", max_images=8, intelligent_ratio=True),
+    ImageModel("jimeng-4.7", "high_aes_general_v43", _R124, "v4", frozenset({"cn"}), _COST_V4, intelligent_ratio=True),
+    ImageModel("jimeng-4.6", "high_aes_general_v42", _R124, "v4", frozenset({"cn"}) | _ASIA_INTL, _COST_V4,
+               intelligent_ratio=True),
+    ImageModel("jimeng-4.5", "high_aes_general_v40l", _R124, "v4", ALL_REGIONS, _COST_V4, intelligent_ratio=True),
+    ImageModel("jimeng-4.1", "high_aes_general_v41", _R124, "v4", ALL_REGIONS, _COST_V4, intelligent_ratio=True),
+    ImageModel("jimeng-4.0", "high_aes_general_v40", _R124, "v4", ALL_REGIONS, _COST_V4, "the document's newest",
+               intelligent_ratio=True),
     ImageModel("jimeng-3.1", "high_aes_general_v30l_art_fangzhou:general_v3.0_18b", _R12, "v3", frozenset({"cn"}),
                _COST_OLD),
     ImageModel("jimeng-3.0", "high_aes_general_v30l:general_v3.0_18b", _R12, "v3", ALL_REGIONS, _COST_OLD),
@@ -281,6 +291,10 @@ VIDEO_MODELS: tuple[VideoModel, ...] = (
     VideoModel("jimeng-video-2.0", "dreamina_ic_generate_video_model_vgfm_lite", _BENEFIT_V3,
                (5,), ("720p",), frozenset({"cn"}), _VCOST_BASIC),
 )
+
+# The most images any model makes per request (the manifest schema's upper bound; each model has its own).
+MAX_IMAGES_PER_REQUEST = max(m.max_images for m in IMAGE_MODELS)
+INTELLIGENT_RATIO_MODELS: tuple[str, ...] = tuple(m.name for m in IMAGE_MODELS if m.intelligent_ratio)
 
 DEFAULT_IMAGE_MODEL = "jimeng-4.0"
 DEFAULT_VIDEO_MODEL = "jimeng-video-3.0"
@@ -338,6 +352,14 @@ class CostTable:
             return override if override is not None else model.cost.get(resolution, 0.0)
         per_second = override if override is not None else model.cost_per_second.get(resolution, 0.0)
         return per_second * float(duration_s or 0)
+
+
+def credits_per_image(credits: float, images: int | None) -> float | None:
+    """Estimated credits per image: the cost of the requests over the images they make (the table's costs are per
+    request, whatever gen_count asks); None for video (no images) or where the table knows no cost."""
+    if not images or credits <= 0:
+        return None
+    return credits / images
 
 # --------------------------------------------------------------------------------------------------------------
 # Reference images the service accepts (conservative: what the web app's uploader offers)

@@ -105,10 +105,13 @@ def _image_component(spec: RequestSpec, ids: _Ids, created_ms: int, uploaded: Ma
         core |= {"prompt": spec.prompt, "negative_prompt": spec.negative_prompt or "", "seed": spec.seed}
     else:
         core["prompt"] = catalog.BLEND_PROMPT_MARK * (len(spec.references) + 1) + spec.prompt
-    core |= {
-        "sample_strength": spec.sample_strength, "image_ratio": catalog.IMAGE_RATIO_CODES[spec.ratio],
-        "large_image_info": _large_image_info(spec, ids), "intelligent_ratio": False,
-    }
+    core["sample_strength"] = spec.sample_strength
+    # With intelligent_ratio the model picks the ratio: a text-to-image draft leaves image_ratio out (iptag
+    # buildCoreParam); a blend keeps it (iptag: "图生图: image_ratio 始终保留"). large_image_info still carries the
+    # size of the job's ratio at its resolution, as iptag sends it: the pixel budget the model works within.
+    if not (spec.intelligent_ratio and spec.type == "image"):
+        core["image_ratio"] = catalog.IMAGE_RATIO_CODES[spec.ratio]
+    core |= {"large_image_info": _large_image_info(spec, ids), "intelligent_ratio": spec.intelligent_ratio}
     if spec.type == "image":
         ability: dict[str, Any] = {
             "type": "", "id": ids("generate"), "core_param": core,
@@ -136,11 +139,16 @@ def _image_component(spec: RequestSpec, ids: _Ids, created_ms: int, uploaded: Ma
             "postedit_param": {"type": "", "id": ids("postedit_param"), "generate_type": 0},
         }
         generate_type, ability_name = "blend", "blend"
+    abilities: dict[str, Any] = {"type": "", "id": ids("abilities"), ability_name: ability}
+    if spec.image_count is not None:
+        # A sibling of generate/blend: inside them the live service answers "permission denied" (2.2). Sent only
+        # when the manifest asks, so that other drafts stay as they were (the service's default: 4 images).
+        abilities["gen_option"] = {"type": "", "id": ids("gen_option"), "generate_all": False,
+                                   "gen_count": spec.image_count}
     return {
         "type": "image_base_component", "id": ids("component"), "min_version": catalog.IMAGE_DRAFT_MIN_VERSION,
         "aigc_mode": "workbench", "metadata": _metadata(ids, created_ms, as_text=True),
-        "generate_type": generate_type,
-        "abilities": {"type": "", "id": ids("abilities"), ability_name: ability},
+        "generate_type": generate_type, "abilities": abilities,
     }
 
 
@@ -196,6 +204,8 @@ def build_draft_content(spec: RequestSpec, versions: ProtocolVersions, *, create
 
 
 def _image_metrics(spec: RequestSpec) -> dict[str, Any]:
+    # generateCount stays 1 whatever gen_count asks: it is telemetry only (2.2), and the captured web app sends 1
+    # for a submit that makes 4 images (it counts the click, not the images).
     return {"promptSource": "custom", "generateCount": 1, "enterFrom": "click", "generateId": spec.submit_id,
             "isRegenerate": False}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.catalog import JobType
 
 
@@ -62,6 +63,18 @@ class RequestSpec:
     fps: int | None = None
     first_frame: ImageInput | None = None
     end_frame: ImageInput | None = None
+    # Images asked for (gen_option.gen_count); None: the manifest names none, and none is sent (the service's
+    # default applies). Text-to-image and image-to-image only.
+    image_count: int | None = None
+    intelligent_ratio: bool = False  # the model picks the ratio (image_ratio is not sent for text-to-image)
+
+    @property
+    def expected_images(self) -> int | None:
+        """How many images this request should give: the count asked for, else the service's default; None for
+        video (one video per request)."""
+        if self.type == "video":
+            return None
+        return self.image_count if self.image_count is not None else catalog.DEFAULT_IMAGES_PER_REQUEST
 
     def images(self) -> tuple[ImageInput, ...]:
         """Every image this request needs on the service."""
@@ -81,6 +94,11 @@ class RequestSpec:
                     out[name] = _image_data(frame)
         else:
             out |= {"ratio": self.ratio, "sample_strength": self.sample_strength}
+            # Only when asked for, so that the params (and plans, ledgers) of requests without them are unchanged.
+            if self.image_count is not None:
+                out["images"] = self.image_count
+            if self.intelligent_ratio:
+                out["intelligent_ratio"] = True
             if self.type == "image":
                 out["negative_prompt"] = self.negative_prompt
             else:
@@ -114,5 +132,6 @@ def spec_from_params(key: str, submit_id: str, sample: int, params: dict[str, An
         ratio=params.get("ratio"), sample_strength=params.get("sample_strength"),
         references=tuple(_image_from(r) for r in params.get("references", [])), duration=params.get("duration"),
         aspect_ratio=params.get("aspect_ratio"), fps=params.get("fps"), first_frame=frames.get("first_frame"),
-        end_frame=frames.get("end_frame"),
+        end_frame=frames.get("end_frame"), image_count=params.get("images"),
+        intelligent_ratio=bool(params.get("intelligent_ratio")),
     )

@@ -342,7 +342,7 @@ class SimState:
             try:
                 spec = parse_submission(body, known_uri=lambda uri: uri in uploaded or uri in known_uris)
             except DraftError as exc:
-                raise SimError("param", str(exc)) from None
+                raise SimError(exc.concept, str(exc)) from None
             if spec.model.key in self.config.unavailable_models or spec.model.name in self.config.unavailable_models:
                 raise SimError("model_unavailable", spec.model.key)
             cap = self.config.max_in_flight

@@ -3,7 +3,8 @@
 The live service rejects a draft whose nodes lack ``type``/``id`` with a parameter error (1002); the document calls
 the same thing 2002. Here every problem raises :class:`DraftError` carrying the dotted path of the offending field,
 so that the error message names it (``draft_content.component_list[0]...core_param.model``), which is what makes a
-client's mistakes debuggable against the simulator.
+client's mistakes debuggable against the simulator. The one draft mistake the live service answers with "permission
+denied" instead (a ``gen_option`` inside ``generate``/``blend``, protocol reference 2.2) raises :class:`DraftDenied`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 from jimeng_batch.protocol import catalog
 
-__all__ = ["DraftError", "DraftSpec", "parse_submission", "submit_id_of", "video_size"]
+__all__ = ["DraftDenied", "DraftError", "DraftSpec", "parse_submission", "submit_id_of", "video_size"]
 
 GENERATE_TYPES: tuple[str, ...] = ("generate", "blend", "gen_video")
 # The record's `generate_type` number per draft kind (protocol reference 2.2: 1 text-to-image, 12 blend, 10 video).
@@ -48,10 +49,19 @@ _MAX_SUBMIT_ID = 128
 class DraftError(Exception):
     """A submit the service would refuse with its parameter error; ``field`` is the dotted path of the culprit."""
 
+    concept: Literal["param", "permission"] = "param"
+
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class DraftDenied(DraftError):
+    """A draft the live service answers with "permission denied" rather than a parameter error (a misplaced
+    ``gen_option``, protocol reference 2.2 and the 3018 row of the error table)."""
+
+    concept = "permission"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +140,17 @@ def parse_submission(body: Mapping[str, Any], *, known_uri: Callable[[str], bool
                          f"unknown generate_type {generate_type!r}; allowed: {', '.join(GENERATE_TYPES)}")
     abilities = _mapping(component, "abilities", cpath)
     apath = f"{cpath}.abilities"
-    image_count = _gen_count(abilities, apath)
+    ability = _mapping(abilities, generate_type, apath)
+    if "gen_option" in ability:
+        raise DraftDenied(f"{apath}.{generate_type}.gen_option",
+                          f"gen_option must be a sibling of {generate_type} inside abilities, not inside it")
     if generate_type == "gen_video":
-        spec = _video(_mapping(abilities, "gen_video", apath), f"{apath}.gen_video", known_uri)
+        spec = _video(ability, f"{apath}.gen_video", known_uri)
     else:
-        spec = _image(_mapping(abilities, generate_type, apath), f"{apath}.{generate_type}", generate_type,
-                      known_uri)
+        spec = _image(ability, f"{apath}.{generate_type}", generate_type, known_uri)
+    model = spec["model"]
+    image_count = _gen_count(abilities, apath, model.max_images if isinstance(model, catalog.ImageModel)
+                             else catalog.MAX_IMAGES_PER_REQUEST)
     if root_model != spec["model"].key:
         raise DraftError("extend.root_model", f"{root_model!r} does not match the draft's model {spec['model'].key!r}")
     return DraftSpec(
@@ -220,13 +235,14 @@ def _main_component(draft: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     raise DraftError("draft_content.main_component_id", f"{main_id!r} names no component in component_list")
 
 
-def _gen_count(abilities: Mapping[str, Any], path: str) -> int | None:
+def _gen_count(abilities: Mapping[str, Any], path: str, most: int) -> int | None:
+    """The images the draft asks for, up to the model's most (8 on 5.0 Lite, else 4); None when it names none."""
     option = abilities.get("gen_option")
     if not isinstance(option, Mapping) or "gen_count" not in option:
         return None
     count = option["gen_count"]
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 8:
-        raise DraftError(f"{path}.gen_option.gen_count", "must be a whole number from 1 to 8")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= most:
+        raise DraftError(f"{path}.gen_option.gen_count", f"must be a whole number from 1 to {most} for this model")
     return count
 
 
@@ -267,6 +283,8 @@ def _image(
     if not isinstance(model, catalog.ImageModel):
         raise DraftError(f"{cpath}.model", f"{model_key!r} is a video model; {generate_type} needs an image model")
     intelligent = core.get("intelligent_ratio") is True
+    if intelligent and not model.intelligent_ratio:
+        raise DraftError(f"{cpath}.intelligent_ratio", f"{model_key} does not offer intelligent_ratio")
     if not (intelligent and "image_ratio" not in core):
         ratio = core.get("image_ratio")
         if isinstance(ratio, bool) or ratio not in catalog.IMAGE_RATIO_CODES.values():
