@@ -283,8 +283,8 @@ async def credit_line(client: JimengClient, token: Token, scrub: Callable[[str],
         try:
             answer = await client.credit_receive(token)
         except APIError as error:
-            code = error.code or ""
-            problems.append(f"claim refused: {_reason(error, scrub)}")
+            code = (error.code or "") if error.rule.source == "ret" else ""  # the service's own refusal code
+            problems.append(f"claim: {_reason(error, scrub)}")
     balance: CreditBalance | None = None
     try:
         balance = await client.user_credit(token)
