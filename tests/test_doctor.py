@@ -80,8 +80,8 @@ def test_doctor_one_dead_token_is_exit_1(strict: SimServer, pool: Callable[..., 
     assert code == 1
     dead = by_token(data)[C]
     assert dead["alive"] is False and dead["can_generate"] is False
-    assert dead["problems"] == [f"login: /passport/account/info/v2: ret 1015 (login error: session expired or "
-                                f"invalid): login error: unknown sessionid"]
+    assert dead["problems"] == ["login: /passport/account/info/v2: ret 1015 (login error: session expired or "
+                                "invalid): login error: unknown sessionid"]
     assert by_token(data)[A]["can_generate"] is True
 
 
