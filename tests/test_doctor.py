@@ -279,3 +279,24 @@ def test_an_unreadable_claim_answer_is_said_and_the_server_text_scrubbed() -> No
 ])
 def test_claim_state_rule(balance: CreditBalance, state: str) -> None:
     assert claim_state(balance, NOON) == state
+
+
+def test_a_404_host_whose_balance_cannot_be_read_leaves_the_session_unknown() -> None:
+    client = _hostile({
+        "/passport/account/info/v2": 404,
+        "/commerce/v1/benefits/user_credit": 502,
+        "/mweb/v1/get_history_by_ids": {"ret": "0", "data": {}},
+    })
+    token = Token(TOKEN)
+    check = asyncio.run(examine(client, [token], TARGET, Scrubber([token]))).checks[0]
+    assert check.alive is None and check.protocol == "accepted" and not check.can_generate
+    assert check.problems[-1] == ("could not check the session: /passport/account/info/v2 answered HTTP 404 and the "
+                                  "balance, which would prove it instead, could not be read")
+
+
+def test_an_unreadable_expiry_is_no_reason_to_lose_the_balance() -> None:
+    client = _hostile({"/commerce/v1/benefits/user_credit": {"ret": "0", "data": {
+        "credit": {"gift_credit": 0, "purchase_credit": 3, "vip_credit": 0},
+        "expiring_credits": [{"credit_amount": 50, "expire_time": "tonight"}]}}})
+    balance = asyncio.run(client.user_credit(Token(TOKEN)))
+    assert balance.total == 53 and balance.expiring_first == 0 and claim_state(balance, NOON) == "unknown"

@@ -27,7 +27,7 @@ from jimeng_batch.intake.manifest import Manifest
 from jimeng_batch.intake.plan import plan_web_id
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.catalog import ProtocolVersions
-from jimeng_batch.protocol.client import Claim, CreditBalance, JimengClient
+from jimeng_batch.protocol.client import ACCOUNT_INFO_PATH, Claim, CreditBalance, JimengClient
 from jimeng_batch.protocol.drafts import default_web_id
 from jimeng_batch.protocol.tokens import Scrubber, Token
 
@@ -198,6 +198,9 @@ async def check_account(client: JimengClient, token: Token, target: Target, scru
         except APIError as error:
             if not refused(error):
                 problems.append(f"could not read the balance of {token.label}: {_reason(error, scrub)}")
+    if fallback and alive is None and protocol != "refused":
+        problems.append(f"could not check the session: {ACCOUNT_INFO_PATH} answered HTTP 404 and the balance, "
+                        "which would prove it instead, could not be read")
     if alive is not False and protocol != "refused":
         try:
             await client.probe(token)

@@ -457,7 +457,10 @@ class JimengClient:
             for i, raw in enumerate(answers.items(answer.get("expiring_credits"), "data.expiring_credits")):
                 entry = answers.mapping(raw, f"data.expiring_credits[{i}]")
                 amount = answers.integer(entry.get("credit_amount"), f"data.expiring_credits[{i}].credit_amount")
-                expires = answers.integer(entry.get("expire_time"), f"data.expiring_credits[{i}].expire_time")
+                try:
+                    expires = answers.integer(entry.get("expire_time"), f"data.expiring_credits[{i}].expire_time")
+                except answers.Malformed:
+                    expires = 0  # only a hint of when the day's grant was claimed: unknown, not a failed balance
                 expiring += amount
                 if amount > 0 and expires > 0:
                     expiry_times.append(expires)
