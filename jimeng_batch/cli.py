@@ -540,7 +540,8 @@ def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) 
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
         constants = ", ".join(f"{name} {value}" for name, value in target.constants().items())
-        table = Table(title=f"Accounts (region {target.region}; {constants})", title_justify="left", box=box.SIMPLE)
+        table = Table(title=_cell(printable(f"Accounts (region {target.region}; {constants})")), title_justify="left",
+                      box=box.SIMPLE)
         for column in ("token", "region", "alive", "gift", "purchase", "vip", "total", "claim", "protocol",
                        "can generate"):
             table.add_column(column, justify="right" if column in ("gift", "purchase", "vip", "total") else "left")

@@ -199,8 +199,8 @@ def test_run_claims_daily_before_the_preflight_and_resume_keeps_it(
         write: Callable[..., Path], pool: Callable[..., None], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("JIMENG_SESSIONID", raising=False)
-    manifest = write("m.yaml", IMAGES)
-    common = ["--sim", "--poll-interval", "0.01", "--quiet", "--no-cache", "--out", "out"]
+    manifest = write("m.yaml", "jobs: [{type: image, model: jimeng-4.0, resolution: 1k, prompt: a red kite}]\n")
+    common = ["--sim", "--poll-interval", "0.01", "--quiet", "--no-cache", "--no-report", "--out", "out"]
     code, _, err = run_main(["run", str(manifest), "--claim-daily", *common], capsys)
     assert code == 0
     assert "daily claim on simu…(33): claimed 50; balance 1050" in err
@@ -300,3 +300,15 @@ def test_an_unreadable_expiry_is_no_reason_to_lose_the_balance() -> None:
         "expiring_credits": [{"credit_amount": 50, "expire_time": "tonight"}]}}})
     balance = asyncio.run(client.user_credit(Token(TOKEN)))
     assert balance.total == 53 and balance.expiring_first == 0 and claim_state(balance, NOON) == "unknown"
+
+
+def test_a_server_quoting_the_cookie_never_shows_a_token(pool: Callable[..., None],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile server's errors quote the Cookie header: doctor and credits show the masked label instead."""
+    with simulator(strict_accounts=True, accounts={TOKEN: 5}, faults={"echo_session": True},
+                   claim_errors={TOKEN: "-4"}) as server:
+        pool(TOKEN, TOKEN_C)
+        code, data, _ = cli(["doctor", "--base-url", server.base_url], capsys)  # cli() asserts no token is shown
+        assert code == 1 and f"sessionid={C}" in by_token(data)[C]["problems"][0]
+        code, out, err = run_main(["credits", "--claim", "--base-url", server.base_url], capsys)
+        assert code == 3 and f"sessionid={A}" in out and TOKEN not in out + err and TOKEN_C not in out + err
