@@ -3,6 +3,8 @@ refusals, and the shape of its answers (protocol reference 1.4, 2.6)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sim_helpers import OTHER_TOKEN, TOKEN, simulator
 
@@ -72,3 +74,12 @@ def test_account_settings_are_checked(data: dict[str, object], fragment: str) ->
     with pytest.raises(ConfigError) as error:
         config_from_mapping(data)
     assert fragment in str(error.value)
+
+
+def test_the_balance_answer_has_the_live_shape() -> None:
+    with simulator(SimConfig(accounts={TOKEN: 7})) as sim:
+        answer = sim.caller.credits()
+        assert answer["ret"] == "0" and json.loads(answer["response"]) == answer["data"]
+        assert len(answer["sign"]) == 32 and TOKEN not in str(answer)
+        assert answer["data"] == {"credit": {"gift_credit": 0, "purchase_credit": 7, "vip_credit": 0},
+                                  "expiring_credits": [], "credits_detail": {"gift_credits": []}}

@@ -228,7 +228,12 @@ class _Api:
         gate = await self.gate(request, "user_credit", mweb=False)
         if isinstance(gate, Response):
             return gate
-        return self.ok(self.state.credit_info(gate))
+        data = self.state.credit_info(gate)
+        # The live answer also carries the data again as a JSON string, and a signature of it (protocol reference
+        # 2.6); clients read `data` only.
+        response = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        sign = hmac.new(self.state.asset_secret, response.encode(), "sha256").hexdigest()[:32]
+        return _json({"ret": "0", "errmsg": "success", "response": response, "sign": sign, "data": data})
 
     async def credit_receive(self, request: Request) -> Response:
         gate = await self.gate(request, "credit_receive", mweb=False)
