@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from jimeng_batch._version import __version__
 from jimeng_batch.api import run_batch
@@ -31,11 +32,15 @@ from jimeng_batch.engine.config import (
     PREFLIGHT_MODES,
     RunConfig,
     parse_ttl,
+    resolve_config,
 )
+from jimeng_batch.engine.doctor import Target, pool_exit_code
+from jimeng_batch.engine.doctor import credits as run_credits
+from jimeng_batch.engine.doctor import doctor as run_doctor
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.engine.lock import FolderLock, holder
 from jimeng_batch.engine.result import RunResult, exit_code
-from jimeng_batch.engine.runner import configure, configure_resume, output_folder
+from jimeng_batch.engine.runner import configure, configure_resume, output_folder, run_tokens
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, printable
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
@@ -45,7 +50,9 @@ from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.client import CreditBalance
 from jimeng_batch.protocol.request_spec import RequestSpec
+from jimeng_batch.protocol.tokens import Token
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "JIMENG_BATCH_DEBUG"
@@ -320,6 +327,28 @@ def _span(values: list[int]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+def _connection_options() -> list[Callable[[F], F]]:
+    """Where calls go and with which tokens: the options of `run` that `doctor` and `credits` take too."""
+    return [
+        click.option("--sim/--no-sim", default=None, help="Run against the built-in simulator (no account, no "
+                                                          "credits); --no-sim sends a resumed rehearsal to the "
+                                                          "real host."),
+        click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+                     help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
+        click.option("--base-url", default=None, help=f"Send to this host instead of the region's (also "
+                                                      f"{BASE_URL_ENV})."),
+        click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
+    ]
+
+
+def connection_flags(command: F) -> F:
+    """`--sim`, `--sim-config`, `--base-url` and `--token-file`, as `run` has them."""
+    for option in reversed(_connection_options()):
+        command = option(command)
+    return command
+
+
 def run_options_flags(command: F) -> F:
     """Options shared by `run` and `resume`: where to send, with which tokens, how fast, and the cache.
 
@@ -330,15 +359,7 @@ def run_options_flags(command: F) -> F:
     defaults = RunConfig()
     rate = click.FloatRange(min=0, min_open=True)
     options = [
-        click.option("--sim/--no-sim", default=None, help="Run against the built-in simulator (no account, no "
-                                                          "credits); --no-sim sends a resumed rehearsal to the "
-                                                          "real host."),
-        click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-                     help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
-        click.option("--base-url", default=None, help=f"Send to this host instead of the region's (also "
-                                                      f"{BASE_URL_ENV})."),
-        click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                     help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
+        *_connection_options(),
         click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=None,
                      help=f"Jobs in flight per token (manifest limits.concurrency; default {defaults.concurrency}, "
                           "the document's rule)."),
@@ -376,6 +397,9 @@ def run_options_flags(command: F) -> F:
         click.option("--budget", type=click.FloatRange(min=0), default=None,
                      help="Stop admitting requests once the estimated spend of the run would pass this many "
                           "credits (manifest budget)."),
+        click.option("--claim-daily/--no-claim-daily", default=None,
+                     help="Make each token's daily credit claim before the pre-flight credit check, and log what "
+                          "each gave (kept by resume; default: off)."),
         click.option("--preflight", type=click.Choice(list(PREFLIGHT_MODES)), default=None,
                      help=f"Check the accounts' credits first: warn, or stop when they cannot cover the plan; off "
                           f"(default {defaults.preflight})."),
@@ -471,6 +495,106 @@ def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
     again replacing that one."""
     manifest, config = configure_resume(out_dir, _given(kwargs))
     _finish_run(run_batch(manifest, config, out=out_dir, quiet=quiet), config)
+
+
+# -- accounts --------------------------------------------------------------------------------------------------------
+
+
+def _accounts(file: Path | None, region: str | None, kwargs: dict[str, Any]) -> tuple[RunConfig, Target,
+                                                                                          list[Token]]:
+    """The configuration (connection flags over the environment, over FILE's settings), the target and the pool."""
+    given = _given(kwargs)
+    manifest = None
+    if file is not None:
+        manifest, config = configure(file, given | {"sheet": SpreadsheetOptions.from_options(region=region)})
+    else:
+        config = resolve_config(None, given, os.environ)
+    return config, Target.of(manifest, region), run_tokens(config)
+
+
+def _cell(value: object) -> Text:
+    """A table cell shown as it is (never read as rich markup: labels and reasons may hold brackets)."""
+    return Text(str(value))
+
+
+def _table_text(table: Table) -> str:
+    console = Console(file=io.StringIO(), width=110, color_system=None)
+    console.print(table)
+    assert isinstance(console.file, io.StringIO)
+    return console.file.getvalue()
+
+
+def _credit_cells(balance: CreditBalance | None) -> list[Text]:
+    if balance is None:
+        return [_cell("?")] * 4
+    return [_cell(balance.gift), _cell(balance.purchase), _cell(balance.vip), _cell(balance.total)]
+
+
+def _problem_lines(rows: list[tuple[str, tuple[str, ...]]]) -> None:
+    for label, problems in rows:
+        for problem in problems:
+            click.echo(f"  {label}: {problem}")
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None,
+              help="The region the tokens are used for (default: FILE's, else cn).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
+@connection_flags
+def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) -> None:
+    """Check every token before credits are spent: alive, region, credits, today's claim, and whether the service
+    accepts the protocol constants (FILE's, when given). Exit 0: every token can generate; 1: some; 3: none."""
+    config, target, tokens = _accounts(file, region, kwargs)
+    report = run_doctor(config, target, tokens)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        constants = ", ".join(f"{name} {value}" for name, value in target.constants().items())
+        table = Table(title=_cell(printable(f"Accounts (region {target.region}; {constants})")), title_justify="left",
+                      box=box.SIMPLE)
+        for column in ("token", "region", "alive", "gift", "purchase", "vip", "total", "claim", "protocol",
+                       "can generate"):
+            table.add_column(column, justify="right" if column in ("gift", "purchase", "vip", "total") else "left")
+        for check in report.checks:
+            alive = {True: "yes", False: "no", None: "?"}[check.alive]
+            if check.alive_by == "user_credit":
+                alive += " (balance)"
+            table.add_row(_cell(check.label), _cell(check.region), _cell(alive), *_credit_cells(check.balance),
+                          _cell(check.claim), _cell(check.protocol), _cell("yes" if check.can_generate else "no"))
+        click.echo(_table_text(table), nl=False)
+        _problem_lines([(check.label, check.problems) for check in report.checks])
+        click.echo(f"{sum(c.can_generate for c in report.checks)} of {len(report.checks)} token(s) can generate")
+    if report.stale:
+        _err(f"stopped for safety: {report.stale}")
+    raise click.exceptions.Exit(report.exit_code)
+
+
+@cli.command()
+@click.option("--claim", is_flag=True, help="Make each token's daily claim first (credit_receive), and say what it "
+                                            "gave; a refusal stops no other token's claim.")
+@click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None,
+              help="The region the tokens are used for (default cn).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
+@connection_flags
+def credits(claim: bool, region: str | None, as_json: bool, **kwargs: Any) -> None:
+    """The balance of every token of the pool, and with --claim the daily claim across it.
+    Exit 0: every token answered; 1: some did not (or their claim was refused); 3: none did."""
+    config, target, tokens = _accounts(None, region, kwargs)
+    lines = run_credits(config, target, tokens, claim=claim)
+    code = pool_exit_code(line.ok for line in lines)
+    if as_json:
+        click.echo(json.dumps({"region": target.region, "tokens": [line.as_dict() for line in lines],
+                               "exit_code": code}, indent=2, ensure_ascii=False))
+        raise click.exceptions.Exit(code)
+    table = Table(title=f"Credits (region {target.region})", title_justify="left", box=box.SIMPLE)
+    for column in ("token", "gift", "purchase", "vip", "total", "claim"):
+        table.add_column(column, justify="left" if column in ("token", "claim") else "right")
+    for line in lines:
+        table.add_row(_cell(line.label), *_credit_cells(line.balance), _cell(line.claim_outcome or line.claim_state))
+    click.echo(_table_text(table), nl=False)
+    _problem_lines([(line.label, line.problems) for line in lines])
+    raise click.exceptions.Exit(code)
 
 
 @cli.command()

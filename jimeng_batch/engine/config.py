@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import httpx
 
@@ -29,6 +29,9 @@ from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, Settings, SpreadsheetOptions
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
+
+if TYPE_CHECKING:
+    from jimeng_batch.sim import SimConfig
 
 Preflight = Literal["warn", "stop", "off"]
 PREFLIGHT_MODES: tuple[Preflight, ...] = get_args(Preflight)
@@ -84,6 +87,7 @@ class RunConfig:
     max_requests: int = MAX_REQUESTS_PER_JOB  # the requests one job may expand to (intake/bounds.py)
     # Money.
     budget: float | None = None  # credits this run may admit
+    claim_daily: bool = False  # make each token's daily credit claim before the pre-flight credit check
     preflight: Preflight = "warn"
     # The result cache shared between runs.
     use_cache: bool = True
@@ -118,6 +122,12 @@ class RunConfig:
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_retries=self.max_retries, backoff_base=self.backoff_base,
                            backoff_max=self.backoff_max, retry_after_cap=self.retry_after_cap)
+
+    def simulator_settings(self) -> SimConfig:
+        """The built-in simulator's settings for ``sim``: ``sim_config``'s file, else the defaults."""
+        from jimeng_batch.sim import SimConfig, load_config
+
+        return load_config(self.sim_config) if self.sim_config else SimConfig()
 
     def poll_first(self, kind: str) -> float:
         return self.poll_interval if self.poll_interval is not None else POLL_FIRST[kind]
@@ -270,16 +280,17 @@ def _from_manifest(name: str, settings: Settings) -> Any:
     return None
 
 
-def resolve_config(manifest: Manifest, given: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
+def resolve_config(manifest: Manifest | None, given: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
     """The run configuration of ``manifest``: ``given`` (flags, or the API's keywords; None means not given) over
     the environment, over the manifest's settings, over the defaults. Relative paths become absolute, so that a
-    resume from another folder finds the same files."""
+    resume from another folder finds the same files. Without a manifest (the account commands) its layer is
+    skipped."""
     values: dict[str, Any] = {}
     for name in FIELD_NAMES:
         value = given.get(name)
         if value is None and name in _FROM_ENVIRONMENT:
             value = environ.get(_FROM_ENVIRONMENT[name]) or None
-        if value is None:
+        if value is None and manifest is not None:
             value = _from_manifest(name, manifest.settings)
         if value is not None:
             values[name] = value
@@ -289,7 +300,7 @@ def resolve_config(manifest: Manifest, given: Mapping[str, Any], environ: Mappin
     for name in _PATH_FIELDS & set(values):
         values[name] = Path(values[name]).expanduser().resolve()
     if "cache_path" not in values:
-        in_manifest = manifest.settings.cache.get("path")
+        in_manifest = manifest.settings.cache.get("path") if manifest is not None else None
         default = default_cache_path(simulated=bool(values.get("sim")))
-        values["cache_path"] = (manifest.path.parent / in_manifest).resolve() if in_manifest else default
+        values["cache_path"] = (manifest.path.parent / in_manifest).resolve() if manifest and in_manifest else default
     return RunConfig(**values)

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from jimeng_batch._version import __version__
 from jimeng_batch.engine.cache import ResultCache, default_cache_path
 from jimeng_batch.engine.config import ONE_SHOT, RunConfig, resolve_config
+from jimeng_batch.engine.doctor import credit_lines
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated
 from jimeng_batch.engine.lock import FolderLock
@@ -285,10 +286,7 @@ async def connected_executor(manifest: Manifest, ledger: Ledger, config: RunConf
 def run_origin(manifest: Manifest, config: RunConfig) -> str:
     """Where this run's results come from: the simulator (and its settings' fingerprint), or the API host."""
     if config.sim:
-        from jimeng_batch.sim import SimConfig, load_config
-
-        sim = load_config(config.sim_config) if config.sim_config else SimConfig()
-        settings = json.dumps(dataclasses.asdict(sim), sort_keys=True, default=str)
+        settings = json.dumps(dataclasses.asdict(config.simulator_settings()), sort_keys=True, default=str)
         return f"{SIMULATOR_ORIGIN}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
     return (config.base_url or catalog.REGIONS[manifest.settings.region].api_base).rstrip("/")
 
@@ -410,11 +408,11 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
     with contextlib.ExitStack() as stack:
         base_url = config.base_url
         if config.sim:
-            from jimeng_batch.sim import SimConfig, load_config, running_simulator
+            from jimeng_batch.sim import running_simulator
 
-            sim_config = load_config(config.sim_config) if config.sim_config else SimConfig()
             # Its state lives in the output folder, so that a rehearsal killed and resumed goes on like a service.
-            server = stack.enter_context(running_simulator(sim_config, state_path=out_dir / SIM_STATE))
+            server = stack.enter_context(running_simulator(config.simulator_settings(),
+                                                           state_path=out_dir / SIM_STATE))
             base_url = server.base_url
             log.info("running against the built-in simulator at %s", base_url)
         cache = None
@@ -429,6 +427,8 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
                                 note=lambda: executor.stop_message or executor.stop_reason)
             executor.on_change = progress.update
             progress.update(Counter(ledger.counts()))
+            if config.claim_daily:
+                await _claim_daily(executor, ledger)
             if config.preflight != "off":
                 await _preflight(executor, ledger, config.preflight)
             task = asyncio.ensure_future(executor.run())
@@ -489,6 +489,17 @@ async def _preflight(executor: Executor, ledger: Ledger, mode: str) -> None:
             executor.stop("preflight")
         else:
             _say(f"warning: {message}")
+
+
+async def _claim_daily(executor: Executor, ledger: Ledger) -> None:
+    """``--claim-daily``: each token's daily claim, before the balances are read; what each gave is logged, and a
+    refusal is said without stopping the run or the other claims."""
+    for line in await credit_lines(executor.client, executor.tokens, ledger.scrub, claim=True):
+        if line.ok:
+            log.info(line.describe())
+            print(line.describe(), file=sys.stderr)
+        else:
+            _say(line.describe())
 
 
 def _say(message: str) -> None:

@@ -90,6 +90,17 @@ def integer(value: Any, path: str) -> int:
     raise Malformed(path, f"{kind_of(value)}, not a whole number")
 
 
+def flag(value: Any, path: str) -> bool:
+    """A yes/no (``true``/``false``, or the 0/1 some services send); null or missing reads as no."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise Malformed(path, f"{kind_of(value)}, not true or false")
+
+
 def number(value: Any, path: str) -> float:
     """A finite number (or text of one); null or missing reads as 0."""
     if value is None or value == "":

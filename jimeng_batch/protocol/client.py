@@ -15,6 +15,7 @@ import asyncio
 import json
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from jimeng_batch.errors import (
 from jimeng_batch.protocol import answers
 from jimeng_batch.protocol.catalog import ProtocolVersions, Region
 from jimeng_batch.protocol.drafts import GENERATE_PATH, DraftRequest, common_query
+from jimeng_batch.protocol.ids import uuid5_text
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
 from jimeng_batch.protocol.outcomes import Source, classify, error_for
 from jimeng_batch.protocol.signing import web_sign
@@ -37,6 +39,11 @@ from jimeng_batch.protocol.tokens import Token
 HISTORY_PATH = "/mweb/v1/get_history_by_ids"
 USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
 CREDIT_RECEIVE_PATH = "/commerce/v1/benefits/credit_receive"
+ACCOUNT_INFO_PATH = "/passport/account/info/v2"
+CLAIM_TIME_ZONE = "Asia/Shanghai"  # what every client sends with the daily claim (protocol reference 2.6)
+# A submit_id no request ever has (request ids are uuid5 of request keys): asking for it costs nothing and reads
+# nothing, so the answer only says whether the service accepts the call's protocol constants.
+PROBE_SUBMIT_ID = uuid5_text(uuid.UUID("6f0d3c1e-4a7b-5d2e-9c1f-70726f626521"), "jimeng-batch protocol probe")
 UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"  # noqa: S105 - a URL path, not a secret
 
 USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -108,11 +115,34 @@ class CreditBalance:
     purchase: int = 0
     vip: int = 0
     expiring: int = 0
+    expiring_first: int = 0  # unix seconds when the first of the expiring credits expires; 0: none expire
 
     @property
     def total(self) -> int:
         # The live service has shown gift_credit 0 while expiring_credits held the day's grant; count the larger.
         return max(self.gift, self.expiring) + self.purchase + self.vip
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """What ``/passport/account/info/v2`` says of a session: its user id (present means the session is alive)."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to the daily claim (``credit_receive``)."""
+
+    is_first_receive: bool
+    receive_quota: int
+    has_popup: bool = False
+    receive_inter_days: int = 0
+
+    @property
+    def granted(self) -> bool:
+        """Credits were given by this claim (a repeat the same day answers ``is_first_receive`` false, quota 0)."""
+        return self.is_first_receive and self.receive_quota > 0
 
 
 def parse_item(raw: Any, path: str = "item") -> Item | None:
@@ -422,18 +452,54 @@ class JimengClient:
         try:
             answer = answers.mapping(data, "data")
             credit = answers.mapping(answer.get("credit"), "data.credit")
-            expiring = sum(answers.integer(answers.mapping(c, f"data.expiring_credits[{i}]").get("credit_amount"),
-                                           f"data.expiring_credits[{i}].credit_amount")
-                           for i, c in enumerate(answers.items(answer.get("expiring_credits"),
-                                                               "data.expiring_credits")))
+            expiring = 0
+            expiry_times: list[int] = []
+            for i, raw in enumerate(answers.items(answer.get("expiring_credits"), "data.expiring_credits")):
+                entry = answers.mapping(raw, f"data.expiring_credits[{i}]")
+                amount = answers.integer(entry.get("credit_amount"), f"data.expiring_credits[{i}].credit_amount")
+                try:
+                    expires = answers.integer(entry.get("expire_time"), f"data.expiring_credits[{i}].expire_time")
+                except answers.Malformed:
+                    expires = 0  # only a hint of when the day's grant was claimed: unknown, not a failed balance
+                expiring += amount
+                if amount > 0 and expires > 0:
+                    expiry_times.append(expires)
             return CreditBalance(answers.integer(credit.get("gift_credit"), "data.credit.gift_credit"),
                                  answers.integer(credit.get("purchase_credit"), "data.credit.purchase_credit"),
-                                 answers.integer(credit.get("vip_credit"), "data.credit.vip_credit"), expiring)
+                                 answers.integer(credit.get("vip_credit"), "data.credit.vip_credit"), expiring,
+                                 min(expiry_times, default=0))
         except answers.Malformed as exc:
             raise self.malformed(USER_CREDIT_PATH, str(exc)) from exc
 
-    async def credit_receive(self, token: Token) -> Any:
-        return await self.call(CREDIT_RECEIVE_PATH, {"time_zone": "Asia/Shanghai"}, token)
+    async def credit_receive(self, token: Token) -> Claim:
+        """The daily claim. A claim made already today is no error: it answers ``is_first_receive`` false."""
+        data = await self.call(CREDIT_RECEIVE_PATH, {"time_zone": CLAIM_TIME_ZONE}, token)
+        try:
+            answer = answers.mapping(data, "data")
+            return Claim(answers.flag(answer.get("is_first_receive"), "data.is_first_receive"),
+                         answers.integer(answer.get("receive_quota"), "data.receive_quota"),
+                         answers.flag(answer.get("has_popup"), "data.has_popup"),
+                         answers.integer(answer.get("receive_inter_days"), "data.receive_inter_days"))
+        except answers.Malformed as exc:
+            raise self.malformed(CREDIT_RECEIVE_PATH, str(exc)) from exc
+
+    async def account_info(self, token: Token) -> AccountInfo:
+        """The liveness check (protocol reference 1.4): the session's user id; an answer without one is malformed.
+
+        An expired session is the login error; a host without this path (the SG host) answers HTTP 404."""
+        data = await self.call(ACCOUNT_INFO_PATH, {}, token, query={**self._query, "account_sdk_source": "web"})
+        try:
+            user_id = answers.text(answers.mapping(data, "data").get("user_id"), "data.user_id")
+        except answers.Malformed as exc:
+            raise self.malformed(ACCOUNT_INFO_PATH, str(exc)) from exc
+        if not user_id:
+            raise self.malformed(ACCOUNT_INFO_PATH, "data.user_id: missing (the session is not known as alive)")
+        return AccountInfo(user_id)
+
+    async def probe(self, token: Token) -> None:
+        """One signed call that costs nothing, sent with this client's protocol constants and query: it raises what
+        the service says of them (``3018 permission denied`` for stale ones) before anything is spent."""
+        await self.history(token, submit_ids=[PROBE_SUBMIT_ID])
 
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:

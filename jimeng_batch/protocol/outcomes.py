@@ -81,6 +81,7 @@ RULES: tuple[Rule, ...] = (
     Rule("ret", "1019", "anti-bot check failed (shark not pass); needs a browser-made a_bogus", Action.FAILED,
          "anti-bot", "live"),
     Rule("ret", "-4", "shark check reject", Action.RETRY_AFTER, "risk", "live", delay=RISK_CONTROL_DELAY),
+    Rule("ret", "34010100", "param error: the daily credit claim was refused", Action.FAILED, "claim", "live"),
     Rule("fail_code", "2047", "content violation", Action.BLOCKED, "content", "live"),
     Rule("fail_code", "1006", "not enough credits left", Action.FAILED, "credits", "live", TokenEffect.EXHAUSTED),
     Rule("fail_code", "2039", "not enough credits left", Action.FAILED, "credits", "live", TokenEffect.EXHAUSTED),

@@ -24,7 +24,7 @@ from jimeng_batch.errors import ConfigError
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.sim.assets import asset_signature, render_mp4, render_png
-from jimeng_batch.sim.codes import Concept
+from jimeng_batch.sim.codes import CLAIM_REFUSALS, Concept, Outcome
 from jimeng_batch.sim.config import Distribution
 from jimeng_batch.sim.imagex import API_VERSION, ImageXError, parse_raw_query
 from jimeng_batch.sim.records import history_entry, submit_data
@@ -37,6 +37,7 @@ HISTORY_PATH = "/mweb/v1/get_history_by_ids"
 UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"  # noqa: S105 - a URL path, not a secret
 USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
 CREDIT_RECEIVE_PATH = "/commerce/v1/benefits/credit_receive"
+ACCOUNT_INFO_PATH = "/passport/account/info/v2"
 ASSETS_PREFIX = "/_sim/assets/"
 
 _SERVICE_IDS = {region.query_region: region.imagex_service_id for region in catalog.REGIONS.values()}
@@ -86,7 +87,10 @@ class _Api:
         return _json({"ret": "0", "errmsg": "success", "data": data})
 
     def error(self, concept: Concept, detail: str = "") -> Response:
-        result = self.state.outcome(concept)
+        return self.refusal(self.state.outcome(concept), detail)
+
+    def refusal(self, result: Outcome, detail: str = "") -> Response:
+        """A business error answer: HTTP 200, the code and its message (and the detail)."""
         self.state.count_error(result.ret)
         message = f"{result.errmsg}: {detail}" if detail else result.errmsg
         return _json({"ret": result.ret, "errmsg": message, "data": None})
@@ -224,13 +228,39 @@ class _Api:
         gate = await self.gate(request, "user_credit", mweb=False)
         if isinstance(gate, Response):
             return gate
-        return self.ok(self.state.credit_info(gate))
+        data = self.state.credit_info(gate)
+        # The live answer also carries the data again as a JSON string, and a signature of it (protocol reference
+        # 2.6); clients read `data` only.
+        response = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        sign = hmac.new(self.state.asset_secret, response.encode(), "sha256").hexdigest()[:32]
+        return _json({"ret": "0", "errmsg": "success", "response": response, "sign": sign, "data": data})
 
     async def credit_receive(self, request: Request) -> Response:
         gate = await self.gate(request, "credit_receive", mweb=False)
         if isinstance(gate, Response):
             return gate
+        try:
+            body = await self.json_body(request)
+        except SimError:
+            body = None
+        zone = body.get("time_zone") if isinstance(body, dict) else None
+        if not isinstance(zone, str) or not zone:
+            return self.refusal(CLAIM_REFUSALS["34010100"], "time_zone: give the time zone of the claim's day")
+        refusal = self.state.config.claim_errors.get(gate.token)
+        if refusal is not None:
+            return self.refusal(CLAIM_REFUSALS[refusal])
         return self.ok(self.state.receive_credit(gate))
+
+    async def account_info(self, request: Request) -> Response:
+        if self.state.config.passport_not_found:
+            self.state.count_request("account_info")
+            self.state.count_error("http_404")
+            return PlainTextResponse("404 page not found", status_code=404)
+        # Not an mweb call: no version query is checked, but the headers, the Sign and the session are.
+        gate = await self.gate(request, "account_info", mweb=False)
+        if isinstance(gate, Response):
+            return gate
+        return self.ok(self.state.account_info(gate))
 
     # -- ImageX --------------------------------------------------------------------------------------------------
 
@@ -391,7 +421,7 @@ def _id_list(body: Any, key: str) -> list[str]:
 
 
 class SimApp:
-    """The ASGI app: the five API paths by a dict lookup (they carry the load), everything else by a Starlette Router.
+    """The ASGI app: the six API paths by a dict lookup (they carry the load), everything else by a Starlette Router.
 
     Starlette's default middleware stack and per-route exception wrappers cost more than the handlers themselves on
     the hot path, and the simulator must never be the bottleneck of a benchmark; uncaught errors still become a 500
@@ -407,6 +437,7 @@ class SimApp:
             UPLOAD_TOKEN_PATH: api.upload_token,
             USER_CREDIT_PATH: api.user_credit,
             CREDIT_RECEIVE_PATH: api.credit_receive,
+            ACCOUNT_INFO_PATH: api.account_info,
         }
         self._router = Router(
             routes=[
@@ -417,6 +448,7 @@ class SimApp:
                     (UPLOAD_TOKEN_PATH, api.upload_token, ["POST"]),
                     (USER_CREDIT_PATH, api.user_credit, ["POST"]),
                     (CREDIT_RECEIVE_PATH, api.credit_receive, ["POST"]),
+                    (ACCOUNT_INFO_PATH, api.account_info, ["POST"]),
                     ("/", api.imagex, ["GET", "POST"]),
                     ("/upload/v1/{store_uri:path}", api.upload_bytes, ["POST", "PUT"]),
                     (ASSETS_PREFIX + "{name}", api.asset, ["GET"]),

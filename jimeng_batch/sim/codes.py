@@ -75,6 +75,16 @@ CODE_TABLE: Mapping[Profile, Mapping[Concept, Outcome]] = MappingProxyType(
 )
 
 
+# How the live service has refused the daily claim (protocol reference 2.6 and 3): the same in both profiles, since the
+# document has no claim at all. A config names one of these codes per account (``claim_errors:``).
+CLAIM_REFUSALS: Mapping[str, Outcome] = MappingProxyType(
+    {
+        "34010100": Outcome("34010100", "param error"),
+        "-4": Outcome("-4", "shark check reject"),
+    }
+)
+
+
 def outcome(profile: Profile, concept: Concept, overrides: Mapping[str, str] | None = None) -> Outcome:
     """The code and message for ``concept`` in ``profile``, with a config's ``error_codes`` override applied."""
     base = CODE_TABLE[profile][concept]

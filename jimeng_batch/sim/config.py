@@ -20,7 +20,7 @@ import yaml
 
 from jimeng_batch.errors import ConfigError, Location
 from jimeng_batch.protocol import catalog
-from jimeng_batch.sim.codes import CONCEPTS, PROFILES, Profile
+from jimeng_batch.sim.codes import CLAIM_REFUSALS, CONCEPTS, PROFILES, Profile
 from jimeng_batch.yaml_bounds import BoundedLoader, YamlTooBig, check_bounds
 
 __all__ = [
@@ -136,7 +136,9 @@ class SimConfig:
     strict_accounts: bool = False  # unknown sessionid -> login error instead of a fresh account
     default_credits: int = 1000
     accounts: Mapping[str, int] = field(default_factory=dict)  # sessionid -> starting credits
-    daily_credits: int = 50  # what credit_receive grants once per UTC day
+    daily_credits: int = 50  # what credit_receive grants once per day (the Asia/Shanghai day)
+    claim_errors: Mapping[str, str] = field(default_factory=dict)  # sessionid -> "34010100" or "-4" for its claims
+    passport_not_found: bool = False  # /passport/account/info/v2 answers HTTP 404, as on the SG host
     cost_overrides: Mapping[str, Any] = field(default_factory=dict)  # catalog.CostTable overrides
     # Jobs
     max_in_flight: int | None = 3  # unfinished jobs per account; None: no cap
@@ -195,6 +197,11 @@ def _check(config: SimConfig) -> list[str]:
     for concept in config.error_codes:
         if concept not in CONCEPTS:
             problems.append(f"error_codes.{concept}: unknown outcome; allowed: {', '.join(CONCEPTS)}")
+    if config.daily_credits < 0:
+        problems.append(f"daily_credits must be 0 or more, not {config.daily_credits}")
+    for code in config.claim_errors.values():
+        if code not in CLAIM_REFUSALS:
+            problems.append(f"claim_errors: {code!r} is not a claim refusal; allowed: {', '.join(CLAIM_REFUSALS)}")
     if config.max_in_flight is not None and config.max_in_flight < 1:
         problems.append("max_in_flight must be at least 1 (or null for no cap)")
     if not 1 <= config.images_per_request <= 8:

@@ -38,6 +38,19 @@ Sleep = Callable[[float], Awaitable[None]]
 # Status codes of a record (protocol reference 2.3).
 QUEUED, GENERATING, FINALISING, FAILED, DONE = 20, 42, 45, 30, 50
 _FINALISING_SHARE = 0.2  # the last fifth of the generation time reports 45
+# Days of the daily claim: the service's own day, Asia/Shanghai (UTC+8, no daylight saving), which every client names
+# in the claim's time_zone.
+CLAIM_DAY_OFFSET_S = 8 * 3600
+
+
+def claim_day(now: float) -> int:
+    """The number of the claim day ``now`` falls in."""
+    return int(now + CLAIM_DAY_OFFSET_S) // 86400
+
+
+def claim_day_end(now: float) -> int:
+    """Unix seconds when the claim day of ``now`` ends (when its grant expires)."""
+    return (claim_day(now) + 1) * 86400 - CLAIM_DAY_OFFSET_S
 
 
 def mask_token(token: str) -> str:
@@ -291,7 +304,7 @@ class SimState:
     def credit_info(self, account: Account) -> dict[str, Any]:
         with self.lock:
             gift, purchase = account.gift_credit, account.purchase_credit
-        day_end = (int(self.clock()) // 86400 + 1) * 86400
+        day_end = claim_day_end(self.clock())  # the day's grant expires with the day
         expiring = [{"credit_amount": gift, "expire_time": day_end}] if gift else []
         return {
             "credit": {"gift_credit": gift, "purchase_credit": purchase, "vip_credit": 0},
@@ -301,8 +314,9 @@ class SimState:
         }
 
     def receive_credit(self, account: Account) -> dict[str, Any]:
-        """The daily claim: ``daily_credits`` once per UTC day, nothing on a second claim the same day."""
-        day = int(self.clock()) // 86400
+        """The daily claim: ``daily_credits`` once per day; a second claim the same day is answered like the
+        first but with ``is_first_receive`` false and a quota of 0 (nothing granted, no error)."""
+        day = claim_day(self.clock())
         with self.lock:
             first = account.last_receive_day != day
             quota = self.config.daily_credits if first else 0
@@ -310,14 +324,13 @@ class SimState:
                 account.last_receive_day = day
                 account.gift_credit += quota
                 self._save(account)
-            total = account.balance
-        return {
-            "is_first_receive": first,
-            "receive_quota": quota,
-            "has_popup": first,
-            "receive_inter_days": 1,
-            "cur_total_credits": total,
-        }
+        # The shape of the live (HK) answer, protocol reference 2.6.
+        return {"is_first_receive": first, "receive_quota": quota, "has_popup": first, "receive_inter_days": 1}
+
+    def account_info(self, account: Account) -> dict[str, Any]:
+        """What ``/passport/account/info/v2`` answers for a live session: a stable user id, never the token."""
+        user_id = int(account.id[:12], 16)
+        return {"user_id": user_id, "user_id_str": str(user_id), "app_id": 513695}
 
     # -- jobs ----------------------------------------------------------------------------------------------------
 
