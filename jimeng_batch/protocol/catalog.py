@@ -170,6 +170,12 @@ IMAGE_SIZES: Mapping[tuple[str, str], Mapping[str, tuple[int, int]]] = MappingPr
     }
 )
 
+# What the web app offers for an image model that says nothing else: outputs per request (the document's drafts get
+# the model default of 4), and the models whose drafts may set `intelligent_ratio` (4.x and 5.x, protocol reference
+# 2.2). An account's own catalog (`get_common_config`) says per model.
+GENERATE_COUNT_OPTIONS: tuple[int, ...] = (1, 2, 3, 4)
+INTELLIGENT_RATIO_KEY_PREFIXES: tuple[str, ...] = ("high_aes_general_v4", "high_aes_general_v5")
+
 VIDEO_ASPECT_RATIOS: tuple[str, ...] = ("21:9", "16:9", "4:3", "1:1", "3:4", "9:16")
 VIDEO_RESOLUTIONS: tuple[str, ...] = ("720p", "1080p")
 VIDEO_FPS: tuple[int, ...] = (24,)
