@@ -269,8 +269,8 @@ def _check_catalog(settings: SimCatalog) -> list[str]:
             wrong = [v for v in values or () if v not in allowed]
             if wrong:
                 problems.append(f"{where}.{name}: {', '.join(wrong)} not allowed; allowed: {', '.join(allowed)}")
-        for name, values in (("counts", model.counts), ("durations", model.durations)):
-            if any(v < 1 for v in values or ()):
+        for name, numbers in (("counts", model.counts), ("durations", model.durations)):
+            if any(v < 1 for v in numbers or ()):
                 problems.append(f"{where}.{name}: must be whole numbers, 1 or more")
     return problems
 
