@@ -443,9 +443,9 @@ def _live_models(service: RunConfig, region: str, kind: str | None, as_json: boo
         table.add_row("missing", model.kind, model.key, model.name, "", "not offered to this account")
     for change in changed:
         found = copy.catalog.find(change.key)
-        differs = "; ".join(f"{f.field}: {_change_text(f)}" for f in change.changes)
+        differs = "\n".join(printable(f"{f.field}: {_change_text(f)}") for f in change.changes)
         table.add_row("changed", found.kind if found else "", change.key, change.builtin_name,
-                      printable(change.account_name), printable(differs))
+                      printable(change.account_name), differs)
     Console(width=160).print(table)
     click.echo(f"{len(new)} new, {len(missing)} missing, {len(changed)} changed, {len(same)} as built in")
 

@@ -217,9 +217,9 @@ def read_image_models(data: Any, path: str = "data") -> tuple[OfferedImageModel,
     return tuple(models)
 
 
-def _option_values(entry: Mapping[str, Any], where: str) -> dict[str, list[Any]]:
-    """A video entry's ``options`` by key: the values of each one's ``enum_val``."""
-    found: dict[str, list[Any]] = {}
+def _option_values(entry: Mapping[str, Any], where: str) -> dict[str, tuple[Any, str]]:
+    """A video entry's ``options`` by key: the values of each one's ``enum_val``, with their path."""
+    found: dict[str, tuple[Any, str]] = {}
     for index, raw in enumerate(_listed(entry.get("options"), f"{where}.options")):
         at = f"{where}.options[{index}]"
         option = answers.mapping(raw, at)
@@ -227,7 +227,7 @@ def _option_values(entry: Mapping[str, Any], where: str) -> dict[str, list[Any]]
         enum = answers.mapping(option.get("enum_val"), f"{at}.enum_val")
         for kind in ("string_value", "int_value", "double_value"):
             if enum.get(kind) is not None:
-                found[key] = _listed(enum.get(kind), f"{at}.enum_val.{kind}")
+                found[key] = (enum.get(kind), f"{at}.enum_val.{kind}")
                 break
     return found
 
@@ -237,13 +237,13 @@ def read_video_models(data: Any, path: str = "data") -> tuple[OfferedVideoModel,
     models = []
     for where, entry in _entries(data, path):
         options = _option_values(entry, where)
-        at = f"{where}.options"
+        missing = (None, f"{where}.options")
         key = answers.text(entry.get("model_req_key"), f"{where}.model_req_key")
         models.append(OfferedVideoModel(
             key=key, name=answers.text(entry.get("model_name"), f"{where}.model_name") or key,
-            resolutions=_texts(options.get("resolution"), f"{at}.resolution"),
-            ratios=_texts(options.get("video_aspect_ratio"), f"{at}.video_aspect_ratio"),
-            fps=_integers(options.get("fps"), f"{at}.fps"), frames=_integers(options.get("frames"), f"{at}.frames"),
+            resolutions=_texts(*options.get("resolution", missing)),
+            ratios=_texts(*options.get("video_aspect_ratio", missing)),
+            fps=_integers(*options.get("fps", missing)), frames=_integers(*options.get("frames", missing)),
             benefit_type=_benefit_type(entry.get("commercial_config"), f"{where}.commercial_config")))
     return tuple(models)
 
