@@ -150,6 +150,14 @@ def _service_config(kwargs: dict[str, Any]) -> RunConfig:
     return RunConfig(**{name: value for name, value in values.items() if value is not None})
 
 
+def _only_with_live(live: bool, kwargs: dict[str, Any]) -> None:
+    """The service options say where the account's catalog is read: without --live they would be ignored."""
+    given = [f"--{name.replace('_', '-')}" for name in ("sim", "sim_config", "base_url", "token_file",
+                                                         "account_catalog") if kwargs.get(name) is not None]
+    if given and not live:
+        raise click.UsageError(f"{', '.join(given)}: only with --live (where the account's catalog is read from)")
+
+
 def _read_catalog(config: RunConfig, region: str, versions: catalog.ProtocolVersions, web_id: str) -> CatalogRead:
     from jimeng_batch.engine.runner import read_catalog_now
 
@@ -174,10 +182,11 @@ def cli() -> None:
 def validate(files: tuple[Path, ...], live: bool, **kwargs: Any) -> None:
     """Check manifests (YAML, CSV or XLSX): every problem, each with its location."""
     max_requests = _max_requests(kwargs)
+    _only_with_live(live, kwargs)
     service = _service_config(kwargs)
     options = _sheet_options(kwargs)
     failed: list[JimengBatchError] = []
-    reads: dict[tuple[str, str], CatalogRead] = {}  # one read per region and protocol, for many files
+    reads: dict[tuple[str, catalog.ProtocolVersions], CatalogRead] = {}  # one read per region and protocol
     stopped = False
     for path in files:
         try:
@@ -185,7 +194,7 @@ def validate(files: tuple[Path, ...], live: bool, **kwargs: Any) -> None:
             against = ""
             if live:
                 settings = manifest.settings
-                place = (settings.region, repr(settings.protocol))
+                place = (settings.region, settings.protocol)
                 if place not in reads:
                     reads[place] = _read_catalog(service, settings.region, settings.protocol, plan_web_id(manifest))
                 read = reads[place]
@@ -361,6 +370,7 @@ def schema(row: bool) -> None:
 @service_flags
 def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kwargs: Any) -> None:
     """List the models and what each supports."""
+    _only_with_live(live, kwargs)
     service = _service_config(kwargs)
     if live:
         _live_models(service, region or catalog.DEFAULT_REGION, kind, as_json)

@@ -403,3 +403,27 @@ def test_a_video_entry_reads_durations_from_frames_and_fps() -> None:
         live_catalog.read_video_models({"model_list": [{"model_req_key": "k", "options": [
             {"key": "frames", "enum_val": {"int_value": [96, "many"]}}]}]})
     assert caught.value.path == "data.model_list[0].options[0].enum_val.int_value[1]"
+
+
+def test_service_options_need_live(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["models", "--base-url", "http://127.0.0.1:9"], capsys)
+    assert code == 2 and "--base-url: only with --live" in err
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    pytest.param({"remove": ["jimeng-9"]}, "catalog: 'jimeng-9' is not a built-in model", id="unknown-removed"),
+    pytest.param({"change": {"jimeng-4.0": {"ratios": ["5:4"]}}},
+                 "catalog.change.jimeng-4.0.ratios: 5:4 not allowed; allowed: 1:1", id="unknown-ratio"),
+    pytest.param({"add": [{"name": "x"}]}, "catalog.add[0].key: a model to add needs its model_req_key",
+                 id="added-without-key"),
+    pytest.param({"add": [{"key": "high_aes_general_v40"}]}, "is built in already", id="added-twice"),
+    pytest.param({"change": {"jimeng-video-3.0": {"durations": [0]}}}, "durations: must be whole numbers, 1 or more",
+                 id="zero-duration"),
+])
+def test_a_simulated_catalog_is_checked(changes: dict[str, Any], message: str) -> None:
+    from jimeng_batch.errors import ConfigError
+    from jimeng_batch.sim import config_from_mapping
+
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"catalog": changes})
+    assert message in str(caught.value)
