@@ -427,3 +427,13 @@ def test_a_simulated_catalog_is_checked(changes: dict[str, Any], message: str) -
     with pytest.raises(ConfigError) as caught:
         config_from_mapping({"catalog": changes})
     assert message in str(caught.value)
+
+
+def test_what_an_answer_leaves_out_is_not_a_change() -> None:
+    """An entry with nothing but its key says nothing about resolutions, counts or features: it differs in nothing."""
+    bare = AccountCatalog(live_catalog.read_image_models({"model_list": [{"model_req_key": "high_aes_general_v40"}]}))
+    diff = live_catalog.compare(live_catalog.builtin_catalog("cn"), bare)
+    assert diff.changed == () and diff.same == ("high_aes_general_v40",)
+    without = AccountCatalog((OfferedImageModel("high_aes_general_v40", "Seedream 4.0", feats=("t2i",)),))
+    (change,) = live_catalog.compare(live_catalog.builtin_catalog("cn"), without).changed
+    assert [(f.field, f.builtin, f.account) for f in change.changes] == [("intelligent_ratio", ("true",), ("false",))]

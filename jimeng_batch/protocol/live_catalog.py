@@ -256,8 +256,8 @@ def builtin_image_model(model: catalog.ImageModel) -> OfferedImageModel:
         OfferedResolution(res, tuple(RatioSize(catalog.IMAGE_RATIO_CODES[ratio], *catalog.image_size(model, res, ratio))
                                      for ratio in catalog.IMAGE_RATIOS))
         for res in model.resolutions)
-    feats = (INTELLIGENT_RATIO_FEAT,) if model.key.startswith(catalog.INTELLIGENT_RATIO_KEY_PREFIXES) else ()
-    return OfferedImageModel(model.key, model.name, resolutions, catalog.GENERATE_COUNT_OPTIONS, feats)
+    feats = (INTELLIGENT_RATIO_FEAT,) if catalog.offers_intelligent_ratio(model) else ()
+    return OfferedImageModel(model.key, model.name, resolutions, catalog.count_options(model), feats)
 
 
 def builtin_video_model(model: catalog.VideoModel) -> OfferedVideoModel:
@@ -314,13 +314,16 @@ def _strings(values: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(str(v) for v in values)
 
 
-def _fields(model: OfferedModel) -> dict[str, tuple[str, ...]]:
-    """What is compared of a model, each as strings; a field the account leaves out is not said and not listed."""
+def _fields(model: OfferedModel, *, built_in: bool = False) -> dict[str, tuple[str, ...]]:
+    """What is compared of a model, each as strings; a field the account leaves out is not said and not listed
+    (the built-in catalog says every one)."""
     if isinstance(model, OfferedVideoModel):
         return {"resolutions": model.resolutions, "ratios": model.ratios, "durations": _strings(model.durations)}
     fields = {"resolutions": model.resolution_names}
     fields |= {f"ratios ({r.name})": r.ratios for r in model.resolutions}
-    fields |= {"counts": _strings(model.counts), "intelligent_ratio": (str(model.intelligent_ratio).lower(),)}
+    fields["counts"] = _strings(model.counts)
+    if model.feats or built_in:  # an answer with no feats at all says nothing about this one
+        fields["intelligent_ratio"] = (str(model.intelligent_ratio).lower(),)
     return fields
 
 
@@ -333,7 +336,7 @@ def compare(builtin: AccountCatalog, account: AccountCatalog) -> CatalogDiff:
         ours = known.get(key)
         if ours is None or ours.kind != theirs.kind:
             continue
-        mine, their_fields = _fields(ours), _fields(theirs)
+        mine, their_fields = _fields(ours, built_in=True), _fields(theirs)
         changes = tuple(FieldChange(name, mine.get(name, ()), values) for name, values in their_fields.items()
                         if values and mine.get(name, ()) != values)
         if changes:

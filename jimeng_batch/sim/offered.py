@@ -98,9 +98,9 @@ def image_config(settings: SimCatalog, query_region: str | None) -> dict[str, An
         change = _change(settings, model)
         entries.append(_image_entry(
             model.key, change.name or model.name, model.size_family, change.resolutions or model.resolutions,
-            change.ratios or catalog.IMAGE_RATIOS, change.counts or catalog.GENERATE_COUNT_OPTIONS,
+            change.ratios or catalog.IMAGE_RATIOS, change.counts or catalog.count_options(model),
             change.intelligent_ratio if change.intelligent_ratio is not None
-            else model.key.startswith(catalog.INTELLIGENT_RATIO_KEY_PREFIXES)))
+            else catalog.offers_intelligent_ratio(model)))
     for added in settings.add:
         if added.kind == "image":
             entries.append(_image_entry(added.key, added.name or added.key, "v4",
