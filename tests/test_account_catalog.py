@@ -437,3 +437,41 @@ def test_what_an_answer_leaves_out_is_not_a_change() -> None:
     without = AccountCatalog((OfferedImageModel("high_aes_general_v40", "Seedream 4.0", feats=("t2i",)),))
     (change,) = live_catalog.compare(live_catalog.builtin_catalog("cn"), without).changed
     assert [(f.field, f.builtin, f.account) for f in change.changes] == [("intelligent_ratio", ("true",), ("false",))]
+
+
+def test_a_catalog_quoting_the_token_is_cached_and_shown_without_it(tmp_path: Path) -> None:
+    """Server text (a model's name) passes the scrubber before it is kept or shown: a hostile host may quote the
+    cookie in it."""
+    import asyncio
+
+    import httpx
+
+    from jimeng_batch.engine.account_catalog import account_catalog, read_cached
+    from jimeng_batch.protocol.client import JimengClient
+    from jimeng_batch.protocol.tokens import Scrubber, Token
+
+    token = Token(TOKEN)
+    answer = {"ret": "0", "data": {"model_list": [{"model_req_key": "high_aes_general_v40",
+                                                   "model_name": f"Seedream sessionid={TOKEN}"}]}}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
+
+    async def read() -> Any:
+        async with JimengClient(region=catalog.REGIONS["cn"], versions=catalog.PROTOCOL_PROFILES["live"],
+                                web_id="1", base_url="http://127.0.0.1:9", transport=transport) as client:
+            return await account_catalog(client, token, folder=tmp_path, scrub=Scrubber([token]))
+
+    read_now = asyncio.run(read())
+    assert read_now.copy is not None and read_now.copy.catalog.images[0].name == f"Seedream sessionid={LABEL}"
+    assert TOKEN.encode() not in (tmp_path / CATALOG_NAME).read_bytes()
+    cached = read_cached(tmp_path)
+    assert cached is not None and cached.cached and cached.catalog == read_now.copy.catalog
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"version": 1, "catalog": {"images": {"model_list": 3}}}',
+                                  '{"version": 99, "catalog": {}}'])
+def test_a_cached_copy_that_cannot_be_read_is_read_again(tmp_path: Path, text: str) -> None:
+    from jimeng_batch.engine.account_catalog import read_cached
+
+    (tmp_path / CATALOG_NAME).write_text(text, encoding="utf-8")
+    assert read_cached(tmp_path) is None
+    assert read_cached(tmp_path / "nowhere") is None
