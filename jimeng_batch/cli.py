@@ -24,8 +24,10 @@ from rich.text import Text
 
 from jimeng_batch._version import __version__
 from jimeng_batch.api import run_batch
+from jimeng_batch.engine.account_catalog import CatalogRead
 from jimeng_batch.engine.config import (
     BASE_URL_ENV,
+    CATALOG_MODES,
     FIELD_NAMES,
     MAX_CONCURRENCY,
     MAX_RETRIES,
@@ -39,18 +41,27 @@ from jimeng_batch.engine.doctor import credits as run_credits
 from jimeng_batch.engine.doctor import doctor as run_doctor
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.engine.lock import FolderLock, holder
-from jimeng_batch.engine.result import RunResult, exit_code
+from jimeng_batch.engine.result import EXIT_STOPPED, RunResult, exit_code
 from jimeng_batch.engine.runner import configure, configure_resume, output_folder, run_tokens
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, printable
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
-from jimeng_batch.intake.plan import PlanSummary, iter_distinct, iter_plan_records, record_writer, summarize
+from jimeng_batch.intake.offered import check_offered
+from jimeng_batch.intake.plan import (
+    PlanSummary,
+    iter_distinct,
+    iter_plan_records,
+    plan_web_id,
+    record_writer,
+    summarize,
+)
 from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
-from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol import catalog, live_catalog
 from jimeng_batch.protocol.client import CreditBalance
+from jimeng_batch.protocol.drafts import default_web_id
 from jimeng_batch.protocol.request_spec import RequestSpec
 from jimeng_batch.protocol.tokens import Token
 
@@ -114,6 +125,52 @@ def _load_and_check(path: Path, options: SpreadsheetOptions, max_requests: int) 
     return manifest, summary
 
 
+def _service_options() -> list[Callable[[F], F]]:
+    """Where calls go and with which tokens: the options of `run` and `resume` that `models --live` and
+    `validate --live` share."""
+    return [
+        click.option("--sim/--no-sim", default=None, help="Run against the built-in simulator (no account, no "
+                                                          "credits); --no-sim sends a resumed rehearsal to the "
+                                                          "real host."),
+        click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+                     help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
+        click.option("--base-url", default=None, help=f"Send to this host instead of the region's (also "
+                                                      f"{BASE_URL_ENV})."),
+        click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
+    ]
+
+
+def service_flags(command: F) -> F:
+    for option in reversed(_service_options()):
+        command = option(command)
+    return command
+
+
+def _service_config(kwargs: dict[str, Any]) -> RunConfig:
+    """The service options given (the environment's base URL where none is), as a RunConfig."""
+    values = {name: kwargs.pop(name, None) for name in ("sim", "sim_config", "base_url", "token_file")}
+    values["base_url"] = values["base_url"] or os.environ.get(BASE_URL_ENV) or None
+    mode = kwargs.pop("account_catalog", None)
+    if mode is not None:
+        values["account_catalog"] = mode
+    return RunConfig(**{name: value for name, value in values.items() if value is not None})
+
+
+def _only_with_live(live: bool, kwargs: dict[str, Any]) -> None:
+    """The service options say where the account's catalog is read: without --live they would be ignored."""
+    given = [f"--{name.replace('_', '-')}" for name in ("sim", "sim_config", "base_url", "token_file",
+                                                         "account_catalog") if kwargs.get(name) is not None]
+    if given and not live:
+        raise click.UsageError(f"{', '.join(given)}: only with --live (where the account's catalog is read from)")
+
+
+def _read_catalog(config: RunConfig, region: str, versions: catalog.ProtocolVersions, web_id: str) -> CatalogRead:
+    from jimeng_batch.engine.runner import read_catalog_now
+
+    return read_catalog_now(config, region, versions, web_id)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="jimeng-batch")
 def cli() -> None:
@@ -122,23 +179,55 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--live", is_flag=True, help="Also check against the account's own catalog (read with the token, "
+                                           "from the region's host, --base-url or --sim).")
+@click.option("--account-catalog", type=click.Choice(["warn", "require"]), default=None,
+              help="With --live, when the account's catalog cannot be read: warn and check against the built-in "
+                   "one (default), or require it (exit 3).")
+@service_flags
 @spreadsheet_options
-def validate(files: tuple[Path, ...], **kwargs: Any) -> None:
+def validate(files: tuple[Path, ...], live: bool, **kwargs: Any) -> None:
     """Check manifests (YAML, CSV or XLSX): every problem, each with its location."""
     max_requests = _max_requests(kwargs)
+    _only_with_live(live, kwargs)
+    service = _service_config(kwargs)
     options = _sheet_options(kwargs)
     failed: list[JimengBatchError] = []
+    reads: dict[tuple[str, catalog.ProtocolVersions], CatalogRead] = {}  # one read per region and protocol
+    stopped = False
     for path in files:
         try:
             manifest, summary = _load_and_check(path, options, max_requests)
+            against = ""
+            if live:
+                settings = manifest.settings
+                place = (settings.region, settings.protocol)
+                if place not in reads:
+                    reads[place] = _read_catalog(service, settings.region, settings.protocol, plan_web_id(manifest))
+                read = reads[place]
+                if read.copy is None:
+                    _err(printable(f"{'' if service.account_catalog == 'require' else 'warning: '}{read.problem}"
+                                   + ("" if service.account_catalog == "require"
+                                      else "; checked against the built-in catalog only")))
+                    if service.account_catalog == "require":
+                        stopped = True
+                        continue
+                else:
+                    problems = check_offered(manifest, read.copy.catalog, read.copy.describe())
+                    if problems:
+                        raise SchemaError(problems)
+                    against = f"; offered to the account ({read.copy.describe()})"
         except JimengBatchError as exc:
             failed.append(exc)
             _err(str(exc))
             continue
         click.echo(f"ok: {manifest.display}: {summary.jobs} job(s), {summary.distinct} request(s)"
-                   + (f" ({summary.duplicates} duplicate(s) share a submission)" if summary.duplicates else ""))
+                   + (f" ({summary.duplicates} duplicate(s) share a submission)" if summary.duplicates else "")
+                   + against)
     if failed:
         raise click.exceptions.Exit(max(e.exit_code for e in failed))
+    if stopped:
+        raise click.exceptions.Exit(EXIT_STOPPED)
 
 
 @cli.command()
@@ -291,10 +380,19 @@ def schema(row: bool) -> None:
 
 @cli.command()
 @click.option("--type", "kind", type=click.Choice(["image", "video"]), default=None, help="Only this kind.")
-@click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None, help="Only models offered here.")
+@click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None,
+              help="Only models offered here (with --live: the account's region; default cn).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models(kind: str | None, region: str | None, as_json: bool) -> None:
+@click.option("--live", is_flag=True, help="The account's own catalog (read with the token) beside the built-in "
+                                           "one: new, missing and changed models.")
+@service_flags
+def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kwargs: Any) -> None:
     """List the models and what each supports."""
+    _only_with_live(live, kwargs)
+    service = _service_config(kwargs)
+    if live:
+        _live_models(service, region or catalog.DEFAULT_REGION, kind, as_json)
+        return
     rows: list[dict[str, Any]] = []
     for model in catalog.ALL_MODELS:
         if (kind and model.kind != kind) or (region and region not in model.regions):
@@ -321,32 +419,86 @@ def models(kind: str | None, region: str | None, as_json: bool) -> None:
     Console(width=160).print(table)
 
 
+def _offered_row(model: live_catalog.OfferedModel) -> dict[str, Any]:
+    """What a catalog offers of one model, as plain data (the account's text is the server's: printed escaped)."""
+    row: dict[str, Any] = {"key": model.key, "name": model.name, "kind": model.kind}
+    if isinstance(model, live_catalog.OfferedVideoModel):
+        return row | {"resolutions": list(model.resolutions), "ratios": list(model.ratios),
+                      "durations": list(model.durations), "fps": list(model.fps),
+                      "benefit_type": model.benefit_type}
+    return row | {"resolutions": {r.name: list(r.ratios) for r in model.resolutions}, "counts": list(model.counts),
+                  "intelligent_ratio": model.intelligent_ratio, "feats": list(model.feats),
+                  "input_image_limit": dict(model.input_image_limits), "benefit_type": model.benefit_type}
+
+
+def _live_models(service: RunConfig, region: str, kind: str | None, as_json: bool) -> None:
+    """``models --live``: the account's catalog beside the built-in one."""
+    versions = catalog.PROTOCOL_PROFILES[catalog.DEFAULT_PROTOCOL_PROFILE]
+    read = _read_catalog(service, region, versions, default_web_id(region))
+    if read.copy is None:
+        _err(printable(read.problem or "the account's catalog could not be read"))
+        raise click.exceptions.Exit(EXIT_STOPPED)
+    copy = read.copy
+
+    def wanted(model: live_catalog.OfferedModel) -> bool:
+        return kind is None or model.kind == kind
+
+    diff = live_catalog.compare(live_catalog.builtin_catalog(region), copy.catalog)
+    new = [m for m in diff.new if wanted(m)]
+    missing = [m for m in diff.missing if wanted(m)]
+    changed = [c for c in diff.changed if kind is None or catalog.find_model(c.key) is None
+               or catalog.find_model(c.key).kind == kind]  # type: ignore[union-attr]
+    same = [key for key in diff.same if wanted(copy.catalog.find(key))]  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps({
+            "host": copy.host, "account": copy.account, "read_at": copy.read_at, "region": region,
+            "new": [_offered_row(m) for m in new], "missing": [_offered_row(m) for m in missing],
+            "changed": [{"key": c.key, "builtin_name": c.builtin_name, "account_name": c.account_name,
+                         "changes": [{"field": f.field, "builtin": list(f.builtin), "account": list(f.account),
+                                      "added": list(f.added), "removed": list(f.removed)} for f in c.changes]}
+                        for c in changed],
+            "same": same,
+            "offered": [_offered_row(m) for m in copy.catalog.models if wanted(m)],
+        }, indent=2))
+        return
+    table = Table(title=printable(f"{copy.describe()}, beside the built-in catalog (region {region})"),
+                  title_justify="left", box=box.SIMPLE)
+    for column in ("change", "kind", "key", "built-in name", "account's name", "what differs"):
+        table.add_column(column, overflow="fold")
+    for model in new:
+        table.add_row("new", model.kind, printable(model.key), "", printable(model.name), _offers(model))
+    for model in missing:
+        table.add_row("missing", model.kind, model.key, model.name, "", "not offered to this account")
+    for change in changed:
+        found = copy.catalog.find(change.key)
+        differs = "\n".join(printable(f"{f.field}: {_change_text(f)}") for f in change.changes)
+        table.add_row("changed", found.kind if found else "", change.key, change.builtin_name,
+                      printable(change.account_name), differs)
+    Console(width=160).print(table)
+    click.echo(f"{len(new)} new, {len(missing)} missing, {len(changed)} changed, {len(same)} as built in")
+
+
+def _offers(model: live_catalog.OfferedModel) -> str:
+    if isinstance(model, live_catalog.OfferedVideoModel):
+        return printable(f"resolutions {', '.join(model.resolutions)}; durations "
+                         f"{_span(list(model.durations))}; ratios {', '.join(model.ratios)}")
+    return printable(f"resolutions {', '.join(model.resolution_names)}; counts "
+                     f"{', '.join(map(str, model.counts))}")
+
+
+def _change_text(change: live_catalog.FieldChange) -> str:
+    parts = []
+    if change.added:
+        parts.append("+" + ", +".join(change.added))
+    if change.removed:
+        parts.append("-" + ", -".join(change.removed))
+    return " ".join(parts) or f"{', '.join(change.builtin)} -> {', '.join(change.account)}"
+
+
 def _span(values: list[int]) -> str:
     if len(values) > 3 and values == list(range(values[0], values[-1] + 1)):
         return f"{values[0]}-{values[-1]}"
     return ", ".join(str(v) for v in values)
-
-
-def _connection_options() -> list[Callable[[F], F]]:
-    """Where calls go and with which tokens: the options of `run` that `doctor` and `credits` take too."""
-    return [
-        click.option("--sim/--no-sim", default=None, help="Run against the built-in simulator (no account, no "
-                                                          "credits); --no-sim sends a resumed rehearsal to the "
-                                                          "real host."),
-        click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-                     help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
-        click.option("--base-url", default=None, help=f"Send to this host instead of the region's (also "
-                                                      f"{BASE_URL_ENV})."),
-        click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                     help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
-    ]
-
-
-def connection_flags(command: F) -> F:
-    """`--sim`, `--sim-config`, `--base-url` and `--token-file`, as `run` has them."""
-    for option in reversed(_connection_options()):
-        command = option(command)
-    return command
 
 
 def run_options_flags(command: F) -> F:
@@ -359,7 +511,14 @@ def run_options_flags(command: F) -> F:
     defaults = RunConfig()
     rate = click.FloatRange(min=0, min_open=True)
     options = [
-        *_connection_options(),
+        *_service_options(),
+        click.option("--account-catalog", type=click.Choice(list(CATALOG_MODES)), default=None,
+                     help="With a token, check the manifest against the account's own catalog first: warn (when "
+                          "it cannot be read, say so and check against the built-in one), require (stop then), "
+                          f"off (default {defaults.account_catalog})."),
+        click.option("--fresh-catalog", is_flag=True, default=None,
+                     help="Read the account's catalog again even when the plan is unchanged (else the output "
+                          "folder's catalog.json is used)."),
         click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=None,
                      help=f"Jobs in flight per token (manifest limits.concurrency; default {defaults.concurrency}, "
                           "the document's rule)."),
@@ -541,7 +700,7 @@ def _problem_lines(rows: list[tuple[str, tuple[str, ...]]]) -> None:
 @click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None,
               help="The region the tokens are used for (default: FILE's, else cn).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
-@connection_flags
+@service_flags
 def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) -> None:
     """Check every token before credits are spent: alive, region, credits, today's claim, and whether the service
     accepts the protocol constants (FILE's, when given). Exit 0: every token can generate; 1: some; 3: none."""
@@ -576,7 +735,7 @@ def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) 
 @click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None,
               help="The region the tokens are used for (default cn).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
-@connection_flags
+@service_flags
 def credits(claim: bool, region: str | None, as_json: bool, **kwargs: Any) -> None:
     """The balance of every token of the pool, and with --claim the daily claim across it.
     Exit 0: every token answered; 1: some did not (or their claim was refused); 3: none did."""

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 Preflight = Literal["warn", "stop", "off"]
 PREFLIGHT_MODES: tuple[Preflight, ...] = get_args(Preflight)
+# The account's own catalog: checked against when it can be read (warn when not), required, or not read at all.
+CatalogMode = Literal["warn", "require", "off"]
+CATALOG_MODES: tuple[CatalogMode, ...] = get_args(CatalogMode)
 
 BASE_URL_ENV = "JIMENG_BASE_URL"
 IMAGEX_URL_ENV = "JIMENG_IMAGEX_URL"
@@ -89,6 +92,9 @@ class RunConfig:
     budget: float | None = None  # credits this run may admit
     claim_daily: bool = False  # make each token's daily credit claim before the pre-flight credit check
     preflight: Preflight = "warn"
+    # The account's catalog (engine/account_catalog.py): read before anything is sent when a token is given.
+    account_catalog: CatalogMode = "warn"
+    fresh_catalog: bool = False  # read it again even when the plan is unchanged (else the folder's copy is used)
     # The result cache shared between runs.
     use_cache: bool = True
     cache_path: Path | None = None  # resolved by resolve_config: the manifest's, else the user's cache folder
@@ -192,7 +198,7 @@ FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(RunConfig))
 # What a flag asks of one run: stored with the run that was given it, never carried on by `resume` (a resume that
 # re-planned every failed request again, say, would pay for them again each time).
 ONE_SHOT = frozenset({"retry_failed", "retry_blocked", "retry_invalid", "resubmit_lost", "reassign_orphans",
-                      "verify"})
+                      "verify", "fresh_catalog"})
 _PATH_FIELDS = frozenset({"sim_config", "token_file", "cache_path"})
 _RATES = ("submits_per_second", "polls_per_second", "downloads_per_second", "uploads_per_second")
 
@@ -214,6 +220,8 @@ def _problems(config: RunConfig) -> list[str]:
         found.append(f"budget must be a number of credits (0 or more), not {config.budget}")
     if config.preflight not in PREFLIGHT_MODES:
         found.append(f"preflight must be one of {', '.join(PREFLIGHT_MODES)}, not {config.preflight!r}")
+    if config.account_catalog not in CATALOG_MODES:
+        found.append(f"account_catalog must be one of {', '.join(CATALOG_MODES)}, not {config.account_catalog!r}")
     for name in ("lost_after", "call_deadline", "download_floor"):
         value = getattr(config, name)
         if not (value > 0 and math.isfinite(value)):

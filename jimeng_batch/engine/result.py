@@ -13,7 +13,8 @@ EXIT_FAILED = 1
 EXIT_STOPPED = 3
 EXIT_INTERRUPTED = 130
 # Stops that end a run early for a reason the user must act on: they exit 3 whatever --fail-on says.
-STOP_REASONS_EXIT_3 = frozenset({"credits", "login", "permission", "region", "budget", "preflight", "unreachable"})
+STOP_REASONS_EXIT_3 = frozenset({"credits", "login", "permission", "region", "budget", "preflight", "unreachable",
+                                 "catalog"})
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jimeng_batch._version import __version__
+from jimeng_batch.engine.account_catalog import CatalogRead, account_catalog
 from jimeng_batch.engine.cache import ResultCache, default_cache_path
 from jimeng_batch.engine.config import ONE_SHOT, RunConfig, resolve_config
 from jimeng_batch.engine.doctor import credit_lines
@@ -50,6 +51,7 @@ from jimeng_batch.errors import (
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.expand import KEY_VERSION
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
+from jimeng_batch.intake.offered import check_offered
 from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize
 from jimeng_batch.intake.sharding import parse_shard
 from jimeng_batch.intake.sources import display_path
@@ -318,9 +320,15 @@ class _Prepared:
     local_files: dict[str, Path]
     origin: str
     resources: contextlib.ExitStack  # the lock, the run log's handler and the ledger, closed by close()
+    planned_anew: bool = True  # False: the plan was unchanged since the last run (its cached catalog stands)
 
     def close(self) -> None:
         self.resources.close()
+
+    @property
+    def token_given(self) -> bool:
+        """A token of the user's (not the simulator's demo session): the account has a catalog of its own."""
+        return not (len(self.tokens) == 1 and self.tokens[0].value == SIM_TOKEN)
 
 
 def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepared:
@@ -372,7 +380,7 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
     log.info("run of %s into %s (%s): %d new request(s), %d in the ledger", manifest.display, out_dir, origin,
              added, ledger.total())
     local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
-    return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, origin, resources)
+    return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, origin, resources, planned_anew)
 
 
 def _status_of(exc: BaseException) -> str:
@@ -427,9 +435,11 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
                                 note=lambda: executor.stop_message or executor.stop_reason)
             executor.on_change = progress.update
             progress.update(Counter(ledger.counts()))
-            if config.claim_daily:
+            if prepared.token_given and config.account_catalog != "off":
+                await _check_account_catalog(prepared, executor)
+            if config.claim_daily and not executor.stopping:
                 await _claim_daily(executor, ledger)
-            if config.preflight != "off":
+            if config.preflight != "off" and not executor.stopping:
                 await _preflight(executor, ledger, config.preflight)
             task = asyncio.ensure_future(executor.run())
             control.attach(executor, task)
@@ -451,6 +461,31 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
                 await progress.stop()
                 for sig in installed:
                     loop.remove_signal_handler(sig)
+
+
+async def _check_account_catalog(prepared: _Prepared, executor: Executor) -> None:
+    """Refuse, before anything is sent, a manifest that uses what the account is not offered.
+
+    The catalog is the output folder's copy while the plan is unchanged (a resume checks against what the run it
+    continues was checked against), else read now with the first token and cached. One that cannot be read is
+    said, and the built-in catalog stands (``account_catalog: warn``), or the run stops (``require``).
+    """
+    config = prepared.config
+    read = await account_catalog(executor.client, prepared.tokens[0], folder=prepared.out_dir,
+                                 use_cached=not prepared.planned_anew and not config.fresh_catalog,
+                                 scrub=prepared.ledger.scrub)
+    if read.copy is None:
+        message = printable(read.problem or "the account's catalog could not be read")
+        if config.account_catalog == "require":
+            _say(f"{message}; not starting (--account-catalog warn checks against the built-in catalog instead)")
+            executor.stop("catalog", message)
+        else:
+            _say(f"warning: {message}; checking against the built-in catalog only")
+        return
+    log.info("checking the manifest against %s", read.copy.describe())
+    problems = await asyncio.to_thread(check_offered, prepared.manifest, read.copy.catalog, read.copy.describe())
+    if problems:
+        raise SchemaError(problems)
 
 
 async def _preflight(executor: Executor, ledger: Ledger, mode: str) -> None:
@@ -506,6 +541,28 @@ def _say(message: str) -> None:
     """A line for the person running it, and the run log."""
     print(message, file=sys.stderr)
     log.warning(message)
+
+
+def read_catalog_now(config: RunConfig, region: str, versions: catalog.ProtocolVersions, web_id: str
+                     ) -> CatalogRead:
+    """The account's catalog, read now with the first token of ``config``'s pool, from ``config``'s host (the
+    region's, a base URL, or a simulator started for the purpose): for ``validate --live`` and ``models --live``."""
+    tokens = run_tokens(config)
+    scrub = Scrubber(tokens)
+
+    async def read(base_url: str | None) -> CatalogRead:
+        async with JimengClient(region=catalog.REGIONS[region], versions=versions, web_id=web_id, base_url=base_url,
+                                limits=config.call_limits()) as client:
+            return await account_catalog(client, tokens[0], scrub=scrub)
+
+    with contextlib.ExitStack() as stack:
+        base_url = config.base_url
+        if config.sim:
+            from jimeng_batch.sim import SimConfig, load_config, running_simulator
+
+            sim_config = load_config(config.sim_config) if config.sim_config else SimConfig()
+            base_url = stack.enter_context(running_simulator(sim_config)).base_url
+        return _event_loop_run(read(base_url))
 
 
 # -- running ---------------------------------------------------------------------------------------------------------

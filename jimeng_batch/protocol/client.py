@@ -32,6 +32,17 @@ from jimeng_batch.protocol.catalog import ProtocolVersions, Region
 from jimeng_batch.protocol.drafts import GENERATE_PATH, DraftRequest, common_query
 from jimeng_batch.protocol.ids import uuid5_text
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
+from jimeng_batch.protocol.live_catalog import (
+    IMAGE_CONFIG_BODY,
+    IMAGE_CONFIG_PATH,
+    VIDEO_CONFIG_BODY,
+    VIDEO_CONFIG_PATH,
+    AccountCatalog,
+    OfferedImageModel,
+    OfferedVideoModel,
+    read_image_models,
+    read_video_models,
+)
 from jimeng_batch.protocol.outcomes import Source, classify, error_for
 from jimeng_batch.protocol.signing import web_sign
 from jimeng_batch.protocol.tokens import Token
@@ -500,6 +511,26 @@ class JimengClient:
         """One signed call that costs nothing, sent with this client's protocol constants and query: it raises what
         the service says of them (``3018 permission denied`` for stale ones) before anything is spent."""
         await self.history(token, submit_ids=[PROBE_SUBMIT_ID])
+
+    async def image_models(self, token: Token) -> tuple[OfferedImageModel, ...]:
+        """The image models this account is offered (``get_common_config``; protocol reference 4.1)."""
+        data = await self.call(IMAGE_CONFIG_PATH, IMAGE_CONFIG_BODY, token)
+        try:
+            return read_image_models(data)
+        except answers.Malformed as exc:
+            raise self.malformed(IMAGE_CONFIG_PATH, str(exc)) from exc
+
+    async def video_models(self, token: Token) -> tuple[OfferedVideoModel, ...]:
+        """The video models this account is offered (``video_generate/get_common_config``)."""
+        data = await self.call(VIDEO_CONFIG_PATH, VIDEO_CONFIG_BODY, token)
+        try:
+            return read_video_models(data)
+        except answers.Malformed as exc:
+            raise self.malformed(VIDEO_CONFIG_PATH, str(exc)) from exc
+
+    async def account_catalog(self, token: Token) -> AccountCatalog:
+        """Both catalogues of this account: what it may generate, with what."""
+        return AccountCatalog(await self.image_models(token), await self.video_models(token))
 
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:

@@ -27,6 +27,7 @@ from jimeng_batch.sim.assets import asset_signature, render_mp4, render_png
 from jimeng_batch.sim.codes import CLAIM_REFUSALS, Concept, Outcome
 from jimeng_batch.sim.config import Distribution
 from jimeng_batch.sim.imagex import API_VERSION, ImageXError, parse_raw_query
+from jimeng_batch.sim.offered import image_config, video_config
 from jimeng_batch.sim.records import history_entry, submit_data
 from jimeng_batch.sim.state import Account, SimError, SimState
 
@@ -38,6 +39,8 @@ UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"  # noqa: S105 - a URL path, not 
 USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
 CREDIT_RECEIVE_PATH = "/commerce/v1/benefits/credit_receive"
 ACCOUNT_INFO_PATH = "/passport/account/info/v2"
+IMAGE_CONFIG_PATH = "/mweb/v1/get_common_config"
+VIDEO_CONFIG_PATH = "/mweb/v1/video_generate/get_common_config"
 ASSETS_PREFIX = "/_sim/assets/"
 
 _SERVICE_IDS = {region.query_region: region.imagex_service_id for region in catalog.REGIONS.values()}
@@ -262,6 +265,22 @@ class _Api:
             return gate
         return self.ok(self.state.account_info(gate))
 
+    async def common_config(self, request: Request) -> Response:
+        """The account's catalog: the image models (``get_common_config``) or the video ones."""
+        video = request.scope["path"] == VIDEO_CONFIG_PATH
+        gate = await self.gate(request, "video_common_config" if video else "common_config", mweb=True)
+        if isinstance(gate, Response):
+            return gate
+        try:
+            body = await self.json_body(request)
+            if not isinstance(body, dict):
+                raise SimError("param", "body: must be a JSON object")
+        except SimError as exc:
+            return self.sim_error(exc)
+        region = _query(request.scope).get("region")
+        settings = self.state.config.catalog
+        return self.ok(video_config(settings, region) if video else image_config(settings, region))
+
     # -- ImageX --------------------------------------------------------------------------------------------------
 
     async def imagex(self, request: Request) -> Response:
@@ -421,7 +440,7 @@ def _id_list(body: Any, key: str) -> list[str]:
 
 
 class SimApp:
-    """The ASGI app: the six API paths by a dict lookup (they carry the load), everything else by a Starlette Router.
+    """The ASGI app: the API paths by a dict lookup (they carry the load), everything else by a Starlette Router.
 
     Starlette's default middleware stack and per-route exception wrappers cost more than the handlers themselves on
     the hot path, and the simulator must never be the bottleneck of a benchmark; uncaught errors still become a 500
@@ -438,6 +457,8 @@ class SimApp:
             USER_CREDIT_PATH: api.user_credit,
             CREDIT_RECEIVE_PATH: api.credit_receive,
             ACCOUNT_INFO_PATH: api.account_info,
+            IMAGE_CONFIG_PATH: api.common_config,
+            VIDEO_CONFIG_PATH: api.common_config,
         }
         self._router = Router(
             routes=[
@@ -449,6 +470,8 @@ class SimApp:
                     (USER_CREDIT_PATH, api.user_credit, ["POST"]),
                     (CREDIT_RECEIVE_PATH, api.credit_receive, ["POST"]),
                     (ACCOUNT_INFO_PATH, api.account_info, ["POST"]),
+                    (IMAGE_CONFIG_PATH, api.common_config, ["POST"]),
+                    (VIDEO_CONFIG_PATH, api.common_config, ["POST"]),
                     ("/", api.imagex, ["GET", "POST"]),
                     ("/upload/v1/{store_uri:path}", api.upload_bytes, ["POST", "PUT"]),
                     (ASSETS_PREFIX + "{name}", api.asset, ["GET"]),

@@ -24,11 +24,13 @@ from jimeng_batch.sim.codes import CLAIM_REFUSALS, CONCEPTS, PROFILES, Profile
 from jimeng_batch.yaml_bounds import BoundedLoader, YamlTooBig, check_bounds
 
 __all__ = [
+    "CatalogModel",
     "ContentFilter",
     "Distribution",
     "Faults",
     "Latency",
     "RateLimit",
+    "SimCatalog",
     "SimConfig",
     "config_from_mapping",
     "load_config",
@@ -122,6 +124,34 @@ class ContentFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogModel:
+    """A model of the account's catalog (``get_common_config``): one to add, or what changes of a built-in one.
+
+    A field left out (None) keeps the built-in value (an added model: the built-in defaults: 1k/2k/4k and every
+    ratio for images, 720p, every ratio and 5 s for video).
+    """
+
+    key: str = ""  # model_req_key (required to add a model)
+    name: str | None = None  # model_name, the UI name
+    kind: Literal["image", "video"] = "image"
+    resolutions: tuple[str, ...] | None = None
+    ratios: tuple[str, ...] | None = None  # image_ratio_sizes (images) or video_aspect_ratio (video)
+    counts: tuple[int, ...] | None = None  # generate_count_options (images)
+    durations: tuple[int, ...] | None = None  # seconds, served as frames at 24 fps (video)
+    intelligent_ratio: bool | None = None  # the `intelligent_ratio` feat (images)
+
+
+@dataclass(frozen=True, slots=True)
+class SimCatalog:
+    """The catalog the account is offered: the built-in one of the request's region, changed by these."""
+
+    add: tuple[CatalogModel, ...] = ()
+    remove: tuple[str, ...] = ()  # built-in models (name or key) the account is not offered
+    change: Mapping[str, CatalogModel] = field(default_factory=dict)  # built-in model (name or key) -> new values
+    malformed: bool = False  # answer both catalogue calls with a `model_list` the client cannot read
+
+
+@dataclass(frozen=True, slots=True)
 class SimConfig:
     """Everything the simulator can be told. See docs/simulator.md for each key."""
 
@@ -155,6 +185,7 @@ class SimConfig:
     rate_limit: RateLimit = field(default_factory=RateLimit)
     content_filter: ContentFilter = field(default_factory=ContentFilter)
     error_codes: Mapping[str, str] = field(default_factory=dict)  # concept -> ret override
+    catalog: SimCatalog = field(default_factory=SimCatalog)  # what get_common_config offers
     access_log: bool = False
 
     def __post_init__(self) -> None:
@@ -215,6 +246,39 @@ def _check(config: SimConfig) -> list[str]:
         if dist is not None:
             problems.extend(f"latency.{name}: {p}" for p in _check_distribution(dist))
     problems.extend(f"faults.slow_poll_delay: {p}" for p in _check_distribution(f.slow_poll_delay))
+    problems.extend(_check_catalog(config.catalog))
+    return problems
+
+
+def _check_catalog(settings: SimCatalog) -> list[str]:
+    problems: list[str] = []
+    for name in (*settings.remove, *settings.change):
+        if catalog.find_model(name) is None:
+            problems.append(f"catalog: {name!r} is not a built-in model (name or key)")
+    for index, model in enumerate(settings.add):
+        if not model.key:
+            problems.append(f"catalog.add[{index}].key: a model to add needs its model_req_key")
+    for where, model in [*((f"catalog.add[{i}]", m) for i, m in enumerate(settings.add)),
+                         *((f"catalog.change.{k}", m) for k, m in settings.change.items())]:
+        built_in = catalog.find_model(model.key) if where.startswith("catalog.add") else None
+        if built_in is not None:
+            problems.append(f"{where}.key: {model.key!r} is built in already; change it under catalog.change")
+        kind = model.kind
+        if where.startswith("catalog.change"):
+            found = catalog.find_model(where.removeprefix("catalog.change."))
+            kind = found.kind if found is not None else kind
+        if kind == "image":
+            allowed_resolutions, allowed_ratios = catalog.IMAGE_RESOLUTIONS, catalog.IMAGE_RATIOS
+        else:
+            allowed_resolutions, allowed_ratios = catalog.VIDEO_RESOLUTIONS, catalog.VIDEO_ASPECT_RATIOS
+        for name, values, allowed in (("resolutions", model.resolutions, allowed_resolutions),
+                                      ("ratios", model.ratios, allowed_ratios)):
+            wrong = [v for v in values or () if v not in allowed]
+            if wrong:
+                problems.append(f"{where}.{name}: {', '.join(wrong)} not allowed; allowed: {', '.join(allowed)}")
+        for name, numbers in (("counts", model.counts), ("durations", model.durations)):
+            if any(v < 1 for v in numbers or ()):
+                problems.append(f"{where}.{name}: must be whole numbers, 1 or more")
     return problems
 
 

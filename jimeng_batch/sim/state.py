@@ -227,6 +227,15 @@ class SimState:
             merged = replace(self.config.faults, **{name: getattr(parsed, name) for name in changes})
             self.config = replace(self.config, faults=merged)
 
+    def set_catalog(self, changes: Mapping[str, Any]) -> None:
+        """Replace the account's catalog of a running simulator (checked like a config file's ``catalog:``): a
+        model retired between two runs, say."""
+        from jimeng_batch.sim.config import config_from_mapping
+
+        parsed = config_from_mapping({"catalog": dict(changes)}).catalog
+        with self.lock:
+            self.config = replace(self.config, catalog=parsed)
+
     # -- outcomes ------------------------------------------------------------------------------------------------
 
     def outcome(self, concept: Concept) -> Outcome:
