@@ -541,6 +541,12 @@ class Ledger:
     def total(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
 
+    def unsent_by_model(self) -> dict[str, int]:
+        """Requests a run may still send (planned, skipped, or submitting and maybe never received), by model."""
+        rows = self.db.execute("SELECT model, COUNT(*) FROM requests WHERE state IN ('planned', 'skipped', "
+                               "'submitting') GROUP BY model")
+        return {str(model): int(n) for model, n in rows.fetchall()}
+
     # -- attempts and assets -------------------------------------------------------------------------------------
 
     def add_attempt(self, key: str | None, kind: str, started_at: float, seconds: float, outcome: str,

@@ -49,7 +49,7 @@ from jimeng_batch.errors import (
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.expand import KEY_VERSION
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
-from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize
+from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize, unsupported_live_models
 from jimeng_batch.intake.sharding import parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
@@ -335,6 +335,7 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
         summary = summarize(manifest)
         if summary.problems:
             raise SchemaError(summary.problems)
+        _refuse_unsupported(config, summary.needs_a_bogus())
     tokens = run_tokens(config)
     origin = run_origin(manifest, config)
     scrub = Scrubber(tokens)
@@ -363,6 +364,8 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
             for note in settle(ledger, config, out_dir, planned_anew=planned_anew):
                 log.info(note)
                 print(note, file=sys.stderr)
+            unsent = ledger.unsent_by_model()
+            _refuse_unsupported(config, unsupported_live_models(unsent), unsent)
             # Recorded once planning is done: a run killed while planning must plan again next time.
             ledger.set_run_options({**recorded, "plan": planned})
         except BaseException as exc:
@@ -375,6 +378,21 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
              added, ledger.total())
     local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
     return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, origin, resources)
+
+
+def _refuse_unsupported(config: RunConfig, models: list[str], unsent: Mapping[str, int] | None = None) -> None:
+    """A live run refuses, before anything is sent, models the live service refuses to plain HTTP clients (their
+    submits would each be answered 1019), unless --allow-unsupported. The simulator is not the live service."""
+    if not models or config.sim or config.allow_unsupported:
+        return
+    counted = ""
+    if unsent is not None:
+        count = sum(n for name, n in unsent.items() if (model := catalog.find_model(name)) is not None
+                    and model.name in models)
+        counted = f" ({count} request(s) not sent)"
+    raise ConfigError(f"{', '.join(models)}: {catalog.A_BOGUS_REASON}, so a live run does not send it{counted}. "
+                      "Rehearse with --sim, take the model out of the manifest, or pass --allow-unsupported to try "
+                      "anyway (each refused submit costs nothing)")
 
 
 def _status_of(exc: BaseException) -> str:

@@ -345,6 +345,9 @@ class SimState:
                 raise SimError("param", str(exc)) from None
             if spec.model.key in self.config.unavailable_models or spec.model.name in self.config.unavailable_models:
                 raise SimError("model_unavailable", spec.model.key)
+            if self.config.profile == "live" and catalog.needs_a_bogus(spec.model):
+                # As the live service does: no plain HTTP client can make the browser's a_bogus (nothing charged).
+                raise SimError("anti_bot", f"{spec.model.name} needs a_bogus")
             cap = self.config.max_in_flight
             in_flight = account.prune_open(now)
             if cap is not None and in_flight >= cap:
