@@ -34,7 +34,7 @@ from jimeng_batch.engine.config import ONE_SHOT, RunConfig, resolve_config
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated
 from jimeng_batch.engine.lock import FolderLock
-from jimeng_batch.engine.progress import Progress
+from jimeng_batch.engine.progress import Progress, describe_queue
 from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.settle import settle
 from jimeng_batch.engine.states import State
@@ -444,7 +444,8 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
                                       base_url=base_url, cache=cache, local_files=prepared.local_files,
                                       origin=prepared.origin) as executor:
             progress = Progress(ledger.total(), quiet=quiet, live=live, credits=lambda: executor.admitted_credits,
-                                note=lambda: executor.stop_message or executor.stop_reason)
+                                note=lambda: executor.stop_message or executor.stop_reason,
+                                queue=lambda: describe_queue(executor.queued.values()))
             executor.on_change = progress.update
             progress.update(Counter(ledger.counts()))
             if config.preflight != "off":

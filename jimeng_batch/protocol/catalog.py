@@ -79,6 +79,8 @@ DEFAULT_REGION = "cn"
 ALL_REGIONS = frozenset(REGIONS)
 _INTL = frozenset({"us", "hk", "jp", "sg"})
 _ASIA_INTL = frozenset({"hk", "jp", "sg"})
+# The Asia international sites: their video items carry the URL only under common_attr (protocol reference 2.3).
+ASIA_INTERNATIONAL = _ASIA_INTL
 
 # --------------------------------------------------------------------------------------------------------------
 # Protocol version constants. The live service changes these; a stale one gives ret 3018 (permission denied),

@@ -92,6 +92,7 @@ class HistoryRecord:
     finished_count: int = 0
     finish_time: int = 0
     forecast_seconds: float | None = None  # the service's forecast: queue time plus generation time
+    forecast_queue_seconds: float | None = None  # forecast_cost_time.forecast_queue_cost alone
     queue_position: int | None = None  # queue_info.queue_idx
     queue_length: int | None = None  # queue_info.queue_length
     queue_status: int | None = None  # queue_info.queue_status: 1 queued, 2 processing (the reference infers so)
@@ -201,10 +202,11 @@ def parse_record(raw: Any, path: str = "record") -> HistoryRecord:
     queue = answers.mapping(entry.get("queue_info"), f"{path}.queue_info")
     listed = answers.items(entry.get("item_list"), f"{path}.item_list")
     parsed = (parse_item(item, f"{path}.item_list[{index}]") for index, item in enumerate(listed))
-    seconds = None
+    seconds = queue_seconds = None
     if forecast:
-        seconds = (answers.number(forecast.get("forecast_queue_cost"), f"{path}.forecast_cost_time.queue")
-                   + answers.number(forecast.get("forecast_generate_cost"), f"{path}.forecast_cost_time.generate"))
+        queue_seconds = answers.number(forecast.get("forecast_queue_cost"), f"{path}.forecast_cost_time.queue")
+        seconds = queue_seconds + answers.number(forecast.get("forecast_generate_cost"),
+                                                 f"{path}.forecast_cost_time.generate")
     status = entry.get("status", task.get("status"))
     return HistoryRecord(
         history_record_id=answers.text(entry.get("history_record_id") or task.get("history_id"),
@@ -217,6 +219,7 @@ def parse_record(raw: Any, path: str = "record") -> HistoryRecord:
         finished_count=answers.integer(entry.get("finished_image_count"), f"{path}.finished_image_count"),
         finish_time=answers.integer(task.get("finish_time") or entry.get("finish_time"), f"{path}.task.finish_time"),
         forecast_seconds=seconds,
+        forecast_queue_seconds=queue_seconds,
         queue_position=answers.integer(queue.get("queue_idx"), f"{path}.queue_info.queue_idx") if queue else None,
         queue_length=answers.integer(queue.get("queue_length"), f"{path}.queue_info.queue_length") if queue else None,
         queue_status=answers.integer(queue.get("queue_status"), f"{path}.queue_info.queue_status") if queue else None,
