@@ -166,8 +166,8 @@ def iter_plan_records(manifest: Manifest, shard: Shard | None = None) -> Iterato
 
 def unsupported_live_models(names: Iterable[str]) -> list[str]:
     """Of ``names`` (model names or raw keys), the models the live service refuses without a browser's a_bogus."""
-    found = {catalog.find_model(name) for name in names}
-    return sorted(model.name for model in found if model is not None and catalog.needs_a_bogus(model))
+    found = (catalog.find_model(name) for name in names)
+    return sorted({model.name for model in found if model is not None and catalog.needs_a_bogus(model)})
 
 
 def a_bogus_warning(models: list[str]) -> str:
