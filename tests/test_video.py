@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import run_main
+from run_helpers import TOKEN, Driven, NoWait, drive, write_manifest
+
 from jimeng_batch.engine import progress
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.runner import configure_resume
@@ -24,7 +25,6 @@ from jimeng_batch.protocol.client import HISTORY_PATH, JimengClient
 from jimeng_batch.protocol.tokens import Token
 from jimeng_batch.sim import FakeClock, SimServer, config_from_mapping, running_simulator
 from jimeng_batch.sim import assets as sim_assets
-from run_helpers import TOKEN, Driven, NoWait, drive, write_manifest
 
 QUEUE_S, GENERATION_S = 30.0, 20.0
 
