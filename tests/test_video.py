@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import run_main
-from run_helpers import TOKEN, Driven, NoWait, drive, write_manifest
+from run_helpers import TOKEN, TOKEN_B, Driven, NoWait, drive, write_manifest
 
 from jimeng_batch.engine import progress
 from jimeng_batch.engine.executor import Executor
@@ -99,6 +99,14 @@ def test_the_live_profile_answers_asia_international_requests_in_their_shape(tmp
 
         international = asyncio.run(raw("hk"))[hid]["item_list"][0]
         china = asyncio.run(raw("cn"))[hid]["item_list"][0]
+
+        async def download_version(token: str) -> str:
+            async with JimengClient(region=catalog.REGIONS["hk"], versions=catalog.PROTOCOL_PROFILES["live"],
+                                    web_id="7000000000000000001", base_url=server.base_url, clock=clock) as client:
+                return await client.high_bitrate_url(Token(token), international["common_attr"]["id"])
+
+        assert "-0-hq.mp4?" in asyncio.run(download_version(TOKEN))
+        assert asyncio.run(download_version(TOKEN_B)) == ""  # another account's item is not listed
     assert "transcoded_video" not in international["video"]
     assert international["common_attr"]["transcoded_video"]["origin"]["video_url"]
     assert china["video"]["transcoded_video"]["origin"]["video_url"]
