@@ -201,20 +201,26 @@ def test_with_allow_unsupported_the_live_profile_answers_1019_and_the_request_fa
     manifest = video_manifest(tmp_path, "cn", SEEDANCE)
     out = tmp_path / "out"
     with running_simulator(config_from_mapping({"profile": "live"})) as server:
-        code, _, err = run_main(["run", str(manifest), "--base-url", server.base_url, "--out", str(out),
-                                 "--quiet", "--no-cache", "--preflight", "off", "--allow-unsupported"], capsys)
-        stats = server.stats()
+        command = ["run", str(manifest), "--base-url", server.base_url, "--out", str(out), "--quiet", "--no-cache",
+                   "--preflight", "off"]
+        code, _, err = run_main([*command, "--allow-unsupported"], capsys)
+        sent = server.stats()
+        results = results_frame(read_tables(out))
+        _, config = configure_resume(out, {})
+        # The same command without the flag, asked to plan the failed request again: the ledger's unsent request
+        # is refused before it is sent (the manifest is unchanged, so the ledger says what would be sent).
+        again, _, refused = run_main([*command, "--retry-failed"], capsys)
+        after = server.stats()
     assert code == 1, err
-    assert stats["requests"]["generate"] == 1  # a final outcome: not retried, nothing charged
-    assert stats["credits_charged"] == {}
-    results = results_frame(read_tables(out))
+    assert sent["requests"]["generate"] == 1  # a final outcome: not retried, nothing charged
+    assert sent["credits_charged"] == {}
     (row,) = results.to_dict(orient="records")
     assert (row["state"], row["code"], row["reason"]) == ("failed", "1019", "anti-bot")
     assert "a_bogus" in row["meaning"] and "shark not pass" in row["message"]
     assert row["submits"] == 1 and row["credits_spent"] == 0
-    # The setting is the run's: a resume keeps it without the flag.
-    _, config = configure_resume(out, {})
-    assert config.allow_unsupported
+    assert config.allow_unsupported  # the setting is the run's: a resume keeps it without the flag
+    assert again == 2 and SEEDANCE in refused and "1 request(s) not sent" in refused
+    assert after["requests"]["generate"] == 1
 
 
 def test_a_simulator_run_is_not_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -390,7 +390,8 @@ def _refuse_unsupported(config: RunConfig, models: list[str], unsent: Mapping[st
         count = sum(n for name, n in unsent.items() if (model := catalog.find_model(name)) is not None
                     and model.name in models)
         counted = f" ({count} request(s) not sent)"
-    raise ConfigError(f"{', '.join(models)}: {catalog.A_BOGUS_REASON}, so a live run does not send it{counted}. "
+    them = "it" if len(models) == 1 else "them"
+    raise ConfigError(f"{', '.join(models)}: {catalog.A_BOGUS_REASON}, so a live run does not send {them}{counted}. "
                       "Rehearse with --sim, take the model out of the manifest, or pass --allow-unsupported to try "
                       "anyway (each refused submit costs nothing)")
 
