@@ -50,6 +50,7 @@ from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_mani
 from jimeng_batch.intake.offered import check_offered
 from jimeng_batch.intake.plan import (
     PlanSummary,
+    a_bogus_warning,
     iter_distinct,
     iter_plan_records,
     plan_web_id,
@@ -224,6 +225,7 @@ def validate(files: tuple[Path, ...], live: bool, **kwargs: Any) -> None:
         click.echo(f"ok: {manifest.display}: {summary.jobs} job(s), {summary.distinct} request(s)"
                    + (f" ({summary.duplicates} duplicate(s) share a submission)" if summary.duplicates else "")
                    + against)
+        _warn_unsupported(summary)
     if failed:
         raise click.exceptions.Exit(max(e.exit_code for e in failed))
     if stopped:
@@ -259,9 +261,12 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
             _raise_problems(summary)
             return summary
 
-        _print_summary(_write_file(out, produce), lambda text: click.echo(text, nl=False))
+        written = _write_file(out, produce)
+        _print_summary(written, lambda text: click.echo(text, nl=False))
+        _warn_unsupported(written)
         return
     manifest, summary = _load_and_check(file, options, max_requests)
+    _warn_unsupported(summary)
     if shard is not None:
         summary = summarize(manifest, shard=shard)  # the problems were checked on the whole manifest above
     if fmt == "summary":
@@ -273,6 +278,13 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
     else:
         for line in iter_plan_records(manifest, shard):
             click.echo(_jsonl(line), nl=False)
+
+
+def _warn_unsupported(summary: PlanSummary) -> None:
+    """Models the live service refuses to plain HTTP clients: said on stderr, the exit code unchanged."""
+    models = summary.needs_a_bogus()
+    if models:
+        _err(a_bogus_warning(models))
 
 
 def _shard(text: str | None) -> Shard | None:
@@ -404,19 +416,25 @@ def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kw
                     "credits_per_second": dict(model.cost_per_second)}
         else:
             row |= {"ratios": list(catalog.IMAGE_RATIOS), "credits": dict(model.cost)}
+        # Whether a plain HTTP client can use it on the live service (runs refuse it unless --allow-unsupported).
+        row["needs_a_bogus"] = catalog.needs_a_bogus(model)
         row["note"] = model.note
         rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(show_lines=False)
-    for column in ("name", "kind", "key", "resolutions", "durations (s)", "regions", "note"):
+    for column in ("name", "kind", "key", "resolutions", "durations (s)", "regions", "live", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
         durations = row.get("durations")
         table.add_row(row["name"], row["kind"], row["key"], ", ".join(row["resolutions"]),
-                      "" if durations is None else _span(durations), ", ".join(row["regions"]), row["note"])
-    Console(width=160).print(table)
+                      "" if durations is None else _span(durations), ", ".join(row["regions"]),
+                      "needs a_bogus" if row["needs_a_bogus"] else "ok", row["note"])
+    Console(width=170).print(table)
+    if any(row["needs_a_bogus"] for row in rows):
+        click.echo(f"needs a_bogus: {catalog.A_BOGUS_REASON}; runs refuse these models on the live service unless "
+                   "--allow-unsupported")
 
 
 def _offered_row(model: live_catalog.OfferedModel) -> dict[str, Any]:
@@ -577,6 +595,10 @@ def run_options_flags(command: F) -> F:
                      help="Write the report files when the run ends (default: on)."),
         click.option("--allow-mixed-origins", is_flag=True, default=None,
                      help="Let results of another origin (the simulator, another host) share the output folder."),
+        click.option("--allow-unsupported", is_flag=True, default=None,
+                     help="Send models the live service refuses to plain HTTP clients anyway (Seedance 2.0: ret "
+                          "1019, a browser-made a_bogus is needed; `jimeng-batch models` flags them). Kept by "
+                          "resume."),
         click.option("--retry-failed", is_flag=True, default=None,
                      help="Plan again the requests that ended `failed` (they are paid for again; said first)."),
         click.option("--retry-blocked", is_flag=True, default=None,

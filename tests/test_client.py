@@ -146,6 +146,72 @@ def test_video_completion_needs_status_50_and_a_url() -> None:
     assert not parse_record({"status": 50, "item_list": []}).complete("video")
 
 
+@pytest.mark.parametrize("item", [
+    pytest.param({"common_attr": {"id": "7", "transcoded_video": {"origin": {"video_url": "https://v/intl.mp4"}}}},
+                 id="asia-international-without-video"),
+    pytest.param({"common_attr": {"id": "7", "transcoded_video": {"origin": {"video_url": "https://v/intl.mp4"}}},
+                  "video": {"duration": 5}}, id="asia-international"),
+    pytest.param({"common_attr": {"id": "7"}, "video": {"transcoded_video": {"origin": {
+        "video_url": "https://v/intl.mp4"}}}}, id="china"),
+    pytest.param({"common_attr": {"id": "7"}, "video": {"download_url": "https://v/intl.mp4"}}, id="download-url"),
+])
+def test_a_video_url_is_found_where_each_site_puts_it(item: dict[str, Any]) -> None:
+    record = parse_record({"status": 50, "item_list": [item]})
+    assert record.complete("video")
+    assert (record.items[0].url, record.items[0].kind, record.items[0].item_id) == ("https://v/intl.mp4", "video",
+                                                                                    "7")
+
+
+def test_a_video_cover_alone_does_not_finish_a_video() -> None:
+    cover = {"common_attr": {"id": "7", "cover_url": "https://p/cover.jpg"}, "image": {}}
+    assert not parse_record({"status": 50, "item_list": [cover]}).complete("video")
+
+
+def test_an_image_falls_back_to_its_covers_largest_first() -> None:
+    item = {"common_attr": {"cover_url_map": {"720": "https://p/720", "4096": "https://p/4096", "1080": ""}},
+            "image": {"large_images": []}}
+    assert parse_record({"status": 50, "item_list": [item]}).items[0].url == "https://p/4096"
+
+
+def test_queue_info_and_forecast_are_read() -> None:
+    record = parse_record({"status": 20, "queue_info": {"queue_idx": 3, "queue_length": 12, "queue_status": 1},
+                           "forecast_cost_time": {"forecast_queue_cost": 30, "forecast_generate_cost": 10}})
+    assert (record.queue_position, record.queue_length, record.forecast_seconds, record.forecast_queue_seconds) == (
+        3, 12, 40.0, 30.0)
+    assert record.in_queue
+    processing = parse_record({"status": 20, "queue_info": {"queue_idx": 0, "queue_status": 2}})
+    assert not processing.in_queue  # status 20 still, but the service says it is being processed
+
+
+HIGH = "https://v26-dreamnia.jimeng.com/obj/high.mp4?a=1&b=2"
+
+
+@pytest.mark.parametrize(("data", "url"), [
+    pytest.param({"item_list": [{"common_attr": {"id": "7", "transcoded_video": {"origin": {"video_url": HIGH}}}}]},
+                 HIGH, id="fields"),
+    pytest.param({"local_item_list": [{"video": {"download_url": HIGH}}]}, HIGH, id="local-item-list"),
+    pytest.param({"item_list": [], "extra": {"x": f"see https://v3-other.jimeng.com/o.mp4 or {HIGH}"}}, HIGH,
+                 id="pattern-prefers-dreamnia"),
+    pytest.param({"extra": "https://v9-web.jimeng.com/o.mp4"}, "https://v9-web.jimeng.com/o.mp4", id="pattern"),
+    pytest.param({"extra": "https://v1-default.vlabvod.com/preview.mp4"}, "", id="only-the-preview-host"),
+    pytest.param({"item_list": []}, "", id="none"),
+])
+def test_the_high_bitrate_url_comes_from_fields_then_a_pattern(data: Any, url: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/mweb/v1/get_local_item_list"
+        assert json.loads(request.content) == {"item_id_list": ["7"], "pack_item_opt": {
+            "scene": 1, "need_data_integrity": True}, "is_for_video_download": True}
+        return ok(data)
+
+    assert call(handler, lambda c: c.high_bitrate_url(TOKEN, "7")) == url
+
+
+def test_a_high_bitrate_answer_of_the_wrong_shape_is_malformed() -> None:
+    with pytest.raises(RetryableAPIError) as raised:
+        call(lambda request: ok({"item_list": {"not": "a list"}}), lambda c: c.high_bitrate_url(TOKEN, "7"))
+    assert raised.value.code == "malformed" and "data.item_list" in str(raised.value)
+
+
 def test_tokens_are_masked_and_parsed(tmp_path: Any) -> None:
     assert mask(SECRET) == "abcd…(32)"
     assert str(TOKEN) == "abcd…(32)" and SECRET not in repr(TOKEN)

@@ -105,6 +105,8 @@ class RunConfig:
     report: bool = True
     download: bool = True
     allow_mixed_origins: bool = False  # results of another origin may share the output folder
+    # Send models the live service refuses to plain HTTP clients (catalog.needs_a_bogus) anyway; kept by resume.
+    allow_unsupported: bool = False
     # Actions of one run (resume does not repeat them; see ONE_SHOT).
     retry_failed: bool = False  # plan again what ended `failed` (paid again)
     retry_blocked: bool = False

@@ -8,6 +8,10 @@ place, made durable, and recorded.
 
 Each file is fetched through the one retry policy. A URL that answers as expired (see the outcome table's ``asset``
 rows) makes the next attempt list the job again for a fresh URL before it fetches.
+
+A video's poll lists its preview (about 1.1 Mbps); its download version (about 6.3 Mbps) is asked for with
+``get_local_item_list`` (protocol reference 2.4) and fetched instead. When that call fails or names no URL, the
+preview is fetched, and the asset's row says so (``variant`` preview, ``fallback_reason``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from aiolimiter import AsyncLimiter
 from jimeng_batch.engine.cache import ResultCache
 from jimeng_batch.engine.ledger import AssetRecord, Ledger, RequestRow
 from jimeng_batch.engine.retry import Retrier, limited
-from jimeng_batch.errors import OutputError, RequestFailedError, RetryableAPIError
+from jimeng_batch.errors import APIError, OutputError, RequestFailedError, RetryableAPIError
 from jimeng_batch.files import copy_verified
 from jimeng_batch.protocol.client import HistoryRecord, Item, JimengClient
 from jimeng_batch.protocol.outcomes import classify, error_for
@@ -36,6 +40,7 @@ from jimeng_batch.protocol.tokens import Token
 log = logging.getLogger("jimeng_batch.run")
 
 ASSETS_DIR = "assets"
+HIGH, PREVIEW = "high", "preview"  # the versions of a video (AssetRecord.variant)
 CHUNK = 1 << 16
 KEEP_IN_MEMORY = 32 << 20
 _EXPIRY_PARAMS = ("x-expires", "x-signature-expires", "expires", "x-amz-expires")
@@ -255,19 +260,24 @@ class Downloads:
     async def _fetch_one(self, row: RequestRow, token: Token, index: int, item: Item) -> AssetRecord:
         current = item
         stale = False
+        version: tuple[Item, str | None, str | None] | None = None  # what is fetched: the item, variant, why
 
         async def attempt() -> AssetRecord:
-            nonlocal current, stale
+            nonlocal current, stale, version
             if stale:  # the last try found the URL expired: list the job again for a fresh one first
                 fresh = await self.retrier.timed(row.key, "poll", self._listed(row, token))
                 if index >= len(fresh.items):
                     raise _Unlisted
-                current, stale = fresh.items[index], False
+                current, stale, version = fresh.items[index], False, None
+            if version is None:
+                version = await self._version(row, token, current)
+            fetched, variant, reason = version
             try:
-                return await download(self.client, current, self.out_dir, row.key, index, self.syncer)
+                asset = await download(self.client, fetched, self.out_dir, row.key, index, self.syncer)
             except RetryableAPIError as error:
                 stale = error.rule.reason == "expired"
                 raise
+            return dataclasses.replace(asset, variant=variant, fallback_reason=reason)
 
         try:
             return await self.retrier.call("download", attempt, key=row.key, limiter=self.limiter)
@@ -277,6 +287,24 @@ class Downloads:
             folder = self.out_dir / ASSETS_DIR
             raise OutputError(f"{folder}: cannot write a download ({exc.strerror or exc}); finished files and the "
                               "ledger are kept, and the run can be resumed") from exc
+
+    async def _version(self, row: RequestRow, token: Token, item: Item) -> tuple[Item, str | None, str | None]:
+        """Which file of ``item`` to fetch: a video's high-bitrate download version when the service names one,
+        else its preview and why; an image as it is."""
+        if item.kind != "video":
+            return item, None, None
+        if not item.item_id:
+            return item, PREVIEW, "the record names no item id to ask get_local_item_list with"
+        try:
+            url = await self.retrier.call("item", lambda: self.client.high_bitrate_url(token, item.item_id,
+                                                                                         request_key=row.key),
+                                          key=row.key, limiter=self.poll_limiter)
+        except APIError as error:
+            log.warning("%s: no high-bitrate video (%s); the preview is downloaded", row.key, error)
+            return item, PREVIEW, f"get_local_item_list failed: {error}"
+        if not url:
+            return item, PREVIEW, "get_local_item_list named no download URL"
+        return dataclasses.replace(item, url=url), HIGH, None
 
     async def _listed(self, row: RequestRow, token: Token) -> HistoryRecord:
         """The finished job's record, polled again (fresh URLs); _Unlisted when it is not complete now."""

@@ -34,7 +34,7 @@ from jimeng_batch.engine.breaker import Breakers
 from jimeng_batch.engine.cache import ResultCache
 from jimeng_batch.engine.config import POLL_GROWTH, RunConfig
 from jimeng_batch.engine.download import Downloads
-from jimeng_batch.engine.ledger import Ledger, RequestRow
+from jimeng_batch.engine.ledger import Ledger, QueueSight, RequestRow
 from jimeng_batch.engine.poller import BatchPoller
 from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.retry import Retrier, limited
@@ -51,7 +51,6 @@ from jimeng_batch.protocol.tokens import Scrubber, Token
 
 log = logging.getLogger("jimeng_batch.run")
 
-STATUS_QUEUED = 20  # a record's status while the job waits in the service's queue
 NO_FILES_TRIES = 10  # polls of a finished record that lists no (or too few) files, before it is left for later
 _ROW_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestRow))
 _TERMINAL = {Action.BLOCKED: State.BLOCKED, Action.INVALID: State.INVALID}
@@ -98,6 +97,7 @@ class Executor:
         self.admitted_credits = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._pollers: dict[str, BatchPoller] = {}
+        self.queued: dict[str, QueueSight] = {}  # jobs in the service's queue: what their last poll said
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
@@ -365,6 +365,24 @@ class Executor:
 
     async def _poll(self, row: RequestRow, token: Token) -> HistoryRecord | None:
         """Poll until the job ends; the finished record, or None when it ended otherwise or stays for the next run."""
+        try:
+            return await self._follow(row, token)
+        finally:
+            self.queued.pop(row.key, None)
+
+    def _queue_seen(self, row: RequestRow, record: HistoryRecord) -> None:
+        """Keep what the poll said of the service's queue: in the ledger, and for the display while it waits."""
+        if record.queue_position is None and record.forecast_seconds is None:
+            return
+        sight = QueueSight(record.queue_position, record.queue_length, record.forecast_seconds,
+                           record.forecast_queue_seconds)
+        if record.in_queue:
+            self.ledger.queue_seen(row.key, sight)
+            self.queued[row.key] = sight
+        else:
+            self.queued.pop(row.key, None)
+
+    async def _follow(self, row: RequestRow, token: Token) -> HistoryRecord | None:
         kind = row.kind
         history_id = row.history_record_id
         assert history_id is not None
@@ -418,6 +436,7 @@ class Executor:
                 if rule.token is not TokenEffect.NONE:  # no credits: the next submits on it would fail the same
                     await self._retire(token, rule)
                 return None
+            self._queue_seen(row, record)
             if record.complete(kind):
                 self._set(row, State.SUCCEEDED, detail=f"{len(record.items)} item(s)")
                 return record
@@ -428,8 +447,9 @@ class Executor:
                         f"finished with {len(record.items)} of {record.total_count or 1} file(s) listed",
                         rule=classify("local", "no-files"), code="no-files"), "finished without files")
                     return None
-            if row.state != State.RUNNING and record.status != STATUS_QUEUED:
-                # Only once the job has left the queue, so that reports can tell queueing from generation.
+            if row.state != State.RUNNING and not record.in_queue:
+                # Only once the job has left the queue (its status, or queue_info saying it is processing), so that
+                # reports can tell queueing from generation.
                 row = self._set(row, State.RUNNING, detail=f"status {record.status}")
             if self.clock() > deadline:
                 self._defer(row, RetryableAPIError("the job has not finished in time", rule=classify(

@@ -152,6 +152,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE requests ADD COLUMN account TEXT;
         ALTER TABLE requests ADD COLUMN planned_in INTEGER;
     """),
+    # The service's queue as polls see it (the latest, and the first sight, for the report's queue stage), and which
+    # version of a video was downloaded (the high-bitrate download version, or the preview and why).
+    Migration(4, "queue and download versions", """
+        ALTER TABLE requests ADD COLUMN queue_position INTEGER;
+        ALTER TABLE requests ADD COLUMN queue_length INTEGER;
+        ALTER TABLE requests ADD COLUMN forecast_seconds REAL;
+        ALTER TABLE requests ADD COLUMN forecast_queue_seconds REAL;
+        ALTER TABLE requests ADD COLUMN first_queue_position INTEGER;
+        ALTER TABLE requests ADD COLUMN first_forecast_queue_seconds REAL;
+        ALTER TABLE assets ADD COLUMN variant TEXT;
+        ALTER TABLE assets ADD COLUMN fallback_reason TEXT;
+    """),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -218,9 +230,21 @@ class AssetRecord:
     format: str | None
     item_id: str | None = None
     url_expires: float | None = None  # when the signed URL it came from stops working (unix time)
+    variant: str | None = None  # a video's version: "high" (get_local_item_list's download version) or "preview"
+    fallback_reason: str | None = None  # why a video is the preview
 
 
-_ASSET_COLUMNS = "idx, kind, path, sha256, size, width, height, format, item_id, url_expires"
+_ASSET_COLUMNS = "idx, kind, path, sha256, size, width, height, format, item_id, url_expires, variant, fallback_reason"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSight:
+    """What one poll said of a job's place in the service's queue (protocol reference 5)."""
+
+    position: int | None  # queue_info.queue_idx
+    length: int | None  # queue_info.queue_length
+    forecast_seconds: float | None  # forecast_cost_time: queue plus generation
+    forecast_queue_seconds: float | None  # forecast_cost_time.forecast_queue_cost
 
 
 def _writes(method: Callable[..., T]) -> Callable[..., T]:
@@ -267,6 +291,7 @@ class Ledger:
         self.last_change = 0.0  # the time of the last state change (what `submitted_at` was set to)
         self._bumps: dict[tuple[str, str], int] = {}
         self._attempts: list[tuple[Any, ...]] = []
+        self._queue: dict[str, tuple[QueueSight, QueueSight]] = {}  # key -> (first sight, latest), unwritten
 
     @classmethod
     def in_folder(cls, folder: Path, **kwargs: Any) -> Ledger:
@@ -498,10 +523,33 @@ class Ledger:
         assert column in ("submits", "polls", "retries")
         self._bumps[(key, column)] = self._bumps.get((key, column), 0) + by
 
+    def queue_seen(self, key: str, sight: QueueSight) -> None:
+        """Record what a poll said of a job's place in the queue (buffered like :meth:`bump`: polls are many)."""
+        earlier = self._queue.get(key)
+        self._queue[key] = (earlier[0] if earlier else sight, sight)
+
+    def queue_of(self, key: str) -> tuple[QueueSight, QueueSight] | None:
+        """The first and latest queue sights recorded for ``key`` (after :meth:`flush`), or None."""
+        row = self.db.execute("SELECT first_queue_position, first_forecast_queue_seconds, queue_position, "
+                              "queue_length, forecast_seconds, forecast_queue_seconds FROM requests WHERE key = ?",
+                              (key,)).fetchone()
+        if row is None or (row[0] is None and row[2] is None):
+            return None
+        return QueueSight(row[0], None, None, row[1]), QueueSight(row[2], row[3], row[4], row[5])
+
     def _flush_counters(self) -> None:
         for (key, column), by in self._bumps.items():
             self.db.execute(f"UPDATE requests SET {column} = {column} + ? WHERE key = ?", (by, key))  # noqa: S608
         self._bumps.clear()
+        for key, (first, latest) in self._queue.items():
+            # The first sight is kept from the first poll that saw the job queued, whatever later polls say.
+            self.db.execute(
+                "UPDATE requests SET queue_position = ?, queue_length = ?, forecast_seconds = ?, "
+                "forecast_queue_seconds = ?, first_queue_position = COALESCE(first_queue_position, ?), "
+                "first_forecast_queue_seconds = COALESCE(first_forecast_queue_seconds, ?) WHERE key = ?",
+                (latest.position, latest.length, latest.forecast_seconds, latest.forecast_queue_seconds,
+                 first.position, first.forecast_queue_seconds, key))
+        self._queue.clear()
         if self._attempts:
             self.db.executemany(
                 "INSERT INTO attempts (key, run_id, kind, started_at, seconds, outcome, code, http_status, message) "
@@ -511,7 +559,7 @@ class Ledger:
     @_writes
     def flush(self) -> None:
         """Write the buffered counters and attempts now."""
-        if self._bumps or self._attempts:
+        if self._bumps or self._attempts or self._queue:
             with self._transaction():
                 self._flush_counters()
 
@@ -541,6 +589,12 @@ class Ledger:
     def total(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
 
+    def unsent_by_model(self) -> dict[str, int]:
+        """Requests a run may still send (planned, skipped, or submitting and maybe never received), by model."""
+        rows = self.db.execute("SELECT model, COUNT(*) FROM requests WHERE state IN ('planned', 'skipped', "
+                               "'submitting') GROUP BY model")
+        return {str(model): int(n) for model, n in rows.fetchall()}
+
     # -- attempts and assets -------------------------------------------------------------------------------------
 
     def add_attempt(self, key: str | None, kind: str, started_at: float, seconds: float, outcome: str,
@@ -561,9 +615,10 @@ class Ledger:
     def add_asset(self, key: str, asset: AssetRecord) -> None:
         self.db.execute(
             f"INSERT OR REPLACE INTO assets (key, {_ASSET_COLUMNS}, downloaded_at) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, asset.index, asset.kind, asset.path, asset.sha256, asset.size, asset.width, asset.height,
-             asset.format, asset.item_id, asset.url_expires, self._clock()),
+             asset.format, asset.item_id, asset.url_expires, asset.variant,
+             None if asset.fallback_reason is None else self.scrub(asset.fallback_reason), self._clock()),
         )
 
     def assets_of(self, key: str) -> list[AssetRecord]:

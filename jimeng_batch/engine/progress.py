@@ -12,13 +12,14 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from jimeng_batch.engine.ledger import QueueSight
 from jimeng_batch.engine.states import State
 
 log = logging.getLogger("jimeng_batch.run")
@@ -46,6 +47,25 @@ def eta_seconds(done_now: int, total: int, started: float, done_at_start: int, n
     return (total - done_now) / (finished / elapsed)
 
 
+def describe_queue(sights: Iterable[QueueSight]) -> str | None:
+    """The service's queue as the last polls of the jobs waiting in it saw it: the front-most job's place, how
+    many of the run's jobs wait, and the longest forecast (``queued 3/12 (4 jobs), ~40 s``); None when none waits."""
+    waiting = list(sights)
+    if not waiting:
+        return None
+    placed = [sight for sight in waiting if sight.position is not None]
+    text = "queued"
+    if placed:
+        front = min(placed, key=lambda sight: sight.position or 0)
+        text += f" {front.position}" + (f"/{front.length}" if front.length else "")
+    if len(waiting) > 1:
+        text += f" ({len(waiting)} jobs)"
+    forecasts = [sight.forecast_seconds for sight in waiting if sight.forecast_seconds is not None]
+    if forecasts:
+        text += f", ~{max(forecasts):.0f} s"
+    return text
+
+
 def describe(counts: Counter[State], total: int, credits: float, eta: float | None) -> str:
     parts = [f"{name} {value}" for name, value in grouped(counts).items()]
     text = f"{' | '.join(parts)} | of {total} | credits ~{credits:g}"
@@ -59,9 +79,11 @@ class Progress:
 
     def __init__(self, total: int, *, quiet: bool = False, interval: float = 10.0,
                  credits: Callable[[], float] = lambda: 0.0, live: bool | None = None,
-                 note: Callable[[], str | None] = lambda: None) -> None:
+                 note: Callable[[], str | None] = lambda: None,
+                 queue: Callable[[], str | None] = lambda: None) -> None:
         self.total = total
         self.note = note  # why the run is stopping, once it is ("cannot reach HOST: ...")
+        self.queue = queue  # the service's queue, as the polls see it ("queued 3/12, ~40 s")
         self.quiet = quiet
         self.interval = interval
         self.credits = credits
@@ -89,10 +111,11 @@ class Progress:
             table.add_column(name, justify="right")
         table.add_column("credits ~", justify="right")
         table.add_column("ETA", justify="right")
+        table.add_column("service queue", justify="right")
         eta = self._eta()
         values: list[Any] = list(grouped(self.counts).values())
         table.add_row(*(str(v) for v in values), f"{self.credits():g}",
-                      "-" if eta is None else f"{int(eta // 60)}m{int(eta % 60):02d}s")
+                      "-" if eta is None else f"{int(eta // 60)}m{int(eta % 60):02d}s", self.queue() or "-")
         return table
 
     def start(self) -> None:
@@ -113,6 +136,9 @@ class Progress:
             self._live.update(self._table())
         else:
             line = describe(self.counts, self.total, self.credits(), self._eta())
+            queue = self.queue()
+            if queue:
+                line += f" | {queue}"
             note = self.note()
             if note:
                 line += f" | stopping: {note}"

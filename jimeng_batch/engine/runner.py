@@ -36,7 +36,7 @@ from jimeng_batch.engine.doctor import credit_lines
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated
 from jimeng_batch.engine.lock import FolderLock
-from jimeng_batch.engine.progress import Progress
+from jimeng_batch.engine.progress import Progress, describe_queue
 from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.settle import settle
 from jimeng_batch.engine.states import State
@@ -52,7 +52,7 @@ from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.expand import KEY_VERSION
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.offered import check_offered
-from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize
+from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize, unsupported_live_models
 from jimeng_batch.intake.sharding import parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
@@ -341,6 +341,7 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
         summary = summarize(manifest)
         if summary.problems:
             raise SchemaError(summary.problems)
+        _refuse_unsupported(config, summary.needs_a_bogus())
     tokens = run_tokens(config)
     origin = run_origin(manifest, config)
     scrub = Scrubber(tokens)
@@ -369,6 +370,8 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
             for note in settle(ledger, config, out_dir, planned_anew=planned_anew):
                 log.info(note)
                 print(note, file=sys.stderr)
+            unsent = ledger.unsent_by_model()
+            _refuse_unsupported(config, unsupported_live_models(unsent), unsent)
             # Recorded once planning is done: a run killed while planning must plan again next time.
             ledger.set_run_options({**recorded, "plan": planned})
         except BaseException as exc:
@@ -381,6 +384,22 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
              added, ledger.total())
     local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
     return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, origin, resources, planned_anew)
+
+
+def _refuse_unsupported(config: RunConfig, models: list[str], unsent: Mapping[str, int] | None = None) -> None:
+    """A live run refuses, before anything is sent, models the live service refuses to plain HTTP clients (their
+    submits would each be answered 1019), unless --allow-unsupported. The simulator is not the live service."""
+    if not models or config.sim or config.allow_unsupported:
+        return
+    counted = ""
+    if unsent is not None:
+        count = sum(n for name, n in unsent.items() if (model := catalog.find_model(name)) is not None
+                    and model.name in models)
+        counted = f" ({count} request(s) not sent)"
+    them = "it" if len(models) == 1 else "them"
+    raise ConfigError(f"{', '.join(models)}: {catalog.A_BOGUS_REASON}, so a live run does not send {them}{counted}. "
+                      "Rehearse with --sim, take the model out of the manifest, or pass --allow-unsupported to try "
+                      "anyway (each refused submit costs nothing)")
 
 
 def _status_of(exc: BaseException) -> str:
@@ -432,7 +451,8 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
                                       base_url=base_url, cache=cache, local_files=prepared.local_files,
                                       origin=prepared.origin) as executor:
             progress = Progress(ledger.total(), quiet=quiet, live=live, credits=lambda: executor.admitted_credits,
-                                note=lambda: executor.stop_message or executor.stop_reason)
+                                note=lambda: executor.stop_message or executor.stop_reason,
+                                queue=lambda: describe_queue(executor.queued.values()))
             executor.on_change = progress.update
             progress.update(Counter(ledger.counts()))
             if prepared.token_given and config.account_catalog != "off":

@@ -9,7 +9,7 @@ drop duplicates: identical requests share one submission).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,10 @@ class PlanSummary:
 
     def group_credits_per_image(self, group: tuple[str, str, str]) -> float | None:
         return catalog.credits_per_image(self.group_credits[group], self.group_images.get(group))
+
+    def needs_a_bogus(self) -> list[str]:
+        """The models of the plan that the live service refuses to plain HTTP clients (a browser-made a_bogus)."""
+        return unsupported_live_models(model for _type, model, _resolution in self.groups)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -178,3 +182,15 @@ def iter_plan_records(manifest: Manifest, shard: Shard | None = None) -> Iterato
     for item in iter_distinct(manifest, shard):
         if isinstance(item, RequestSpec):
             yield plan_record(item, manifest, web_id)
+
+
+def unsupported_live_models(names: Iterable[str]) -> list[str]:
+    """Of ``names`` (model names or raw keys), the models the live service refuses without a browser's a_bogus."""
+    found = (catalog.find_model(name) for name in names)
+    return sorted({model.name for model in found if model is not None and catalog.needs_a_bogus(model)})
+
+
+def a_bogus_warning(models: list[str]) -> str:
+    """What validate and plan say about such models (a warning: the manifest is valid, and --sim runs them)."""
+    return (f"warning: {', '.join(models)}: {catalog.A_BOGUS_REASON}; a live run refuses these models unless "
+            "--allow-unsupported (a --sim rehearsal runs them)")

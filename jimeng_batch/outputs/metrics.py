@@ -82,6 +82,7 @@ def group_metrics(results: pd.DataFrame) -> dict[str, Any]:
         "submits": int(results["submits"].sum()),
         "creditsSpent": float(results["credits_spent"].sum()),
         "creditsEstimated": float(results["estimated_credits"].sum()),
+        "queue": queue_metrics(results),
         **image_metrics(results),
     }
 
@@ -96,6 +97,28 @@ def image_metrics(results: pd.DataFrame) -> dict[str, Any]:
         "imagesDownloaded": int(images["asset_count"].sum()) if not images.empty else 0,
         "creditsPerImage": catalog.credits_per_image(float(images["estimated_credits"].sum()), expected),
     }
+
+
+def queue_metrics(results: pd.DataFrame) -> dict[str, Any]:
+    """What polls saw of the service's queue: how many requests were seen queued, their place at the first sight,
+    the service's forecast of the queue time then, and how long the queue stage really took for those."""
+    seen = results[results["first_queue_position"].notna() | results["first_forecast_queue_seconds"].notna()]
+    return {"requestsSeenQueued": len(seen),
+            "firstPosition": latency_summary(seen["first_queue_position"]),
+            "forecastQueueSeconds": latency_summary(seen["first_forecast_queue_seconds"]),
+            "queueSeconds": latency_summary(seen["queue_seconds"])}
+
+
+def video_versions(results: pd.DataFrame) -> dict[str, int]:
+    """Downloaded videos by version: the high-bitrate download version, or the preview (the results say why)."""
+    counts: dict[str, int] = {}
+    for kinds, variants in zip(results["type"], results["asset_variants"], strict=True):
+        if kinds != "video":
+            continue
+        for variant in variants:
+            name = str(variant) if variant else "unknown"
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _grouped(results: pd.DataFrame, column: str) -> dict[str, Any]:
@@ -221,6 +244,7 @@ def compute_metrics(results: pd.DataFrame, attempts: pd.DataFrame, runs: pd.Data
                    "creditsPerImage": overall["creditsPerImage"],
                    "note": "expected: each image request's `images`, else the service's default of 4; credits per "
                            "image: the image requests' estimated credits over the images expected"},
+        "videoVersions": video_versions(results),
         "throughput": throughput(results),
         "runs": runs_summary(runs),
     }

@@ -209,6 +209,18 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
         if stats["count"]:
             lines.append(f"| {stage.replace('_', ' ')} | {_seconds(stats['p50'])} | {_seconds(stats['p90'])} | "
                          f"{_seconds(stats['p99'])} |")
+    queue = overall.get("queue", {})
+    if queue.get("requestsSeenQueued"):
+        place = queue["firstPosition"]["p50"]
+        lines += ["", f"Service queue: {queue['requestsSeenQueued']} request(s) seen queued; first place seen p50 "
+                      f"{'–' if place is None else f'{place:g}'}, forecast queue time p50 "
+                      f"{_seconds(queue['forecastQueueSeconds']['p50'])}, actual queue stage p50 "
+                      f"{_seconds(queue['queueSeconds']['p50'])}."]
+    versions = metrics.get("videoVersions") or {}
+    if versions:
+        lines += ["", "Videos downloaded: " + ", ".join(f"{count} {name}" for name, count in versions.items())
+                  + " (high: the download version from get_local_item_list; preview: its fallback, with the reason "
+                    "in the results' `asset_fallback_reasons`)."]
     lines += ["", "| model | requests | images | succeeded | failed | success rate | credits spent |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for model, stats in metrics["byModel"].items():

@@ -6,7 +6,8 @@ everything else is a pure function of the frames it is given, so reports are rep
 Stage timings come from the ledger's ``events`` (every state change with its time):
 
 - ``submit``: the last ``submitting`` before the first ``submitted`` (the attempt that was accepted) to it;
-- ``queue``: ``submitted`` to ``running`` (the first poll that saw the job leave the queue);
+- ``queue``: ``submitted`` to ``running`` (the first poll that saw the job leave the queue: a status other than 20,
+  or ``queue_info`` saying it is processing); the queue columns say what polls saw of it (place, forecast);
 - ``generation``: ``running`` to ``succeeded``, or ``submitted`` to ``succeeded`` when no poll saw the job running
   (then it includes the time queued);
 - ``download``: ``succeeded`` to ``downloaded``;
@@ -45,7 +46,11 @@ JSON_PARAM_COLUMNS = ("references", "first_frame", "end_frame")
 # What each image request should make: its `images` (gen_option.gen_count), else the service's default; NA for video.
 # And whether the model picked the ratio.
 OUTPUT_COLUMNS = ("images", "intelligent_ratio")
-LIST_COLUMNS = ("asset_paths", "asset_sha256", "asset_sizes", "asset_widths", "asset_heights", "asset_formats")
+LIST_COLUMNS = ("asset_paths", "asset_sha256", "asset_sizes", "asset_widths", "asset_heights", "asset_formats",
+                "asset_variants", "asset_fallback_reasons")
+# What polls saw of the service's queue (the first sight and the last one while queued); NaN where none said.
+QUEUE_COLUMNS = ("first_queue_position", "first_forecast_queue_seconds", "queue_position", "queue_length",
+                 "forecast_seconds", "forecast_queue_seconds")
 TIME_COLUMNS = ("created_at", "submitted_at", "finished_at", "downloaded_at")
 
 # The columns of the results table that do not depend on when or how fast a run went: two runs of the same
@@ -149,10 +154,14 @@ def stage_times(events: pd.DataFrame) -> pd.DataFrame:
 
 def _assets_by_key(assets: pd.DataFrame) -> pd.DataFrame:
     names = {"path": "asset_paths", "sha256": "asset_sha256", "size": "asset_sizes", "width": "asset_widths",
-             "height": "asset_heights", "format": "asset_formats"}
+             "height": "asset_heights", "format": "asset_formats", "variant": "asset_variants",
+             "fallback_reason": "asset_fallback_reasons"}
     if assets.empty:
         return pd.DataFrame(columns=list(names.values()), index=pd.Index([], name="key"))
     ordered = assets.sort_values(["key", "idx"])
+    for old in names:  # a ledger from before a column existed (reports open ledgers read-only, unmigrated)
+        if old not in ordered.columns:
+            ordered = ordered.assign(**{old: None})
     grouped = ordered.groupby("key")
     frame = pd.DataFrame({new: grouped[old].agg(_plain_list) for old, new in names.items()})
     frame.index.name = "key"
@@ -218,6 +227,9 @@ def results_frame(tables: LedgerTables) -> pd.DataFrame:
     frame["asset_bytes"] = frame["asset_sizes"].map(lambda sizes: int(sum(s or 0 for s in sizes))).astype("int64")
     for name in TIME_COLUMNS:
         frame[name] = pd.to_datetime(requests[name].astype("float64"), unit="s", utc=True)
+    for name in QUEUE_COLUMNS:
+        values = requests[name] if name in requests.columns else pd.Series(None, index=requests.index)
+        frame[name] = values.astype("float64")
     timings = stage_times(tables.events).reindex(requests.index)
     for stage in STAGES:
         frame[f"{stage}_seconds"] = timings[f"{stage}_seconds"].astype("float64")

@@ -79,6 +79,8 @@ DEFAULT_REGION = "cn"
 ALL_REGIONS = frozenset(REGIONS)
 _INTL = frozenset({"us", "hk", "jp", "sg"})
 _ASIA_INTL = frozenset({"hk", "jp", "sg"})
+# The Asia international sites: their video items carry the URL only under common_attr (protocol reference 2.3).
+ASIA_INTERNATIONAL = _ASIA_INTL
 
 # --------------------------------------------------------------------------------------------------------------
 # Protocol version constants. The live service changes these; a stale one gives ret 3018 (permission denied),
@@ -226,6 +228,18 @@ class VideoModel:
     cost_per_second: Mapping[str, float]  # estimated credits per second of video, by resolution
     note: str = ""
     kind: Literal["video"] = "video"
+    # The live service refuses its submits from a plain HTTP client (ret 1019 "shark not pass"): it wants an anti-bot
+    # a_bogus made by the web page's own script in a browser (protocol reference 3). Runs refuse it unless told.
+    needs_a_bogus: bool = False
+
+
+A_BOGUS_REASON = ("the live service refuses it from a plain HTTP client (ret 1019 \"shark not pass\": it needs an "
+                  "anti-bot a_bogus made by the web page in a browser)")
+
+
+def needs_a_bogus(model: ImageModel | VideoModel) -> bool:
+    """Whether the live service refuses ``model`` to clients that cannot make a browser's a_bogus."""
+    return isinstance(model, VideoModel) and model.needs_a_bogus
 
 
 Model = ImageModel | VideoModel
@@ -274,10 +288,10 @@ _VCOST_PRO = MappingProxyType({"720p": 4.0, "1080p": 6.0})
 VIDEO_MODELS: tuple[VideoModel, ...] = (
     VideoModel("jimeng-video-seedance-2.0", "dreamina_seedance_40_pro", "dreamina_video_seedance_20_pro",
                tuple(range(4, 16)), _V720_1080, frozenset({"cn"}), _VCOST_PRO,
-               "the live service also asks for an anti-bot a_bogus parameter (ret 1019)"),
+               "needs a browser-made a_bogus on the live service (ret 1019)", needs_a_bogus=True),
     VideoModel("jimeng-video-seedance-2.0-fast", "dreamina_seedance_40", "dreamina_seedance_20_fast",
                tuple(range(4, 16)), _V720_1080, frozenset({"cn"}), _VCOST_BASIC,
-               "the live service also asks for an anti-bot a_bogus parameter (ret 1019)"),
+               "needs a browser-made a_bogus on the live service (ret 1019)", needs_a_bogus=True),
     VideoModel("jimeng-video-3.5-pro", "dreamina_ic_generate_video_model_vgfm_3.5_pro",
                "dreamina_video_seedance_15_pro", (5, 10, 12), _V720_1080, ALL_REGIONS, _VCOST_PRO, "Seedance 1.5 pro"),
     VideoModel("jimeng-video-3.0-pro", "dreamina_ic_generate_video_model_vgfm_3.0_pro", _BENEFIT_V3,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 import uuid
@@ -56,6 +57,12 @@ CLAIM_TIME_ZONE = "Asia/Shanghai"  # what every client sends with the daily clai
 # nothing, so the answer only says whether the service accepts the call's protocol constants.
 PROBE_SUBMIT_ID = uuid5_text(uuid.UUID("6f0d3c1e-4a7b-5d2e-9c1f-70726f626521"), "jimeng-batch protocol probe")
 UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"  # noqa: S105 - a URL path, not a secret
+LOCAL_ITEM_PATH = "/mweb/v1/get_local_item_list"
+# When get_local_item_list names its file in no field the client knows, the high-bitrate URL is looked for in the
+# answer's text (protocol reference 2.4): the download host v<N>-dreamnia.jimeng.com first, then any
+# v<N>-*.jimeng.com host. The preview's vlabvod host is left out: a preview found that way is no better.
+_HIGH_BITRATE_PATTERNS = (re.compile(r'https://v[0-9]+-dreamnia\.jimeng\.com/[^"\s\\]+'),
+                          re.compile(r'https://v[0-9]+-[a-z0-9.-]*\.jimeng\.com/[^"\s\\]+'))
 
 USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/132.0.0.0 Safari/537.36")
@@ -63,6 +70,8 @@ USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHT
 # Record statuses (protocol reference 2.3).
 STATUS_DONE = 50
 STATUS_FAILED = 30
+STATUS_QUEUED = 20  # submitted: queued, or (queue_info.queue_status 2) already being processed
+QUEUE_PROCESSING = 2
 FAILED_STATUSES = frozenset({30, 60, 70, 80})
 
 
@@ -100,20 +109,29 @@ class HistoryRecord:
     total_count: int = 0
     finished_count: int = 0
     finish_time: int = 0
-    forecast_seconds: float | None = None
-    queue_position: int | None = None
+    forecast_seconds: float | None = None  # the service's forecast: queue time plus generation time
+    forecast_queue_seconds: float | None = None  # forecast_cost_time.forecast_queue_cost alone
+    queue_position: int | None = None  # queue_info.queue_idx
+    queue_length: int | None = None  # queue_info.queue_length
+    queue_status: int | None = None  # queue_info.queue_status: 1 queued, 2 processing (the reference infers so)
     malformed: str = ""  # why this entry of an answer could not be read (the others of the answer still are)
 
     @property
     def failed(self) -> bool:
         return self.status in FAILED_STATUSES
 
+    @property
+    def in_queue(self) -> bool:
+        """Still waiting in the service's queue: status 20 without queue_info saying it is processing."""
+        return self.status == STATUS_QUEUED and self.queue_status != QUEUE_PROCESSING
+
     def complete(self, kind: str) -> bool:
         """The protocol reference's completion rule (a status alone is not enough)."""
         if self.failed:
             return False
         if kind == "video":
-            return self.status == STATUS_DONE and any(item.url for item in self.items)
+            # A video's item must carry a video URL: its cover picture alone is not the result.
+            return self.status == STATUS_DONE and any(item.url and item.kind == "video" for item in self.items)
         return (self.finished_count >= self.total_count > 0 and len(self.items) >= self.total_count
                 and self.finish_time > 0)
 
@@ -156,30 +174,58 @@ class Claim:
         return self.is_first_receive and self.receive_quota > 0
 
 
+def _video_url(entry: Mapping[str, Any], common: Mapping[str, Any], path: str) -> tuple[str, Mapping[str, Any]]:
+    """A video item's URL and the ``origin`` object it came from: ``video.transcoded_video`` (the China site),
+    ``common_attr.transcoded_video`` (the Asia international sites carry it only there), then the video's
+    ``play_url``, ``download_url`` and ``url`` (protocol reference 2.3)."""
+    video = answers.mapping(entry.get("video"), f"{path}.video")
+    for holder, where in ((video, f"{path}.video"), (common, f"{path}.common_attr")):
+        transcoded = answers.mapping(holder.get("transcoded_video"), f"{where}.transcoded_video")
+        origin = answers.mapping(transcoded.get("origin"), f"{where}.transcoded_video.origin")
+        url = answers.text(origin.get("video_url"), f"{where}.transcoded_video.origin.video_url")
+        if url:
+            return url, origin
+    for name in ("play_url", "download_url", "url"):
+        url = answers.text(video.get(name), f"{path}.video.{name}")
+        if url:
+            return url, {}
+    return "", {}
+
+
+def _cover_url(common: Mapping[str, Any], path: str) -> str:
+    """An image item's fallback URL: ``common_attr.cover_url``, else the largest of ``cover_url_map``'s sizes."""
+    url = answers.text(common.get("cover_url"), f"{path}.common_attr.cover_url")
+    if url:
+        return url
+    covers = answers.mapping(common.get("cover_url_map"), f"{path}.common_attr.cover_url_map")
+    # Keys are sizes ("4096", "2400", "1080", ...): the largest first; a key that is not a number comes last.
+    for size in sorted(covers, key=lambda key: int(key) if str(key).isdigit() and len(str(key)) < 9 else -1,
+                       reverse=True):
+        url = answers.text(covers[size], f"{path}.common_attr.cover_url_map.{size}")
+        if url:
+            return url
+    return ""
+
+
 def parse_item(raw: Any, path: str = "item") -> Item | None:
     """One item of ``item_list``: an image's large image, or a video's URL (with the reference's fallbacks)."""
     entry = answers.mapping(raw, path)
     common = answers.mapping(entry.get("common_attr"), f"{path}.common_attr")
-    item_id = answers.text(common.get("id") or common.get("item_id") or entry.get("item_id") or entry.get("id"),
-                           f"{path}.common_attr.id")
-    video = entry.get("video")
-    if isinstance(video, Mapping):
-        where = f"{path}.video"
-        transcoded = answers.mapping(answers.mapping(video.get("transcoded_video") or common.get("transcoded_video"),
-                                                     f"{where}.transcoded_video").get("origin"),
-                                     f"{where}.transcoded_video.origin")
-        url = answers.text(transcoded.get("video_url") or video.get("play_url") or video.get("download_url")
-                           or video.get("url"), f"{where}.transcoded_video.origin.video_url")
-        if url:
-            return Item(url, "video", item_id, "",
-                        answers.integer(transcoded.get("width") or video.get("width"), f"{where}.width"),
-                        answers.integer(transcoded.get("height") or video.get("height"), f"{where}.height"),
-                        answers.text(transcoded.get("format"), f"{where}.format") or "mp4")
+    item_id = answers.text(common.get("id") or common.get("item_id") or entry.get("item_id") or entry.get("id")
+                           or common.get("local_item_id") or entry.get("local_item_id"), f"{path}.common_attr.id")
+    url, origin = _video_url(entry, common, path)
+    if url:
+        video = answers.mapping(entry.get("video"), f"{path}.video")
+        return Item(url, "video", item_id, "",
+                    answers.integer(origin.get("width") or video.get("width"), f"{path}.video.width"),
+                    answers.integer(origin.get("height") or video.get("height"), f"{path}.video.height"),
+                    answers.text(origin.get("format"), f"{path}.video.format") or "mp4")
     image = entry.get("image")
     if isinstance(image, Mapping):
         where = f"{path}.image"
         large = answers.first(image.get("large_images"), f"{where}.large_images")
-        url = answers.text(large.get("image_url") or common.get("cover_url"), f"{where}.large_images[0].image_url")
+        url = (answers.text(large.get("image_url"), f"{where}.large_images[0].image_url")
+               or _cover_url(common, path))
         if url:
             return Item(url.replace("\\u0026", "&"), "image", item_id,
                         answers.text(large.get("image_uri"), f"{where}.large_images[0].image_uri"),
@@ -197,10 +243,11 @@ def parse_record(raw: Any, path: str = "record") -> HistoryRecord:
     queue = answers.mapping(entry.get("queue_info"), f"{path}.queue_info")
     listed = answers.items(entry.get("item_list"), f"{path}.item_list")
     parsed = (parse_item(item, f"{path}.item_list[{index}]") for index, item in enumerate(listed))
-    seconds = None
+    seconds = queue_seconds = None
     if forecast:
-        seconds = (answers.number(forecast.get("forecast_queue_cost"), f"{path}.forecast_cost_time.queue")
-                   + answers.number(forecast.get("forecast_generate_cost"), f"{path}.forecast_cost_time.generate"))
+        queue_seconds = answers.number(forecast.get("forecast_queue_cost"), f"{path}.forecast_cost_time.queue")
+        seconds = queue_seconds + answers.number(forecast.get("forecast_generate_cost"),
+                                                 f"{path}.forecast_cost_time.generate")
     status = entry.get("status", task.get("status"))
     return HistoryRecord(
         history_record_id=answers.text(entry.get("history_record_id") or task.get("history_id"),
@@ -213,7 +260,10 @@ def parse_record(raw: Any, path: str = "record") -> HistoryRecord:
         finished_count=answers.integer(entry.get("finished_image_count"), f"{path}.finished_image_count"),
         finish_time=answers.integer(task.get("finish_time") or entry.get("finish_time"), f"{path}.task.finish_time"),
         forecast_seconds=seconds,
+        forecast_queue_seconds=queue_seconds,
         queue_position=answers.integer(queue.get("queue_idx"), f"{path}.queue_info.queue_idx") if queue else None,
+        queue_length=answers.integer(queue.get("queue_length"), f"{path}.queue_info.queue_length") if queue else None,
+        queue_status=answers.integer(queue.get("queue_status"), f"{path}.queue_info.queue_status") if queue else None,
     )
 
 
@@ -457,6 +507,28 @@ class JimengClient:
             except answers.Malformed as exc:
                 found[key] = HistoryRecord(key, 0, malformed=str(exc))
         return found
+
+    async def high_bitrate_url(self, token: Token, item_id: str, *, request_key: str | None = None) -> str:
+        """The download version of a finished video item (``get_local_item_list``, protocol reference 2.4): its URL
+        from the answer's item fields first, then from a URL pattern; "" when the answer names none."""
+        body = {"item_id_list": [item_id], "pack_item_opt": {"scene": 1, "need_data_integrity": True},
+                "is_for_video_download": True}
+        data = await self.call(LOCAL_ITEM_PATH, body, token, request_key=request_key)
+        try:
+            answer = answers.mapping(data, "data")
+            field_name = "item_list" if answer.get("item_list") is not None else "local_item_list"
+            for index, raw in enumerate(answers.items(answer.get(field_name), f"data.{field_name}")):
+                item = parse_item(raw, f"data.{field_name}[{index}]")
+                if item is not None and item.kind == "video" and item.item_id in ("", item_id):
+                    return item.url
+        except answers.Malformed as exc:
+            raise self.malformed(LOCAL_ITEM_PATH, str(exc), request_key) from exc
+        text = json.dumps(data, ensure_ascii=False)
+        for pattern in _HIGH_BITRATE_PATTERNS:
+            found = pattern.search(text)
+            if found is not None and len(found.group(0)) <= answers.MAX_TEXT:
+                return found.group(0)
+        return ""
 
     async def user_credit(self, token: Token) -> CreditBalance:
         data = await self.call(USER_CREDIT_PATH, {}, token)

@@ -23,18 +23,19 @@ from starlette.types import Receive, Scope, Send
 from jimeng_batch.errors import ConfigError
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.signing import web_sign
-from jimeng_batch.sim.assets import asset_signature, render_mp4, render_png
+from jimeng_batch.sim.assets import HIGH_KBPS, PREVIEW_KBPS, asset_signature, render_mp4, render_png
 from jimeng_batch.sim.codes import CLAIM_REFUSALS, Concept, Outcome
 from jimeng_batch.sim.config import Distribution
 from jimeng_batch.sim.imagex import API_VERSION, ImageXError, parse_raw_query
 from jimeng_batch.sim.offered import image_config, video_config
-from jimeng_batch.sim.records import history_entry, submit_data
+from jimeng_batch.sim.records import history_entry, local_items, submit_data
 from jimeng_batch.sim.state import Account, SimError, SimState
 
 __all__ = ["build_app"]
 
 GENERATE_PATH = "/mweb/v1/aigc_draft/generate"
 HISTORY_PATH = "/mweb/v1/get_history_by_ids"
+LOCAL_ITEM_PATH = "/mweb/v1/get_local_item_list"
 UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"  # noqa: S105 - a URL path, not a secret
 USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
 CREDIT_RECEIVE_PATH = "/commerce/v1/benefits/credit_receive"
@@ -44,6 +45,7 @@ VIDEO_CONFIG_PATH = "/mweb/v1/video_generate/get_common_config"
 ASSETS_PREFIX = "/_sim/assets/"
 
 _SERVICE_IDS = {region.query_region: region.imagex_service_id for region in catalog.REGIONS.values()}
+_ASIA_INTERNATIONAL = frozenset(catalog.REGIONS[code].query_region for code in catalog.ASIA_INTERNATIONAL)
 
 
 class DropConnection(Response):
@@ -218,7 +220,35 @@ class _Api:
         found = state.lookup(gate, history_ids, submit_ids)
         now = state.clock()
         asset_url = self.asset_url_maker(request, now)
-        return self.ok({key: history_entry(record, now, asset_url) for key, record in found.items()})
+        international = self.international(request)
+        return self.ok({key: history_entry(record, now, asset_url, international=international)
+                        for key, record in found.items()})
+
+    def international(self, request: Request) -> bool:
+        """Answer in the Asia international sites' shape: the live profile, to a request for hk, jp or sg."""
+        return self.state.config.profile == "live" and request.query_params.get("region") in _ASIA_INTERNATIONAL
+
+    async def local_item_list(self, request: Request) -> Response:
+        """A finished video's download version (protocol reference 2.4): a higher-bitrate file than the preview."""
+        gate = await self.gate(request, "get_local_item_list", mweb=True)
+        if isinstance(gate, Response):
+            return gate
+        state = self.state
+        try:
+            ids = _id_list(await self.json_body(request), "item_id_list")
+            if not ids:
+                raise SimError("param", "item_id_list: give the ids of the items")
+            mode = state.config.faults.local_item_list
+            if mode == "error":
+                state.count_error("local_item_list")
+                raise SimError("param", "get_local_item_list refused (faults.local_item_list)")
+        except SimError as exc:
+            return self.sim_error(exc)
+        await self.delay(state.config.latency.poll)
+        records = [record for item_id in ids if (record := state.item(gate, item_id)) is not None]
+        asset_url = self.asset_url_maker(request, state.clock())
+        return self.ok(local_items(records, asset_url, international=self.international(request),
+                                   with_url=mode != "no_url"))
 
     async def upload_token(self, request: Request) -> Response:
         gate = await self.gate(request, "get_upload_token", mweb=True)
@@ -359,11 +389,12 @@ class _Api:
         found = state.asset(name)
         if found is None:
             return PlainTextResponse("not found", status_code=404)
-        record, index = found
+        record, index, variant = found
         spec = record.spec
         if spec.kind == "video":
             content = await run_in_threadpool(render_mp4, spec.seed, spec.prompt, spec.width, spec.height,
-                                              spec.duration_s or 1)
+                                              spec.duration_s or 1, catalog.DEFAULT_FPS,
+                                              HIGH_KBPS if variant else PREVIEW_KBPS)
             media_type = "video/mp4"
         else:
             content = await run_in_threadpool(render_png, spec.seed, spec.prompt, index, spec.width, spec.height)
@@ -453,6 +484,7 @@ class SimApp:
         self._api_routes: dict[str, Callable[[Request], Awaitable[Response]]] = {
             GENERATE_PATH: api.generate,
             HISTORY_PATH: api.history,
+            LOCAL_ITEM_PATH: api.local_item_list,
             UPLOAD_TOKEN_PATH: api.upload_token,
             USER_CREDIT_PATH: api.user_credit,
             CREDIT_RECEIVE_PATH: api.credit_receive,
@@ -466,6 +498,7 @@ class SimApp:
                 for path, handler, methods in (
                     (GENERATE_PATH, api.generate, ["POST"]),  # reached only by other methods: 405
                     (HISTORY_PATH, api.history, ["POST"]),
+                    (LOCAL_ITEM_PATH, api.local_item_list, ["POST"]),
                     (UPLOAD_TOKEN_PATH, api.upload_token, ["POST"]),
                     (USER_CREDIT_PATH, api.user_credit, ["POST"]),
                     (CREDIT_RECEIVE_PATH, api.credit_receive, ["POST"]),

@@ -19,7 +19,14 @@ from collections.abc import Iterable
 
 from PIL import Image
 
-__all__ = ["asset_signature", "mp4_boxes", "render_mp4", "render_png"]
+__all__ = ["HIGH_KBPS", "PREVIEW_KBPS", "asset_signature", "mp4_bitrate", "mp4_boxes", "render_mp4", "render_png"]
+
+# The two versions of a video the service hands out (protocol reference 2.4): the preview a poll lists, and the
+# download version get_local_item_list names. Each file declares its bitrate in a `btrt` box; the download version
+# is also really larger (its frames are encoded at a higher quality).
+PREVIEW_KBPS = 1152
+HIGH_KBPS = 6297
+_JPEG_QUALITY = {PREVIEW_KBPS: 60, HIGH_KBPS: 95}
 
 _GRID = 8  # colour cells per side
 _CACHE_SIZE = 64
@@ -71,9 +78,9 @@ def render_png(seed: int, prompt: str, index: int, width: int, height: int) -> b
             + _png_chunk(b"IDAT", b"".join(parts)) + _png_chunk(b"IEND", b""))
 
 
-def _jpeg(image: Image.Image) -> bytes:
+def _jpeg(image: Image.Image, quality: int = 60) -> bytes:
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=60)
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
@@ -90,14 +97,19 @@ _MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x4000000
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def render_mp4(seed: int, prompt: str, width: int, height: int, duration_s: int, fps: int = 24) -> bytes:
+def render_mp4(seed: int, prompt: str, width: int, height: int, duration_s: int, fps: int = 24,
+               bitrate_kbps: int = PREVIEW_KBPS) -> bytes:
     """A small valid MP4: one Motion-JPEG frame per second of ``duration_s``, ``width`` x ``height``.
+
+    ``bitrate_kbps`` (PREVIEW_KBPS or HIGH_KBPS) picks the version: the higher one encodes its frames at a higher
+    quality, and each declares its nominal bitrate in the sample entry's ``btrt`` box.
 
     Layout: ``ftyp``, then ``mdat`` with the frames, then ``moov`` (``mvhd``, one video ``trak`` whose sample table
     points into ``mdat``). Timescale is milliseconds; each frame lasts one second. ``fps`` is recorded as the
     nominal rate in the sample entry's name only; the track itself is 1 frame per second to stay small.
     """
-    frames = [_jpeg(_picture(seed, prompt, i, width, height)) for i in range(max(1, duration_s))]
+    quality = _JPEG_QUALITY.get(bitrate_kbps, 60)
+    frames = [_jpeg(_picture(seed, prompt, i, width, height), quality) for i in range(max(1, duration_s))]
     duration_ms = 1000 * len(frames)
     ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isom", b"iso2", b"mp41")
     mdat = _box(b"mdat", *frames)
@@ -126,6 +138,7 @@ def render_mp4(seed: int, prompt: str, width: int, height: int, duration_s: int,
         struct.pack(">II", 0x00480000, 0x00480000), bytes(4), struct.pack(">H", 1),
         bytes([len(name)]) + name + bytes(31 - len(name)),
         struct.pack(">Hh", 0x0018, -1),
+        _box(b"btrt", struct.pack(">III", 0, bitrate_kbps * 1000, bitrate_kbps * 1000)),
     )
     stsd = _full_box(b"stsd", 0, 0, struct.pack(">I", 1), sample_entry)
     stts = _full_box(b"stts", 0, 0, struct.pack(">III", 1, len(frames), 1000))
@@ -152,6 +165,25 @@ def mp4_boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterable[t
             raise ValueError(f"bad box size {size} for {kind!r} at {offset}")
         yield kind, offset + 8, offset + size
         offset += size
+
+
+def mp4_bitrate(data: bytes) -> int | None:
+    """The average bitrate (bits per second) an MP4 of :func:`render_mp4` declares in its ``btrt`` box, or None."""
+    path = (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd")
+    start, end = 0, len(data)
+    for kind in path:
+        found = next(((s, e) for k, s, e in mp4_boxes(data, start, end) if k == kind), None)
+        if found is None:
+            return None
+        start, end = found
+    entry = next(iter(mp4_boxes(data, start + 8, end)), None)  # stsd: version, flags and the entry count first
+    if entry is None:
+        return None
+    _kind, entry_start, entry_end = entry
+    for kind, box_start, box_end in mp4_boxes(data, entry_start + 78, entry_end):  # the visual sample entry's fields
+        if kind == b"btrt" and box_end - box_start >= 12:
+            return int(struct.unpack(">III", data[box_start:box_start + 12])[2])
+    return None
 
 
 def asset_signature(secret: bytes, name: str, expires: int) -> str:

@@ -29,9 +29,11 @@ Concept = Literal[
     "model_unavailable",  # a model the config marks as unavailable
     "in_flight_cap",  # the account already has max_in_flight unfinished jobs
     "rate_limited",  # the account sends more requests per second than allowed
+    "anti_bot",  # a model whose submits need a browser-made a_bogus (live profile only: ret 1019)
 ]
 CONCEPTS: tuple[Concept, ...] = (
     "param", "credits", "busy", "permission", "login", "model_unavailable", "in_flight_cap", "rate_limited",
+    "anti_bot",
 )
 
 CONTENT_FILTERED_FAIL_CODE = "2038"  # the record's fail_code at status 30, in both profiles
@@ -57,6 +59,8 @@ CODE_TABLE: Mapping[Profile, Mapping[Concept, Outcome]] = MappingProxyType(
                 "model_unavailable": Outcome("2003", "模型不可用"),
                 "in_flight_cap": Outcome("2004", "服务繁忙: 并行任务已达上限"),
                 "rate_limited": Outcome("2004", "服务繁忙: 请求过于频繁"),
+                # The document knows no anti-bot check; the document profile never answers this.
+                "anti_bot": Outcome("1019", "shark not pass"),
             }
         ),
         "live": MappingProxyType(
@@ -69,6 +73,7 @@ CODE_TABLE: Mapping[Profile, Mapping[Concept, Outcome]] = MappingProxyType(
                 "model_unavailable": Outcome("1002", "common error: model not available"),
                 "in_flight_cap": Outcome("4013", "并行任务已达上限"),
                 "rate_limited": Outcome("4013", "生成失败，疑似存在异常行为，请重新尝试"),
+                "anti_bot": Outcome("1019", "shark not pass"),
             }
         ),
     }

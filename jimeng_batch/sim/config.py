@@ -105,6 +105,9 @@ class Faults:
     truncated_asset_probability: float = 0.0  # an asset whose body stops half-way (the connection closes)
     asset_redirect: bool = False  # asset URLs answer 302 to where the file is, as CDNs do
     echo_session: bool = False  # error answers quote the request's Cookie header in errmsg (a hostile server)
+    # get_local_item_list (a video's download version): "serve" its URL, answer with an "error" (the profile's
+    # param code), or list the items with "no_url" at all; the client then falls back to the preview.
+    local_item_list: Literal["serve", "error", "no_url"] = "serve"
 
 
 @dataclass(frozen=True, slots=True)

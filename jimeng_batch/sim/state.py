@@ -37,6 +37,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # Status codes of a record (protocol reference 2.3).
 QUEUED, GENERATING, FINALISING, FAILED, DONE = 20, 42, 45, 30, 50
+HIGH_BITRATE_VARIANT = "hq"  # the asset name's suffix of a video's download version (get_local_item_list)
 _FINALISING_SHARE = 0.2  # the last fifth of the generation time reports 45
 # Days of the daily claim: the service's own day, Asia/Shanghai (UTC+8, no daylight saving), which every client names
 # in the claim's time_zone.
@@ -101,9 +102,11 @@ class Record:
             return DONE
         return FINALISING if generating >= self.generation_s * (1 - _FINALISING_SHARE) else GENERATING
 
-    def asset_name(self, index: int) -> str:
+    def asset_name(self, index: int, variant: str = "") -> str:
+        """The file name of an item; a video's ``variant`` (``hq``) names its high-bitrate download version."""
         extension = "mp4" if self.spec.kind == "video" else "png"
-        return f"{self.history_record_id}-{index}.{extension}"
+        suffix = f"-{variant}" if variant else ""
+        return f"{self.history_record_id}-{index}{suffix}.{extension}"
 
     def item_id(self, index: int) -> str:
         return f"{self.history_record_id}{index + 1:02d}"
@@ -367,6 +370,9 @@ class SimState:
                 raise SimError(exc.concept, str(exc)) from None
             if spec.model.key in self.config.unavailable_models or spec.model.name in self.config.unavailable_models:
                 raise SimError("model_unavailable", spec.model.key)
+            if self.config.profile == "live" and catalog.needs_a_bogus(spec.model):
+                # As the live service does: no plain HTTP client can make the browser's a_bogus (nothing charged).
+                raise SimError("anti_bot", f"{spec.model.name} needs a_bogus")
             cap = self.config.max_in_flight
             in_flight = account.prune_open(now)
             if cap is not None and in_flight >= cap:
@@ -439,19 +445,32 @@ class SimState:
 
     # -- assets and uploads --------------------------------------------------------------------------------------
 
-    def asset(self, name: str) -> tuple[Record, int] | None:
-        """The record and item index an asset file name refers to, if it exists and is finished."""
+    def asset(self, name: str) -> tuple[Record, int, str] | None:
+        """The record, item index and variant ("" or ``hq``) an asset file name refers to, if it exists and is
+        finished."""
         stem = name.rpartition(".")[0]
-        history_id, _, index_text = stem.partition("-")
+        history_id, _, rest = stem.partition("-")
+        index_text, _, variant = rest.partition("-")
         record = self._records.get(history_id)
-        if record is None or not index_text.isdigit():
+        if record is None or not index_text.isdigit() or variant not in ("", HIGH_BITRATE_VARIANT):
             return None
         index = int(index_text)
-        if index >= record.image_count or record.asset_name(index) != name:
+        if index >= record.image_count or record.asset_name(index, variant) != name:
+            return None
+        if variant and record.spec.kind != "video":
             return None
         if record.status(self.clock()) != DONE:
             return None
-        return record, index
+        return record, index, variant
+
+    def item(self, account: Account, item_id: str) -> Record | None:
+        """The account's finished video record whose item ``item_id`` is (``get_local_item_list``)."""
+        with self.lock:
+            record = self._records.get(item_id[:-2])
+        if (record is None or record.account != account.label or record.spec.kind != "video"
+                or record.item_id(0) != item_id or record.status(self.clock()) != DONE):
+            return None
+        return record
 
     def count_download(self, size: int) -> None:
         with self.lock:
