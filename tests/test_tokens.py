@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from conftest import png, run_main
-from run_helpers import simulator, write_manifest
+from run_helpers import drive, fast_options, simulator, write_manifest
 
 from jimeng_batch.engine.config import RunConfig, base_urls
 from jimeng_batch.errors import ConfigError
@@ -98,7 +98,7 @@ def test_a_malformed_entry_names_the_file_and_line_never_the_token(tmp_path: Pat
 
 
 def test_the_environment_names_the_entry_by_its_number() -> None:
-    with pytest.raises(ConfigError, match="^JIMENG_SESSIONID: token 2: the proxy names no port"):
+    with pytest.raises(ConfigError, match=r"^JIMENG_SESSIONID: token 2: the proxy names no port"):
         load_tokens(None, {"JIMENG_SESSIONID": f"{SID_A}, http://h@{SID_B}"})
 
 
@@ -368,3 +368,22 @@ def test_one_base_url_still_takes_every_call_and_the_issues_tokens_are_understoo
     assert sessions == {SID_A, SID_B}
     assert {seen.session() for seen in at_proxy if seen.cookie} == {SID_B}
     assert all(("via" in seen.headers) == (seen.session() == SID_B) for seen in at_host if seen.cookie)
+
+
+def test_a_request_is_followed_only_where_it_was_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The ledger's origin says where each request was sent; a run that sends elsewhere (another region's hosts,
+    another base URL, let into the folder by --allow-mixed-origins) leaves it for a run that sends there."""
+    manifest = write_manifest(tmp_path, "jobs: [{type: image, resolution: 1k, prompt: [a, b]}]\n")
+    out = tmp_path / "out"
+    with simulator() as first, simulator() as second:
+        sent = drive(manifest, first, out=out, options=fast_options(download=False))
+        assert sent.result.counts == {"succeeded": 2} and set(sent.column("origin").values()) == {first.base_url}
+        sent.ledger.close()
+        elsewhere = drive(manifest, second, out=out)
+        elsewhere.ledger.close()
+        assert elsewhere.result.counts == {"succeeded": 2}
+        assert second.stats()["polls"] == 0 and second.stats()["submits_by_submit_id"] == {}
+        assert f"2 request(s) sent to {first.base_url} are left as they are" in capsys.readouterr().err
+        back = drive(manifest, first, out=out)
+        back.ledger.close()
+    assert back.result.counts == {"downloaded": 2}

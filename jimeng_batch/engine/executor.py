@@ -236,8 +236,8 @@ class Executor:
                 queue.popleft()
                 continue
             bound = self.accounts.token_of(row) if row.account is not None else None
-            if row.account is not None and bound is None:
-                queue.popleft()  # it waits for its account (counted by Accounts)
+            if row.account is not None and (bound is None or self.accounts.sent_elsewhere(row)):
+                queue.popleft()  # it waits for its account, or a run to where it was sent (counted by Accounts)
                 continue
             budget = self.config.budget
             if budget is not None and self.admitted_credits + row.estimated_credits > budget:

@@ -33,7 +33,7 @@ from jimeng_batch.engine.cache import ResultCache, default_cache_path
 from jimeng_batch.engine.clients import Clients
 from jimeng_batch.engine.config import ONE_SHOT, RunConfig, resolve_config
 from jimeng_batch.engine.executor import Executor
-from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated
+from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated, same_service
 from jimeng_batch.engine.lock import FolderLock
 from jimeng_batch.engine.progress import Progress
 from jimeng_batch.engine.result import RunResult, exit_code
@@ -308,14 +308,9 @@ def run_origin(manifest: Manifest, config: RunConfig) -> str:
     return (config.region_base_url(region) or catalog.REGIONS[region].api_base).rstrip("/")
 
 
-def _same_service(a: str, b: str) -> bool:
-    """Two origins whose results may share a folder: the same host, or both the simulator (any settings)."""
-    return a == b or (is_simulated(a) and is_simulated(b))
-
-
 def _check_origins(ledger: Ledger, origin: str, config: RunConfig, out_dir: Path) -> None:
     """A folder holds one origin's results unless the user allows mixing: a rehearsal never joins a live run."""
-    others = sorted(o for o in ledger.origins() if not _same_service(o, origin))
+    others = sorted(o for o in ledger.origins() if not same_service(o, origin))
     if others and not config.allow_mixed_origins:
         held = "the simulator" if all(is_simulated(o) for o in others) else ", ".join(others)
         going = "the simulator" if is_simulated(origin) else origin
