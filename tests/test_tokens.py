@@ -176,10 +176,12 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connect
 
 
 @contextmanager
-def recording_front(upstream: str | None = None, *, via: str = "") -> Iterator[tuple[str, list[Seen]]]:
+def recording_front(upstream: str | None = None, *, via: str = "", refuse: int | None = None,
+                    ) -> Iterator[tuple[str, list[Seen]]]:
     """A plain-HTTP server on 127.0.0.1 that records every request and passes it on: to the absolute URL of its
     request line (a forwarding proxy, as httpx speaks to one: ``POST http://127.0.0.1:PORT/path HTTP/1.1``), or to
-    ``upstream`` (a front of that host, keeping the Host header, so the simulator's asset URLs name the front)."""
+    ``upstream`` (a front of that host, keeping the Host header, so the simulator's asset URLs name the front).
+    With ``refuse``, it answers every request with that status instead (a proxy refusing its credentials: 407)."""
     seen: list[Seen] = []
     onward = httpx.Client(trust_env=False, timeout=10)
 
@@ -190,6 +192,11 @@ def recording_front(upstream: str | None = None, *, via: str = "") -> Iterator[t
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             headers = {name.lower(): value for name, value in self.headers.items()}
             seen.append(Seen(self.command, self.path, headers))
+            if refuse is not None:
+                self.send_response(refuse)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             target = self.path if self.path.startswith("http://") else f"{upstream}{self.path}"
             forwarded = {name: value for name, value in headers.items() if name not in _HOP_BY_HOP}
             if via:
@@ -387,3 +394,54 @@ def test_a_request_is_followed_only_where_it_was_sent(tmp_path: Path, capsys: py
         back = drive(manifest, first, out=out)
         back.ledger.close()
     assert back.result.counts == {"downloaded": 2}
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_proxy_refusing_its_credentials_takes_its_token_out_and_fails_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 407 comes from the token's own proxy, never from the service: nothing was sent, so no request fails; the
+    token is quarantined for the run and the others do the work."""
+    monkeypatch.chdir(tmp_path)
+    manifest = write_manifest(tmp_path, "jobs: [{type: image, resolution: 1k, prompt: [a, b, c, d]}]\n")
+    with simulator() as sim, recording_front(refuse=407) as (proxy, at_proxy):
+        port = urlsplit(proxy).port
+        monkeypatch.setenv("JIMENG_SESSIONID", f"http://user:{PASSWORD}@127.0.0.1:{port}@{SID_B},{SID_A}")
+        code, _, err = run_main(["run", str(manifest), "--out", "out", "--base-url", sim.base_url, *COMMON], capsys)
+    assert code == 0, err
+    assert at_proxy and all(seen.session() == SID_B for seen in at_proxy if seen.cookie)
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "out" / "ledger.sqlite")
+    try:
+        rows = db.execute("SELECT state, token FROM requests").fetchall()
+    finally:
+        db.close()
+    assert rows and all(row == ("downloaded", "a1b2…(32)") for row in rows), rows
+    log = (tmp_path / "out" / "run.log").read_text(encoding="utf-8")
+    assert "token b2c3…(32) quarantined: proxy authentication required" in log
+    assert PASSWORD not in log + err and SID_B not in log + err
+
+
+def test_a_proxy_that_cannot_be_reached_is_named_without_its_credentials() -> None:
+    import asyncio
+    import socket
+
+    from jimeng_batch.errors import RetryableAPIError
+    from jimeng_batch.protocol import catalog
+    from jimeng_batch.protocol.client import JimengClient
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    [token] = parse_tokens(f"http://user:{PASSWORD}@127.0.0.1:{port}@{SID_A}")
+
+    async def main() -> str:
+        async with JimengClient(region=catalog.REGIONS["cn"], versions=catalog.PROTOCOL_PROFILES["live"],
+                                web_id="1", base_url="http://127.0.0.1:9", proxy=token.proxy) as client:
+            with pytest.raises(RetryableAPIError) as raised:
+                await client.user_credit(token)
+            return str(raised.value)
+
+    message = asyncio.run(main())
+    assert f"could not connect (nothing was sent) through the proxy http://127.0.0.1:{port}" in message, message
+    assert PASSWORD not in message and "pa%40ss" not in message and SID_A not in message

@@ -32,7 +32,7 @@ from jimeng_batch.protocol.drafts import GENERATE_PATH, DraftRequest, common_que
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
 from jimeng_batch.protocol.outcomes import Source, classify, error_for
 from jimeng_batch.protocol.signing import web_sign
-from jimeng_batch.protocol.tokens import Token
+from jimeng_batch.protocol.tokens import Token, shown_proxy
 
 HISTORY_PATH = "/mweb/v1/get_history_by_ids"
 USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
@@ -368,7 +368,9 @@ class JimengClient:
     def _transport_error(self, kind: str, path: str, request_key: str | None, exc: BaseException,
                          detail: str | None = None) -> APIError:
         rule = classify("transport", kind)
-        return error_for(rule, f"{path}: {rule.meaning} ({detail or type(exc).__name__})", code=kind,
+        # Through a token's proxy, the proxy may be what cannot be reached: say so (never its credentials).
+        via = f" through the proxy {shown_proxy(self.proxy)}" if self.proxy else ""
+        return error_for(rule, f"{path}: {rule.meaning}{via} ({detail or type(exc).__name__})", code=kind,
                          request_key=request_key)
 
     def _raise_ret(self, path: str, payload: Mapping[str, Any], request_key: str | None) -> Any:
