@@ -324,8 +324,8 @@ def run_options_flags(command: F) -> F:
                                                           "real host."),
         click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
                      help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
-        click.option("--base-url", default=None, help=f"Send to this host instead of the region's, or to one per "
-                                                      f"region: us=URL,cn=URL (also {BASE_URL_ENV})."),
+        click.option("--base-url", default=None, help=f"Send to this host instead of the region's (also "
+                                                      f"{BASE_URL_ENV})."),
         click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
         click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=None,
