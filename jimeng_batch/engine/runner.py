@@ -109,14 +109,15 @@ def file_log(folder: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
         handler.close()
 
 
-def run_tokens(config: RunConfig, region: str = catalog.DEFAULT_REGION) -> list[Token]:
+def run_tokens(config: RunConfig, region: str | None = None) -> list[Token]:
     """The run's token pool: ``token_file``, else ``JIMENG_SESSIONID``, else (simulator only) a demo session.
 
-    A run sends to one region, the manifest's: a token whose prefix names another region is said (masked, with
-    its region) and left out, and a pool left empty by that is a configuration error (exit 2).
+    A run sends to one region, the manifest's (``region``; None: every token is kept): a token whose prefix names
+    another region is said (masked, with its region) and left out, and a pool left empty by that is a
+    configuration error (exit 2).
     """
     loaded = load_tokens(config.token_file)
-    tokens, others = for_region(loaded, region)
+    tokens, others = for_region(loaded, region) if region is not None else (loaded, [])
     for token in others:
         _say(f"token {token.label} is for region {token.region}; this manifest's region is {region}: not used")
     if not tokens and others:
