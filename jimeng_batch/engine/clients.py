@@ -58,10 +58,6 @@ class Clients:
         """The ImageX uploader for ``token`` (through its proxy)."""
         return self._make(token.proxy)[1]
 
-    def proxies(self) -> list[str]:
-        """The proxies in use, as they may be shown (no credentials)."""
-        return [shown_proxy(proxy) for proxy in self._made if proxy]
-
     async def __aenter__(self) -> Clients:
         return self
 
