@@ -690,7 +690,8 @@ def _accounts(file: Path | None, region: str | None, kwargs: dict[str, Any]) -> 
         manifest, config = configure(file, given | {"sheet": SpreadsheetOptions.from_options(region=region)})
     else:
         config = resolve_config(None, given, os.environ)
-    return config, Target.of(manifest, region), run_tokens(config)
+    target = Target.of(manifest, region)
+    return config, target, run_tokens(config, target.region)
 
 
 def _cell(value: object) -> Text:

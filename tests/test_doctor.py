@@ -243,7 +243,7 @@ def test_untrusted_shapes_become_a_reason_for_that_token() -> None:
         "/mweb/v1/get_history_by_ids": {"ret": "0", "data": []},
     })
     token = Token(TOKEN)
-    report = asyncio.run(examine(client, [token], TARGET, Scrubber([token])))
+    report = asyncio.run(examine(lambda _token: client, [token], TARGET, Scrubber([token])))
     check = report.checks[0]
     assert check.alive is None and check.protocol == "unknown" and report.exit_code == 3
     assert check.problems == (
@@ -262,7 +262,7 @@ def test_an_unreadable_claim_answer_is_said_and_the_server_text_scrubbed() -> No
         "/commerce/v1/benefits/user_credit": {"ret": "77", "errmsg": f"bad cookie sessionid={TOKEN}\x1b[2J"},
     })
     token = Token(TOKEN)
-    line = asyncio.run(credit_lines(client, [token], Scrubber([token]), claim=True))[0]
+    line = asyncio.run(credit_lines(lambda _token: client, [token], Scrubber([token]), claim=True))[0]
     assert line.claim is None and line.claim_outcome == "not claimed" and not line.ok
     assert line.problems[0] == ("claim: /commerce/v1/benefits/credit_receive: malformed answer: "
                                 "data.is_first_receive: text, not true or false")
@@ -288,7 +288,7 @@ def test_a_404_host_whose_balance_cannot_be_read_leaves_the_session_unknown() ->
         "/mweb/v1/get_history_by_ids": {"ret": "0", "data": {}},
     })
     token = Token(TOKEN)
-    check = asyncio.run(examine(client, [token], TARGET, Scrubber([token]))).checks[0]
+    check = asyncio.run(examine(lambda _token: client, [token], TARGET, Scrubber([token]))).checks[0]
     assert check.alive is None and check.protocol == "accepted" and not check.can_generate
     assert check.problems[-1] == ("could not check the session: /passport/account/info/v2 answered HTTP 404 and the "
                                   "balance, which would prove it instead, could not be read")

@@ -14,6 +14,10 @@ account: its record lives there and its credits were spent there. So at the star
 
 Rows written before the ledger recorded accounts name their token by its masked label only; they are matched to
 the pool's token with that label when exactly one has it, and wait otherwise.
+
+A request sent somewhere (``requests.origin``: the API host, which the manifest's region and the base URL chose)
+is followed there only: a run that sends elsewhere (another region's hosts, another base URL, allowed into the
+folder by ``--allow-mixed-origins``) leaves it as it is, for a run that sends where it was sent.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from jimeng_batch.engine.ledger import RequestRow
+from jimeng_batch.engine.ledger import RequestRow, same_service
 from jimeng_batch.engine.states import State
 from jimeng_batch.protocol.client import HistoryRecord
 from jimeng_batch.protocol.tokens import Token
@@ -45,7 +49,15 @@ class Accounts:
     def __init__(self, executor: Executor) -> None:
         self.x = executor
         self.waiting: Counter[str] = Counter()  # masked label of a missing account -> requests waiting for it
+        self.elsewhere: Counter[str] = Counter()  # origin -> requests sent there, which this run does not send to
         self._orphans: list[RequestRow] = []
+
+    def sent_elsewhere(self, row: RequestRow) -> bool:
+        """Whether ``row`` was sent to another place than this run sends to (it is followed there only)."""
+        return row.origin is not None and not same_service(row.origin, self.x.origin)
+
+    def _away(self, row: RequestRow) -> None:
+        self.elsewhere[str(row.origin)] += 1
 
     def token_of(self, row: RequestRow) -> Token | None:
         """The pool's token for the account ``row`` was sent with."""
@@ -65,7 +77,9 @@ class Accounts:
         by_token: dict[str, tuple[Token, list[RequestRow]]] = {}
         for row in self.x.ledger.in_states([State.SUBMITTING]):
             token = self.token_of(row)
-            if token is None:
+            if self.sent_elsewhere(row):
+                self._away(row)
+            elif token is None:
                 self._missing(row)
             else:
                 by_token.setdefault(token.account, (token, []))[1].append(row)
@@ -112,17 +126,26 @@ class Accounts:
         x = self.x
         for row in list(x.ledger.in_states(FOLLOWED)):
             token = self.token_of(row)
-            if token is None:
+            if self.sent_elsewhere(row):
+                self._away(row)
+            elif token is None:
                 self._missing(row)
             elif row.state == State.SUCCEEDED:
                 x.spawn(x.finish(row, token, lease=None))
             else:
                 x.spawn(x.finish(row, token, lease=x.lease(token)))
         for row in x.ledger.in_states(BOUND_PLANNED):
-            if row.account is not None and self.token_of(row) is None:
+            if row.account is not None and self.sent_elsewhere(row):
+                self._away(row)
+            elif row.account is not None and self.token_of(row) is None:
                 self._missing(row)
         for label, count in self.waiting.items():
             log.warning("%d request(s) waiting for account %s: its token is not in this run's pool", count, label)
+        for origin, count in self.elsewhere.items():
+            message = (f"{count} request(s) sent to {origin} are left as they are: this run sends to {x.origin}; a "
+                       "run that sends there (its region, its base URL) follows them")
+            log.warning(message)
+            print(message, file=sys.stderr)
         if self._orphans:
             await self._reassign()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from jimeng_batch.errors import ConfigError, describe
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, Settings, SpreadsheetOptions
 from jimeng_batch.intake.sharding import Shard, parse_shard
+from jimeng_batch.protocol.catalog import REGIONS
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
 
 if TYPE_CHECKING:
@@ -63,7 +65,9 @@ class RunConfig:
     # Where requests go, and with which tokens.
     sim: bool = False  # the built-in simulator
     sim_config: Path | None = None
-    base_url: str | None = None  # instead of the region's hosts (`JIMENG_BASE_URL`)
+    # Instead of the region's hosts (`JIMENG_BASE_URL`): one URL for every region, or `us=URL,cn=URL` (see
+    # base_urls), so that one setting serves manifests of several regions.
+    base_url: str | None = None
     imagex_url: str | None = None  # where uploads go when not the base URL (`JIMENG_IMAGEX_URL`)
     token_file: Path | None = None  # else `JIMENG_SESSIONID`
     # Pace.
@@ -126,6 +130,14 @@ class RunConfig:
         return CallLimits(call_deadline=self.call_deadline, max_answer_bytes=self.max_answer_bytes,
                           download_floor=self.download_floor, download_rate=self.download_rate,
                           max_asset_bytes=self.max_asset_bytes)
+
+    def region_base_url(self, region: str) -> str | None:
+        """Where a run of ``region`` sends its calls: the base URL, or its entry for ``region``; None: the
+        region's own hosts."""
+        if self.base_url is None:
+            return None
+        urls = base_urls(self.base_url)
+        return urls.get(ANY_REGION, urls.get(region))
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_retries=self.max_retries, backoff_base=self.backoff_base,
@@ -235,18 +247,52 @@ def _problems(config: RunConfig) -> list[str]:
     if isinstance(config.max_requests, bool) or not isinstance(config.max_requests, int) or config.max_requests < 1:
         found.append(f"max_requests must be a whole number, 1 or more, not {config.max_requests}")
     for name, variable in _FROM_ENVIRONMENT.items():
-        url = getattr(config, name)
-        if url is not None:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        setting = f"{name} (--{name.replace('_', '-')} or {variable})"
+        try:
+            urls = base_urls(value) if name == "base_url" else {ANY_REGION: value}
+        except ConfigError as exc:
+            found.append(f"{setting}: {exc}")
+            continue
+        for region, url in urls.items():
             wrong = url_problem(url)
             if wrong:
-                found.append(f"{name} (--{name.replace('_', '-')} or {variable}) {describe(url, 80)} is not a "
-                             f"usable address: {wrong}")
+                entry = "" if region == ANY_REGION else f" entry {region}="
+                found.append(f"{setting}{entry} {describe(url, 80)} is not a usable address: {wrong}")
     if not config.cache_ttl >= 0:
         found.append(f"cache_ttl must be 0 or more seconds (or forever), not {config.cache_ttl}")
     unknown = sorted(str(state) for state in config.fail_on if state not in FAIL_ON_STATES)
     if unknown:
         found.append(f"fail_on may name {', '.join(FAIL_ON_STATES)}, not {', '.join(unknown)}")
     return found
+
+
+ANY_REGION = "*"  # a base URL given as one URL: every region's
+_REGION_ENTRY = re.compile(r"\s*([A-Za-z]{2})\s*=(.*)", re.DOTALL)
+
+
+def base_urls(value: str) -> dict[str, str]:
+    """A base-URL setting by region: ``URL`` (every region: ``{"*": URL}``) or ``REGION=URL[,REGION=URL...]``
+    (a region it does not name goes to its own hosts). ConfigError when an entry is not ``REGION=URL`` or names
+    an unknown region or one region twice."""
+    if not _REGION_ENTRY.match(value):
+        return {ANY_REGION: value.strip()}
+    urls: dict[str, str] = {}
+    for number, entry in enumerate(value.split(","), 1):
+        matched = _REGION_ENTRY.fullmatch(entry)
+        if not matched:
+            raise ConfigError(f"entry {number} {describe(entry, 80)} is not REGION=URL (like us=http://gateway:8080)"
+                              "; give one URL for every region, or REGION=URL entries separated by commas")
+        region, url = matched.group(1).lower(), matched.group(2).strip()
+        if region not in REGIONS:
+            raise ConfigError(f"entry {number} names the region {describe(region)}; regions: "
+                              f"{', '.join(REGIONS)}")
+        if region in urls:
+            raise ConfigError(f"entry {number} names the region {region} a second time")
+        urls[region] = url
+    return urls
 
 
 def url_problem(url: str) -> str | None:

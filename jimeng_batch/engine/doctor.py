@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jimeng_batch.engine.clients import Clients
 from jimeng_batch.engine.config import RunConfig
 from jimeng_batch.errors import APIError, printable
 from jimeng_batch.intake.manifest import Manifest
@@ -40,8 +41,9 @@ EXIT_OK, EXIT_SOME, EXIT_NONE = 0, 1, 3
 
 
 def token_region(token: Token, pool_region: str) -> str:
-    """The region a token is used for: for now the pool's (the manifest's, or --region) for every token."""
-    return pool_region
+    """The region a token is used for: the one its prefix names (``us-…``), else the pool's (the manifest's, or
+    --region). Tokens of another region than the pool's are left out of it before the checks (``run_tokens``)."""
+    return token.region or pool_region
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +218,14 @@ async def check_account(client: JimengClient, token: Token, target: Target, scru
     return check, stale
 
 
-async def examine(client: JimengClient, tokens: list[Token], target: Target, scrub: Callable[[str], str], *,
-                  clock: Callable[[], float] = time.time) -> DoctorReport:
-    """``doctor`` over the pool, one token after the other (a few calls each)."""
+async def examine(client_for: Callable[[Token], JimengClient], tokens: list[Token], target: Target,
+                  scrub: Callable[[str], str], *, clock: Callable[[], float] = time.time) -> DoctorReport:
+    """``doctor`` over the pool, one token after the other (a few calls each), each through its own client (its
+    proxy's, or direct)."""
     checks: list[AccountCheck] = []
     stale: str | None = None
     for token in tokens:
-        check, refused = await check_account(client, token, target, scrub, clock())
+        check, refused = await check_account(client_for(token), token, target, scrub, clock())
         checks.append(check)
         stale = stale or refused
     return DoctorReport(target, tuple(checks), stale)
@@ -297,36 +300,38 @@ async def credit_line(client: JimengClient, token: Token, scrub: Callable[[str],
     return CreditLine(token.label, balance, state, claim, answer, code, tuple(problems))
 
 
-async def credit_lines(client: JimengClient, tokens: list[Token], scrub: Callable[[str], str], *, claim: bool,
-                       clock: Callable[[], float] = time.time) -> list[CreditLine]:
-    """Every token's balance, and with ``claim`` its daily claim first; one token's refusal stops no other's."""
-    return [await credit_line(client, token, scrub, claim=claim, now=clock()) for token in tokens]
+async def credit_lines(client_for: Callable[[Token], JimengClient], tokens: list[Token], scrub: Callable[[str], str],
+                       *, claim: bool, clock: Callable[[], float] = time.time) -> list[CreditLine]:
+    """Every token's balance, and with ``claim`` its daily claim first, each through its own client; one token's
+    refusal stops no other's."""
+    return [await credit_line(client_for(token), token, scrub, claim=claim, now=clock()) for token in tokens]
 
 
 # -- the connection and the entry points -------------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
-async def connected_client(config: RunConfig, target: Target) -> AsyncIterator[JimengClient]:
-    """A client for ``target``: to the built-in simulator (``sim``: one started for the duration, holding nothing
-    afterwards), the base URL, or the region's own hosts."""
+async def connected_clients(config: RunConfig, target: Target, tokens: list[Token]) -> AsyncIterator[Clients]:
+    """The clients for ``target``, one per proxy of the pool (as a run has them): to the built-in simulator (``sim``:
+    one started for the duration, holding nothing afterwards), the region's base URL, or the region's own hosts."""
     with contextlib.ExitStack() as stack:
-        base_url = config.base_url
+        base_url = config.region_base_url(target.region)
         if config.sim:
             from jimeng_batch.sim import running_simulator
 
             base_url = stack.enter_context(running_simulator(config.simulator_settings())).base_url
-        async with JimengClient(region=catalog.REGIONS[target.region], versions=target.versions,
-                                web_id=target.web_id, base_url=base_url, limits=config.call_limits()) as client:
-            yield client
+        async with Clients(region=catalog.REGIONS[target.region], versions=target.versions, web_id=target.web_id,
+                           base_url=base_url, imagex_url=config.imagex_url, limits=config.call_limits(),
+                           tokens=tokens) as clients:
+            yield clients
 
 
 def doctor(config: RunConfig, target: Target, tokens: list[Token]) -> DoctorReport:
     """Check every token of the pool (see :func:`examine`)."""
 
     async def main() -> DoctorReport:
-        async with connected_client(config, target) as client:
-            return await examine(client, tokens, target, Scrubber(tokens))
+        async with connected_clients(config, target, tokens) as clients:
+            return await examine(clients.client, tokens, target, Scrubber(tokens))
 
     return asyncio.run(main())
 
@@ -335,7 +340,7 @@ def credits(config: RunConfig, target: Target, tokens: list[Token], *, claim: bo
     """Every token's balance, and with ``claim`` its daily claim first (see :func:`credit_lines`)."""
 
     async def main() -> list[CreditLine]:
-        async with connected_client(config, target) as client:
-            return await credit_lines(client, tokens, Scrubber(tokens), claim=claim)
+        async with connected_clients(config, target, tokens) as clients:
+            return await credit_lines(clients.client, tokens, Scrubber(tokens), claim=claim)
 
     return asyncio.run(main())

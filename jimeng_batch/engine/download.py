@@ -22,6 +22,7 @@ import hashlib
 import io
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -213,12 +214,14 @@ class _Unlisted(Exception):
 class Downloads:
     """The downloads of one run; create it inside the running event loop."""
 
-    def __init__(self, ledger: Ledger, client: JimengClient, retrier: Retrier, *, out_dir: Path, origin: str,
-                 cache: ResultCache | None = None, limiter: AsyncLimiter | None = None,
+    def __init__(self, ledger: Ledger, client_for: Callable[[Token], JimengClient], retrier: Retrier, *,
+                 out_dir: Path, origin: str, cache: ResultCache | None = None, limiter: AsyncLimiter | None = None,
                  poll_limiter: AsyncLimiter | None = None) -> None:
         self.ledger = ledger
         self.origin = origin
-        self.client = client
+        # A job's files are fetched through the client of the token that made it (its proxy, if it names one):
+        # a token behind a proxy shows the asset hosts the proxy's address, as it shows the API.
+        self.client_for = client_for
         self.retrier = retrier
         self.out_dir = out_dir
         self.cache = cache
@@ -273,7 +276,8 @@ class Downloads:
                 version = await self._version(row, token, current)
             fetched, variant, reason = version
             try:
-                asset = await download(self.client, fetched, self.out_dir, row.key, index, self.syncer)
+                asset = await download(self.client_for(token), fetched, self.out_dir, row.key, index,
+                                       self.syncer)
             except RetryableAPIError as error:
                 stale = error.rule.reason == "expired"
                 raise
@@ -296,8 +300,9 @@ class Downloads:
         if not item.item_id:
             return item, PREVIEW, "the record names no item id to ask get_local_item_list with"
         try:
-            url = await self.retrier.call("item", lambda: self.client.high_bitrate_url(token, item.item_id,
-                                                                                         request_key=row.key),
+            client = self.client_for(token)
+            url = await self.retrier.call("item", lambda: client.high_bitrate_url(token, item.item_id,
+                                                                                  request_key=row.key),
                                           key=row.key, limiter=self.poll_limiter)
         except APIError as error:
             log.warning("%s: no high-bitrate video (%s); the preview is downloaded", row.key, error)
@@ -310,7 +315,7 @@ class Downloads:
         """The finished job's record, polled again (fresh URLs); _Unlisted when it is not complete now."""
         history_id = row.history_record_id or ""
         async with limited(self.poll_limiter):
-            found = await self.client.history(token, history_ids=[history_id])
+            found = await self.client_for(token).history(token, history_ids=[history_id])
         record = found.get(history_id)
         if record is None or not record.complete(row.kind):
             raise _Unlisted

@@ -32,6 +32,7 @@ from aiolimiter import AsyncLimiter
 from jimeng_batch.engine.accounts import Accounts
 from jimeng_batch.engine.breaker import Breakers
 from jimeng_batch.engine.cache import ResultCache
+from jimeng_batch.engine.clients import Clients
 from jimeng_batch.engine.config import POLL_GROWTH, RunConfig
 from jimeng_batch.engine.download import Downloads
 from jimeng_batch.engine.ledger import Ledger, QueueSight, RequestRow
@@ -45,7 +46,6 @@ from jimeng_batch.engine.upload import Uploads
 from jimeng_batch.errors import APIError, RequestFailedError, RetryableAPIError, StopSubmittingError
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.client import HISTORY_PATH, STATUS_DONE, HistoryRecord, JimengClient
-from jimeng_batch.protocol.imagex import Uploader
 from jimeng_batch.protocol.outcomes import Action, Rule, TokenEffect, classify
 from jimeng_batch.protocol.tokens import Scrubber, Token
 
@@ -67,24 +67,26 @@ class _Lease:
 class Executor:
     """Runs what the ledger holds. Create and :meth:`run` it inside the event loop."""
 
-    def __init__(self, ledger: Ledger, client: JimengClient, tokens: list[Token], config: RunConfig, *,
+    def __init__(self, ledger: Ledger, clients: Clients, tokens: list[Token], config: RunConfig, *,
                  out_dir: Path, region: catalog.Region, versions: catalog.ProtocolVersions, web_id: str,
-                 origin: str = "", cache: ResultCache | None = None, uploader: Uploader | None = None,
+                 origin: str = "", cache: ResultCache | None = None,
                  local_files: Mapping[str, Path] | None = None, upload_scope: str | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Callable[[], float] = time.time,
                  on_change: Callable[[Counter[State]], None] | None = None) -> None:
         self.ledger = ledger
         ledger.scrub = Scrubber(tokens)  # what the service says is stored without any form of a token
-        self.client = client
+        # Every call made with a token goes through that token's client (its proxy): ``client_for``. The direct
+        # client names the API host and classifies what is not a call.
+        self.clients = clients
+        self.client = clients.default
         self.tokens = tokens
         self.config = config
         self.out_dir = out_dir
         self.region = region
         self.versions = versions
         self.web_id = web_id
-        self.origin = origin or client.api_base
+        self.origin = origin or self.client.api_base
         self.cache = cache
-        self.uploader = uploader
         self.local_files = dict(local_files or {})
         self.upload_scope = upload_scope or region.code
         self.sleep = sleep
@@ -163,9 +165,9 @@ class Executor:
         self.retrier = Retrier(config.retry_policy(), record=self._record, sleep=self.sleep, clock=self.clock,
                                on_retry=lambda key, kind: self.ledger.bump(key, "retries"), seed=config.jitter_seed,
                                outage=self.breakers.is_open)
-        self.uploads = Uploads(self.ledger, self.uploader, self.retrier, local_files=self.local_files,
+        self.uploads = Uploads(self.ledger, self.clients.uploader, self.retrier, local_files=self.local_files,
                                scope=self.upload_scope, limiter=uploads)
-        self.downloads = Downloads(self.ledger, self.client, self.retrier, out_dir=self.out_dir, origin=self.origin,
+        self.downloads = Downloads(self.ledger, self.client_for, self.retrier, out_dir=self.out_dir, origin=self.origin,
                                    cache=self.cache, limiter=downloads, poll_limiter=polls)
         self.accounts = Accounts(self)
         self._backlog = asyncio.Semaphore(config.max_unfinished or 4 * config.concurrency * len(self.tokens) + 32)
@@ -190,6 +192,10 @@ class Executor:
                          self.admitted_credits, self.pool.described(), self.pool.high_water(), self.stop_message,
                          dict(self.accounts.waiting))
 
+    def client_for(self, token: Token) -> JimengClient:
+        """The client of calls made with ``token`` (through its proxy, if it names one)."""
+        return self.clients.client(token)
+
     def spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
@@ -210,7 +216,8 @@ class Executor:
                        ) -> dict[str, HistoryRecord | None] | None:
         """The service's records of ``submit_ids``; None when it cannot be asked now."""
         try:
-            return await self.retrier.call("reconcile", lambda: self.client.history(token, submit_ids=submit_ids),
+            client = self.client_for(token)
+            return await self.retrier.call("reconcile", lambda: client.history(token, submit_ids=submit_ids),
                                            key=key, limiter=self.poll_limiter)
         except RetryableAPIError as error:
             log.warning("reconcile %s: giving up after %d tries: %s", key or "", error.tries, error)
@@ -229,8 +236,8 @@ class Executor:
                 queue.popleft()
                 continue
             bound = self.accounts.token_of(row) if row.account is not None else None
-            if row.account is not None and bound is None:
-                queue.popleft()  # it waits for its account (counted by Accounts)
+            if row.account is not None and (bound is None or self.accounts.sent_elsewhere(row)):
+                queue.popleft()  # it waits for its account, or a run to where it was sent (counted by Accounts)
                 continue
             budget = self.config.budget
             if budget is not None and self.admitted_credits + row.estimated_credits > budget:
@@ -463,7 +470,8 @@ class Executor:
             async def fetch(ids: list[str], token: Token = token) -> dict[str, HistoryRecord | None]:
                 # One recorded call for every job waiting; each job retries a failure on its own schedule.
                 async with limited(self.poll_limiter):
-                    return await self.retrier.timed(None, "poll", self.client.history(token, history_ids=ids))
+                    return await self.retrier.timed(None, "poll",
+                                                   self.client_for(token).history(token, history_ids=ids))
 
             poller = self._pollers[token.account] = BatchPoller(fetch)
         return poller

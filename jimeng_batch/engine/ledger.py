@@ -40,6 +40,11 @@ def is_simulated(origin: object) -> bool:
     return isinstance(origin, str) and origin.startswith(f"{SIMULATOR_ORIGIN}:")
 
 
+def same_service(a: str, b: str) -> bool:
+    """Two origins that are one service: the same host, or both the simulator (any settings)."""
+    return a == b or (is_simulated(a) and is_simulated(b))
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int

@@ -31,10 +31,11 @@ from typing import Any, TypeVar
 from jimeng_batch._version import __version__
 from jimeng_batch.engine.account_catalog import CatalogRead, account_catalog
 from jimeng_batch.engine.cache import ResultCache, default_cache_path
+from jimeng_batch.engine.clients import Clients
 from jimeng_batch.engine.config import ONE_SHOT, RunConfig, resolve_config
 from jimeng_batch.engine.doctor import credit_lines
 from jimeng_batch.engine.executor import Executor
-from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated
+from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated, same_service
 from jimeng_batch.engine.lock import FolderLock
 from jimeng_batch.engine.progress import Progress, describe_queue
 from jimeng_batch.engine.result import RunResult, exit_code
@@ -56,10 +57,8 @@ from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize, unsu
 from jimeng_batch.intake.sharding import parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.client import JimengClient
-from jimeng_batch.protocol.imagex import Uploader, imagex_base
 from jimeng_batch.protocol.request_spec import RequestSpec
-from jimeng_batch.protocol.tokens import Scrubber, Token, load_tokens
+from jimeng_batch.protocol.tokens import Scrubber, Token, for_region, load_tokens
 
 log = logging.getLogger("jimeng_batch.run")
 T = TypeVar("T")
@@ -113,14 +112,30 @@ def file_log(folder: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
         handler.close()
 
 
-def run_tokens(config: RunConfig) -> list[Token]:
-    """The run's token pool: ``token_file``, else ``JIMENG_SESSIONID``, else (simulator only) a demo session."""
-    tokens = load_tokens(config.token_file)
+def run_tokens(config: RunConfig, region: str | None = None) -> list[Token]:
+    """The run's token pool: ``token_file``, else ``JIMENG_SESSIONID``, else (simulator only) a demo session.
+
+    A run sends to one region, the manifest's (``region``; None: every token is kept): a token whose prefix names
+    another region is said (masked, with its region) and left out, and a pool left empty by that is a
+    configuration error (exit 2).
+    """
+    loaded = load_tokens(config.token_file)
+    tokens, others = for_region(loaded, region) if region is not None else (loaded, [])
+    for token in others:
+        _say(f"token {token.label} is for region {token.region}; this manifest's region is {region}: not used")
+    if not tokens and others:
+        source = config.token_file or "JIMENG_SESSIONID"
+        raise ConfigError(f"{source}: no token for region {region}, the manifest's region: every token's prefix "
+                          f"names another region ({', '.join(sorted({str(t.region) for t in others}))}); add "
+                          f"tokens without a prefix or with '{region}-', or run a manifest of that region")
     if not tokens and config.sim:
         tokens = [Token(SIM_TOKEN)]
     if not tokens:
         raise ConfigError("no session token: set JIMENG_SESSIONID (one, or several separated by commas) or pass "
                           "--token-file; or rehearse against the built-in simulator with --sim")
+    for token in tokens:
+        if token.proxy_label:
+            log.info("token %s goes through the proxy %s", token.label, token.proxy_label)
     return tokens
 
 
@@ -272,15 +287,15 @@ async def connected_executor(manifest: Manifest, ledger: Ledger, config: RunConf
                              local_files: Mapping[str, Path], origin: str | None = None,
                              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                              clock: Callable[[], float] = time.time) -> AsyncIterator[Executor]:
-    """The executor of a run, with its client and uploader, connected to ``base_url`` (None: the region's hosts)."""
+    """The executor of a run, with its clients and uploaders (one per proxy of the pool), connected to
+    ``base_url`` (None: the region's hosts)."""
     region = catalog.REGIONS[manifest.settings.region]
     versions = manifest.settings.protocol
     web_id = plan_web_id(manifest)
-    async with JimengClient(region=region, versions=versions, web_id=web_id, base_url=base_url,
-                            limits=config.call_limits()) as client:
-        uploader = Uploader(client, region, imagex_base(region, base_url, config.imagex_url))
-        yield Executor(ledger, client, tokens, config, out_dir=out_dir, region=region, versions=versions,
-                       web_id=web_id, origin=origin or client.api_base, cache=cache, uploader=uploader,
+    async with Clients(region=region, versions=versions, web_id=web_id, base_url=base_url,
+                       imagex_url=config.imagex_url, limits=config.call_limits(), tokens=tokens) as clients:
+        yield Executor(ledger, clients, tokens, config, out_dir=out_dir, region=region, versions=versions,
+                       web_id=web_id, origin=origin or clients.default.api_base, cache=cache,
                        local_files=local_files, upload_scope=region.code if base_url is None else
                        f"{region.code}@{base_url}", sleep=sleep, clock=clock)
 
@@ -290,17 +305,13 @@ def run_origin(manifest: Manifest, config: RunConfig) -> str:
     if config.sim:
         settings = json.dumps(dataclasses.asdict(config.simulator_settings()), sort_keys=True, default=str)
         return f"{SIMULATOR_ORIGIN}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
-    return (config.base_url or catalog.REGIONS[manifest.settings.region].api_base).rstrip("/")
-
-
-def _same_service(a: str, b: str) -> bool:
-    """Two origins whose results may share a folder: the same host, or both the simulator (any settings)."""
-    return a == b or (is_simulated(a) and is_simulated(b))
+    region = manifest.settings.region
+    return (config.region_base_url(region) or catalog.REGIONS[region].api_base).rstrip("/")
 
 
 def _check_origins(ledger: Ledger, origin: str, config: RunConfig, out_dir: Path) -> None:
     """A folder holds one origin's results unless the user allows mixing: a rehearsal never joins a live run."""
-    others = sorted(o for o in ledger.origins() if not _same_service(o, origin))
+    others = sorted(o for o in ledger.origins() if not same_service(o, origin))
     if others and not config.allow_mixed_origins:
         held = "the simulator" if all(is_simulated(o) for o in others) else ", ".join(others)
         going = "the simulator" if is_simulated(origin) else origin
@@ -342,7 +353,7 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
         if summary.problems:
             raise SchemaError(summary.problems)
         _refuse_unsupported(config, summary.needs_a_bogus())
-    tokens = run_tokens(config)
+    tokens = run_tokens(config, manifest.settings.region)
     origin = run_origin(manifest, config)
     scrub = Scrubber(tokens)
     resources = contextlib.ExitStack()
@@ -433,7 +444,7 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
     """Run the prepared batch to its end: the simulator if asked for, the cache, the executor, progress."""
     config, ledger, out_dir = prepared.config, prepared.ledger, prepared.out_dir
     with contextlib.ExitStack() as stack:
-        base_url = config.base_url
+        base_url = config.region_base_url(prepared.manifest.settings.region)
         if config.sim:
             from jimeng_batch.sim import running_simulator
 
@@ -491,7 +502,7 @@ async def _check_account_catalog(prepared: _Prepared, executor: Executor) -> Non
     said, and the built-in catalog stands (``account_catalog: warn``), or the run stops (``require``).
     """
     config = prepared.config
-    read = await account_catalog(executor.client, prepared.tokens[0], folder=prepared.out_dir,
+    read = await account_catalog(executor.client_for(prepared.tokens[0]), prepared.tokens[0], folder=prepared.out_dir,
                                  use_cached=not prepared.planned_anew and not config.fresh_catalog,
                                  scrub=prepared.ledger.scrub)
     if read.copy is None:
@@ -522,7 +533,7 @@ async def _preflight(executor: Executor, ledger: Ledger, mode: str) -> None:
     unread: list[str] = []
     for token in executor.tokens:
         try:
-            total += (await executor.client.user_credit(token)).total
+            total += (await executor.client_for(token).user_credit(token)).total
         except APIError as error:
             unread.append(token.label)
             # The reason may quote the server's text: no token in it, and nothing that could repaint the terminal.
@@ -549,7 +560,7 @@ async def _preflight(executor: Executor, ledger: Ledger, mode: str) -> None:
 async def _claim_daily(executor: Executor, ledger: Ledger) -> None:
     """``--claim-daily``: each token's daily claim, before the balances are read; what each gave is logged, and a
     refusal is said without stopping the run or the other claims."""
-    for line in await credit_lines(executor.client, executor.tokens, ledger.scrub, claim=True):
+    for line in await credit_lines(executor.client_for, executor.tokens, ledger.scrub, claim=True):
         if line.ok:
             log.info(line.describe())
             print(line.describe(), file=sys.stderr)
@@ -567,16 +578,17 @@ def read_catalog_now(config: RunConfig, region: str, versions: catalog.ProtocolV
                      ) -> CatalogRead:
     """The account's catalog, read now with the first token of ``config``'s pool, from ``config``'s host (the
     region's, a base URL, or a simulator started for the purpose): for ``validate --live`` and ``models --live``."""
-    tokens = run_tokens(config)
+    tokens = run_tokens(config, region)
     scrub = Scrubber(tokens)
 
     async def read(base_url: str | None) -> CatalogRead:
-        async with JimengClient(region=catalog.REGIONS[region], versions=versions, web_id=web_id, base_url=base_url,
-                                limits=config.call_limits()) as client:
-            return await account_catalog(client, tokens[0], scrub=scrub)
+        # Through the first token's own proxy, as a run would send it.
+        async with Clients(region=catalog.REGIONS[region], versions=versions, web_id=web_id, base_url=base_url,
+                           imagex_url=config.imagex_url, limits=config.call_limits(), tokens=tokens[:1]) as clients:
+            return await account_catalog(clients.client(tokens[0]), tokens[0], scrub=scrub)
 
     with contextlib.ExitStack() as stack:
-        base_url = config.base_url
+        base_url = config.region_base_url(region)
         if config.sim:
             from jimeng_batch.sim import SimConfig, load_config, running_simulator
 

@@ -49,7 +49,7 @@ class Submission:
         x.ledger.bump(self.row.key, "submits")
         request = build_request(self.spec, x.region, x.versions, web_id=x.web_id, created_ms=int(x.clock() * 1000),
                                 uploaded=self.uploaded)
-        return await x.client.submit(request, token, request_key=self.row.key)
+        return await x.client_for(token).submit(request, token, request_key=self.row.key)
 
     async def reconcile(self, token: Token, error: RetryableAPIError) -> Submitted | None:
         """A submit that got no answer may have arrived and been charged: ask before sending it again."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiolimiter import AsyncLimiter
@@ -37,10 +37,10 @@ class UploadUnavailable(RequestFailedError):
 class Uploads:
     """The uploads of one run; create it inside the running event loop."""
 
-    def __init__(self, ledger: Ledger, uploader: Uploader | None, retrier: Retrier, *,
+    def __init__(self, ledger: Ledger, uploader_for: Callable[[Token], Uploader] | None, retrier: Retrier, *,
                  local_files: Mapping[str, Path], scope: str, limiter: AsyncLimiter | None = None) -> None:
         self.ledger = ledger
-        self.uploader = uploader
+        self.uploader_for = uploader_for  # each token's uploads go through its own client (its proxy)
         self.retrier = retrier
         self.local_files = dict(local_files)
         # Where an uploaded image_uri is valid: the region, or the host standing in for it (a simulator forgets
@@ -74,7 +74,7 @@ class Uploads:
 
     async def _upload(self, token: Token, sha256: str, key: str) -> str:
         path = self.local_files.get(sha256)
-        uploader = self.uploader
+        uploader = self.uploader_for(token) if self.uploader_for is not None else None
         if path is None or uploader is None:
             raise UploadUnavailable("the local image is not part of this run's manifest any more")
         try:

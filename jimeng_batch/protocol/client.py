@@ -46,7 +46,7 @@ from jimeng_batch.protocol.live_catalog import (
 )
 from jimeng_batch.protocol.outcomes import Source, classify, error_for
 from jimeng_batch.protocol.signing import web_sign
-from jimeng_batch.protocol.tokens import Token
+from jimeng_batch.protocol.tokens import Token, shown_proxy
 
 HISTORY_PATH = "/mweb/v1/get_history_by_ids"
 USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
@@ -309,12 +309,12 @@ MAX_REDIRECTS = 5  # asset hosts (CDNs) redirect; the API never does, and its ca
 
 
 def _lanes(connections: int, transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout, *,
-           follow_redirects: bool = False) -> list[_Lane]:
+           follow_redirects: bool = False, proxy: str | None = None) -> list[_Lane]:
     count = max(1, -(-connections // LANE_CONNECTIONS))
     per_lane = max(1, connections // count)
     limits = httpx.Limits(max_connections=per_lane, max_keepalive_connections=per_lane)
     return [_Lane(httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=follow_redirects,
-                                    max_redirects=MAX_REDIRECTS, limits=limits),
+                                    max_redirects=MAX_REDIRECTS, limits=limits, proxy=proxy),
                   asyncio.Semaphore(per_lane), per_lane) for _ in range(count)]
 
 
@@ -336,8 +336,9 @@ class JimengClient:
     def __init__(self, *, region: Region, versions: ProtocolVersions, web_id: str, base_url: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, limits: CallLimits = DEFAULT_LIMITS,
                  clock: Callable[[], float] = time.time, max_connections: int = 16,
-                 download_connections: int = 8) -> None:
+                 download_connections: int = 8, proxy: str | None = None) -> None:
         self.region = region
+        self.proxy = proxy  # every call of this client goes through it (a token's own proxy): never shown whole
         self.limits = limits
         self.versions = versions
         self.web_id = web_id
@@ -349,9 +350,10 @@ class JimengClient:
         # Small pools, several of them: httpcore checks every idle connection of a pool (a system call each) every
         # time a request starts or ends there, so one pool of sixteen costs several times what four pools of four
         # do. Callers queue in the lanes, not inside httpx, where waiting requests are rescanned as well.
-        self._lanes = _lanes(max_connections, transport, limits.timeout)
+        self._lanes = _lanes(max_connections, transport, limits.timeout, proxy=proxy)
         # Downloads use lanes of their own: asset hosts differ from the API host.
-        self._download_lanes = _lanes(download_connections, transport, limits.timeout, follow_redirects=True)
+        self._download_lanes = _lanes(download_connections, transport, limits.timeout, follow_redirects=True,
+                                      proxy=proxy)
 
     async def __aenter__(self) -> JimengClient:
         return self
@@ -457,7 +459,9 @@ class JimengClient:
     def _transport_error(self, kind: str, path: str, request_key: str | None, exc: BaseException,
                          detail: str | None = None) -> APIError:
         rule = classify("transport", kind)
-        return error_for(rule, f"{path}: {rule.meaning} ({detail or type(exc).__name__})", code=kind,
+        # Through a token's proxy, the proxy may be what cannot be reached: say so (never its credentials).
+        via = f" through the proxy {shown_proxy(self.proxy)}" if self.proxy else ""
+        return error_for(rule, f"{path}: {rule.meaning}{via} ({detail or type(exc).__name__})", code=kind,
                          request_key=request_key)
 
     def _raise_ret(self, path: str, payload: Mapping[str, Any], request_key: str | None) -> Any:

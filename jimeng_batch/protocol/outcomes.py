@@ -88,6 +88,10 @@ RULES: tuple[Rule, ...] = (
     # HTTP statuses and the network.
     Rule("http", "401", "unauthorised", Action.STOP, "login", "http", TokenEffect.QUARANTINE),
     Rule("http", "403", "forbidden", Action.STOP, "permission", "http"),
+    # Only a token's own proxy answers 407 (the service never does): nothing reached the service, and no call with
+    # that token will pass until its proxy credentials are fixed.
+    Rule("http", "407", "proxy authentication required: the token's proxy refused its credentials", Action.STOP,
+         "proxy", "http", TokenEffect.QUARANTINE),
     Rule("http", "404", "not found (a gateway, or a path that moved): tried again", Action.RETRY, "server", "http"),
     Rule("http", "408", "request timeout", Action.RETRY, "network", "http"),
     Rule("http", "429", "too many requests", Action.RETRY_AFTER, "rate", "http", delay=5.0),
