@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,14 @@ REPO = Path(__file__).parent.parent
 def _no_ci_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs in tests must not append their reports to the summary of the CI job running the tests."""
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installation's fingerprint is drawn in a folder of the test's own, never in the user's config folder."""
+    monkeypatch.setenv("JIMENG_BATCH_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    for name in [n for n in os.environ if n.startswith("JIMENG_PROTOCOL_") or n == "JIMENG_WEB_ID"]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture
