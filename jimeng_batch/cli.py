@@ -11,7 +11,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +45,8 @@ from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.constants import EffectiveProtocol, ProtocolChoice
+from jimeng_batch.protocol.constants import resolve as resolve_protocol
 from jimeng_batch.protocol.request_spec import RequestSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,20 +70,42 @@ def spreadsheet_options(command: F) -> F:
                      help="Default image ratio for CSV/XLSX rows."),
         click.option("--resolution", type=click.Choice(list(catalog.IMAGE_RESOLUTIONS + catalog.VIDEO_RESOLUTIONS)),
                      default=None, help="Default resolution for CSV/XLSX rows."),
-        click.option("--protocol-profile", type=click.Choice(list(catalog.PROTOCOL_PROFILES)),
-                     default=catalog.DEFAULT_PROTOCOL_PROFILE, show_default=True,
-                     help="Version constants for CSV/XLSX manifests."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return protocol_options(command)
+
+
+def protocol_options(command: F) -> F:
+    """The protocol constants asked for on the command line (over the environment, the manifest and the profile)."""
+    options = [
+        click.option("--protocol-profile", type=click.Choice(list(catalog.PROTOCOL_PROFILES)), default=None,
+                     help=f"The profile the protocol constants start from, for every manifest (over its "
+                          f"`protocol: profile`; default {catalog.DEFAULT_PROTOCOL_PROFILE})."),
+        click.option("--protocol", "protocol_assignments", multiple=True, metavar="KEY=VALUE",
+                     help="One protocol constant (repeatable), over JIMENG_PROTOCOL_<KEY> and the manifest; "
+                          "`jimeng-batch protocol show` lists the keys."),
+        click.option("--protocol-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="A protocol file (YAML, as `jimeng-batch protocol import` writes it), over the "
+                          "environment and the manifest; --protocol wins over it."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
+def _protocol_choice(kwargs: dict[str, Any], environ: Mapping[str, str] | None) -> ProtocolChoice:
+    """The protocol options of this command line; ``environ``: the environment's constants under them (None: left
+    to the run, which stores them)."""
+    return ProtocolChoice.build(profile=kwargs.pop("protocol_profile", None), file=kwargs.pop("protocol_file", None),
+                                assignments=kwargs.pop("protocol_assignments", ()), environ=environ)
+
+
 def _sheet_options(kwargs: dict[str, Any]) -> SpreadsheetOptions:
     kwargs.pop("max_requests", None)  # a run setting: `run` has taken it; validate and plan take it first
     return SpreadsheetOptions.from_options(
         region=kwargs.pop("region"), type=kwargs.pop("job_type"), model=kwargs.pop("model"),
-        ratio=kwargs.pop("ratio"), resolution=kwargs.pop("resolution"), protocol_profile=kwargs.pop("protocol_profile"))
+        ratio=kwargs.pop("ratio"), resolution=kwargs.pop("resolution"))
 
 
 def _err(text: str) -> None:
@@ -100,8 +124,9 @@ def _max_requests(kwargs: dict[str, Any]) -> int:
     return int(kwargs.get("max_requests") or MAX_REQUESTS_PER_JOB)
 
 
-def _load_and_check(path: Path, options: SpreadsheetOptions, max_requests: int) -> tuple[Manifest, PlanSummary]:
-    manifest = load_manifest(path, options, max_requests=max_requests)
+def _load_and_check(path: Path, options: SpreadsheetOptions, max_requests: int,
+                    protocol: ProtocolChoice) -> tuple[Manifest, PlanSummary]:
+    manifest = load_manifest(path, options, max_requests=max_requests, protocol=protocol)
     summary = summarize(manifest)
     _raise_problems(summary)
     return manifest, summary
@@ -119,11 +144,12 @@ def cli() -> None:
 def validate(files: tuple[Path, ...], **kwargs: Any) -> None:
     """Check manifests (YAML, CSV or XLSX): every problem, each with its location."""
     max_requests = _max_requests(kwargs)
+    protocol = _protocol_choice(kwargs, os.environ)
     options = _sheet_options(kwargs)
     failed: list[JimengBatchError] = []
     for path in files:
         try:
-            manifest, summary = _load_and_check(path, options, max_requests)
+            manifest, summary = _load_and_check(path, options, max_requests, protocol)
         except JimengBatchError as exc:
             failed.append(exc)
             _err(str(exc))
@@ -151,11 +177,12 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
          **kwargs: Any) -> None:
     """Show what FILE would send and what it would cost, without sending anything."""
     max_requests = _max_requests(kwargs)
+    protocol = _protocol_choice(kwargs, os.environ)
     options = _sheet_options(kwargs)
     shard = _shard(shard_text)
     if fmt == "jsonl" and out is not None:
         # One pass: records are written as they are found; a problem anywhere discards the file.
-        manifest = load_manifest(file, options, max_requests=max_requests)
+        manifest = load_manifest(file, options, max_requests=max_requests, protocol=protocol)
         record = record_writer(manifest)
 
         def produce(write: Callable[[str], object]) -> PlanSummary:
@@ -165,7 +192,7 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
 
         _print_summary(_write_file(out, produce), lambda text: click.echo(text, nl=False))
         return
-    manifest, summary = _load_and_check(file, options, max_requests)
+    manifest, summary = _load_and_check(file, options, max_requests, protocol)
     if shard is not None:
         summary = summarize(manifest, shard=shard)  # the problems were checked on the whole manifest above
     if fmt == "summary":
@@ -309,6 +336,40 @@ def _span(values: list[int]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+@cli.group()
+def protocol() -> None:
+    """The protocol constants: what is sent, where each value comes from, and importing them from a browser."""
+
+
+@protocol.command("show")
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@protocol_options
+def protocol_show(file: Path | None, as_json: bool, **kwargs: Any) -> None:
+    """The effective protocol constants (of FILE's manifest, if given) and where each came from: the profile, the
+    manifest's `protocol:`, a protocol file, the environment, a flag."""
+    choice = _protocol_choice(kwargs, os.environ)
+    if file is None:
+        effective = resolve_protocol(choice)
+    else:
+        settings = load_manifest(file, SpreadsheetOptions(), protocol=choice).settings
+        effective = EffectiveProtocol(settings.protocol_profile, settings.protocol, settings.protocol_sources)
+    shown = effective.as_dict() | ({"manifest": display_path(file)} if file is not None else {})
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+        return
+    title = f"Protocol constants (profile {effective.profile})" + (f" for {display_path(file)}" if file else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE)
+    for column in ("constant", "value", "from"):
+        table.add_column(column, overflow="fold")
+    for key, entry in shown["constants"].items():
+        value = entry["value"]
+        table.add_row(key, printable(value) if value is not None else "(derived)", printable(entry["source"]))
+    Console(width=160).print(table)
+    click.echo("web_id (derived): one per installation and token (a plan shows a stand-in); accept_language "
+               "(derived): the region's")
+
+
 def run_options_flags(command: F) -> F:
     """Options shared by `run` and `resume`: where to send, with which tokens, how fast, and the cache.
 
@@ -447,7 +508,8 @@ def _finish_run(result: RunResult, config: RunConfig) -> None:
 @spreadsheet_options
 def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwargs: Any) -> None:
     """Run FILE: submit, poll and download every request, resumably. Run it again to continue."""
-    given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text)}
+    protocol = _protocol_choice(kwargs, None)  # the run adds the environment's and stores them
+    given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text), "protocol": protocol}
     manifest, config = configure(file, given)
     _finish_run(run_batch(manifest, config, out=out, quiet=quiet), config)
 
@@ -455,10 +517,13 @@ def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwa
 @cli.command()
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @run_options_flags
+@protocol_options
 def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
     """Continue the last run recorded in OUT_DIR where it stopped: the same manifest and options, any option given
     again replacing that one."""
-    manifest, config = configure_resume(out_dir, _given(kwargs))
+    again = _protocol_choice(kwargs, None)  # the environment of this shell changes nothing that was stored
+    given = _given(kwargs) | ({"protocol": again} if again != ProtocolChoice() else {})
+    manifest, config = configure_resume(out_dir, given)
     _finish_run(run_batch(manifest, config, out=out_dir, quiet=quiet), config)
 
 

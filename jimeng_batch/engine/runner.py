@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from jimeng_batch._version import __version__
 from jimeng_batch.engine.cache import ResultCache, default_cache_path
-from jimeng_batch.engine.config import ONE_SHOT, RunConfig, resolve_config
+from jimeng_batch.engine.config import ONE_SHOT, RunConfig, protocol_choice, resolve_config
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated
 from jimeng_batch.engine.lock import FolderLock
@@ -54,6 +54,8 @@ from jimeng_batch.intake.sharding import parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.client import JimengClient
+from jimeng_batch.protocol.constants import ProtocolChoice
+from jimeng_batch.protocol.fingerprint import load_fingerprint
 from jimeng_batch.protocol.imagex import Uploader, imagex_base
 from jimeng_batch.protocol.request_spec import RequestSpec
 from jimeng_batch.protocol.tokens import Scrubber, Token, load_tokens
@@ -176,9 +178,10 @@ def _unchanged_plan(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 def configure(manifest_path: Path, given: Mapping[str, Any]) -> tuple[Manifest, RunConfig]:
     """The manifest and the configuration of a new run of it: ``given`` (flags or keywords; ``sheet`` for a
     spreadsheet's settings) over the environment, over the manifest, over the defaults."""
+    protocol = protocol_choice(given.get("protocol"), os.environ)
     manifest = load_manifest(manifest_path, given.get("sheet") or SpreadsheetOptions(),
-                             max_requests=given.get("max_requests") or MAX_REQUESTS_PER_JOB)
-    return manifest, resolve_config(manifest, given, os.environ)
+                             max_requests=given.get("max_requests") or MAX_REQUESTS_PER_JOB, protocol=protocol)
+    return manifest, resolve_config(manifest, {**given, "protocol": protocol}, os.environ)
 
 
 def configure_resume(out_dir: Path, given: Mapping[str, Any]) -> tuple[Manifest, RunConfig]:
@@ -194,8 +197,12 @@ def configure_resume(out_dir: Path, given: Mapping[str, Any]) -> tuple[Manifest,
         raise ConfigError(f"{manifest_path}: the manifest of the run in {display_path(out_dir)} is gone")
     stored = RunConfig.from_json(options["config"]) if "config" in options else _legacy_config(options)
     stored = stored.replace(**{name: False for name in ONE_SHOT})  # actions of the run they were given to
-    config = stored.replace(**{name: value for name, value in given.items() if value is not None})
-    return load_manifest(manifest_path, config.sheet, max_requests=config.max_requests), config
+    again = {name: value for name, value in given.items() if value is not None}
+    if isinstance(again.get("protocol"), ProtocolChoice):
+        again["protocol"] = stored.protocol.updated(again["protocol"])  # constants given again replace those only
+    config = stored.replace(**again)
+    return load_manifest(manifest_path, config.sheet, max_requests=config.max_requests,
+                         protocol=config.protocol), config
 
 
 def _legacy_config(options: Mapping[str, Any]) -> RunConfig:
@@ -273,8 +280,11 @@ async def connected_executor(manifest: Manifest, ledger: Ledger, config: RunConf
     region = catalog.REGIONS[manifest.settings.region]
     versions = manifest.settings.protocol
     web_id = plan_web_id(manifest)
+    # Each token sends the webId and uid_tt of this installation's fingerprint (the plan shows a stand-in webId, so
+    # that plans do not depend on the installation); a web_id constant names the webId for every token.
+    fingerprint = load_fingerprint(os.environ, web_id=versions.web_id)
     async with JimengClient(region=region, versions=versions, web_id=web_id, base_url=base_url,
-                            limits=config.call_limits()) as client:
+                            limits=config.call_limits(), fingerprint=fingerprint) as client:
         uploader = Uploader(client, region, imagex_base(region, base_url, config.imagex_url))
         yield Executor(ledger, client, tokens, config, out_dir=out_dir, region=region, versions=versions,
                        web_id=web_id, origin=origin or client.api_base, cache=cache, uploader=uploader,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -175,6 +175,11 @@ class ProtocolChoice:
         return cls(profile=profile, file=file.expanduser().resolve() if file is not None else None,
                    flags=parse_assignments(assignments), environment=environment,
                    environment_names={key: environment_name(key, environ or {}) for key in environment})
+
+    def updated(self, again: ProtocolChoice) -> ProtocolChoice:
+        """This choice with what ``again`` gives (a resume's flags) replacing those parts only."""
+        return replace(self, profile=again.profile or self.profile, file=again.file or self.file,
+                       flags={**self.flags, **again.flags})
 
     def to_json(self) -> dict[str, Any]:
         return {"profile": self.profile, "file": str(self.file) if self.file else None, "flags": dict(self.flags),
