@@ -14,8 +14,10 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
+import yaml
 from click.core import ParameterSource
 from rich import box
 from rich.console import Console
@@ -37,7 +39,7 @@ from jimeng_batch.engine.lock import FolderLock, holder
 from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.runner import configure, configure_resume, output_folder
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
-from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, printable
+from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, describe, printable
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import PlanSummary, iter_distinct, iter_plan_records, record_writer, summarize
@@ -47,6 +49,7 @@ from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.constants import EffectiveProtocol, ProtocolChoice
 from jimeng_batch.protocol.constants import resolve as resolve_protocol
+from jimeng_batch.protocol.drafts import GENERATE_PATH
 from jimeng_batch.protocol.request_spec import RequestSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -368,6 +371,76 @@ def protocol_show(file: Path | None, as_json: bool, **kwargs: Any) -> None:
     Console(width=160).print(table)
     click.echo("web_id (derived): one per installation and token (a plan shows a stand-in); accept_language "
                "(derived): the region's")
+
+
+MAX_CAPTURE_BYTES = 64 * 1024 * 1024  # a HAR of a long browsing session; anything larger is not a capture
+
+
+@protocol.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=Path("protocol.yaml"),
+              show_default=True, help="The protocol file to write (whole or not at all).")
+def protocol_import(file: Path, out: Path) -> None:
+    """Read the constants of a request copied from the browser (a HAR file, "copy as cURL (bash)" or "copy as
+    fetch"), compare its draft with the one this tool builds, and write them as a protocol file. The Cookie header
+    is never read."""
+    from jimeng_batch.protocol import capture
+
+    shown = display_path(file)
+    try:
+        if file.stat().st_size > MAX_CAPTURE_BYTES:
+            raise ConfigError(f"{shown}: larger than {MAX_CAPTURE_BYTES // (1024 * 1024)} MiB; save only the "
+                              "generate request")
+        text = file.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot be read ({exc.strerror or exc})") from None
+    request = capture.parse_capture(text, shown)
+    extracted = capture.extract_constants(request)
+    where = urlsplit(request.url)
+    click.echo(printable(f"{shown}: a {request.form} capture of {request.method} {where.netloc}{where.path}"))
+    click.echo("the Cookie header was not read" + (" (the capture has one; it is not in any output)"
+                                                   if request.had_cookie else ""))
+    if not extracted.values:
+        raise ConfigError(f"{shown}: the request carries none of the protocol constants (capture a request to "
+                          f"/mweb/, such as {GENERATE_PATH})")
+    current = resolve_protocol(None).versions
+    table = Table(box=box.SIMPLE, title="constants", title_justify="left")
+    for column in ("constant", "captured", f"default ({catalog.DEFAULT_PROTOCOL_PROFILE})", ""):
+        table.add_column(column, overflow="fold")
+    for key, value in extracted.values.items():
+        default = getattr(current, key)
+        table.add_row(key, printable(value), printable(default) if default is not None else "(derived)",
+                      "" if default == value else "changed")
+    Console(width=160).print(table)
+    for key, why in extracted.skipped.items():
+        click.echo(printable(f"not taken: {key}: {why}"))
+    versions = current.with_overrides(extracted.values)
+    try:
+        differences = capture.compare_draft(request, versions)
+    except ConfigError as exc:
+        click.echo(printable(f"draft not compared: {exc}"))
+    else:
+        spec = capture.captured_spec(request)
+        click.echo(f"draft compared with what jimeng-batch builds for the same parameters ({spec.type}, "
+                   f"{spec.model}, {spec.resolution}; ids and times left out): {len(differences)} difference(s)")
+        for difference in differences:
+            detail = {"missing": f"captured {_shown(difference.captured)}, not sent by jimeng-batch",
+                      "extra": f"sent by jimeng-batch ({_shown(difference.ours)}), not in the capture",
+                      "different": f"captured {_shown(difference.captured)}, jimeng-batch {_shown(difference.ours)}"}
+            click.echo(printable(f"  {difference.kind:<9} {difference.path}: {detail[difference.kind]}"))
+    header = (f"# jimeng-batch protocol file, imported from {file.name} ({request.form} capture). Use it as\n"
+              f"# `protocol: {{file: {out.name}}}` in a manifest, or --protocol-file {out.name}.\n"
+              "# The Cookie header was not read; the webId is not kept (each token sends its own).\n")
+    body = yaml.safe_dump(dict(extracted.values), sort_keys=False, allow_unicode=True, width=1000)
+    _write_file(out, lambda write: write(header + body))
+    click.echo(f"wrote {display_path(out)}: use it as `protocol: {{file: {out.name}}}` in a manifest, or "
+               f"--protocol-file {display_path(out)}")
+
+
+def _shown(value: Any) -> str:
+    return describe(json.dumps(value, ensure_ascii=False), 80)
 
 
 def run_options_flags(command: F) -> F:

@@ -199,7 +199,8 @@ class EffectiveProtocol:
 
     profile: str
     versions: ProtocolVersions
-    sources: Mapping[str, str]  # key -> "profile live", "manifest protocol:", "file PATH", "environment NAME", ...
+    sources: Mapping[str, str]  # key -> "profile live", "manifest protocol:", "file PATH", "environment NAME",
+    # "flag --protocol-file PATH", "flag --protocol"
 
     def as_dict(self) -> dict[str, Any]:
         return {"profile": self.profile,
@@ -225,17 +226,16 @@ def resolve(choice: ProtocolChoice | None, manifest_protocol: Mapping[str, Any] 
     if manifest_file:
         layers.append((f"file {manifest_file.path}", manifest_file.values))
     layers.append(("manifest protocol:", {k: str(v) for k, v in in_manifest.items() if k in catalog.PROTOCOL_FIELDS}))
+    for key, value in choice.environment.items():
+        name = choice.environment_names.get(key, ENV_PREFIX + key.upper())
+        layers.append((f"environment {name}", {key: value}))
     if flag_file:
-        layers.append((f"file {flag_file.path}", flag_file.values))
+        layers.append((f"flag --protocol-file {flag_file.path}", flag_file.values))
+    layers.append(("flag --protocol", choice.flags))
     sources = {key: f"profile {profile}" for key in catalog.PROTOCOL_FIELDS}
     values: dict[str, str] = {}
     for source, layer in layers:
         for key, value in layer.items():
             values[key], sources[key] = value, source
-    for key, value in choice.environment.items():
-        values[key] = value
-        sources[key] = f"environment {choice.environment_names.get(key, ENV_PREFIX + key.upper())}"
-    for key, value in choice.flags.items():
-        values[key], sources[key] = value, "flag --protocol"
     versions = catalog.PROTOCOL_PROFILES[profile].with_overrides(values)
     return EffectiveProtocol(profile, versions, MappingProxyType(sources))
