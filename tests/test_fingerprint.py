@@ -128,3 +128,40 @@ def test_the_browser_headers_are_sent(tmp_path: Path) -> None:
     changed = live.with_overrides({"user_agent": "UA/1", "accept_language": "fr-FR"})
     (custom,) = _sent(None, [TOKEN_A], versions=changed)
     assert (custom.headers["user-agent"], custom.headers["accept-language"]) == ("UA/1", "fr-FR")
+
+
+def test_a_submit_carries_the_tokens_web_id_not_the_plans_stand_in(tmp_path: Path) -> None:
+    """The plan's query holds a stand-in webId (plans do not depend on the installation); the client sends the
+    token's own."""
+    fingerprint = load_fingerprint({"JIMENG_BATCH_CONFIG_DIR": str(tmp_path)})
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ret": "0", "data": {}})
+
+    async def main() -> None:
+        async with JimengClient(region=catalog.REGIONS["cn"], versions=catalog.PROTOCOL_PROFILES["live"],
+                                web_id="7000000000000000000", fingerprint=fingerprint,
+                                transport=httpx.MockTransport(handler)) as client:
+            await client.call("/mweb/v1/aigc_draft/generate", {}, TOKEN_A,
+                              query={"aid": "513695", "webId": "7000000000000000000", "da_version": "3.3.21"})
+
+    asyncio.run(main())
+    assert seen[0].url.params["webId"] == fingerprint.identity(TOKEN_A.account).web_id != "7000000000000000000"
+
+
+def test_plans_do_not_depend_on_the_installation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_main
+
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("jobs:\n  - {type: image, prompt: a lighthouse}\n", encoding="utf-8")
+    plans = []
+    for name in ("one", "two"):
+        monkeypatch.setenv("JIMENG_BATCH_CONFIG_DIR", str(tmp_path / name))
+        load_fingerprint(os.environ)  # each installation has drawn its own
+        code, out, _ = run_main(["plan", str(manifest), "--format", "jsonl"], capsys)
+        assert code == 0
+        plans.append(out)
+    assert plans[0] == plans[1]

@@ -199,7 +199,7 @@ def test_a_run_stores_its_constants_and_resume_keeps_them(write: Callable[..., P
                              "--no-report", "--poll-interval", "0.01", "--protocol", "da_version=3.3.30"], capsys)
     assert code == 0, err
     monkeypatch.setenv("JIMENG_PROTOCOL_WEB_VERSION", "7.9.9")  # the shell that resumes changes nothing stored
-    manifest, config = configure_resume(tmp_path / "out", {})
+    manifest, _ = configure_resume(tmp_path / "out", {})
     versions = manifest.settings.protocol
     assert (versions.da_version, versions.web_version) == ("3.3.30", "7.6.0")
     assert manifest.settings.protocol_sources["web_version"] == "environment JIMENG_PROTOCOL_WEB_VERSION"
@@ -222,3 +222,22 @@ def test_resume_reads_a_protocol_file_given_again(write: Callable[..., Path], tm
     # --protocol (stored) over --protocol-file (given again) over the environment (stored).
     assert (versions.da_version, versions.web_version, versions.app_version) == ("3.3.30", "7.7.0", "8.5.0")
     assert config.protocol.file == protocol_file.resolve()
+
+
+def test_the_simulator_accepts_the_live_constants_and_a_run_sends_the_ones_given(
+        write: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jimeng_batch.sim.config import DEFAULT_MIN_DA_VERSION
+
+    def version(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split("."))
+
+    assert version(catalog.PROTOCOL_PROFILES["live"].da_version) >= version(DEFAULT_MIN_DA_VERSION["live"])
+    path = write("m.yaml", MANIFEST)
+    sim_config = write("sim.yaml", "profile: live\n")
+    code, _, err = run_main(["run", str(path), "--sim", "--sim-config", str(sim_config), "--out", str(tmp_path / "out"),
+                             "--quiet", "--no-cache", "--no-report", "--poll-interval", "0.01",
+                             "--protocol", "da_version=3.3.7"], capsys)
+    assert code == 3 and "stopped early: permission" in err, err  # the stale constant reached the service (3018)
+    code, _, err = run_main(["run", str(path), "--sim", "--sim-config", str(sim_config), "--out", str(tmp_path / "ok"),
+                             "--quiet", "--no-cache", "--no-report", "--poll-interval", "0.01"], capsys)
+    assert code == 0, err  # the live profile's constants and headers pass the live simulator's checks

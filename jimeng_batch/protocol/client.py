@@ -462,6 +462,6 @@ class JimengClient:
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
         """GET an asset URL as a stream (signed URLs need no session cookie)."""
-        async with _pick(self._download_lanes) as http, http.stream("GET", url,
-                                                                     headers={"User-Agent": self.versions.user_agent}) as response:
+        headers = {"User-Agent": self.versions.user_agent}
+        async with _pick(self._download_lanes) as http, http.stream("GET", url, headers=headers) as response:
             yield response
