@@ -241,3 +241,16 @@ def test_the_simulator_accepts_the_live_constants_and_a_run_sends_the_ones_given
     code, _, err = run_main(["run", str(path), "--sim", "--sim-config", str(sim_config), "--out", str(tmp_path / "ok"),
                              "--quiet", "--no-cache", "--no-report", "--poll-interval", "0.01"], capsys)
     assert code == 0, err  # the live profile's constants and headers pass the live simulator's checks
+
+
+def test_the_python_api_takes_constants_too(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jimeng_batch as jb
+    from jimeng_batch.errors import ConfigError
+
+    monkeypatch.setenv("JIMENG_PROTOCOL_WEB_VERSION", "7.6.0")
+    record = next(jb.plan(manifest, protocol={"da_version": "3.3.44"}, protocol_profile="document").records())
+    query = record["request"]["query"]
+    assert (query["da_version"], query["web_version"]) == ("3.3.44", "7.6.0")
+    assert json.loads(record["request"]["body"]["draft_content"])["version"] == "3.3.2"  # the document profile's
+    with pytest.raises(ConfigError, match="unknown protocol constant"):
+        jb.validate(manifest, protocol={"da_versoin": "3.3.44"})
