@@ -83,19 +83,40 @@ def test_two_tokens_of_one_installation_get_different_ones(tmp_path: Path) -> No
     assert _identity(a)[0] != _identity(b)[0] and _identity(a)[2] != _identity(b)[2]
 
 
-def test_jimeng_web_id_sets_the_web_id(tmp_path: Path) -> None:
-    fingerprint = load_fingerprint({"JIMENG_BATCH_CONFIG_DIR": str(tmp_path), "JIMENG_WEB_ID": "7123456789012345678"})
+def test_a_web_id_given_is_the_web_id_of_every_token(tmp_path: Path) -> None:
+    fingerprint = load_fingerprint({"JIMENG_BATCH_CONFIG_DIR": str(tmp_path)}, web_id="7123456789012345678")
     a, b = _sent(fingerprint, [TOKEN_A, TOKEN_B])
     assert _identity(a)[:2] == _identity(b)[:2] == ("7123456789012345678", "7123456789012345678")
     assert _identity(a)[2] != _identity(b)[2]
 
 
+def test_jimeng_web_id_names_the_web_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from conftest import run_main
+
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("jobs:\n  - {type: image, prompt: a lighthouse}\n", encoding="utf-8")
+    monkeypatch.setenv("JIMENG_WEB_ID", "7123456789012345678")
+    code, out, _ = run_main(["plan", str(manifest), "--format", "jsonl"], capsys)
+    assert code == 0 and json.loads(out.splitlines()[0])["request"]["query"]["webId"] == "7123456789012345678"
+    code, out, _ = run_main(["protocol", "show", "--json"], capsys)
+    assert json.loads(out)["constants"]["web_id"]["source"] == "environment JIMENG_WEB_ID"
+
+
 @pytest.mark.parametrize("value", ["12", "abc", "7123456789012345678x"])
-def test_a_bad_jimeng_web_id_is_a_clear_error(tmp_path: Path, value: str) -> None:
+def test_a_bad_jimeng_web_id_is_a_clear_error(tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_main
+
     from jimeng_batch.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="JIMENG_WEB_ID"):
-        load_fingerprint({"JIMENG_BATCH_CONFIG_DIR": str(tmp_path), "JIMENG_WEB_ID": value})
+    with pytest.raises(ConfigError, match="web_id"):
+        load_fingerprint({"JIMENG_BATCH_CONFIG_DIR": str(tmp_path)}, web_id=value)
+    monkeypatch.setenv("JIMENG_WEB_ID", value)
+    code, _, err = run_main(["protocol", "show"], capsys)
+    assert code == 2 and "JIMENG_WEB_ID" in err and "Traceback" not in err
 
 
 def test_a_damaged_installation_file_is_a_clear_error(tmp_path: Path) -> None:

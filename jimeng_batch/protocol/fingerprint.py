@@ -110,12 +110,12 @@ def _create_seed(path: Path) -> str:
 
 
 def load_fingerprint(environ: Mapping[str, str], *, web_id: str | None = None) -> Fingerprint:
-    """This installation's fingerprint, drawn and stored on first use. ``web_id`` (the protocol constant) or
-    ``JIMENG_WEB_ID`` names the webId instead of deriving it."""
-    chosen = web_id or environ.get(WEB_ID_ENV) or None
-    if chosen is not None and not _WEB_ID.fullmatch(chosen):
-        raise ConfigError(f"{WEB_ID_ENV} (or the protocol constant web_id): {describe(chosen, 40)} is not a webId; "
+    """This installation's fingerprint (its folder from ``environ``), drawn and stored on first use. ``web_id``
+    names the webId instead of deriving it: the protocol constant, which ``JIMENG_WEB_ID`` sets
+    (:mod:`jimeng_batch.protocol.constants` reads the environment, so that a run stores what it was given)."""
+    if web_id is not None and not _WEB_ID.fullmatch(web_id):
+        raise ConfigError(f"the protocol constant web_id ({WEB_ID_ENV}): {describe(web_id, 40)} is not a webId; "
                           f"expected {catalog.PROTOCOL_VALUE_PATTERNS['web_id'][1]}")
     path = config_dir(environ) / INSTALLATION_FILE
     seed = _read_seed(path) or _create_seed(path)
-    return Fingerprint(seed, chosen)
+    return Fingerprint(seed, web_id)
