@@ -418,11 +418,10 @@ def protocol_import(file: Path, out: Path) -> None:
         click.echo(printable(f"not taken: {key}: {why}"))
     versions = current.with_overrides(extracted.values)
     try:
-        differences = capture.compare_draft(request, versions)
+        spec, differences = capture.compare_draft(request, versions)
     except ConfigError as exc:
         click.echo(printable(f"draft not compared: {exc}"))
     else:
-        spec = capture.captured_spec(request)
         click.echo(f"draft compared with what jimeng-batch builds for the same parameters ({spec.type}, "
                    f"{spec.model}, {spec.resolution}; ids and times left out): {len(differences)} difference(s)")
         for difference in differences:

@@ -254,3 +254,25 @@ def test_the_python_api_takes_constants_too(manifest: Path, monkeypatch: pytest.
     assert json.loads(record["request"]["body"]["draft_content"])["version"] == "3.3.2"  # the document profile's
     with pytest.raises(ConfigError, match="unknown protocol constant"):
         jb.validate(manifest, protocol={"da_versoin": "3.3.44"})
+
+
+@pytest.mark.parametrize("draft", [
+    {"component_list": [{"abilities": {"gen_video": {"text_to_video_params": {
+        "model_req_key": "dreamina_ic_generate_video_model_vgfm_3.0", "video_gen_inputs": [{"duration_ms": "x"}]}}}}]},
+    {"component_list": [{"abilities": {"generate": {"core_param": {"model": "no_such_model"}}}}]},
+    {"component_list": "not a list"},
+])
+def test_a_draft_of_another_form_is_said_and_the_constants_still_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], draft: dict[str, object]) -> None:
+    text = (CAPTURES / "generate.har").read_text(encoding="utf-8")
+    har = json.loads(text)
+    request = har["log"]["entries"][1]["request"]
+    body = json.loads(request["postData"]["text"])
+    body["draft_content"] = json.dumps(draft)
+    request["postData"]["text"] = json.dumps(body)
+    capture = tmp_path / "odd.har"
+    capture.write_text(json.dumps(har), encoding="utf-8")
+    code, out, err = run_main(["protocol", "import", str(capture), "--out", str(tmp_path / "p.yaml")], capsys)
+    assert code == 0, err
+    assert "draft not compared:" in out and "Traceback" not in out + err
+    assert "da_version: 3.3.9" in (tmp_path / "p.yaml").read_text(encoding="utf-8")

@@ -367,14 +367,17 @@ def _comparable(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compare_draft(request: CapturedRequest, versions: ProtocolVersions) -> list[Difference]:
-    """Where the captured body differs from the one this tool builds for the same parameters (with ``versions``)."""
-    spec = captured_spec(request)
+def compare_draft(request: CapturedRequest, versions: ProtocolVersions) -> tuple[RequestSpec, list[Difference]]:
+    """The parameters of the captured draft, and where the captured body differs from the one this tool builds for
+    them (with ``versions``); ConfigError saying why when the draft cannot be compared."""
     try:
+        spec = captured_spec(request)
         ours = build_request(spec, _region(request), versions, web_id="0").body
-    except (KeyError, AssertionError, TypeError, ValueError) as exc:
-        raise ConfigError(f"the draft's parameters cannot be built into a request ({type(exc).__name__})") from None
-    return list(_diff(_comparable(_body(request) or {}), _comparable(ours), "body"))
+    except (KeyError, IndexError, AssertionError, AttributeError, TypeError, ValueError) as exc:
+        # An untrusted file: a field of an unexpected type or form is said, not raised.
+        raise ConfigError(f"the draft's parameters are not of the form this tool sends ({type(exc).__name__})"
+                          ) from None
+    return spec, list(_diff(_comparable(_body(request) or {}), _comparable(ours), "body"))
 
 
 def _diff(captured: Any, ours: Any, path: str) -> Iterator[Difference]:
