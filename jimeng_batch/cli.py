@@ -47,7 +47,7 @@ from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.constants import EffectiveProtocol, ProtocolChoice
+from jimeng_batch.protocol.constants import ProtocolChoice
 from jimeng_batch.protocol.constants import resolve as resolve_protocol
 from jimeng_batch.protocol.drafts import GENERATE_PATH
 from jimeng_batch.protocol.request_spec import RequestSpec
@@ -355,8 +355,7 @@ def protocol_show(file: Path | None, as_json: bool, **kwargs: Any) -> None:
     if file is None:
         effective = resolve_protocol(choice)
     else:
-        settings = load_manifest(file, SpreadsheetOptions(), protocol=choice).settings
-        effective = EffectiveProtocol(settings.protocol_profile, settings.protocol, settings.protocol_sources)
+        effective = load_manifest(file, SpreadsheetOptions(), protocol=choice).settings.effective_protocol()
     shown = effective.as_dict() | ({"manifest": display_path(file)} if file is not None else {})
     if as_json:
         click.echo(json.dumps(shown, indent=2, ensure_ascii=False))

@@ -74,6 +74,10 @@ class Settings:
     budget: float | None = None
     max_requests: int = MAX_REQUESTS_PER_JOB  # the bound on one job's expansion (--max-requests)
 
+    def effective_protocol(self) -> EffectiveProtocol:
+        """The protocol constants this manifest is sent with, and where each came from."""
+        return EffectiveProtocol(self.protocol_profile, self.protocol, self.protocol_sources)
+
 
 @dataclass
 class Template:
