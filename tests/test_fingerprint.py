@@ -186,3 +186,12 @@ def test_plans_do_not_depend_on_the_installation(tmp_path: Path, monkeypatch: py
         assert code == 0
         plans.append(out)
     assert plans[0] == plans[1]
+
+
+def test_a_config_folder_that_cannot_be_used_is_a_clear_error(tmp_path: Path) -> None:
+    from jimeng_batch.errors import ConfigError
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="installation.json") as raised:
+        load_fingerprint({"JIMENG_BATCH_CONFIG_DIR": str(tmp_path / "file" / "below")})
+    assert raised.value.exit_code == 2
