@@ -192,6 +192,6 @@ def test_a_config_folder_that_cannot_be_used_is_a_clear_error(tmp_path: Path) ->
     from jimeng_batch.errors import ConfigError
 
     (tmp_path / "file").write_text("")
-    with pytest.raises(ConfigError, match="installation.json") as raised:
+    with pytest.raises(ConfigError, match=r"installation\.json") as raised:
         load_fingerprint({"JIMENG_BATCH_CONFIG_DIR": str(tmp_path / "file" / "below")})
     assert raised.value.exit_code == 2
