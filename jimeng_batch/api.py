@@ -8,12 +8,13 @@ only by :func:`results` and :func:`metrics`, so ``import jimeng_batch`` stays li
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jimeng_batch.engine.config import RunConfig, parse_ttl
+from jimeng_batch.engine.config import RunConfig, parse_ttl, protocol_choice
 from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.runner import aexecute, configure, configure_resume, execute
 from jimeng_batch.engine.states import State
@@ -23,6 +24,7 @@ from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_mani
 from jimeng_batch.intake.plan import PlanSummary, iter_distinct, iter_plan_records, summarize
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
+from jimeng_batch.protocol.constants import ProtocolChoice
 from jimeng_batch.protocol.request_spec import RequestSpec
 
 if TYPE_CHECKING:
@@ -41,10 +43,19 @@ def _sheet(options: Mapping[str, Any]) -> SpreadsheetOptions:
     return SpreadsheetOptions.from_options(**options)
 
 
-def validate(path: PathLike, *, max_requests: int = MAX_REQUESTS_PER_JOB, **sheet_options: Any) -> list[Problem]:
+def _protocol(constants: Mapping[str, str] | ProtocolChoice | None) -> ProtocolChoice:
+    """The ``protocol=`` keyword: constants by key (like ``--protocol KEY=VALUE``), or a whole ProtocolChoice."""
+    if isinstance(constants, ProtocolChoice):
+        return constants
+    return ProtocolChoice(flags={str(key): str(value) for key, value in (constants or {}).items()})
+
+
+def validate(path: PathLike, *, max_requests: int = MAX_REQUESTS_PER_JOB,
+             protocol: Mapping[str, str] | ProtocolChoice | None = None, **sheet_options: Any) -> list[Problem]:
     """Every problem of a manifest, each with its location, sorted by place; an empty list when it is fine."""
+    choice = protocol_choice(_protocol(protocol), os.environ)
     try:
-        manifest = load_manifest(Path(path), _sheet(sheet_options), max_requests=max_requests)
+        manifest = load_manifest(Path(path), _sheet(sheet_options), max_requests=max_requests, protocol=choice)
     except SchemaError as error:
         return list(error.problems)
     except JimengBatchError as error:  # the file cannot be read at all: one problem, at the file
@@ -62,9 +73,10 @@ class Plan:
     sheet: SpreadsheetOptions
     shard: Shard | None = None
     max_requests: int = MAX_REQUESTS_PER_JOB
+    protocol: ProtocolChoice | None = None  # the protocol constants asked for (and the environment's)
 
     def _manifest(self) -> Manifest:
-        return load_manifest(self.path, self.sheet, max_requests=self.max_requests)
+        return load_manifest(self.path, self.sheet, max_requests=self.max_requests, protocol=self.protocol)
 
     def requests(self) -> Iterator[RequestSpec]:
         """Every distinct request, in plan order (streamed: a million-row spreadsheet is never held whole)."""
@@ -78,17 +90,19 @@ class Plan:
 
 
 def plan(path: PathLike, *, shard: str | Shard | None = None, max_requests: int = MAX_REQUESTS_PER_JOB,
-         **sheet_options: Any) -> Plan:
-    """Plan a manifest without sending anything; SchemaError (with every problem) when it has any."""
+         protocol: Mapping[str, str] | ProtocolChoice | None = None, **sheet_options: Any) -> Plan:
+    """Plan a manifest without sending anything; SchemaError (with every problem) when it has any. ``protocol``:
+    constants by key, over ``JIMENG_PROTOCOL_<KEY>`` and the manifest's."""
     sheet = _sheet(sheet_options)
-    manifest = load_manifest(Path(path), sheet, max_requests=max_requests)
+    choice = protocol_choice(_protocol(protocol), os.environ)
+    manifest = load_manifest(Path(path), sheet, max_requests=max_requests, protocol=choice)
     summary = summarize(manifest)
     if summary.problems:
         raise SchemaError(summary.problems)
     chosen = parse_shard(shard) if isinstance(shard, str) else shard
     if chosen is not None:
         summary = summarize(manifest, shard=chosen)
-    return Plan(summary, Path(path), sheet, chosen, max_requests)
+    return Plan(summary, Path(path), sheet, chosen, max_requests, choice)
 
 
 def _config_values(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,6 +120,8 @@ def _config_values(config: Mapping[str, Any]) -> dict[str, Any]:
         values["cache_ttl"] = parse_ttl(values["cache_ttl"])
     if values.get("fail_on") is not None:
         values["fail_on"] = frozenset(State(state) for state in values["fail_on"])
+    if values.get("protocol") is not None:
+        values["protocol"] = _protocol(values["protocol"])
     return values
 
 

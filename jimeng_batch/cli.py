@@ -11,11 +11,13 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
+import yaml
 from click.core import ParameterSource
 from rich import box
 from rich.console import Console
@@ -34,6 +36,7 @@ from jimeng_batch.engine.config import (
     PREFLIGHT_MODES,
     RunConfig,
     parse_ttl,
+    protocol_choice,
     resolve_config,
 )
 from jimeng_batch.engine.doctor import Target, pool_exit_code
@@ -44,7 +47,7 @@ from jimeng_batch.engine.lock import FolderLock, holder
 from jimeng_batch.engine.result import EXIT_STOPPED, RunResult, exit_code
 from jimeng_batch.engine.runner import configure, configure_resume, output_folder, run_tokens
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
-from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, printable
+from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, describe, printable
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.offered import check_offered
@@ -62,7 +65,9 @@ from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog, live_catalog
 from jimeng_batch.protocol.client import CreditBalance
-from jimeng_batch.protocol.drafts import default_web_id
+from jimeng_batch.protocol.constants import ProtocolChoice
+from jimeng_batch.protocol.constants import resolve as resolve_protocol
+from jimeng_batch.protocol.drafts import GENERATE_PATH, default_web_id
 from jimeng_batch.protocol.request_spec import RequestSpec
 from jimeng_batch.protocol.tokens import Token
 
@@ -87,20 +92,42 @@ def spreadsheet_options(command: F) -> F:
                      help="Default image ratio for CSV/XLSX rows."),
         click.option("--resolution", type=click.Choice(list(catalog.IMAGE_RESOLUTIONS + catalog.VIDEO_RESOLUTIONS)),
                      default=None, help="Default resolution for CSV/XLSX rows."),
-        click.option("--protocol-profile", type=click.Choice(list(catalog.PROTOCOL_PROFILES)),
-                     default=catalog.DEFAULT_PROTOCOL_PROFILE, show_default=True,
-                     help="Version constants for CSV/XLSX manifests."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return protocol_options(command)
+
+
+def protocol_options(command: F) -> F:
+    """The protocol constants asked for on the command line (over the environment, the manifest and the profile)."""
+    options = [
+        click.option("--protocol-profile", type=click.Choice(list(catalog.PROTOCOL_PROFILES)), default=None,
+                     help=f"The profile the protocol constants start from, for every manifest (over its "
+                          f"`protocol: profile`; default {catalog.DEFAULT_PROTOCOL_PROFILE})."),
+        click.option("--protocol", "protocol_assignments", multiple=True, metavar="KEY=VALUE",
+                     help="One protocol constant (repeatable), over JIMENG_PROTOCOL_<KEY> and the manifest; "
+                          "`jimeng-batch protocol show` lists the keys."),
+        click.option("--protocol-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="A protocol file (YAML, as `jimeng-batch protocol import` writes it), over the "
+                          "environment and the manifest; --protocol wins over it."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
+def _protocol_choice(kwargs: dict[str, Any], environ: Mapping[str, str] | None) -> ProtocolChoice:
+    """The protocol options of this command line; ``environ``: the environment's constants under them (None: left
+    to the run, which stores them)."""
+    return ProtocolChoice.build(profile=kwargs.pop("protocol_profile", None), file=kwargs.pop("protocol_file", None),
+                                assignments=kwargs.pop("protocol_assignments", ()), environ=environ)
+
+
 def _sheet_options(kwargs: dict[str, Any]) -> SpreadsheetOptions:
     kwargs.pop("max_requests", None)  # a run setting: `run` has taken it; validate and plan take it first
     return SpreadsheetOptions.from_options(
         region=kwargs.pop("region"), type=kwargs.pop("job_type"), model=kwargs.pop("model"),
-        ratio=kwargs.pop("ratio"), resolution=kwargs.pop("resolution"), protocol_profile=kwargs.pop("protocol_profile"))
+        ratio=kwargs.pop("ratio"), resolution=kwargs.pop("resolution"))
 
 
 def _err(text: str) -> None:
@@ -119,8 +146,9 @@ def _max_requests(kwargs: dict[str, Any]) -> int:
     return int(kwargs.get("max_requests") or MAX_REQUESTS_PER_JOB)
 
 
-def _load_and_check(path: Path, options: SpreadsheetOptions, max_requests: int) -> tuple[Manifest, PlanSummary]:
-    manifest = load_manifest(path, options, max_requests=max_requests)
+def _load_and_check(path: Path, options: SpreadsheetOptions, max_requests: int,
+                    protocol: ProtocolChoice) -> tuple[Manifest, PlanSummary]:
+    manifest = load_manifest(path, options, max_requests=max_requests, protocol=protocol)
     summary = summarize(manifest)
     _raise_problems(summary)
     return manifest, summary
@@ -192,13 +220,14 @@ def validate(files: tuple[Path, ...], live: bool, **kwargs: Any) -> None:
     max_requests = _max_requests(kwargs)
     _only_with_live(live, kwargs)
     service = _service_config(kwargs)
+    protocol = _protocol_choice(kwargs, os.environ)
     options = _sheet_options(kwargs)
     failed: list[JimengBatchError] = []
     reads: dict[tuple[str, catalog.ProtocolVersions], CatalogRead] = {}  # one read per region and protocol
     stopped = False
     for path in files:
         try:
-            manifest, summary = _load_and_check(path, options, max_requests)
+            manifest, summary = _load_and_check(path, options, max_requests, protocol)
             against = ""
             if live:
                 settings = manifest.settings
@@ -249,11 +278,12 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
          **kwargs: Any) -> None:
     """Show what FILE would send and what it would cost, without sending anything."""
     max_requests = _max_requests(kwargs)
+    protocol = _protocol_choice(kwargs, os.environ)
     options = _sheet_options(kwargs)
     shard = _shard(shard_text)
     if fmt == "jsonl" and out is not None:
         # One pass: records are written as they are found; a problem anywhere discards the file.
-        manifest = load_manifest(file, options, max_requests=max_requests)
+        manifest = load_manifest(file, options, max_requests=max_requests, protocol=protocol)
         record = record_writer(manifest)
 
         def produce(write: Callable[[str], object]) -> PlanSummary:
@@ -265,7 +295,7 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
         _print_summary(written, lambda text: click.echo(text, nl=False))
         _warn_unsupported(written)
         return
-    manifest, summary = _load_and_check(file, options, max_requests)
+    manifest, summary = _load_and_check(file, options, max_requests, protocol)
     _warn_unsupported(summary)
     if shard is not None:
         summary = summarize(manifest, shard=shard)  # the problems were checked on the whole manifest above
@@ -519,6 +549,108 @@ def _span(values: list[int]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+@cli.group()
+def protocol() -> None:
+    """The protocol constants: what is sent, where each value comes from, and importing them from a browser."""
+
+
+@protocol.command("show")
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@protocol_options
+def protocol_show(file: Path | None, as_json: bool, **kwargs: Any) -> None:
+    """The effective protocol constants (of FILE's manifest, if given) and where each came from: the profile, the
+    manifest's `protocol:`, a protocol file, the environment, a flag."""
+    choice = _protocol_choice(kwargs, os.environ)
+    if file is None:
+        effective = resolve_protocol(choice)
+    else:
+        effective = load_manifest(file, SpreadsheetOptions(), protocol=choice).settings.effective_protocol()
+    shown = effective.as_dict() | ({"manifest": display_path(file)} if file is not None else {})
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+        return
+    title = f"Protocol constants (profile {effective.profile})" + (f" for {display_path(file)}" if file else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE)
+    for column in ("constant", "value", "from"):
+        table.add_column(column, overflow="fold")
+    for key, entry in shown["constants"].items():
+        value = entry["value"]
+        table.add_row(key, printable(value) if value is not None else "(derived)", printable(entry["source"]))
+    Console(width=160).print(table)
+    click.echo("web_id (derived): one per installation and token (a plan shows a stand-in); accept_language "
+               "(derived): the region's")
+
+
+MAX_CAPTURE_BYTES = 64 * 1024 * 1024  # a HAR of a long browsing session; anything larger is not a capture
+
+
+@protocol.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=Path("protocol.yaml"),
+              show_default=True, help="The protocol file to write (whole or not at all).")
+def protocol_import(file: Path, out: Path) -> None:
+    """Read the constants of a request copied from the browser (a HAR file, "copy as cURL (bash)" or "copy as
+    fetch"), compare its draft with the one this tool builds, and write them as a protocol file. The Cookie header
+    is never read."""
+    from jimeng_batch.protocol import capture
+
+    shown = display_path(file)
+    try:
+        if file.stat().st_size > MAX_CAPTURE_BYTES:
+            raise ConfigError(f"{shown}: larger than {MAX_CAPTURE_BYTES // (1024 * 1024)} MiB; save only the "
+                              "generate request")
+        text = file.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot be read ({exc.strerror or exc})") from None
+    request = capture.parse_capture(text, shown)
+    extracted = capture.extract_constants(request)
+    where = urlsplit(request.url)
+    click.echo(printable(f"{shown}: a {request.form} capture of {request.method} {where.netloc}{where.path}"))
+    click.echo("the Cookie header was not read" + (" (the capture has one; it is not in any output)"
+                                                   if request.had_cookie else ""))
+    if not extracted.values:
+        raise ConfigError(f"{shown}: the request carries none of the protocol constants (capture a request to "
+                          f"/mweb/, such as {GENERATE_PATH})")
+    current = resolve_protocol(None).versions
+    table = Table(box=box.SIMPLE, title="constants", title_justify="left")
+    for column in ("constant", "captured", f"default ({catalog.DEFAULT_PROTOCOL_PROFILE})", ""):
+        table.add_column(column, overflow="fold")
+    for key, value in extracted.values.items():
+        default = getattr(current, key)
+        table.add_row(key, printable(value), printable(default) if default is not None else "(derived)",
+                      "" if default == value else "changed")
+    Console(width=160).print(table)
+    for key, why in extracted.skipped.items():
+        click.echo(printable(f"not taken: {key}: {why}"))
+    versions = current.with_overrides(extracted.values)
+    try:
+        spec, differences = capture.compare_draft(request, versions)
+    except ConfigError as exc:
+        click.echo(printable(f"draft not compared: {exc}"))
+    else:
+        click.echo(f"draft compared with what jimeng-batch builds for the same parameters ({spec.type}, "
+                   f"{spec.model}, {spec.resolution}; ids and times left out): {len(differences)} difference(s)")
+        for difference in differences:
+            detail = {"missing": f"captured {_shown(difference.captured)}, not sent by jimeng-batch",
+                      "extra": f"sent by jimeng-batch ({_shown(difference.ours)}), not in the capture",
+                      "different": f"captured {_shown(difference.captured)}, jimeng-batch {_shown(difference.ours)}"}
+            click.echo(printable(f"  {difference.kind:<9} {difference.path}: {detail[difference.kind]}"))
+    header = (f"# jimeng-batch protocol file, imported from {file.name} ({request.form} capture). Use it as\n"
+              f"# `protocol: {{file: {out.name}}}` in a manifest, or --protocol-file {out.name}.\n"
+              "# The Cookie header was not read; the webId is not kept (each token sends its own).\n")
+    body = yaml.safe_dump(dict(extracted.values), sort_keys=False, allow_unicode=True, width=1000)
+    _write_file(out, lambda write: write(header + body))
+    click.echo(f"wrote {display_path(out)}: use it as `protocol: {{file: {out.name}}}` in a manifest, or "
+               f"--protocol-file {display_path(out)}")
+
+
+def _shown(value: Any) -> str:
+    return describe(json.dumps(value, ensure_ascii=False), 80)
+
+
 def run_options_flags(command: F) -> F:
     """Options shared by `run` and `resume`: where to send, with which tokens, how fast, and the cache.
 
@@ -663,7 +795,8 @@ def _finish_run(result: RunResult, config: RunConfig) -> None:
 @spreadsheet_options
 def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwargs: Any) -> None:
     """Run FILE: submit, poll and download every request, resumably. Run it again to continue."""
-    given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text)}
+    protocol = _protocol_choice(kwargs, None)  # the run adds the environment's and stores them
+    given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text), "protocol": protocol}
     manifest, config = configure(file, given)
     _finish_run(run_batch(manifest, config, out=out, quiet=quiet), config)
 
@@ -671,10 +804,13 @@ def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwa
 @cli.command()
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @run_options_flags
+@protocol_options
 def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
     """Continue the last run recorded in OUT_DIR where it stopped: the same manifest and options, any option given
     again replacing that one."""
-    manifest, config = configure_resume(out_dir, _given(kwargs))
+    again = _protocol_choice(kwargs, None)  # the environment of this shell changes nothing that was stored
+    given = _given(kwargs) | ({"protocol": again} if again != ProtocolChoice() else {})
+    manifest, config = configure_resume(out_dir, given)
     _finish_run(run_batch(manifest, config, out=out_dir, quiet=quiet), config)
 
 
@@ -683,14 +819,17 @@ def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
 
 def _accounts(file: Path | None, region: str | None, kwargs: dict[str, Any]) -> tuple[RunConfig, Target,
                                                                                           list[Token]]:
-    """The configuration (connection flags over the environment, over FILE's settings), the target and the pool."""
-    given = _given(kwargs)
+    """The configuration (connection flags over the environment, over FILE's settings), the target (with the
+    protocol constants a run of FILE would send, flags and environment included) and the pool."""
+    choice = _protocol_choice(kwargs, None)  # the environment's constants go under it in configure / below
+    given = _given(kwargs) | {"protocol": choice}
     manifest = None
     if file is not None:
         manifest, config = configure(file, given | {"sheet": SpreadsheetOptions.from_options(region=region)})
+        target = Target.of(manifest, region)
     else:
         config = resolve_config(None, given, os.environ)
-    target = Target.of(manifest, region)
+        target = Target.of(None, region, resolve_protocol(protocol_choice(choice, os.environ)).versions)
     return config, target, run_tokens(config, target.region)
 
 
@@ -724,6 +863,7 @@ def _problem_lines(rows: list[tuple[str, tuple[str, ...]]]) -> None:
               help="The region the tokens are used for (default: FILE's, else cn).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
 @service_flags
+@protocol_options
 def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) -> None:
     """Check every token before credits are spent: alive, region, credits, today's claim, and whether the service
     accepts the protocol constants (FILE's, when given). Exit 0: every token can generate; 1: some; 3: none."""
@@ -759,6 +899,7 @@ def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) 
               help="The region the tokens are used for (default cn).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
 @service_flags
+@protocol_options
 def credits(claim: bool, region: str | None, as_json: bool, **kwargs: Any) -> None:
     """The balance of every token of the pool, and with --claim the daily claim across it.
     Exit 0: every token answered; 1: some did not (or their claim was refused); 3: none did."""

@@ -78,3 +78,17 @@ def check_bounds(root: Node) -> None:
             continue
         for child, mark in reversed(children):  # in document order: the first entry to pass the bound is named
             stack.append((child, depth + 1, mark if depth == 0 else top))
+
+
+def load(text: str) -> Any:
+    """The one document of ``text`` as plain data, under both bounds (YamlTooBig, or yaml.YAMLError); for the small
+    files read whole, without node positions (protocol files)."""
+    loader = BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_bounds(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()

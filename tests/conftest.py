@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,27 @@ REPO = Path(__file__).parent.parent
 def _no_ci_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs in tests must not append their reports to the summary of the CI job running the tests."""
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_real_config_dir_for_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fixtures of a wider scope than a test (a module's recorded run) run before the per-test folder is set: they
+    get this one, never the user's config folder."""
+    saved = os.environ.get("JIMENG_BATCH_CONFIG_DIR")
+    os.environ["JIMENG_BATCH_CONFIG_DIR"] = str(tmp_path_factory.mktemp("session-config"))
+    yield
+    if saved is None:
+        os.environ.pop("JIMENG_BATCH_CONFIG_DIR", None)
+    else:
+        os.environ["JIMENG_BATCH_CONFIG_DIR"] = saved
+
+
+@pytest.fixture(autouse=True)
+def _no_real_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installation's fingerprint is drawn in a folder of the test's own, never in the user's config folder."""
+    monkeypatch.setenv("JIMENG_BATCH_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    for name in [n for n in os.environ if n.startswith("JIMENG_PROTOCOL_") or n == "JIMENG_WEB_ID"]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture

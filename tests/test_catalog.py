@@ -23,7 +23,7 @@ def test_schema_enums_mirror_the_catalog() -> None:
     assert manifest["$defs"]["job"]["properties"]["type"]["enum"] == list(catalog.JOB_TYPES)
     assert manifest["properties"]["region"]["enum"] == list(catalog.REGIONS)
     protocol = manifest["properties"]["protocol"]["properties"]
-    assert set(protocol) == {"profile", *catalog.PROTOCOL_FIELDS}
+    assert set(protocol) == {"profile", "file", *catalog.PROTOCOL_FIELDS}
     assert protocol["profile"]["enum"] == list(catalog.PROTOCOL_PROFILES)
     assert fields["references"]["maxItems"] == catalog.MAX_REFERENCES
     row = load_schema(ROW_SCHEMA)["properties"]

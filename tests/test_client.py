@@ -54,7 +54,8 @@ def test_headers_query_and_cookie() -> None:
     assert (headers["lan"], headers["loc"]) == ("zh-Hans", "cn")
     assert f"sessionid={SECRET}" in headers["cookie"] and "_tea_web_id=7000000000000000001" in headers["cookie"]
     params = dict(request.url.params)
-    assert params["aid"] == "513695" and params["da_version"] == "3.3.9" and params["os"] == "windows"
+    assert params["aid"] == "513695" and params["os"] == "windows"
+    assert params["da_version"] == catalog.PROTOCOL_PROFILES["live"].da_version
     assert params["webId"] == "7000000000000000001"
 
 

@@ -19,11 +19,15 @@ from jimeng_batch.engine.states import State
 from jimeng_batch.errors import ConfigError
 from jimeng_batch.intake.manifest import SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.sharding import Shard
+from jimeng_batch.protocol.constants import ProtocolChoice
 
 # A value for every field that differs from its default (paths absolute, as resolve_config makes them).
 CHANGED: dict[str, Any] = {
     "sheet": SpreadsheetOptions(region="us", type="video", defaults={"model": "jimeng-video-3.0"},
                                 protocol_profile="document"),
+    "protocol": ProtocolChoice(profile="document", file=Path("/protocol/p.yaml"), flags={"da_version": "3.3.30"},
+                               environment={"web_version": "7.6.0"},
+                               environment_names={"web_version": "JIMENG_PROTOCOL_WEB_VERSION"}),
     "sim": True, "sim_config": Path("/configs/sim.yaml"), "base_url": "http://127.0.0.1:9", "imagex_url":
         "http://127.0.0.1:10", "token_file": Path("/secrets/tokens.txt"), "concurrency": 7, "submits_per_second": 2.5,
     "polls_per_second": 3.0, "downloads_per_second": 4.0, "uploads_per_second": 0.5, "max_unfinished": 64,
@@ -130,7 +134,7 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "70", "--uploads-per-second", "80", "--max-retries", "4", "--poll-interval", "0.01", "--budget", "100",
             "--preflight", "off", "--cache-ttl", "forever", "--cache-path", str(base / "cache.sqlite"),
             "--fail-on", "failed,invalid", "--no-report", "--shard", "1/1", "--token-file", str(base / "tokens.txt"),
-            "--quiet"]
+            "--quiet", "--protocol-profile", "document", "--protocol", "da_version=3.3.30"]
     try:
         main(args)  # returns when the run exits 0
     except SystemExit as done:
@@ -146,6 +150,7 @@ def test_the_ledger_holds_every_option_and_no_token(recorded_run: Path) -> None:
         sim=True, concurrency=2, submits_per_second=50.0, polls_per_second=60.0, downloads_per_second=70.0,
         uploads_per_second=80.0, max_retries=4, poll_interval=0.01, budget=100.0, preflight="off",
         cache_ttl=math.inf, fail_on=frozenset({State.FAILED, State.INVALID}), report=False, shard=Shard(1, 1),
+        protocol=ProtocolChoice(profile="document", flags={"da_version": "3.3.30"}),
     ).to_json() | paths
     assert Path(stored["sim_config"]) == recorded_run / "sim.yaml"
     assert Path(stored["cache_path"]) == recorded_run / "cache.sqlite"
@@ -190,7 +195,14 @@ FLAGS_GIVEN_AGAIN = [
     pytest.param("download_floor", ["--download-floor", "9"], 9.0, id="download-floor"),
     pytest.param("download_rate", ["--download-rate", "99"], 99, id="download-rate"),
     pytest.param("max_asset_bytes", ["--max-asset-bytes", "1234"], 1234, id="max-asset-bytes"),
+    # The protocol options are one field: what is given again replaces that part of it only.
+    pytest.param("protocol", ["--protocol", "web_version=7.7.0"],
+                 ProtocolChoice(profile="document", flags={"da_version": "3.3.30", "web_version": "7.7.0"}),
+                 id="protocol"),
+    pytest.param("protocol", ["--protocol-profile", "live"],
+                 ProtocolChoice(profile="live", flags={"da_version": "3.3.30"}), id="protocol-profile"),
 ]
+PROTOCOL_OPTIONS = {"protocol_profile", "protocol_assignments", "protocol_file"}  # the `protocol` field's options
 
 
 def test_resume_loads_the_run_whole(recorded_run: Path) -> None:
@@ -236,7 +248,8 @@ def test_every_run_flag_is_tested_given_again() -> None:
     from jimeng_batch.cli import resume
 
     names = {param.name for param in resume.params} - {"out_dir", "quiet", "sim_config"}
-    assert names == {field for field, *_ in (p.values for p in FLAGS_GIVEN_AGAIN)}
+    assert PROTOCOL_OPTIONS <= names  # --protocol-file given again: test_resume_reads_a_protocol_file_given_again
+    assert names - PROTOCOL_OPTIONS | {"protocol"} == {field for field, *_ in (p.values for p in FLAGS_GIVEN_AGAIN)}
 
 
 def test_a_legacy_run_record_is_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

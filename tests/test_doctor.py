@@ -70,7 +70,8 @@ def test_doctor_every_token_alive_and_accepted(strict: SimServer, pool: Callable
     assert entry["alive"] is True and entry["alive_by"] == "account_info"
     assert entry["balance"] == {"gift": 0, "purchase": 100, "vip": 0, "expiring": 0, "total": 100}
     assert entry["region"] == "cn" and entry["claim"] == "available" and entry["protocol"] == "accepted"
-    assert entry["can_generate"] is True and data["protocol"]["da_version"] == "3.3.9"
+    assert entry["can_generate"] is True
+    assert data["protocol"]["da_version"] == catalog.PROTOCOL_PROFILES["live"].da_version
 
 
 def test_doctor_one_dead_token_is_exit_1(strict: SimServer, pool: Callable[..., None],
@@ -114,6 +115,24 @@ def test_doctor_finds_a_stale_da_version_before_anything_is_spent(
     assert "stopped for safety" in err and "da_version 3.3.2, appvr 8.4.0" in err
     assert "ret 3018 (permission denied" in err
     assert strict.stats()["credits_charged"] == charged
+
+
+def test_doctor_checks_the_constants_given_on_the_command_line(strict: SimServer, pool: Callable[..., None],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--protocol applies without a manifest too: the constant given is the one probed (and refused here)."""
+    pool(TOKEN)
+    code, data, err = cli(["doctor", "--base-url", strict.base_url, "--protocol", "da_version=3.3.1"], capsys)
+    assert code == 3 and data["protocol"]["da_version"] == "3.3.1"
+    assert by_token(data)[A]["protocol"] == "refused" and "da_version 3.3.1" in err
+
+
+def test_doctor_leaves_out_tokens_of_another_region(strict: SimServer, pool: Callable[..., None],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A token whose prefix names another region is said and left out of a cn check."""
+    pool(TOKEN, "us-" + TOKEN_B)
+    code, data, err = cli(["doctor", "--base-url", strict.base_url, "--region", "cn"], capsys)
+    assert code == 0 and list(by_token(data)) == [A]
+    assert "us:" in err
 
 
 def test_doctor_table_on_a_terminal(strict: SimServer, pool: Callable[..., None],

@@ -210,6 +210,8 @@ def test_an_explicit_default_count_is_sent_and_is_its_own_request(write: Callabl
 # Computed on the code before `images` existed: a manifest without `images` (or `intelligent_ratio`) keeps its keys,
 # submit ids, drafts and plan lines byte for byte.
 GOLDEN_MANIFEST = """
+    # The constants of the live profile when the hash was taken: the hash pins the drafts, not the profile's version.
+    protocol: {da_version: "3.3.9"}
     jobs:
       - name: t2i
         type: image

@@ -9,6 +9,7 @@ Each client keeps its own connection-pool lanes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import httpx
@@ -16,6 +17,7 @@ import httpx
 from jimeng_batch.errors import ConfigError
 from jimeng_batch.protocol.catalog import ProtocolVersions, Region
 from jimeng_batch.protocol.client import JimengClient
+from jimeng_batch.protocol.fingerprint import Fingerprint, load_fingerprint
 from jimeng_batch.protocol.imagex import Uploader, imagex_base
 from jimeng_batch.protocol.limits import CallLimits
 from jimeng_batch.protocol.tokens import Token, shown_proxy
@@ -26,9 +28,12 @@ class Clients:
 
     def __init__(self, *, region: Region, versions: ProtocolVersions, web_id: str, base_url: str | None,
                  imagex_url: str | None, limits: CallLimits, tokens: Iterable[Token] = (),
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, fingerprint: Fingerprint | None = None) -> None:
         self.region = region
-        self._settings = (versions, web_id, base_url, imagex_url, limits, transport)
+        # Each token sends the webId and uid_tt of this installation's fingerprint (a plan shows a stand-in webId,
+        # so that plans do not depend on the installation); a web_id constant names the webId for every token.
+        fingerprint = fingerprint or load_fingerprint(os.environ, web_id=versions.web_id)
+        self._settings = (versions, web_id, base_url, imagex_url, limits, transport, fingerprint)
         self._made: dict[str | None, tuple[JimengClient, Uploader]] = {}
         # The direct client: what is not a call (the API host's name, the outcome of a malformed answer) is asked
         # of it; no call of a proxied token goes through it.
@@ -39,10 +44,10 @@ class Clients:
     def _make(self, proxy: str | None) -> tuple[JimengClient, Uploader]:
         made = self._made.get(proxy)
         if made is None:
-            versions, web_id, base_url, imagex_url, limits, transport = self._settings
+            versions, web_id, base_url, imagex_url, limits, transport, fingerprint = self._settings
             try:
                 client = JimengClient(region=self.region, versions=versions, web_id=web_id, base_url=base_url,
-                                      transport=transport, limits=limits, proxy=proxy)
+                                      transport=transport, limits=limits, proxy=proxy, fingerprint=fingerprint)
             except ImportError as exc:  # a SOCKS proxy without httpx's socks extra
                 raise ConfigError(f"the proxy {shown_proxy(proxy or '')} needs a package that is not "
                                   f"installed ({exc.name}): pip install 'httpx[socks]'") from None

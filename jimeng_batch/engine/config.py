@@ -30,6 +30,8 @@ from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, Settings, SpreadsheetOptions
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.protocol.catalog import REGIONS
+from jimeng_batch.protocol.constants import ProtocolChoice, from_environment
+from jimeng_batch.protocol.constants import environment_name as protocol_environment_name
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ class RunConfig:
     """Everything about how a run goes, besides the manifest it runs and the folder it writes."""
 
     sheet: SpreadsheetOptions = field(default_factory=SpreadsheetOptions)  # settings of a CSV/XLSX manifest
+    # The protocol constants asked for by flags and the environment (over the manifest's `protocol:`).
+    protocol: ProtocolChoice = field(default_factory=ProtocolChoice)
     # Where requests go, and with which tokens.
     sim: bool = False  # the built-in simulator
     sim_config: Path | None = None
@@ -179,6 +183,8 @@ class RunConfig:
                 value = str(value)
             elif isinstance(value, frozenset):
                 value = sorted(str(item) for item in value)
+            elif isinstance(value, ProtocolChoice):
+                value = value.to_json()
             elif isinstance(value, SpreadsheetOptions):
                 value = {"region": value.region, "type": value.type, "defaults": dict(value.defaults),
                          "protocol_profile": value.protocol_profile}
@@ -202,6 +208,8 @@ class RunConfig:
                 value = frozenset(State(item) for item in value)
             elif name == "sheet":
                 value = SpreadsheetOptions(**value)
+            elif name == "protocol":
+                value = ProtocolChoice.from_json(value)
             elif name == "cache_ttl":
                 value = math.inf if value == "forever" else float(value)
             values[name] = value
@@ -334,6 +342,18 @@ def _from_manifest(name: str, settings: Settings) -> Any:
     if name == "cache_ttl":
         return settings.cache.get("ttl")
     return None
+
+
+def protocol_choice(given: ProtocolChoice | None, environ: Mapping[str, str]) -> ProtocolChoice:
+    """The protocol constants asked of a new run: the flags' (``given``) with the environment's under them.
+
+    Resolved before the manifest is loaded (the manifest's constants depend on it) and stored with the run.
+    """
+    given = given or ProtocolChoice()
+    environment = from_environment(environ)
+    return dataclasses.replace(given, environment=environment,
+                               environment_names={key: protocol_environment_name(key, environ)
+                                                  for key in environment})
 
 
 def resolve_config(manifest: Manifest | None, given: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:

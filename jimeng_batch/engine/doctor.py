@@ -55,11 +55,13 @@ class Target:
     web_id: str
 
     @classmethod
-    def of(cls, manifest: Manifest | None, region: str | None = None) -> Target:
-        """The manifest's region and protocol settings (``region`` given replaces its region), else the defaults."""
+    def of(cls, manifest: Manifest | None, region: str | None = None,
+           versions: ProtocolVersions | None = None) -> Target:
+        """The manifest's region and protocol settings (``region`` given replaces its region), else the defaults
+        (``versions``: the constants resolved without a manifest, else the default profile's)."""
         if manifest is None:
             chosen = region or catalog.DEFAULT_REGION
-            versions = catalog.PROTOCOL_PROFILES[catalog.DEFAULT_PROTOCOL_PROFILE]
+            versions = versions or catalog.PROTOCOL_PROFILES[catalog.DEFAULT_PROTOCOL_PROFILE]
             return cls(chosen, versions, versions.web_id or default_web_id(chosen))
         settings = manifest.settings
         if region is None or region == settings.region:

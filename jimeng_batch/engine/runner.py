@@ -32,7 +32,7 @@ from jimeng_batch._version import __version__
 from jimeng_batch.engine.account_catalog import CatalogRead, account_catalog
 from jimeng_batch.engine.cache import ResultCache, default_cache_path
 from jimeng_batch.engine.clients import Clients
-from jimeng_batch.engine.config import ONE_SHOT, RunConfig, resolve_config
+from jimeng_batch.engine.config import ONE_SHOT, RunConfig, protocol_choice, resolve_config
 from jimeng_batch.engine.doctor import credit_lines
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated, same_service
@@ -57,6 +57,7 @@ from jimeng_batch.intake.plan import iter_distinct, plan_web_id, summarize, unsu
 from jimeng_batch.intake.sharding import parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.constants import ProtocolChoice
 from jimeng_batch.protocol.request_spec import RequestSpec
 from jimeng_batch.protocol.tokens import Scrubber, Token, for_region, load_tokens
 
@@ -194,9 +195,10 @@ def _unchanged_plan(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 def configure(manifest_path: Path, given: Mapping[str, Any]) -> tuple[Manifest, RunConfig]:
     """The manifest and the configuration of a new run of it: ``given`` (flags or keywords; ``sheet`` for a
     spreadsheet's settings) over the environment, over the manifest, over the defaults."""
+    protocol = protocol_choice(given.get("protocol"), os.environ)
     manifest = load_manifest(manifest_path, given.get("sheet") or SpreadsheetOptions(),
-                             max_requests=given.get("max_requests") or MAX_REQUESTS_PER_JOB)
-    return manifest, resolve_config(manifest, given, os.environ)
+                             max_requests=given.get("max_requests") or MAX_REQUESTS_PER_JOB, protocol=protocol)
+    return manifest, resolve_config(manifest, {**given, "protocol": protocol}, os.environ)
 
 
 def configure_resume(out_dir: Path, given: Mapping[str, Any]) -> tuple[Manifest, RunConfig]:
@@ -212,8 +214,12 @@ def configure_resume(out_dir: Path, given: Mapping[str, Any]) -> tuple[Manifest,
         raise ConfigError(f"{manifest_path}: the manifest of the run in {display_path(out_dir)} is gone")
     stored = RunConfig.from_json(options["config"]) if "config" in options else _legacy_config(options)
     stored = stored.replace(**{name: False for name in ONE_SHOT})  # actions of the run they were given to
-    config = stored.replace(**{name: value for name, value in given.items() if value is not None})
-    return load_manifest(manifest_path, config.sheet, max_requests=config.max_requests), config
+    again = {name: value for name, value in given.items() if value is not None}
+    if isinstance(again.get("protocol"), ProtocolChoice):
+        again["protocol"] = stored.protocol.updated(again["protocol"])  # constants given again replace those only
+    config = stored.replace(**again)
+    return load_manifest(manifest_path, config.sheet, max_requests=config.max_requests,
+                         protocol=config.protocol), config
 
 
 def _legacy_config(options: Mapping[str, Any]) -> RunConfig:

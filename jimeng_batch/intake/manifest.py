@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError, describe
+from jimeng_batch.errors import ConfigError, Location, ManifestError, Problem, SchemaError, describe
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.images import ImageProblem, LocalImage, inspect_image
 from jimeng_batch.intake.schema import (
@@ -39,6 +39,7 @@ from jimeng_batch.intake.sources import (
 )
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.catalog import JobType
+from jimeng_batch.protocol.constants import EffectiveProtocol, ProtocolChoice, resolve
 from jimeng_batch.protocol.request_spec import ImageInput, Source
 
 # Fields whose value may be a list that multiplies the requests (the matrix), in expansion order.
@@ -69,12 +70,17 @@ class Settings:
     region: str = catalog.DEFAULT_REGION
     protocol_profile: str = catalog.DEFAULT_PROTOCOL_PROFILE
     protocol: catalog.ProtocolVersions = catalog.PROTOCOL_PROFILES[catalog.DEFAULT_PROTOCOL_PROFILE]
+    protocol_sources: Mapping[str, str] = field(default_factory=dict)  # constant -> where its value came from
     costs: catalog.CostTable = field(default_factory=catalog.CostTable)
     limits: Mapping[str, float] = field(default_factory=dict)
     cache: Mapping[str, Any] = field(default_factory=dict)
     output_dir: str | None = None
     budget: float | None = None
     max_requests: int = MAX_REQUESTS_PER_JOB  # the bound on one job's expansion (--max-requests)
+
+    def effective_protocol(self) -> EffectiveProtocol:
+        """The protocol constants this manifest is sent with, and where each came from."""
+        return EffectiveProtocol(self.protocol_profile, self.protocol, self.protocol_sources)
 
 
 @dataclass
@@ -278,7 +284,9 @@ class SpreadsheetOptions:
     region: str = catalog.DEFAULT_REGION
     type: JobType = "image"
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    protocol_profile: str = catalog.DEFAULT_PROTOCOL_PROFILE
+    # --protocol-profile for the Python API's keyword (the command line passes a ProtocolChoice); None: not given.
+    # It applies to YAML manifests too, over their `protocol: profile`.
+    protocol_profile: str | None = None
 
     @classmethod
     def from_options(cls, *, region: str | None = None, type: JobType | None = None, model: str | None = None,
@@ -287,20 +295,25 @@ class SpreadsheetOptions:
         """From the command line's options (and the Python API's keywords of the same names)."""
         defaults = {name: value for name, value in (("model", model), ("ratio", ratio), ("resolution", resolution))
                     if value is not None}
+        if protocol_profile is not None and protocol_profile not in catalog.PROTOCOL_PROFILES:
+            raise ManifestError(f"protocol profile {describe(protocol_profile)} is not one of "
+                                f"{', '.join(catalog.PROTOCOL_PROFILES)}")
         return cls(region=region or catalog.DEFAULT_REGION, type=type or "image", defaults=defaults,
-                   protocol_profile=protocol_profile or catalog.DEFAULT_PROTOCOL_PROFILE)
+                   protocol_profile=protocol_profile)
 
 
 def load_manifest(path: Path, options: SpreadsheetOptions | None = None, *,
-                  max_requests: int = MAX_REQUESTS_PER_JOB) -> Manifest:
+                  max_requests: int = MAX_REQUESTS_PER_JOB, protocol: ProtocolChoice | None = None) -> Manifest:
     """Load and schema-check a manifest file.
 
     Every problem is found in one pass: a value the schema rejects is reported and left out, and the rest of the
     manifest is still read and checked by the rules (iterate :meth:`Manifest.templates`). SchemaError only when
     nothing can be checked past it (a YAML syntax error, no job list, an unknown region).
     """
+    options = options or SpreadsheetOptions()
+    protocol = _with_profile(protocol, options)
     if is_spreadsheet(path):
-        return _load_spreadsheet(path, options or SpreadsheetOptions(), max_requests)
+        return _load_spreadsheet(path, options, max_requests, protocol)
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise ManifestError(f"{display_path(path)}: unknown manifest type '{path.suffix}'; use .yaml, .yml, .csv or "
                             ".xlsx")
@@ -315,7 +328,10 @@ def load_manifest(path: Path, options: SpreadsheetOptions | None = None, *,
     if usable is None:
         raise SchemaError(problems)
     data: dict[str, Any] = usable.data
-    settings = replace(_settings(data), max_requests=max_requests)
+    try:
+        settings = replace(_settings(data, protocol, path.parent), max_requests=max_requests)
+    except ConfigError as exc:  # a protocol file the manifest names, or a constant given for it
+        raise ManifestError(f"{display_path(path)}: protocol: {exc}") from None
     jobs: list[JobDef] = []
     names: dict[str, Location] = {}
     base_dir = path.parent
@@ -437,18 +453,28 @@ def _cell_spot(file: str, row: int, column: str) -> Spot:
     return spot
 
 
-def _settings(data: Mapping[str, Any]) -> Settings:
-    protocol_data: Mapping[str, Any] = data.get("protocol", {})
-    profile = protocol_data.get("profile", catalog.DEFAULT_PROTOCOL_PROFILE)
-    protocol = catalog.PROTOCOL_PROFILES[profile].with_overrides(protocol_data)
+def _with_profile(choice: ProtocolChoice | None, options: SpreadsheetOptions) -> ProtocolChoice:
+    """The protocol choice with the spreadsheet options' profile where the choice names none."""
+    choice = choice or ProtocolChoice()
+    if choice.profile is None and options.protocol_profile is not None:
+        return replace(choice, profile=options.protocol_profile)
+    return choice
+
+
+def _settings_protocol(effective: EffectiveProtocol) -> dict[str, Any]:
+    return {"protocol_profile": effective.profile, "protocol": effective.versions,
+            "protocol_sources": effective.sources}
+
+
+def _settings(data: Mapping[str, Any], protocol_choice: ProtocolChoice, folder: Path) -> Settings:
+    effective = resolve(protocol_choice, data.get("protocol", {}), folder)
     cache = dict(data.get("cache", {}))
     ttl = cache.get("ttl", 300)
     cache["ttl"] = math.inf if ttl == "forever" else float(ttl)
     output: Mapping[str, Any] = data.get("output", {})
     return Settings(
         region=data.get("region", catalog.DEFAULT_REGION),
-        protocol_profile=profile,
-        protocol=protocol,
+        **_settings_protocol(effective),
         costs=catalog.CostTable(dict(data.get("costs", {}))),
         limits=dict(data.get("limits", {})),
         cache=cache,
@@ -489,16 +515,15 @@ FIELDS_BY_TYPE: Mapping[JobType, frozenset[str]] = {
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _load_spreadsheet(path: Path, options: SpreadsheetOptions, max_requests: int) -> Manifest:
+def _load_spreadsheet(path: Path, options: SpreadsheetOptions, max_requests: int,
+                      protocol: ProtocolChoice) -> Manifest:
     shown = display_path(path)
     if not path.is_file():
         raise ManifestError(f"{shown}: no such file")
     problems = check_header(read_header(path), shown)
     if problems:
         raise SchemaError(problems)
-    profile = options.protocol_profile
-    settings = Settings(region=options.region, protocol_profile=profile, protocol=catalog.PROTOCOL_PROFILES[profile],
-                        max_requests=max_requests)
+    settings = Settings(region=options.region, **_settings_protocol(resolve(protocol)), max_requests=max_requests)
     anchor = Location(shown, row=1)
     option_spot = _cell_spot("command line", 0, "option")
     fields = {k: v for k, v in options.defaults.items() if v is not None}

@@ -39,6 +39,7 @@ class Region:
     lan: str
     loc: str
     sends_web_id: bool  # international requests omit webId
+    accept_language: str  # the browser's Accept-Language there (a profile's accept_language replaces it)
 
 
 _CN_AID = 513695
@@ -49,29 +50,29 @@ REGIONS: Mapping[str, Region] = MappingProxyType(
         "cn": Region(
             "cn", "cn", _CN_AID, "https://jimeng.jianying.com", "https://jimeng.jianying.com",
             "https://jimeng.jianying.com/ai-tool/generate", "https://imagex.bytedanceapi.com", "tb4s082cfz",
-            "cn-north-1", "zh-Hans", "cn", True,
+            "cn-north-1", "zh-Hans", "cn", True, "zh-CN,zh;q=0.9",
         ),
         # The API document names a third-party proxy for the international site; the service's own hosts are the
         # default so that a session token only ever goes where the user chose to send it.
         "us": Region(
             "us", "US", _INTL_AID, "https://dreamina-api.us.capcut.com", "https://commerce.us.capcut.com",
             "https://dreamina.capcut.com/", "https://imagex16-normal-us-ttp.capcutapi.us", "wopfjsm1ax",
-            "us-east-1", "en", "us", False,
+            "us-east-1", "en", "us", False, "en-US,en;q=0.9",
         ),
         "hk": Region(
             "hk", "HK", _INTL_AID, "https://mweb-api-sg.capcut.com", "https://commerce-api-sg.capcut.com",
             "https://dreamina.capcut.com/", "https://imagex-normal-sg.capcutapi.com", "wopfjsm1ax",
-            "ap-southeast-1", "en", "hk", False,
+            "ap-southeast-1", "en", "hk", False, "en-US,en;q=0.9",
         ),
         "jp": Region(
             "jp", "JP", _INTL_AID, "https://mweb-api-sg.capcut.com", "https://commerce-api-sg.capcut.com",
             "https://dreamina.capcut.com/", "https://imagex-normal-sg.capcutapi.com", "wopfjsm1ax",
-            "ap-southeast-1", "ja", "jp", False,
+            "ap-southeast-1", "ja", "jp", False, "ja-JP,ja;q=0.9",
         ),
         "sg": Region(
             "sg", "SG", _INTL_AID, "https://mweb-api-sg.capcut.com", "https://commerce-api-sg.capcut.com",
             "https://dreamina.capcut.com/", "https://imagex-normal-sg.capcutapi.com", "wopfjsm1ax",
-            "ap-southeast-1", "en", "sg", False,
+            "ap-southeast-1", "en", "sg", False, "en-US,en;q=0.9",
         ),
     }
 )
@@ -83,14 +84,22 @@ _ASIA_INTL = frozenset({"hk", "jp", "sg"})
 ASIA_INTERNATIONAL = _ASIA_INTL
 
 # --------------------------------------------------------------------------------------------------------------
-# Protocol version constants. The live service changes these; a stale one gives ret 3018 (permission denied),
-# so they are overridable from the manifest (`protocol:`) without a code change.
+# Protocol constants: the versions sent in queries, headers and drafts, and the browser's headers. The live service
+# changes them; a stale one gives ret 3018 (permission denied), and headers unlike a browser's invite risk control
+# (4013). So they are in one table, overridable without a release (`protocol:` in a manifest, a protocol file,
+# JIMENG_PROTOCOL_<KEY>, --protocol KEY=VALUE: protocol/constants.py resolves them) and importable from a request
+# captured in a browser (protocol/capture.py).
 # --------------------------------------------------------------------------------------------------------------
+
+# A Chrome 132 on Windows, as in the protocol reference's capture (sec-ch-ua) and the clients' FAKE_HEADERS.
+CHROME_USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                     "Chrome/132.0.0.0 Safari/537.36")
+CHROME_SEC_CH_UA = '"Not A(Brand";v="8", "Chromium";v="132", "Google Chrome";v="132"'
 
 
 @dataclass(frozen=True, slots=True)
 class ProtocolVersions:
-    """The version constants sent in queries, headers and drafts."""
+    """The constants sent in queries, headers and drafts."""
 
     da_version: str
     web_version: str
@@ -101,16 +110,30 @@ class ProtocolVersions:
     app_sdk_version: str = "48.0.0"
     aigc_features: str = "app_lip_sync"
     os: str = "windows"  # a missing `os` gives 3018 on the live service
-    web_id: str | None = None  # None: derived per region, stable across runs
+    web_id: str | None = None  # None: one per installation and token (protocol/fingerprint.py); plans show a stand-in
+    # The browser's headers (protocol reference 1.4).
+    user_agent: str = CHROME_USER_AGENT
+    sec_ch_ua: str = CHROME_SEC_CH_UA
+    sec_ch_ua_mobile: str = "?0"
+    sec_ch_ua_platform: str = '"Windows"'
+    accept_language: str | None = None  # None: the region's (Region.accept_language)
+    # What the HTTP layer can decode: a browser also offers br and zstd, but an answer in either would be unreadable.
+    accept_encoding: str = "gzip, deflate"
+    sec_fetch_site: str = "same-origin"
+    sec_fetch_mode: str = "cors"
+    sec_fetch_dest: str = "empty"
+    cache_control: str = "no-cache"  # also sent as Pragma, as the browser does
+    priority: str = "u=1, i"
 
     def with_overrides(self, overrides: Mapping[str, object]) -> ProtocolVersions:
-        return replace(self, **{k: str(v) for k, v in overrides.items() if k != "profile"})
+        return replace(self, **{k: str(v) for k, v in overrides.items() if k in PROTOCOL_FIELDS})
 
 
 PROTOCOL_PROFILES: Mapping[str, ProtocolVersions] = MappingProxyType(
     {
-        # What the web app sent in the newest capture (2026-02): the default, because it is what the service accepts.
-        "live": ProtocolVersions(da_version="3.3.9", web_version="7.5.0", app_version="8.4.0",
+        # The newest constants the protocol reference records: da_version 3.3.21 (the newest a working client
+        # sends), web_version 7.5.0 and Appvr 8.4.0 (required since 2026-01), and the captured draft version.
+        "live": ProtocolVersions(da_version="3.3.21", web_version="7.5.0", app_version="8.4.0",
                                  draft_version="3.3.9"),
         # The API document's values, as in its examples.
         "document": ProtocolVersions(da_version="3.3.2", web_version="7.5.0", app_version="8.4.0",
@@ -120,7 +143,31 @@ PROTOCOL_PROFILES: Mapping[str, ProtocolVersions] = MappingProxyType(
 DEFAULT_PROTOCOL_PROFILE = "live"
 PROTOCOL_FIELDS: tuple[str, ...] = (
     "da_version", "web_version", "app_version", "draft_version", "platform", "sign_version", "app_sdk_version",
-    "aigc_features", "os", "web_id",
+    "aigc_features", "os", "web_id", "user_agent", "sec_ch_ua", "sec_ch_ua_mobile", "sec_ch_ua_platform",
+    "accept_language", "accept_encoding", "sec_fetch_site", "sec_fetch_mode", "sec_fetch_dest", "cache_control",
+    "priority",
+)
+# What each constant may be (a regular expression matched whole). Versions are dotted numbers; header values are
+# printable ASCII without line breaks (a header cannot carry anything else, and a line break would add headers).
+_VERSION = r"[0-9]+(\.[0-9]+)*"
+_HEADER_TEXT = r"[\x20-\x7e]{1,512}"
+PROTOCOL_VALUE_PATTERNS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "da_version": (_VERSION, "a dotted version like 3.3.21"),
+        "web_version": (_VERSION, "a dotted version like 7.5.0"),
+        "app_version": (_VERSION, "a dotted version like 8.4.0"),
+        "draft_version": (_VERSION, "a dotted version like 3.3.9"),
+        "platform": (r"[0-9]{1,4}", "a number like 7"),
+        "sign_version": (r"[0-9]{1,4}", "a number like 1"),
+        "app_sdk_version": (_VERSION, "a dotted version like 48.0.0"),
+        "aigc_features": (r"[A-Za-z0-9_,.-]{1,200}", "feature names like app_lip_sync"),
+        "os": (r"[A-Za-z0-9_.-]{1,40}", "an os name like windows"),
+        "web_id": (r"[1-9][0-9]{15,19}", "a webId of 16 to 20 digits, like the web app's 19"),
+        **{name: (_HEADER_TEXT, "header text: printable ASCII, at most 512 characters, no line breaks")
+           for name in ("user_agent", "sec_ch_ua", "sec_ch_ua_mobile", "sec_ch_ua_platform", "accept_language",
+                        "accept_encoding", "sec_fetch_site", "sec_fetch_mode", "sec_fetch_dest", "cache_control",
+                        "priority")},
+    }
 )
 
 # Fixed values of the draft tree (the document's examples).

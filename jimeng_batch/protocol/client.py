@@ -31,6 +31,7 @@ from jimeng_batch.errors import (
 from jimeng_batch.protocol import answers
 from jimeng_batch.protocol.catalog import ProtocolVersions, Region
 from jimeng_batch.protocol.drafts import GENERATE_PATH, DraftRequest, common_query
+from jimeng_batch.protocol.fingerprint import Fingerprint, Identity
 from jimeng_batch.protocol.ids import uuid5_text
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
 from jimeng_batch.protocol.live_catalog import (
@@ -64,8 +65,6 @@ LOCAL_ITEM_PATH = "/mweb/v1/get_local_item_list"
 _HIGH_BITRATE_PATTERNS = (re.compile(r'https://v[0-9]+-dreamnia\.jimeng\.com/[^"\s\\]+'),
                           re.compile(r'https://v[0-9]+-[a-z0-9.-]*\.jimeng\.com/[^"\s\\]+'))
 
-USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/132.0.0.0 Safari/537.36")
 
 # Record statuses (protocol reference 2.3).
 STATUS_DONE = 50
@@ -279,16 +278,27 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 @dataclass
 class _CookieJar:
-    """The minimal cookie jar clients rebuild per token; its random parts stay fixed for the process."""
+    """The minimal cookie jar clients rebuild per token. Each token's ids stay fixed: derived from the installation's
+    fingerprint when there is one, else the client's webId and a uid_tt drawn once per token for the process."""
 
     web_id: str
-    uid: dict[str, str] = field(default_factory=dict)
+    fingerprint: Fingerprint | None = None
+    identities: dict[str, Identity] = field(default_factory=dict)
+
+    def identity(self, token: Token) -> Identity:
+        found = self.identities.get(token.account)
+        if found is None:
+            found = (self.fingerprint.identity(token.account) if self.fingerprint is not None
+                     else Identity(self.web_id, secrets.token_hex(16)))
+            self.identities[token.account] = found
+        return found
 
     def header(self, token: Token, now: int) -> str:
-        uid = self.uid.setdefault(token.label, secrets.token_hex(16))
+        identity = self.identity(token)
+        uid = identity.uid_tt
         sid = token.value
         guard = quote(f"{sid}|{now}|5184000|Mon, 03-Feb-2025 08:17:09 GMT", safe="")
-        return (f"_tea_web_id={self.web_id}; is_staff_user=false; sid_guard={guard}; uid_tt={uid}; "
+        return (f"_tea_web_id={identity.web_id}; is_staff_user=false; sid_guard={guard}; uid_tt={uid}; "
                 f"uid_tt_ss={uid}; sid_tt={sid}; sessionid={sid}; sessionid_ss={sid}")
 
 
@@ -336,7 +346,8 @@ class JimengClient:
     def __init__(self, *, region: Region, versions: ProtocolVersions, web_id: str, base_url: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, limits: CallLimits = DEFAULT_LIMITS,
                  clock: Callable[[], float] = time.time, max_connections: int = 16,
-                 download_connections: int = 8, proxy: str | None = None) -> None:
+                 download_connections: int = 8, proxy: str | None = None,
+                 fingerprint: Fingerprint | None = None) -> None:
         self.region = region
         self.proxy = proxy  # every call of this client goes through it (a token's own proxy): never shown whole
         self.limits = limits
@@ -345,7 +356,8 @@ class JimengClient:
         self.api_base = (base_url or region.api_base).rstrip("/")
         self.commerce_base = (base_url or region.commerce_base).rstrip("/")
         self._clock = clock
-        self._cookies = _CookieJar(web_id)
+        # With a fingerprint, each token sends its own webId (query and cookie) instead of ``web_id``.
+        self._cookies = _CookieJar(web_id, fingerprint)
         self._query = common_query(region, versions, web_id)
         # Small pools, several of them: httpcore checks every idle connection of a pool (a system call each) every
         # time a request starts or ends there, so one pool of sixteen costs several times what four pools of four
@@ -371,13 +383,24 @@ class JimengClient:
         v = self.versions
         return {
             "Accept": "application/json, text/plain, */*",
+            "Accept-Encoding": v.accept_encoding,
+            "Accept-Language": v.accept_language or self.region.accept_language,
             "App-Sdk-Version": v.app_sdk_version,
             "Appid": str(self.region.aid),
             "Appvr": v.app_version,
+            "Cache-Control": v.cache_control,
             "Device-Time": str(now),
             "Lan": self.region.lan,
             "Loc": self.region.loc,
             "Pf": v.platform,
+            "Pragma": v.cache_control,
+            "Priority": v.priority,
+            "Sec-Ch-Ua": v.sec_ch_ua,
+            "Sec-Ch-Ua-Mobile": v.sec_ch_ua_mobile,
+            "Sec-Ch-Ua-Platform": v.sec_ch_ua_platform,
+            "Sec-Fetch-Dest": v.sec_fetch_dest,
+            "Sec-Fetch-Mode": v.sec_fetch_mode,
+            "Sec-Fetch-Site": v.sec_fetch_site,
             "Sign": web_sign(path, platform=v.platform, app_version=v.app_version, device_time=now),
             "Sign-Ver": v.sign_version,
             "Tdid": "",
@@ -385,7 +408,7 @@ class JimengClient:
             "Cookie": self._cookies.header(token, now),
             "Origin": self.region.referer.split("/ai-tool")[0].rstrip("/"),
             "Referer": self.region.referer,
-            "User-Agent": USER_AGENT,
+            "User-Agent": v.user_agent,
         }
 
     async def call(self, path: str, body: Mapping[str, Any], token: Token, *,
@@ -395,6 +418,8 @@ class JimengClient:
         url = (self.commerce_base if commerce else self.api_base) + path
         # The credits calls go without the default query, as the web app sends them.
         params = None if commerce else dict(query if query is not None else self._query)
+        if params is not None and "webId" in params:
+            params["webId"] = self._cookies.identity(token).web_id  # the token's own, like its _tea_web_id
         response = await self._fetch("POST", url, path, request_key, params=params,
                                      content=json.dumps(body, ensure_ascii=False).encode(),
                                      headers=self.headers(path, token))
@@ -611,6 +636,6 @@ class JimengClient:
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
         """GET an asset URL as a stream (signed URLs need no session cookie)."""
-        async with _pick(self._download_lanes) as http, http.stream("GET", url,
-                                                                     headers={"User-Agent": USER_AGENT}) as response:
+        headers = {"User-Agent": self.versions.user_agent}
+        async with _pick(self._download_lanes) as http, http.stream("GET", url, headers=headers) as response:
             yield response
