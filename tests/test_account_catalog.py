@@ -184,6 +184,25 @@ def test_validate_live_locates_a_spreadsheet_cell_and_an_unoffered_ratio(
     assert err.splitlines()[1].endswith("ratios it offers there: 1:1, 16:9")
 
 
+def test_validate_live_refuses_an_image_count_and_intelligent_ratio_the_account_is_not_offered(
+        account: Callable[[dict[str, Any]], SimServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The account makes 1 or 2 images per request of jimeng-4.0, and (its feats say) does not pick the ratio."""
+    server = account({"change": {"jimeng-4.0": {"counts": [1, 2], "intelligent_ratio": False}}})
+    manifest = write_manifest(tmp_path, "jobs:\n  - name: pics\n    type: image\n    model: jimeng-4.0\n"
+                                        "    prompt: a cat\n    images: [2, 4]\n    intelligent_ratio: true\n")
+    code, _, err = run_main(["validate", str(manifest)], capsys)
+    assert code == 0, err  # the built-in catalog allows both
+    code, out, err = run_main(["validate", str(manifest), "--live", "--base-url", server.base_url], capsys)
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert lines[0] == "2 problems found", err
+    assert lines[1].startswith("m.yaml:6:17: job 'pics': images: jimeng-4.0 does not make 4 image(s) per request "
+                               "for this account"), lines[1]
+    assert lines[1].endswith("counts it offers: 1, 2")
+    assert lines[2].startswith("m.yaml:7:24: job 'pics': intelligent_ratio: jimeng-4.0 does not pick its own ratio "
+                               "for this account"), lines[2]
+
+
 def test_validate_live_passes_what_is_offered(account: Callable[[dict[str, Any]], SimServer], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     server = account(DIFFERENT)

@@ -2,7 +2,8 @@
 
 The built-in rules (:mod:`jimeng_batch.intake.rules`) say what a model can do; an account's catalog says what this
 account may use: a retired model, or a resolution, ratio or duration the account is not offered for a model, is a
-located problem before anything is spent. Only what the account's catalog does say refuses anything: a field it
+located problem before anything is spent, and so is a count of images (``images``) or ``intelligent_ratio`` it does
+not offer for the model. Only what the account's catalog does say refuses anything: a field it
 leaves out (no ratios listed for a model, say) is not checked.
 
 A matrix is a product, so checking each listed value of a field against each listed model finds every combination
@@ -97,6 +98,17 @@ def _image_problems(template: Template, fields: dict[str, Any], theirs: OfferedI
                           f"it offers: {allowed_list(offered_resolutions)}")
         else:
             usable.append(resolution)
+    counts = theirs.counts
+    for images, index in _indexed(template, fields, "images"):
+        if counts and images not in counts:
+            yield Problem(template.locate("images", index),
+                          f"{job}: images: {label} does not make {images} image(s) per request for this account "
+                          f"({source}); counts it offers: {allowed_list(counts)}")
+    # Only a catalog that lists a model's feats can say intelligent_ratio is not among them.
+    if fields.get("intelligent_ratio") is True and theirs.feats and not theirs.intelligent_ratio:
+        yield Problem(template.locate("intelligent_ratio", None),
+                      f"{job}: intelligent_ratio: {label} does not pick its own ratio for this account ({source}); "
+                      "give a ratio instead")
     for ratio, index in _indexed(template, fields, "ratio"):
         for resolution in usable:
             ratios = theirs.ratios_at(str(resolution))

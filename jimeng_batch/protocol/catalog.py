@@ -376,21 +376,15 @@ def model_kind_for(job_type: JobType) -> Literal["image", "video"]:
     return "video" if job_type == "video" else "image"
 
 
-# What the built-in catalog says of an image model where an account's own catalog (`get_common_config`) says it per
-# model: outputs per request (the document's drafts get the model default of 4), and whether its drafts may set
-# `intelligent_ratio` (4.x and 5.x, protocol reference 2.2).
-GENERATE_COUNT_OPTIONS: tuple[int, ...] = (1, 2, 3, 4)
-_INTELLIGENT_RATIO_KEY_PREFIXES: tuple[str, ...] = ("high_aes_general_v4", "high_aes_general_v5")
-
-
 def count_options(model: ImageModel) -> tuple[int, ...]:
-    """The numbers of outputs a request of this model may ask for."""
-    return GENERATE_COUNT_OPTIONS
+    """The numbers of outputs a request of this model may ask for (``images``: 1 to its ``max_images``), what an
+    account's own catalog (`get_common_config`) lists per model as ``generate_count_options``."""
+    return tuple(range(1, model.max_images + 1))
 
 
 def offers_intelligent_ratio(model: ImageModel) -> bool:
-    """Whether this model's drafts may leave the ratio to it (``intelligent_ratio: true``)."""
-    return model.key.startswith(_INTELLIGENT_RATIO_KEY_PREFIXES)
+    """Whether this model's drafts may leave the ratio to it (``intelligent_ratio: true``; 4.x and 5.x)."""
+    return model.intelligent_ratio
 
 
 def image_size(model: ImageModel, resolution: str, ratio: str) -> tuple[int, int]:

@@ -16,7 +16,6 @@ import json
 import re
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from jimeng_batch.protocol import answers
 from jimeng_batch.protocol.catalog import ProtocolVersions, Region
 from jimeng_batch.protocol.drafts import GENERATE_PATH, DraftRequest, common_query
 from jimeng_batch.protocol.fingerprint import Fingerprint, Identity
-from jimeng_batch.protocol.ids import uuid5_text
 from jimeng_batch.protocol.limits import DEFAULT_LIMITS, CallLimits
 from jimeng_batch.protocol.live_catalog import (
     IMAGE_CONFIG_BODY,
@@ -54,9 +52,6 @@ USER_CREDIT_PATH = "/commerce/v1/benefits/user_credit"
 CREDIT_RECEIVE_PATH = "/commerce/v1/benefits/credit_receive"
 ACCOUNT_INFO_PATH = "/passport/account/info/v2"
 CLAIM_TIME_ZONE = "Asia/Shanghai"  # what every client sends with the daily claim (protocol reference 2.6)
-# A submit_id no request ever has (request ids are uuid5 of request keys): asking for it costs nothing and reads
-# nothing, so the answer only says whether the service accepts the call's protocol constants.
-PROBE_SUBMIT_ID = uuid5_text(uuid.UUID("6f0d3c1e-4a7b-5d2e-9c1f-70726f626521"), "jimeng-batch protocol probe")
 UPLOAD_TOKEN_PATH = "/mweb/v1/get_upload_token"  # noqa: S105 - a URL path, not a secret
 LOCAL_ITEM_PATH = "/mweb/v1/get_local_item_list"
 # When get_local_item_list names its file in no field the client knows, the high-bitrate URL is looked for in the
@@ -610,8 +605,10 @@ class JimengClient:
 
     async def probe(self, token: Token) -> None:
         """One signed call that costs nothing, sent with this client's protocol constants and query: it raises what
-        the service says of them (``3018 permission denied`` for stale ones) before anything is spent."""
-        await self.history(token, submit_ids=[PROBE_SUBMIT_ID])
+        the service says of them (``3018 permission denied`` for stale ones) before anything is spent. It is the
+        image catalogue's call (``get_common_config``), which the web app makes on every page load; its answer is
+        not read here (``image_models`` does)."""
+        await self.call(IMAGE_CONFIG_PATH, IMAGE_CONFIG_BODY, token)
 
     async def image_models(self, token: Token) -> tuple[OfferedImageModel, ...]:
         """The image models this account is offered (``get_common_config``; protocol reference 4.1)."""

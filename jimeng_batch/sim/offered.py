@@ -106,7 +106,8 @@ def image_config(settings: SimCatalog, query_region: str | None) -> dict[str, An
             entries.append(_image_entry(added.key, added.name or added.key, "v4",
                                         added.resolutions or _ADDED_IMAGE_RESOLUTIONS,
                                         added.ratios or catalog.IMAGE_RATIOS,
-                                        added.counts or catalog.GENERATE_COUNT_OPTIONS, bool(added.intelligent_ratio)))
+                                        added.counts or tuple(range(1, catalog.DEFAULT_IMAGES_PER_REQUEST + 1)),
+                                        bool(added.intelligent_ratio)))
     return {"model_list": entries}
 
 
