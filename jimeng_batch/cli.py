@@ -163,8 +163,8 @@ def _service_options() -> list[Callable[[F], F]]:
                                                           "real host."),
         click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
                      help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
-        click.option("--base-url", default=None, help=f"Send to this host instead of the region's (also "
-                                                      f"{BASE_URL_ENV})."),
+        click.option("--base-url", default=None, help=f"Send to this host instead of the region's, or per region: "
+                                                      f"cn=URL,us=URL (also {BASE_URL_ENV})."),
         click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
     ]
@@ -445,7 +445,8 @@ def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kw
             row |= {"durations": list(model.durations), "benefit_type": model.benefit_type,
                     "credits_per_second": dict(model.cost_per_second)}
         else:
-            row |= {"ratios": list(catalog.IMAGE_RATIOS), "credits": dict(model.cost)}
+            row |= {"ratios": list(catalog.IMAGE_RATIOS), "credits": dict(model.cost), "max_images": model.max_images,
+                    "intelligent_ratio": model.intelligent_ratio}
         # Whether a plain HTTP client can use it on the live service (runs refuse it unless --allow-unsupported).
         row["needs_a_bogus"] = catalog.needs_a_bogus(model)
         row["note"] = model.note
@@ -454,12 +455,14 @@ def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kw
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(show_lines=False)
-    for column in ("name", "kind", "key", "resolutions", "durations (s)", "regions", "live", "note"):
+    for column in ("name", "kind", "key", "resolutions", "durations (s)", "images", "regions", "live", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
         durations = row.get("durations")
+        images = "" if "max_images" not in row else (f"1-{row['max_images']}"
+                                                     + (", intelligent ratio" if row["intelligent_ratio"] else ""))
         table.add_row(row["name"], row["kind"], row["key"], ", ".join(row["resolutions"]),
-                      "" if durations is None else _span(durations), ", ".join(row["regions"]),
+                      "" if durations is None else _span(durations), images, ", ".join(row["regions"]),
                       "needs a_bogus" if row["needs_a_bogus"] else "ok", row["note"])
     Console(width=170).print(table)
     if any(row["needs_a_bogus"] for row in rows):

@@ -131,6 +131,14 @@ def test_models_lists_the_catalog() -> None:
     assert "high_aes_general_v40" in table and "4-15" in table
 
 
+def test_models_say_how_many_images_each_makes_and_which_pick_the_ratio() -> None:
+    rows = {m["name"]: m for m in json.loads(CliRunner().invoke(cli, ["models", "--json", "--type", "image"]).output)}
+    assert (rows["jimeng-5.0"]["max_images"], rows["jimeng-5.0"]["intelligent_ratio"]) == (8, True)
+    assert (rows["jimeng-4.0"]["max_images"], rows["jimeng-3.0"]["intelligent_ratio"]) == (4, False)
+    table = CliRunner().invoke(cli, ["models", "--type", "image"]).output
+    assert "1-8, intelligent ratio" in table
+
+
 def test_every_example_job_validates(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     examples = sorted(str(p.relative_to(REPO)) for p in (REPO / "jobs").glob("*.yaml")) + ["jobs/prompts.csv"]
