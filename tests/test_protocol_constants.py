@@ -276,3 +276,40 @@ def test_a_draft_of_another_form_is_said_and_the_constants_still_written(
     assert code == 0, err
     assert "draft not compared:" in out and "Traceback" not in out + err
     assert "da_version: 3.3.9" in (tmp_path / "p.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("form", ["flag", "environment"])
+def test_a_constant_given_reaches_every_call_of_a_yaml_and_a_csv_run(
+        form: str, write: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service that accepts nothing older than da_version 3.3.50 answers every mweb call (submits, polls, the
+    upload token of a local reference) without it with 3018: a run that finishes carried it on every one of them,
+    for a YAML manifest and a CSV one alike; without the constant the same runs stop at the first call."""
+    from conftest import png
+    from run_helpers import simulator
+
+    png(tmp_path / "ref.png")
+    yaml_manifest = write("m.yaml", """
+        jobs:
+          - {type: image, prompt: a lighthouse, model: jimeng-4.0}
+          - {type: image_to_image, prompt: in winter, model: jimeng-4.0, references: [ref.png]}
+    """)
+    csv_manifest = tmp_path / "rows.csv"
+    csv_manifest.write_text("prompt,model\na kite,jimeng-4.0\na boat,jimeng-4.0\n", encoding="utf-8")
+    given = ["--protocol", "da_version=3.3.50"] if form == "flag" else []
+    common = ["--quiet", "--no-cache", "--no-report", "--poll-interval", "0.01", "--preflight", "off"]
+    monkeypatch.setenv("JIMENG_SESSIONID", "t" * 32)
+    with simulator(profile="live", min_da_version="3.3.50") as server:
+        for path in (yaml_manifest, csv_manifest):
+            out = tmp_path / f"out-{path.stem}"
+            monkeypatch.delenv("JIMENG_PROTOCOL_DA_VERSION", raising=False)
+            code, _, err = run_main(["run", str(path), "--base-url", server.base_url, "--out", str(out / "without"),
+                                     *common], capsys)
+            assert code == 3 and "permission" in err, err  # the profile's own da_version is refused
+            if form == "environment":
+                monkeypatch.setenv("JIMENG_PROTOCOL_DA_VERSION", "3.3.50")
+            code, _, err = run_main(["run", str(path), "--base-url", server.base_url, "--out", str(out / "with"),
+                                     *common, *given], capsys)
+            assert code == 0, err
+        stats = server.stats()
+    assert stats["uploads"] >= 1  # the upload flow's mweb call (get_upload_token) carried it too
