@@ -381,6 +381,10 @@ def _print_summary(summary: PlanSummary, write: Callable[[str], object]) -> None
     lines = [f"{summary.jobs} job(s); {summary.distinct} distinct request(s)"]
     if summary.duplicates:
         lines[0] += f"; {summary.duplicates} duplicate(s) share a submission (the cache rule)"
+    if len(summary.regions) > 1:
+        lines.append("by region: " + "; ".join(f"{region} {summary.region_requests[region]} request(s), "
+                                               f"{_credits(summary.region_credits[region])} credits"
+                                               for region in summary.regions))
     if summary.images:
         lines.append(f"images expected: {summary.images} (each request's `images`, else the service's default of "
                      f"{catalog.DEFAULT_IMAGES_PER_REQUEST})")
