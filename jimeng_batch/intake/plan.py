@@ -73,6 +73,7 @@ class PlanSummary:
     # Distinct requests and their credits by region (jobs may name their own, over the manifest's).
     region_requests: Counter[str] = field(default_factory=Counter)
     region_credits: dict[str, float] = field(default_factory=dict)
+    region_jobs: dict[str, set[str]] = field(default_factory=dict)  # the jobs sending there, for messages
 
     @property
     def regions(self) -> list[str]:
@@ -151,6 +152,7 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
         summary.group_credits[group] = summary.group_credits.get(group, 0.0) + item.estimated_credits
         summary.estimated_credits += item.estimated_credits
         summary.region_requests[item.region] += 1
+        summary.region_jobs.setdefault(item.region, set()).add(item.source.job)
         summary.region_credits[item.region] = summary.region_credits.get(item.region, 0.0) + item.estimated_credits
         images = item.expected_images
         if images is not None:
