@@ -824,7 +824,9 @@ def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
 def _accounts(file: Path | None, region: str | None, kwargs: dict[str, Any]) -> tuple[RunConfig, Target,
                                                                                           list[Token]]:
     """The configuration (connection flags over the environment, over FILE's settings), the target (with the
-    protocol constants a run of FILE would send, flags and environment included) and the pool."""
+    protocol constants a run of FILE would send, flags and environment included) and the pool: with ``--region``,
+    that region's tokens only; without, every token, each checked against its own region's hosts (its prefix's,
+    else FILE's region, else cn)."""
     choice = _protocol_choice(kwargs, None)  # the environment's constants go under it in configure / below
     given = _given(kwargs) | {"protocol": choice}
     manifest = None
@@ -834,7 +836,7 @@ def _accounts(file: Path | None, region: str | None, kwargs: dict[str, Any]) -> 
     else:
         config = resolve_config(None, given, os.environ)
         target = Target.of(None, region, resolve_protocol(protocol_choice(choice, os.environ)).versions)
-    return config, target, run_tokens(config, target.region)
+    return config, target, run_tokens(config, region)
 
 
 def _cell(value: object) -> Text:

@@ -8,6 +8,7 @@ two simulators, each behind a recording front (``--base-url cn=URL1,us=URL2``), 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
@@ -288,3 +289,33 @@ def test_a_two_region_run_interrupted_resumes_each_request_on_its_own_region_and
     assert set(cn_charges.values()) == {1} and len(cn_charges) == 4
     assert not set(us_charges) & set(cn_charges)
     assert all(origins[key] == routes["us" if jobs[key] in US_JOBS else "cn"] for key in origins)
+
+
+# -- doctor and credits ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_doctor_and_credits_check_each_token_on_its_own_regions_hosts_unless_a_region_is_given(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JIMENG_SESSIONID", f"us-{SID_A},{SID_C}")
+    with simulator() as sim_us, simulator() as sim_cn, \
+            recording_front(sim_us.base_url) as (us_host, at_us), \
+            recording_front(sim_cn.base_url) as (cn_host, at_cn):
+        routes = ["--base-url", f"cn={cn_host},us={us_host}"]
+        code, out, err = run_main(["doctor", *routes, "--json"], capsys)
+        assert code == 0, err
+        checked = {entry["token"]: entry["region"] for entry in json.loads(out)["tokens"]}
+        assert checked == {"us:a1b2…(32)": "us", "c3d4…(32)": "cn"}
+        assert {call.session() for call in _api(at_us)} == {SID_A} and {call.session() for call in _api(at_cn)} == {
+            SID_C}
+        assert all(call.headers["appid"] == US_AID for call in _api(at_us))
+        assert all(call.headers["appid"] == CN_AID for call in _api(at_cn))
+        code, out, err = run_main(["credits", *routes, "--json"], capsys)
+        assert code == 0, err
+        assert [line["token"] for line in json.loads(out)["tokens"]] == ["us:a1b2…(32)", "c3d4…(32)"]
+        seen_us = len(at_us)
+        code, out, err = run_main(["doctor", *routes, "--region", "cn", "--json"], capsys)  # as before: cn only
+        assert code == 0, err
+        assert [entry["token"] for entry in json.loads(out)["tokens"]] == ["c3d4…(32)"]
+        assert "token us:a1b2…(32) is for region us" in err and len(at_us) == seen_us
