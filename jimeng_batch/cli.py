@@ -231,22 +231,29 @@ def validate(files: tuple[Path, ...], live: bool, **kwargs: Any) -> None:
             against = ""
             if live:
                 settings = manifest.settings
-                place = (settings.region, settings.protocol)
-                if place not in reads:
-                    reads[place] = _read_catalog(service, settings.region, settings.protocol, plan_web_id(manifest))
-                read = reads[place]
-                if read.copy is None:
-                    _err(printable(f"{'' if service.account_catalog == 'require' else 'warning: '}{read.problem}"
-                                   + ("" if service.account_catalog == "require"
-                                      else "; checked against the built-in catalog only")))
-                    if service.account_catalog == "require":
-                        stopped = True
-                        continue
-                else:
-                    problems = check_offered(manifest, read.copy.catalog, read.copy.describe())
-                    if problems:
-                        raise SchemaError(problems)
-                    against = f"; offered to the account ({read.copy.describe()})"
+                regions = summary.regions or [settings.region]  # each job against its own region's catalog
+                problems, described, refused = [], [], False
+                for region in regions:
+                    place = (region, settings.protocol)
+                    if place not in reads:
+                        reads[place] = _read_catalog(service, region, settings.protocol, plan_web_id(manifest, region))
+                    read = reads[place]
+                    if read.copy is None:
+                        _err(printable(f"{'' if service.account_catalog == 'require' else 'warning: '}{read.problem}"
+                                       + ("" if service.account_catalog == "require"
+                                          else "; checked against the built-in catalog only")))
+                        refused = refused or service.account_catalog == "require"
+                    else:
+                        problems += check_offered(manifest, read.copy.catalog, read.copy.describe(),
+                                                  region if len(regions) > 1 else None)
+                        described.append(read.copy.describe())
+                if problems:
+                    raise SchemaError(problems)
+                if refused:
+                    stopped = True
+                    continue
+                if described:
+                    against = f"; offered to the account ({'; '.join(described)})"
         except JimengBatchError as exc:
             failed.append(exc)
             _err(str(exc))

@@ -9,6 +9,7 @@ two simulators, each behind a recording front (``--base-url cn=URL1,us=URL2``), 
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
@@ -319,3 +320,57 @@ def test_doctor_and_credits_check_each_token_on_its_own_regions_hosts_unless_a_r
         assert code == 0, err
         assert [entry["token"] for entry in json.loads(out)["tokens"]] == ["c3d4…(32)"]
         assert "token us:a1b2…(32) is for region us" in err and len(at_us) == seen_us
+
+
+# -- the circuit breaker ---------------------------------------------------------------------------------------------
+
+
+def test_the_circuit_breaker_counts_each_regions_host_apart(tmp_path: Path) -> None:
+    """The us host refuses every connection while the cn host answers: the cn successes do not hide the us outage,
+    and the stop names the us host."""
+    manifest = write_manifest(tmp_path, TWO_REGIONS[:TWO_REGIONS.index("      - name: abroad-winter")])
+    with socket.socket() as probe, simulator() as sim_cn:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"  # bound, never listening: connections refused
+        run = drive(manifest, None, out=tmp_path / "out", pool=parse_tokens(f"us-{SID_A}\n{SID_C}\n"),
+                    base_url={"us": closed, "cn": sim_cn.base_url}.get, options=fast_options(concurrency=1))
+        jobs = run.column("job")
+        states = run.column("state")
+        run.ledger.close()
+    assert run.result.stop_reason == "unreachable"
+    assert run.result.stop_message is not None and run.result.stop_message.startswith(f"cannot reach {closed}:")
+    assert {states[key] for key in states if jobs[key] in US_JOBS} == {"skipped"}  # nothing failed, nothing sent
+    assert {states[key] for key in states if jobs[key] in CN_JOBS} <= {"downloaded", "skipped"}
+
+
+# -- the account's catalog, per region -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_each_jobs_region_is_checked_against_that_regions_account_catalog(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The us account is not offered jimeng-4.0, the cn one is: only the us job is refused, by validate --live and
+    by run, each region's catalog read with that region's token from that region's host and kept apart."""
+    monkeypatch.chdir(tmp_path)
+    manifest = write_manifest(tmp_path, TWO_REGIONS[:TWO_REGIONS.index("      - name: abroad-winter")])
+    monkeypatch.setenv("JIMENG_SESSIONID", f"us-{SID_A},{SID_C}")
+    with simulator() as sim_us, simulator() as sim_cn:
+        sim_us.state.set_catalog({"remove": ["jimeng-4.0"]})
+        routes = ["--base-url", f"cn={sim_cn.base_url},us={sim_us.base_url}"]
+        code, out, err = run_main(["validate", str(manifest), "--live", *routes], capsys)
+        assert code == 2 and out == "", err
+        assert err.splitlines()[0] == "1 problem found", err
+        assert "job 'abroad': model: jimeng-4.0" in err and "is not offered to this account" in err
+        assert f"read from {sim_us.base_url} for us:a1b2…(32)" in err and "job 'china'" not in err
+        code, _, err = run_main(["run", str(manifest), "--out", "out", *routes, *COMMON], capsys)
+        assert code == 2 and "job 'abroad': model: jimeng-4.0" in err and "job 'china'" not in err, err
+        assert sim_us.stats()["charges_by_submit_id"] == {} and sim_cn.stats()["charges_by_submit_id"] == {}
+        sim_us.state.set_catalog({})
+        code, _, err = run_main(["run", str(manifest), "--out", "out", "--fresh-catalog", *routes, *COMMON],
+                                capsys)
+        assert code == 0, err
+    kept = {name: json.loads((tmp_path / "out" / name).read_text(encoding="utf-8"))
+            for name in ("catalog.json", "catalog.us.json")}
+    assert (kept["catalog.json"]["host"], kept["catalog.json"]["account"]) == (sim_cn.base_url, "c3d4…(32)")
+    assert (kept["catalog.us.json"]["host"], kept["catalog.us.json"]["account"]) == (sim_us.base_url,
+                                                                                      "us:a1b2…(32)")

@@ -114,7 +114,7 @@ def file_log(folder: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
 
 
 def run_tokens(config: RunConfig, region: str | None = None, *, uses: Mapping[str, Sequence[str]] | None = None,
-               default: str = catalog.DEFAULT_REGION) -> list[Token]:
+               default: str = catalog.DEFAULT_REGION, say_unused: bool = True) -> list[Token]:
     """The run's token pool: ``token_file``, else ``JIMENG_SESSIONID``, else (simulator only) a demo session.
 
     ``region`` given (``--region``, a catalog read): only that region's tokens (its prefix, or none), the others
@@ -122,7 +122,8 @@ def run_tokens(config: RunConfig, region: str | None = None, *, uses: Mapping[st
     ``uses`` given (a run): the regions its requests go to, each with the jobs that send there, ``default`` being
     the manifest's region (that of tokens without a prefix). A token of a region no request uses is said and left
     out; a region that no token serves is a configuration error naming it and its jobs, before anything is sent.
-    Neither: every token, each for its own region.
+    Neither: every token, each for its own region. ``say_unused`` False: the tokens left out are not said (a
+    catalog read of one region, with a pool of several).
     """
     loaded = load_tokens(config.token_file)
     source = config.token_file or "JIMENG_SESSIONID"
@@ -130,7 +131,7 @@ def run_tokens(config: RunConfig, region: str | None = None, *, uses: Mapping[st
         return _pool_for(config, loaded, uses, default, str(source))
     region = default if uses is not None else region  # a run of one region: its tokens, as before jobs had theirs
     tokens, others = for_region(loaded, region) if region is not None else (loaded, [])
-    for token in others:
+    for token in others if say_unused else ():
         _say(f"token {token.label} is for region {token.region}; this manifest's region is {region}: not used")
     if not tokens and others:
         raise ConfigError(f"{source}: no token for region {region}, the manifest's region: every token's prefix "
@@ -680,7 +681,7 @@ def read_catalog_now(config: RunConfig, region: str, versions: catalog.ProtocolV
                      ) -> CatalogRead:
     """The account's catalog, read now with the first token of ``config``'s pool, from ``config``'s host (the
     region's, a base URL, or a simulator started for the purpose): for ``validate --live`` and ``models --live``."""
-    tokens = run_tokens(config, region)
+    tokens = run_tokens(config, region, say_unused=False)
     scrub = Scrubber(tokens)
 
     async def read(base_url: str | None) -> CatalogRead:
