@@ -374,3 +374,30 @@ def test_each_jobs_region_is_checked_against_that_regions_account_catalog(
     assert (kept["catalog.json"]["host"], kept["catalog.json"]["account"]) == (sim_cn.base_url, "c3d4…(32)")
     assert (kept["catalog.us.json"]["host"], kept["catalog.us.json"]["account"]) == (sim_us.base_url,
                                                                                       "us:a1b2…(32)")
+
+
+# -- credits: the pre-flight check and the daily claim, per region ---------------------------------------------------
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_preflight_check_and_the_daily_claim_go_per_region(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cn account's 1000 credits do not pay for the us requests: the us account's 2 cannot cover them. The
+    daily claim is made on each token's own host, and then the us account can."""
+    monkeypatch.chdir(tmp_path)
+    manifest = write_manifest(tmp_path, TWO_REGIONS[:TWO_REGIONS.index("      - name: abroad-winter")])
+    monkeypatch.setenv("JIMENG_SESSIONID", f"us-{SID_A},{SID_C}")
+    with simulator(default_credits=2) as sim_us, simulator() as sim_cn:
+        routes = ["--base-url", f"cn={sim_cn.base_url},us={sim_us.base_url}", "--preflight", "stop"]
+        code, _, err = run_main(["run", str(manifest), "--out", "out", *routes, *COMMON], capsys)
+        assert code == 3, err
+        assert "preflight: the plan of region us needs about 4 credits; the account(s) have 2; not starting" in err
+        assert "region cn" not in err  # its account covers its requests
+        assert sim_us.stats()["charges_by_submit_id"] == {} and sim_cn.stats()["charges_by_submit_id"] == {}
+        code, _, err = run_main(["resume", "out", "--claim-daily", "--quiet"], capsys)
+        assert code == 0, err
+        assert "daily claim on us:a1b2…(32): claimed 50" in err and "daily claim on c3d4…(32): claimed 50" in err
+        claims = (sim_us.stats()["requests"].get("credit_receive"), sim_cn.stats()["requests"].get("credit_receive"))
+        assert claims == (1, 1)
+        assert sum(sim_us.stats()["charges_by_submit_id"].values()) == 4
+        assert sum(sim_cn.stats()["charges_by_submit_id"].values()) == 3
