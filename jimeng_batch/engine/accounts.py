@@ -152,12 +152,18 @@ class Accounts:
             await self._reassign()
 
     async def _reassign(self) -> None:
-        """``--reassign-orphans``: look for each orphan on every token; plan again what is found nowhere."""
+        """``--reassign-orphans``: look for each orphan on every token of its region; plan again what is found
+        nowhere."""
         orphans = self._orphans
         print(f"reassigning {len(orphans)} request(s) of accounts not in the pool: looked for on every token "
               "first; those found nowhere are sent again", file=sys.stderr)
         for token in self.x.pool.tokens:
-            orphans = await self._ask(token, orphans, final=False)
+            # Each token is asked about its own region's requests only: another region's are on other hosts.
+            region = self.x.clients.region_of(token)
+            theirs = [row for row in orphans if self.x.region_of(row) == region]
+            if theirs:
+                unknown = await self._ask(token, theirs, final=False)
+                orphans = [row for row in orphans if self.x.region_of(row) != region or row in unknown]
             if not orphans:
                 return
         for row in orphans:
