@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,7 +40,7 @@ from jimeng_batch.engine.lock import FolderLock
 from jimeng_batch.engine.progress import Progress, describe_queue
 from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.settle import settle
-from jimeng_batch.engine.states import FINAL_STATES, STATES, State
+from jimeng_batch.engine.states import FINAL_STATES, STATES, UNFINISHED_STATES, State
 from jimeng_batch.errors import (
     APIError,
     ConfigError,
@@ -412,8 +412,11 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
             raise SchemaError(summary.problems)
         _refuse_unsupported(config, summary.needs_a_bogus())
         uses = {region: sorted(summary.region_jobs[region]) for region in summary.regions}
+        # Work already in flight there (of jobs the manifest may no longer name) is followed with its region's tokens.
+        for region, jobs in _regions_to_send(out_dir, UNFINISHED_STATES).items():
+            uses.setdefault(region, []).extend(job for job in jobs if job not in uses[region])
     else:
-        uses = _regions_to_send(out_dir)
+        uses = _regions_to_send(out_dir, [state for state in STATES if state not in FINAL_STATES | {State.REMOVED}])
     default = manifest.settings.region
     tokens = run_tokens(config, uses=uses or {default: []}, default=default)  # nothing left to send: as before
     origins = {region: run_origin(manifest, config, region) for region in uses or [default]}
@@ -461,14 +464,15 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
                      origins, uses)
 
 
-def _regions_to_send(out_dir: Path) -> dict[str, list[str]]:
-    """The regions the unfinished requests of an unchanged plan go to, each with its jobs (from the ledger)."""
-    unfinished = [state for state in STATES if state not in FINAL_STATES and state is not State.REMOVED]
+def _regions_to_send(out_dir: Path, states: Iterable[State]) -> dict[str, list[str]]:
+    """The regions the folder's requests in ``states`` go to, each with its jobs (none: no ledger yet)."""
+    if not (out_dir / LEDGER_NAME).is_file():
+        return {}
     try:
         with Ledger.open_existing(out_dir) as ledger:
-            return ledger.jobs_by_region(unfinished)
+            return ledger.jobs_by_region(states)
     except LedgerError:
-        return {}
+        return {}  # reported properly when the run opens the ledger
 
 
 def _refuse_unsupported(config: RunConfig, models: list[str], unsent: Mapping[str, int] | None = None) -> None:
