@@ -231,22 +231,29 @@ def validate(files: tuple[Path, ...], live: bool, **kwargs: Any) -> None:
             against = ""
             if live:
                 settings = manifest.settings
-                place = (settings.region, settings.protocol)
-                if place not in reads:
-                    reads[place] = _read_catalog(service, settings.region, settings.protocol, plan_web_id(manifest))
-                read = reads[place]
-                if read.copy is None:
-                    _err(printable(f"{'' if service.account_catalog == 'require' else 'warning: '}{read.problem}"
-                                   + ("" if service.account_catalog == "require"
-                                      else "; checked against the built-in catalog only")))
-                    if service.account_catalog == "require":
-                        stopped = True
-                        continue
-                else:
-                    problems = check_offered(manifest, read.copy.catalog, read.copy.describe())
-                    if problems:
-                        raise SchemaError(problems)
-                    against = f"; offered to the account ({read.copy.describe()})"
+                regions = summary.regions or [settings.region]  # each job against its own region's catalog
+                problems, described, refused = [], [], False
+                for region in regions:
+                    place = (region, settings.protocol)
+                    if place not in reads:
+                        reads[place] = _read_catalog(service, region, settings.protocol, plan_web_id(manifest, region))
+                    read = reads[place]
+                    if read.copy is None:
+                        _err(printable(f"{'' if service.account_catalog == 'require' else 'warning: '}{read.problem}"
+                                       + ("" if service.account_catalog == "require"
+                                          else "; checked against the built-in catalog only")))
+                        refused = refused or service.account_catalog == "require"
+                    else:
+                        problems += check_offered(manifest, read.copy.catalog, read.copy.describe(),
+                                                  region if len(regions) > 1 else None)
+                        described.append(read.copy.describe())
+                if problems:
+                    raise SchemaError(problems)
+                if refused:
+                    stopped = True
+                    continue
+                if described:
+                    against = f"; offered to the account ({'; '.join(described)})"
         except JimengBatchError as exc:
             failed.append(exc)
             _err(str(exc))
@@ -381,6 +388,10 @@ def _print_summary(summary: PlanSummary, write: Callable[[str], object]) -> None
     lines = [f"{summary.jobs} job(s); {summary.distinct} distinct request(s)"]
     if summary.duplicates:
         lines[0] += f"; {summary.duplicates} duplicate(s) share a submission (the cache rule)"
+    if len(summary.regions) > 1:
+        lines.append("by region: " + "; ".join(f"{region} {summary.region_requests[region]} request(s), "
+                                               f"{_credits(summary.region_credits[region])} credits"
+                                               for region in summary.regions))
     if summary.images:
         lines.append(f"images expected: {summary.images} (each request's `images`, else the service's default of "
                      f"{catalog.DEFAULT_IMAGES_PER_REQUEST})")
@@ -823,7 +834,9 @@ def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
 def _accounts(file: Path | None, region: str | None, kwargs: dict[str, Any]) -> tuple[RunConfig, Target,
                                                                                           list[Token]]:
     """The configuration (connection flags over the environment, over FILE's settings), the target (with the
-    protocol constants a run of FILE would send, flags and environment included) and the pool."""
+    protocol constants a run of FILE would send, flags and environment included) and the pool: with ``--region``,
+    that region's tokens only; without, every token, each checked against its own region's hosts (its prefix's,
+    else FILE's region, else cn)."""
     choice = _protocol_choice(kwargs, None)  # the environment's constants go under it in configure / below
     given = _given(kwargs) | {"protocol": choice}
     manifest = None
@@ -833,7 +846,7 @@ def _accounts(file: Path | None, region: str | None, kwargs: dict[str, Any]) -> 
     else:
         config = resolve_config(None, given, os.environ)
         target = Target.of(None, region, resolve_protocol(protocol_choice(choice, os.environ)).versions)
-    return config, target, run_tokens(config, target.region)
+    return config, target, run_tokens(config, region)
 
 
 def _cell(value: object) -> Text:

@@ -45,6 +45,14 @@ def _no_real_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
 
 
 @pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token, base URL or proxy from the environment of the machine running the tests."""
+    for name in ("JIMENG_SESSIONID", "JIMENG_BASE_URL", "JIMENG_IMAGEX_URL", "HTTP_PROXY", "HTTPS_PROXY",
+                 "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
 def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
     """Write a file under tmp_path (dedented) and return its path; the working directory is tmp_path."""
     monkeypatch.chdir(tmp_path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jimeng_batch.engine.cache import ResultCache
+from jimeng_batch.engine.clients import BaseURL
 from jimeng_batch.engine.config import RunConfig
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import Ledger
@@ -88,11 +89,13 @@ class Driven:
         return {row[0]: row[1] for row in self.ledger.db.execute(f"SELECT key, {name} FROM requests")}
 
 
-def drive(manifest: Path, server: SimServer, *, out: Path, tokens: list[str] | None = None,
+def drive(manifest: Path, server: SimServer | None, *, out: Path, tokens: list[str] | None = None,
           options: RunConfig | None = None, cache: ResultCache | None = None,
           on_change: Callable[[Executor, Counter[State]], None] | None = None,
-          clock: Callable[[], float] | None = None, sleep: NoWait | None = None) -> Driven:
-    """Plan ``manifest`` into the ledger at ``out`` and run it against ``server``."""
+          clock: Callable[[], float] | None = None, sleep: NoWait | None = None,
+          pool: list[Token] | None = None, base_url: BaseURL = None) -> Driven:
+    """Plan ``manifest`` into the ledger at ``out`` and run it against ``server`` (or ``base_url``: a simulator by
+    region), with ``tokens`` (or the ``pool``'s tokens, regions and proxies as parsed)."""
     loaded = load_manifest(manifest)
     ledger = Ledger.in_folder(out)
     config = options or fast_options()
@@ -105,8 +108,10 @@ def drive(manifest: Path, server: SimServer, *, out: Path, tokens: list[str] | N
     local_files = {info.sha256: path for path, info in loaded.local_images().items()}
 
     async def main() -> RunResult:
-        async with connected_executor(loaded, ledger, config, [Token(t) for t in tokens or [TOKEN]],
-                                      out_dir=out, base_url=server.base_url, cache=cache, local_files=local_files,
+        chosen = pool or [Token(t) for t in tokens or [TOKEN]]
+        async with connected_executor(loaded, ledger, config, chosen,
+                                      out_dir=out, base_url=server.base_url if server is not None else base_url,
+                                      cache=cache, local_files=local_files,
                                       sleep=sleep, **({"clock": clock} if clock else {})) as executor:
 
             def watch(counts: Counter[State]) -> None:

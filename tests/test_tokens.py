@@ -10,17 +10,13 @@ uploads, downloads) all go through its proxy, the others' none.
 from __future__ import annotations
 
 import base64
-import http.server
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from conftest import png, run_main
+from http_fronts import files_holding, recording_front
 from run_helpers import drive, fast_options, simulator, write_manifest
 
 from jimeng_batch.engine.config import RunConfig, base_urls
@@ -148,85 +144,6 @@ def test_a_base_url_for_every_region_or_one_per_region() -> None:
 
 # -- runs over real HTTP ---------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Seen:
-    method: str
-    url: str  # as the request line gave it: absolute through a proxy, a path in front of a host
-    headers: dict[str, str]
-
-    @property
-    def query(self) -> dict[str, str]:
-        return {name: values[0] for name, values in parse_qs(urlsplit(self.url).query).items()}
-
-    @property
-    def cookie(self) -> str:
-        return self.headers.get("cookie", "")
-
-    def session(self) -> str | None:
-        for part in self.cookie.split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == "sessionid":
-                return value
-        return None
-
-
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer",
-               "transfer-encoding", "upgrade", "content-length", "accept-encoding"}
-
-
-@contextmanager
-def recording_front(upstream: str | None = None, *, via: str = "", refuse: int | None = None,
-                    ) -> Iterator[tuple[str, list[Seen]]]:
-    """A plain-HTTP server on 127.0.0.1 that records every request and passes it on: to the absolute URL of its
-    request line (a forwarding proxy, as httpx speaks to one: ``POST http://127.0.0.1:PORT/path HTTP/1.1``), or to
-    ``upstream`` (a front of that host, keeping the Host header, so the simulator's asset URLs name the front).
-    With ``refuse``, it answers every request with that status instead (a proxy refusing its credentials: 407)."""
-    seen: list[Seen] = []
-    onward = httpx.Client(trust_env=False, timeout=10)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _pass(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            seen.append(Seen(self.command, self.path, headers))
-            if refuse is not None:
-                self.send_response(refuse)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            target = self.path if self.path.startswith("http://") else f"{upstream}{self.path}"
-            forwarded = {name: value for name, value in headers.items() if name not in _HOP_BY_HOP}
-            if via:
-                forwarded["via"] = via
-            answer = onward.request(self.command, target, headers=forwarded, content=body)
-            self.send_response(answer.status_code)
-            for name, value in answer.headers.multi_items():
-                if name.lower() not in _HOP_BY_HOP | {"content-encoding"}:
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer.content)))
-            self.end_headers()
-            self.wfile.write(answer.content)
-
-        do_GET = do_POST = do_PUT = _pass
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        onward.close()
-
-
 MANIFEST = """
     region: {region}
     jobs:
@@ -243,18 +160,6 @@ MANIFEST = """
         references: [ref.png]
 """
 COMMON = ["--poll-interval", "0.02", "--quiet", "--no-cache", "--concurrency", "1", "--no-report"]
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("JIMENG_SESSIONID", "JIMENG_BASE_URL", "JIMENG_IMAGEX_URL", "HTTP_PROXY", "HTTPS_PROXY",
-                 "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def _files_hold(folder: Path, secret: str) -> list[str]:
-    forms = (secret.encode(), secret.encode("utf-16-le"))
-    return [str(p) for p in folder.rglob("*") if p.is_file() and any(f in p.read_bytes() for f in forms)]
 
 
 @pytest.mark.usefixtures("clean_env")
@@ -325,7 +230,7 @@ def test_each_token_goes_to_its_regions_host_and_the_proxied_one_through_its_pro
         assert origins == {host}
         assert labels == ({"us:a1b2…(32)", "us:b2c3…(32)"} if folder == "out-us" else {"cn:c3d4…(32)"})
         for secret in (SID_A, SID_B, SID_C, PASSWORD, "pa%40ss"):
-            assert _files_hold(tmp_path / folder, secret) == []
+            assert files_holding(tmp_path / folder, secret) == []
 
 
 @pytest.mark.usefixtures("clean_env")

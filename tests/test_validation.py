@@ -15,15 +15,15 @@ CASES = [
                  ["m.yaml:4:1: unknown key 'regoin' (did you mean 'region'?); allowed: version, region, defaults, "
                   "limits, budget, cache, output, protocol, costs, jobs"], id="typo-top-level-key"),
     pytest.param("jobs:\n  - type: image\n    promt: a cat\n",
-                 ["m.yaml:3:5: unknown key 'promt' in jobs[1] (did you mean 'prompt'?); allowed: name, type, vars, "
-                  "rows, prompt, negative_prompt, model, ratio, resolution, sample_strength, seed, count, images, "
-                  "intelligent_ratio, references, reference_strength, duration, aspect_ratio, fps, first_frame, "
-                  "end_frame"], id="typo-job-key"),
+                 ["m.yaml:3:5: unknown key 'promt' in jobs[1] (did you mean 'prompt'?); allowed: name, type, region, "
+                  "vars, rows, prompt, negative_prompt, model, ratio, resolution, sample_strength, seed, count, "
+                  "images, intelligent_ratio, references, reference_strength, duration, aspect_ratio, fps, "
+                  "first_frame, end_frame"], id="typo-job-key"),
     pytest.param("defaults:\n  modle: jimeng-4.0\njobs:\n  - {type: image, prompt: a}\n",
-                 ["m.yaml:2:3: unknown key 'modle' in defaults (did you mean 'model'?); allowed: prompt, "
-                  "negative_prompt, model, ratio, resolution, sample_strength, seed, count, images, intelligent_ratio, "
-                  "references, reference_strength, duration, aspect_ratio, fps, first_frame, end_frame"],
-                 id="typo-in-defaults"),
+                 ["m.yaml:2:3: unknown key 'modle' in defaults (did you mean 'model'?); allowed: region, "
+                  "prompt, negative_prompt, model, ratio, resolution, sample_strength, seed, count, images, "
+                  "intelligent_ratio, references, reference_strength, duration, aspect_ratio, fps, first_frame, "
+                  "end_frame"], id="typo-in-defaults"),
     pytest.param("jobs:\n  - type: image\n    prompt: a cat\n    ratio: \"5:4\"\n",
                  ["m.yaml:4:12: jobs[1].ratio: '5:4' is not allowed (did you mean '3:4'?); allowed: 1:1, 3:4, 16:9, "
                   "4:3, 9:16, 2:3, 3:2, 21:9"], id="enum-lists-allowed-values"),
@@ -164,9 +164,9 @@ def test_gif_references_are_refused(write: Callable[..., Path], tmp_path: Path) 
     [
         pytest.param("prompt,modle\na,jimeng-4.0\n",
                      ["s.csv:row 1, column modle: unknown column 'modle' (did you mean 'model'?); allowed: type, "
-                      "prompt, negative_prompt, model, ratio, resolution, sample_strength, seed, count, images, "
-                      "intelligent_ratio, reference_strength, duration, aspect_ratio, fps, references, first_frame, "
-                      "end_frame, or var.NAME for a template variable"], id="unknown-column"),
+                      "region, prompt, negative_prompt, model, ratio, resolution, sample_strength, seed, count, "
+                      "images, intelligent_ratio, reference_strength, duration, aspect_ratio, fps, references, "
+                      "first_frame, end_frame, or var.NAME for a template variable"], id="unknown-column"),
         pytest.param("prompt,seed\na,abc\n", ["s.csv:row 2, column seed: 'abc' is not a whole number"],
                      id="not-a-number"),
         pytest.param("prompt,ratio\na,1:1\nb,7:5\n",

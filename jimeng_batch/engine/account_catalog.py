@@ -3,7 +3,9 @@ output folder's cached copy.
 
 A run reads the catalog of its first token's account before anything is sent and keeps a copy in the output folder
 (``catalog.json``: the catalog, when it was read, from which host and for which account label; never a token), so
-that a resume checks its manifest against the same catalog as the run it continues. When the catalog cannot be
+that a resume checks its manifest against the same catalog as the run it continues. A run whose jobs go to several
+regions reads each region's catalog with that region's first token, and keeps each (``catalog.json`` for the
+manifest's region, ``catalog.REGION.json`` for the others). When the catalog cannot be
 read (network, login, an answer of a shape the client cannot use), the caller is told why and the built-in catalog
 stands in (``warn``), unless it asked for the account's (``require``). The read is one call per catalogue, not
 retried: the fallback is safe, and the next run reads it again.
@@ -28,6 +30,11 @@ from jimeng_batch.protocol.live_catalog import CACHE_VERSION, AccountCatalog, fr
 from jimeng_batch.protocol.tokens import Token
 
 CATALOG_NAME = "catalog.json"
+
+
+def catalog_name(region: str | None = None) -> str:
+    """The cached copy's file name for ``region`` (None: the manifest's region, ``catalog.json``)."""
+    return CATALOG_NAME if region is None else f"catalog.{region}.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +78,11 @@ async def read_live(client: JimengClient, token: Token, *, clock: Callable[[], f
     return CatalogCopy(offered, _now(clock), client.api_base, token.label)
 
 
-def write_cached(folder: Path, copy: CatalogCopy) -> None:
-    """``catalog.json`` in ``folder``, whole or not at all."""
+def write_cached(folder: Path, copy: CatalogCopy, name: str = CATALOG_NAME) -> None:
+    """``name`` (``catalog.json``) in ``folder``, whole or not at all."""
     data = {"version": CACHE_VERSION, "read_at": copy.read_at, "host": copy.host, "account": copy.account,
             "catalog": to_json(copy.catalog)}
-    path = folder / CATALOG_NAME
+    path = folder / name
     temporary = path.with_name(path.name + ".tmp")
     try:
         temporary.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -85,12 +92,12 @@ def write_cached(folder: Path, copy: CatalogCopy) -> None:
             temporary.unlink(missing_ok=True)
 
 
-def read_cached(folder: Path) -> CatalogCopy | None:
+def read_cached(folder: Path, name: str = CATALOG_NAME) -> CatalogCopy | None:
     """The cached copy in ``folder``; None when there is none or it cannot be read (then it is read afresh)."""
-    path = folder / CATALOG_NAME
+    path = folder / name
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
-        top = answers.mapping(data, CATALOG_NAME)
+        top = answers.mapping(data, name)
         if answers.integer(top.get("version"), "version") != CACHE_VERSION:
             return None
         return CatalogCopy(from_json(top.get("catalog"), "catalog"), answers.text(top.get("read_at"), "read_at"),
@@ -102,12 +109,12 @@ def read_cached(folder: Path) -> CatalogCopy | None:
 
 async def account_catalog(client: JimengClient, token: Token, *, folder: Path | None = None,
                           use_cached: bool = False, clock: Callable[[], float] = time.time,
-                          scrub: Callable[[str], str] = str) -> CatalogRead:
+                          scrub: Callable[[str], str] = str, name: str = CATALOG_NAME) -> CatalogRead:
     """The account's catalog: ``folder``'s cached copy when ``use_cached`` and it was read from the same host,
     else read now (and cached in ``folder``). A catalog that cannot be read is a :class:`CatalogRead` without a
     copy, saying why."""
     if use_cached and folder is not None:
-        cached = read_cached(folder)
+        cached = read_cached(folder, name)
         if cached is not None and cached.host == client.api_base:
             return CatalogRead(cached)
     try:
@@ -115,5 +122,5 @@ async def account_catalog(client: JimengClient, token: Token, *, folder: Path | 
     except APIError as error:
         return CatalogRead(None, scrub(f"the account's catalog could not be read from {client.api_base}: {error}"))
     if folder is not None:
-        write_cached(folder, copy)
+        write_cached(folder, copy, name)
     return CatalogRead(copy)

@@ -15,9 +15,10 @@ account: its record lives there and its credits were spent there. So at the star
 Rows written before the ledger recorded accounts name their token by its masked label only; they are matched to
 the pool's token with that label when exactly one has it, and wait otherwise.
 
-A request sent somewhere (``requests.origin``: the API host, which the manifest's region and the base URL chose)
-is followed there only: a run that sends elsewhere (another region's hosts, another base URL, allowed into the
-folder by ``--allow-mixed-origins``) leaves it as it is, for a run that sends where it was sent.
+A request sent somewhere (``requests.origin``: the API host, which its region and the base URL chose) is followed
+there only: a run that sends its region elsewhere (another base URL, allowed into the folder by
+``--allow-mixed-origins``) leaves it as it is, for a run that sends where it was sent. Each region of a run has its
+own origin: a request is compared with its own region's.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class Accounts:
         self._orphans: list[RequestRow] = []
 
     def sent_elsewhere(self, row: RequestRow) -> bool:
-        """Whether ``row`` was sent to another place than this run sends to (it is followed there only)."""
-        return row.origin is not None and not same_service(row.origin, self.x.origin)
+        """Whether ``row`` was sent to another place than this run sends its region to (it is followed there only)."""
+        return row.origin is not None and not same_service(row.origin, self.x.origin_of(self.x.region_of(row)))
 
     def _away(self, row: RequestRow) -> None:
         self.elsewhere[str(row.origin)] += 1
@@ -142,7 +143,8 @@ class Accounts:
         for label, count in self.waiting.items():
             log.warning("%d request(s) waiting for account %s: its token is not in this run's pool", count, label)
         for origin, count in self.elsewhere.items():
-            message = (f"{count} request(s) sent to {origin} are left as they are: this run sends to {x.origin}; a "
+            going = ", ".join(sorted(set(x.origins.values())))
+            message = (f"{count} request(s) sent to {origin} are left as they are: this run sends to {going}; a "
                        "run that sends there (its region, its base URL) follows them")
             log.warning(message)
             print(message, file=sys.stderr)
@@ -150,12 +152,18 @@ class Accounts:
             await self._reassign()
 
     async def _reassign(self) -> None:
-        """``--reassign-orphans``: look for each orphan on every token; plan again what is found nowhere."""
+        """``--reassign-orphans``: look for each orphan on every token of its region; plan again what is found
+        nowhere."""
         orphans = self._orphans
         print(f"reassigning {len(orphans)} request(s) of accounts not in the pool: looked for on every token "
               "first; those found nowhere are sent again", file=sys.stderr)
         for token in self.x.pool.tokens:
-            orphans = await self._ask(token, orphans, final=False)
+            # Each token is asked about its own region's requests only: another region's are on other hosts.
+            region = self.x.clients.region_of(token)
+            theirs = [row for row in orphans if self.x.region_of(row) == region]
+            if theirs:
+                unknown = await self._ask(token, theirs, final=False)
+                orphans = [row for row in orphans if self.x.region_of(row) != region or row in unknown]
             if not orphans:
                 return
         for row in orphans:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jimeng_batch.engine.clients import Clients
+from jimeng_batch.engine.clients import Clients, token_region
 from jimeng_batch.engine.config import RunConfig
 from jimeng_batch.errors import APIError, printable
 from jimeng_batch.intake.manifest import Manifest
@@ -38,12 +38,6 @@ DAY = 86400.0
 
 # Exit codes of both commands: every token fine, some not, none (nothing can be generated: stop).
 EXIT_OK, EXIT_SOME, EXIT_NONE = 0, 1, 3
-
-
-def token_region(token: Token, pool_region: str) -> str:
-    """The region a token is used for: the one its prefix names (``us-…``), else the pool's (the manifest's, or
-    --region). Tokens of another region than the pool's are left out of it before the checks (``run_tokens``)."""
-    return token.region or pool_region
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,15 +308,21 @@ async def credit_lines(client_for: Callable[[Token], JimengClient], tokens: list
 
 @contextlib.asynccontextmanager
 async def connected_clients(config: RunConfig, target: Target, tokens: list[Token]) -> AsyncIterator[Clients]:
-    """The clients for ``target``, one per proxy of the pool (as a run has them): to the built-in simulator (``sim``:
-    one started for the duration, holding nothing afterwards), the region's base URL, or the region's own hosts."""
+    """The clients for ``target``, one per (region, proxy) of the pool (as a run has them): each token to its own
+    region's hosts (its prefix's, else the target's), or that region's base URL, or the built-in simulator
+    (``sim``: one started for the duration, holding nothing afterwards)."""
     with contextlib.ExitStack() as stack:
-        base_url = config.region_base_url(target.region)
+        base_url: Callable[[str], str | None] = config.region_base_url
         if config.sim:
             from jimeng_batch.sim import running_simulator
 
-            base_url = stack.enter_context(running_simulator(config.simulator_settings())).base_url
-        async with Clients(region=catalog.REGIONS[target.region], versions=target.versions, web_id=target.web_id,
+            sim_url = stack.enter_context(running_simulator(config.simulator_settings())).base_url
+            base_url = lambda _region: sim_url  # noqa: E731 - every region's calls go to the one simulator
+
+        def web_id(region: str) -> str:
+            return target.web_id if region == target.region else target.versions.web_id or default_web_id(region)
+
+        async with Clients(region=catalog.REGIONS[target.region], versions=target.versions, web_id=web_id,
                            base_url=base_url, imagex_url=config.imagex_url, limits=config.call_limits(),
                            tokens=tokens) as clients:
             yield clients

@@ -215,10 +215,11 @@ class Downloads:
     """The downloads of one run; create it inside the running event loop."""
 
     def __init__(self, ledger: Ledger, client_for: Callable[[Token], JimengClient], retrier: Retrier, *,
-                 out_dir: Path, origin: str, cache: ResultCache | None = None, limiter: AsyncLimiter | None = None,
-                 poll_limiter: AsyncLimiter | None = None) -> None:
+                 out_dir: Path, origin: str | Callable[[RequestRow], str], cache: ResultCache | None = None,
+                 limiter: AsyncLimiter | None = None, poll_limiter: AsyncLimiter | None = None) -> None:
         self.ledger = ledger
-        self.origin = origin
+        # Where a request's results come from (its region's host, or the simulator): what the cache keys on.
+        self.origin = origin if callable(origin) else (lambda _row, given=origin: given)
         # A job's files are fetched through the client of the token that made it (its proxy, if it names one):
         # a token behind a proxy shows the asset hosts the proxy's address, as it shows the API.
         self.client_for = client_for
@@ -257,7 +258,7 @@ class Downloads:
             log.error("%s: not every file of the job is on disk and in the ledger; left for the next run", row.key)
             return None
         if self.cache is not None:
-            self.cache.store(row.key, self.origin, self.out_dir, assets)
+            self.cache.store(row.key, self.origin(row), self.out_dir, assets)
         return assets
 
     async def _fetch_one(self, row: RequestRow, token: Token, index: int, item: Item) -> AssetRecord:
@@ -337,7 +338,7 @@ class Downloads:
         """A cached result of the same key, its files copied in, checked and recorded; None on a miss."""
         if self.cache is None:
             return None
-        cached = self.cache.lookup(row.key, self.origin)
+        cached = self.cache.lookup(row.key, self.origin(row))
         if not cached:
             return None
         copied = []

@@ -2,9 +2,10 @@
 
 Lifecycle of a request (:mod:`jimeng_batch.engine.states`), every step committed to the ledger before the next.
 
-- Admission is FIFO in plan order. Each admitted request holds a slot of its token from its submit until its
-  generation ends; downloads happen outside the slot (:mod:`jimeng_batch.engine.download`), uploads before the
-  submit (:mod:`jimeng_batch.engine.upload`).
+- Admission is FIFO in plan order, per region: a request is sent only with a token of its region (its job's, else
+  the manifest's), through that region's client; each region's requests wait for that region's tokens only. Each
+  admitted request holds a slot of its token from its submit until its generation ends; downloads happen outside
+  the slot (:mod:`jimeng_batch.engine.download`), uploads before the submit (:mod:`jimeng_batch.engine.upload`).
 - Every call goes through the one retry policy (:mod:`jimeng_batch.engine.retry`), which classifies failures by the
   outcome table. A final outcome (the service said no) ends the request; a failure that may pass leaves a request
   that is paid for where it is, with the reason, for the next run, and a request not yet sent ``skipped``. A stop
@@ -18,12 +19,14 @@ Lifecycle of a request (:mod:`jimeng_batch.engine.states`), every step committed
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,18 @@ NO_FILES_TRIES = 10  # polls of a finished record that lists no (or too few) fil
 _ROW_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestRow))
 _TERMINAL = {Action.BLOCKED: State.BLOCKED, Action.INVALID: State.INVALID}
 ASSET_HOST = "the asset host"
+# The API host the calls of the running task go to (its token's region's), for the circuit breaker: one breaker
+# per host, so that one region's outage is not counted against another's host.
+_CALL_HOST: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_host", default=None)
+
+
+@contextlib.contextmanager
+def _calls_to(host: str) -> Iterator[None]:
+    mark = _CALL_HOST.set(host)
+    try:
+        yield
+    finally:
+        _CALL_HOST.reset(mark)
 
 
 class _Lease:
@@ -68,9 +83,9 @@ class Executor:
     """Runs what the ledger holds. Create and :meth:`run` it inside the event loop."""
 
     def __init__(self, ledger: Ledger, clients: Clients, tokens: list[Token], config: RunConfig, *,
-                 out_dir: Path, region: catalog.Region, versions: catalog.ProtocolVersions, web_id: str,
-                 origin: str = "", cache: ResultCache | None = None,
-                 local_files: Mapping[str, Path] | None = None, upload_scope: str | None = None,
+                 out_dir: Path, region: catalog.Region, versions: catalog.ProtocolVersions,
+                 web_id: str | Callable[[str], str], origin: str | Mapping[str, str] = "",
+                 cache: ResultCache | None = None, local_files: Mapping[str, Path] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Callable[[], float] = time.time,
                  on_change: Callable[[Counter[State]], None] | None = None) -> None:
         self.ledger = ledger
@@ -82,13 +97,16 @@ class Executor:
         self.tokens = tokens
         self.config = config
         self.out_dir = out_dir
-        self.region = region
+        self.region = region  # the run's own (the manifest's): that of tokens without a prefix
         self.versions = versions
-        self.web_id = web_id
-        self.origin = origin or self.client.api_base
+        self._web_id = web_id if callable(web_id) else (lambda _region, given=web_id: given)
+        # Where each region's results come from (its API host, or the simulator); a region not named: its host.
+        self.origins = dict(origin) if not isinstance(origin, str) else {region.code: origin or self.client.api_base}
+        self.origin = self.origin_of(region.code)
         self.cache = cache
         self.local_files = dict(local_files or {})
-        self.upload_scope = upload_scope or region.code
+        self._regions_out: dict[str, str] = {}  # region -> why none of its tokens may submit any more
+        self._admitting: set[str] = set()  # the regions with requests to admit this run
         self.sleep = sleep
         self.clock = clock
         self.on_change = on_change
@@ -128,9 +146,31 @@ class Executor:
         self.ledger.note(row.key, row.state, detail=f"{detail}; left for the next run", reason=error.rule.reason,
                          code=error.code, message=str(error))
 
+    def origin_of(self, region: str) -> str:
+        """Where ``region``'s requests are sent (and their results come from)."""
+        found = self.origins.get(region)
+        if found is None:
+            found = self.origins[region] = self.clients.api_base(region)
+        return found
+
+    def region_of(self, row: RequestRow) -> str:
+        """The region a request goes to (rows always name it: it is part of their parameters)."""
+        return str(row.params.get("region") or self.region.code)
+
+    def web_id_of(self, region: str) -> str:
+        return self._web_id(region)
+
+    def upload_scope(self, token: Token) -> str:
+        """Where an image_uri uploaded with ``token`` is valid: its region, or the host standing in for it (a
+        simulator forgets its uploads when it stops, so another base URL means another upload); an image
+        uploaded to the CN ImageX is no image_uri on the US one."""
+        region = self.clients.region_of(token)
+        base_url = self.clients.base_url(region)
+        return region if base_url is None else f"{region}@{base_url}"
+
     def _record(self, key: str | None, kind: str, started: float, seconds: float, error: APIError | None) -> None:
         self.ledger.record_call(key, kind, started, seconds, error)
-        self.breakers.record(ASSET_HOST if kind == "download" else self.client.api_base, error)
+        self.breakers.record(ASSET_HOST if kind == "download" else _CALL_HOST.get() or self.client.api_base, error)
         if self.breakers.tripped and self.stop_reason is None:
             self.stop("unreachable", self.breakers.tripped)
 
@@ -155,7 +195,7 @@ class Executor:
     async def run(self) -> RunResult:
         config = self.config
         self.started = self.clock()
-        self.pool = TokenPool(self.tokens, config.concurrency)
+        self.pool = TokenPool(self.tokens, config.concurrency, self.clients.region_of)
         # aiolimiter binds to the running loop, so limiters are made here, inside it.
         submits, polls, downloads, uploads = (AsyncLimiter(rate, 1.0) if rate else None for rate in (
             config.submits_per_second, config.polls_per_second, config.downloads_per_second,
@@ -167,7 +207,8 @@ class Executor:
                                outage=self.breakers.is_open)
         self.uploads = Uploads(self.ledger, self.clients.uploader, self.retrier, local_files=self.local_files,
                                scope=self.upload_scope, limiter=uploads)
-        self.downloads = Downloads(self.ledger, self.client_for, self.retrier, out_dir=self.out_dir, origin=self.origin,
+        self.downloads = Downloads(self.ledger, self.client_for, self.retrier, out_dir=self.out_dir,
+                                   origin=lambda row: self.origin_of(self.region_of(row)),
                                    cache=self.cache, limiter=downloads, poll_limiter=polls)
         self.accounts = Accounts(self)
         self._backlog = asyncio.Semaphore(config.max_unfinished or 4 * config.concurrency * len(self.tokens) + 32)
@@ -184,6 +225,10 @@ class Executor:
             for poller in self._pollers.values():
                 await poller.close()
         await self.pool.close()
+        if self.stop_reason is None and self._regions_out:
+            # Some region's tokens all left the pool while others went on: its requests were not sent.
+            region, why = next(iter(self._regions_out.items()))
+            self.stop(why, f"no token of region {region} may submit any more ({why})")
         reason = self.stop_reason or "not admitted"
         for row in list(self.ledger.in_states([State.PLANNED])):
             self._set(row, State.SKIPPED, reason=reason, detail=self.stop_message or reason)
@@ -217,21 +262,29 @@ class Executor:
         """The service's records of ``submit_ids``; None when it cannot be asked now."""
         try:
             client = self.client_for(token)
-            return await self.retrier.call("reconcile", lambda: client.history(token, submit_ids=submit_ids),
-                                           key=key, limiter=self.poll_limiter)
+            with _calls_to(client.api_base):
+                return await self.retrier.call("reconcile", lambda: client.history(token, submit_ids=submit_ids),
+                                               key=key, limiter=self.poll_limiter)
         except RetryableAPIError as error:
             log.warning("reconcile %s: giving up after %d tries: %s", key or "", error.tries, error)
             return None
 
     async def _admit(self) -> None:
-        queue = deque(self.ledger.keys_in_states([State.PLANNED]))
+        """Admit each region's planned requests, in plan order, with that region's tokens."""
+        queues: dict[str, deque[str]] = {}
+        for key, region in self.ledger.keys_by_region([State.PLANNED]):
+            queues.setdefault(region or self.region.code, deque()).append(key)
+        self._admitting = set(queues)
+        await asyncio.gather(*(self._admit_region(region, queue) for region, queue in queues.items()))
+
+    async def _admit_region(self, region: str, queue: deque[str]) -> None:
         while queue and not self.stopping:
             row = self.ledger.get(queue[0])
             if row is None or row.state != State.PLANNED:
                 queue.popleft()
                 continue
             if self.downloads.from_cache(row) is not None:
-                self._set(row, State.DOWNLOADED, shared_from="cache", origin=self.origin,
+                self._set(row, State.DOWNLOADED, shared_from="cache", origin=self.origin_of(region),
                           detail="reused from the result cache")
                 queue.popleft()
                 continue
@@ -246,7 +299,7 @@ class Executor:
             # Backpressure: jobs finish faster than their files download when the asset host is slow; without a
             # bound, finished-but-not-downloaded requests would pile up in memory.
             await self._backlog.acquire()
-            token = await self.pool.acquire(bound)
+            token = await self.pool.acquire(bound, region=region)
             if token is None and bound is not None and not self.stopping:
                 self._backlog.release()
                 queue.popleft()  # its account may submit no more this run: it stays bound, for the next run
@@ -256,7 +309,7 @@ class Executor:
                 if token is not None:
                     await self.pool.release(token)
                 if token is None:
-                    self.stop(self._no_token_reason())
+                    self._no_token(region)
                 break
             queue.popleft()
             self.admitted_credits += row.estimated_credits
@@ -268,9 +321,21 @@ class Executor:
         finally:
             self._backlog.release()
 
-    def _no_token_reason(self) -> str:
-        left = set(self.pool.states().values())
+    def _no_token_reason(self, region: str) -> str:
+        left = self.pool.states_of(region)
         return "login" if TokenState.QUARANTINED in left and TokenState.EXHAUSTED not in left else "credits"
+
+    def _no_token(self, region: str) -> None:
+        """No token of ``region`` may submit any more: its requests wait for the next run; the run stops once
+        every region it sends to is in that state (the others go on meanwhile)."""
+        reason = self._no_token_reason(region)
+        if region not in self._regions_out:
+            self._regions_out[region] = reason
+            if len(self._admitting) > 1:
+                log.warning("no token of region %s may submit any more (%s): its requests are not sent this run",
+                            region, reason)
+        if set(self._regions_out) >= self._admitting:
+            self.stop(reason)
 
     def lease(self, token: Token) -> _Lease:
         """The slot of a job resumed in flight on ``token``."""
@@ -281,6 +346,10 @@ class Executor:
 
     async def finish(self, row: RequestRow, token: Token, lease: _Lease | None) -> None:
         """Drive one request from where it stands to a final state (or as far as it can go this run)."""
+        with _calls_to(self.client_for(token).api_base):
+            await self._finish(row, token, lease)
+
+    async def _finish(self, row: RequestRow, token: Token, lease: _Lease | None) -> None:
         record: HistoryRecord | None = None
         try:
             if row.state == State.PLANNED:
@@ -361,9 +430,10 @@ class Executor:
         await self._retire(token, rule)
         if self.stopping or not replace:
             return
-        lease.token = await self.pool.acquire()
+        region = self.clients.region_of(token)
+        lease.token = await self.pool.acquire(region=region)  # another token of the request's region
         if lease.token is None:
-            self.stop(self._no_token_reason())
+            self._no_token(region)
 
     async def _retire(self, token: Token, rule: Rule) -> None:
         await self.pool.mark(token, rule.token, rule.reason)
@@ -469,9 +539,10 @@ class Executor:
         if poller is None:
             async def fetch(ids: list[str], token: Token = token) -> dict[str, HistoryRecord | None]:
                 # One recorded call for every job waiting; each job retries a failure on its own schedule.
+                client = self.client_for(token)
                 async with limited(self.poll_limiter):
-                    return await self.retrier.timed(None, "poll",
-                                                   self.client_for(token).history(token, history_ids=ids))
+                    with _calls_to(client.api_base):
+                        return await self.retrier.timed(None, "poll", client.history(token, history_ids=ids))
 
             poller = self._pollers[token.account] = BatchPoller(fetch)
         return poller

@@ -580,6 +580,27 @@ class Ledger:
         for row in self.db.execute(query, wanted).fetchall():
             yield _row(row)
 
+    def keys_by_region(self, states: Iterable[State]) -> list[tuple[str, str | None]]:
+        """Requests in any of ``states`` with the region each goes to, in plan order."""
+        wanted = list(states)
+        marks = ", ".join("?" for _ in wanted)
+        query = (f"SELECT key, json_extract(params, '$.region') FROM requests WHERE state IN ({marks}) "  # noqa: S608
+                 "ORDER BY ord")
+        return [(row[0], row[1]) for row in self.db.execute(query, wanted)]
+
+    def jobs_by_region(self, states: Iterable[State]) -> dict[str, list[str]]:
+        """The jobs with requests in any of ``states``, by the region their requests go to."""
+        wanted = list(states)
+        marks = ", ".join("?" for _ in wanted)
+        query = (f"SELECT DISTINCT json_extract(params, '$.region'), job FROM requests "  # noqa: S608
+                 f"WHERE state IN ({marks}) ORDER BY ord")
+        found: dict[str, list[str]] = {}
+        for region, job in self.db.execute(query, wanted):
+            jobs = found.setdefault(str(region), [])
+            if job not in jobs:
+                jobs.append(job)
+        return found
+
     def keys_in_states(self, states: Iterable[State]) -> list[str]:
         wanted = list(states)
         marks = ", ".join("?" for _ in wanted)

@@ -23,15 +23,15 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from jimeng_batch._version import __version__
-from jimeng_batch.engine.account_catalog import CatalogRead, account_catalog
+from jimeng_batch.engine.account_catalog import CatalogRead, account_catalog, catalog_name
 from jimeng_batch.engine.cache import ResultCache, default_cache_path
-from jimeng_batch.engine.clients import Clients
+from jimeng_batch.engine.clients import BaseURL, Clients, token_region
 from jimeng_batch.engine.config import ONE_SHOT, RunConfig, protocol_choice, resolve_config
 from jimeng_batch.engine.doctor import credit_lines
 from jimeng_batch.engine.executor import Executor
@@ -40,7 +40,7 @@ from jimeng_batch.engine.lock import FolderLock
 from jimeng_batch.engine.progress import Progress, describe_queue
 from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.settle import settle
-from jimeng_batch.engine.states import State
+from jimeng_batch.engine.states import FINAL_STATES, STATES, UNFINISHED_STATES, State
 from jimeng_batch.errors import (
     APIError,
     ConfigError,
@@ -113,24 +113,68 @@ def file_log(folder: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
         handler.close()
 
 
-def run_tokens(config: RunConfig, region: str | None = None) -> list[Token]:
+def run_tokens(config: RunConfig, region: str | None = None, *, uses: Mapping[str, Sequence[str]] | None = None,
+               default: str = catalog.DEFAULT_REGION, say_unused: bool = True) -> list[Token]:
     """The run's token pool: ``token_file``, else ``JIMENG_SESSIONID``, else (simulator only) a demo session.
 
-    A run sends to one region, the manifest's (``region``; None: every token is kept): a token whose prefix names
-    another region is said (masked, with its region) and left out, and a pool left empty by that is a
-    configuration error (exit 2).
+    ``region`` given (``--region``, a catalog read): only that region's tokens (its prefix, or none), the others
+    said (masked, with their region) and left out; a pool left empty by that is a configuration error (exit 2).
+    ``uses`` given (a run): the regions its requests go to, each with the jobs that send there, ``default`` being
+    the manifest's region (that of tokens without a prefix). A token of a region no request uses is said and left
+    out; a region that no token serves is a configuration error naming it and its jobs, before anything is sent.
+    Neither: every token, each for its own region. ``say_unused`` False: the tokens left out are not said (a
+    catalog read of one region, with a pool of several).
     """
     loaded = load_tokens(config.token_file)
+    source = config.token_file or "JIMENG_SESSIONID"
+    if uses is not None and set(uses) != {default}:
+        return _pool_for(config, loaded, uses, default, str(source))
+    region = default if uses is not None else region  # a run of one region: its tokens, as before jobs had theirs
     tokens, others = for_region(loaded, region) if region is not None else (loaded, [])
-    for token in others:
+    for token in others if say_unused else ():
         _say(f"token {token.label} is for region {token.region}; this manifest's region is {region}: not used")
     if not tokens and others:
-        source = config.token_file or "JIMENG_SESSIONID"
         raise ConfigError(f"{source}: no token for region {region}, the manifest's region: every token's prefix "
                           f"names another region ({', '.join(sorted({str(t.region) for t in others}))}); add "
                           f"tokens without a prefix or with '{region}-', or run a manifest of that region")
     if not tokens and config.sim:
-        tokens = [Token(SIM_TOKEN)]
+        tokens = _sim_tokens([region or default], region or default)
+    return _checked_pool(tokens)
+
+
+def _pool_for(config: RunConfig, loaded: list[Token], uses: Mapping[str, Sequence[str]], default: str,
+              source: str) -> list[Token]:
+    """The tokens of the regions a run's jobs send to, when they are not only the manifest's (see
+    :func:`run_tokens`)."""
+    if not loaded and config.sim:
+        return _checked_pool(_sim_tokens(list(uses) or [default], default))
+    tokens = [token for token in loaded if token_region(token, default) in uses]
+    for token in loaded:
+        if token not in tokens:
+            _say(f"token {token.label} is for region {token_region(token, default)}; no request of this manifest "
+                 f"goes there ({', '.join(sorted(uses))}): not used")
+    served = {token_region(token, default) for token in tokens}
+    unserved = [region for region in uses if region not in served]
+    if loaded and unserved:
+        def jobs(region: str) -> str:
+            names = list(uses[region])
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            return f"region {region} (job{'s' if len(names) > 1 else ''} {shown})"
+        bare = f", or without a prefix for {default}" if default in unserved else ""
+        raise ConfigError(f"{source}: no token for {'; '.join(jobs(region) for region in unserved)}: add a token "
+                          f"with the region's prefix ({', '.join(f'{region}-' for region in unserved)}){bare}, or "
+                          "move those jobs to a region the pool serves; nothing was sent")
+    return _checked_pool(tokens)
+
+
+def _sim_tokens(regions: list[str], default: str) -> list[Token]:
+    """A rehearsal without tokens: the simulator's demo session, one per region (each its own account)."""
+    return [Token(SIM_TOKEN) if region == default else Token(f"{SIM_TOKEN}{region}", region=region)
+            for region in regions]
+
+
+def _checked_pool(tokens: list[Token]) -> list[Token]:
+    """A pool that is not empty, its proxied tokens logged (by the proxy's address, never its credentials)."""
     if not tokens:
         raise ConfigError("no session token: set JIMENG_SESSIONID (one, or several separated by commas) or pass "
                           "--token-file; or rehearse against the built-in simulator with --sim")
@@ -289,38 +333,40 @@ class RunControl:
 
 @contextlib.asynccontextmanager
 async def connected_executor(manifest: Manifest, ledger: Ledger, config: RunConfig, tokens: list[Token], *,
-                             out_dir: Path, base_url: str | None, cache: ResultCache | None,
-                             local_files: Mapping[str, Path], origin: str | None = None,
+                             out_dir: Path, base_url: BaseURL, cache: ResultCache | None,
+                             local_files: Mapping[str, Path], origin: str | Mapping[str, str] | None = None,
                              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                              clock: Callable[[], float] = time.time) -> AsyncIterator[Executor]:
-    """The executor of a run, with its clients and uploaders (one per proxy of the pool), connected to
-    ``base_url`` (None: the region's hosts)."""
+    """The executor of a run, with its clients and uploaders (one per region and proxy of the pool), connected to
+    ``base_url`` (one URL, or by region; None: each region's hosts). ``origin``: where the results come from, one
+    for every region or by region (None: each region's API host)."""
     region = catalog.REGIONS[manifest.settings.region]
     versions = manifest.settings.protocol
-    web_id = plan_web_id(manifest)
-    async with Clients(region=region, versions=versions, web_id=web_id, base_url=base_url,
-                       imagex_url=config.imagex_url, limits=config.call_limits(), tokens=tokens) as clients:
+    async with Clients(region=region, versions=versions, web_id=lambda code: plan_web_id(manifest, code),
+                       base_url=base_url, imagex_url=config.imagex_url, limits=config.call_limits(),
+                       tokens=tokens) as clients:
         yield Executor(ledger, clients, tokens, config, out_dir=out_dir, region=region, versions=versions,
-                       web_id=web_id, origin=origin or clients.default.api_base, cache=cache,
-                       local_files=local_files, upload_scope=region.code if base_url is None else
-                       f"{region.code}@{base_url}", sleep=sleep, clock=clock)
+                       web_id=lambda code: plan_web_id(manifest, code), origin=origin or {}, cache=cache,
+                       local_files=local_files, sleep=sleep, clock=clock)
 
 
-def run_origin(manifest: Manifest, config: RunConfig) -> str:
-    """Where this run's results come from: the simulator (and its settings' fingerprint), or the API host."""
+def run_origin(manifest: Manifest, config: RunConfig, region: str | None = None) -> str:
+    """Where this run's results (of ``region``, None: the manifest's) come from: the simulator (and its settings'
+    fingerprint), or the region's API host."""
     if config.sim:
         settings = json.dumps(dataclasses.asdict(config.simulator_settings()), sort_keys=True, default=str)
         return f"{SIMULATOR_ORIGIN}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
-    region = manifest.settings.region
+    region = region or manifest.settings.region
     return (config.region_base_url(region) or catalog.REGIONS[region].api_base).rstrip("/")
 
 
-def _check_origins(ledger: Ledger, origin: str, config: RunConfig, out_dir: Path) -> None:
-    """A folder holds one origin's results unless the user allows mixing: a rehearsal never joins a live run."""
-    others = sorted(o for o in ledger.origins() if not same_service(o, origin))
+def _check_origins(ledger: Ledger, origins: Sequence[str], config: RunConfig, out_dir: Path) -> None:
+    """A folder holds the results of the origins this run sends to (one per region) unless the user allows
+    mixing: a rehearsal never joins a live run."""
+    others = sorted(o for o in ledger.origins() if not any(same_service(o, origin) for origin in origins))
     if others and not config.allow_mixed_origins:
         held = "the simulator" if all(is_simulated(o) for o in others) else ", ".join(others)
-        going = "the simulator" if is_simulated(origin) else origin
+        going = "the simulator" if any(map(is_simulated, origins)) else ", ".join(sorted(set(origins)))
         raise ConfigError(f"{display_path(out_dir)} holds results from {held}; this run goes to {going}, and "
                           "the two would mix: use another --out, or --allow-mixed-origins")
 
@@ -338,6 +384,8 @@ class _Prepared:
     origin: str
     resources: contextlib.ExitStack  # the lock, the run log's handler and the ledger, closed by close()
     planned_anew: bool = True  # False: the plan was unchanged since the last run (its cached catalog stands)
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)  # region -> where its requests go
+    uses: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # region -> the jobs sending there
 
     def close(self) -> None:
         self.resources.close()
@@ -345,7 +393,11 @@ class _Prepared:
     @property
     def token_given(self) -> bool:
         """A token of the user's (not the simulator's demo session): the account has a catalog of its own."""
-        return not (len(self.tokens) == 1 and self.tokens[0].value == SIM_TOKEN)
+        return not all(token.value.startswith(SIM_TOKEN) for token in self.tokens)
+
+    def tokens_of(self, region: str) -> list[Token]:
+        """The pool's tokens of ``region``."""
+        return [token for token in self.tokens if token_region(token, self.manifest.settings.region) == region]
 
 
 def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepared:
@@ -359,14 +411,22 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
         if summary.problems:
             raise SchemaError(summary.problems)
         _refuse_unsupported(config, summary.needs_a_bogus())
-    tokens = run_tokens(config, manifest.settings.region)
-    origin = run_origin(manifest, config)
+        uses = {region: sorted(summary.region_jobs[region]) for region in summary.regions}
+        # Work already in flight there (of jobs the manifest may no longer name) is followed with its region's tokens.
+        for region, jobs in _regions_to_send(out_dir, UNFINISHED_STATES).items():
+            uses.setdefault(region, []).extend(job for job in jobs if job not in uses[region])
+    else:
+        uses = _regions_to_send(out_dir, [state for state in STATES if state not in FINAL_STATES | {State.REMOVED}])
+    default = manifest.settings.region
+    tokens = run_tokens(config, uses=uses or {default: []}, default=default)  # nothing left to send: as before
+    origins = {region: run_origin(manifest, config, region) for region in uses or [default]}
+    origin = origins.get(default) or next(iter(origins.values()))
     scrub = Scrubber(tokens)
     resources = contextlib.ExitStack()
     try:
         ledger = resources.enter_context(Ledger.in_folder(out_dir))
         resources.enter_context(FolderLock(out_dir, "run"))
-        _check_origins(ledger, origin, config, out_dir)
+        _check_origins(ledger, list(origins.values()), config, out_dir)
         ledger.scrub = scrub
         resources.enter_context(file_log(out_dir, scrub))
         recorded = {"manifest": str(manifest.path.resolve()), "config": config.to_json(),
@@ -400,7 +460,19 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
     log.info("run of %s into %s (%s): %d new request(s), %d in the ledger", manifest.display, out_dir, origin,
              added, ledger.total())
     local_files = {sha: Path(path) for path, sha, _size, _mtime in planned["images"]}
-    return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, origin, resources, planned_anew)
+    return _Prepared(manifest, config, out_dir, tokens, ledger, local_files, origin, resources, planned_anew,
+                     origins, uses)
+
+
+def _regions_to_send(out_dir: Path, states: Iterable[State]) -> dict[str, list[str]]:
+    """The regions the folder's requests in ``states`` go to, each with its jobs (none: no ledger yet)."""
+    if not (out_dir / LEDGER_NAME).is_file():
+        return {}
+    try:
+        with Ledger.open_existing(out_dir) as ledger:
+            return ledger.jobs_by_region(states)
+    except LedgerError:
+        return {}  # reported properly when the run opens the ledger
 
 
 def _refuse_unsupported(config: RunConfig, models: list[str], unsent: Mapping[str, int] | None = None) -> None:
@@ -450,14 +522,14 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
     """Run the prepared batch to its end: the simulator if asked for, the cache, the executor, progress."""
     config, ledger, out_dir = prepared.config, prepared.ledger, prepared.out_dir
     with contextlib.ExitStack() as stack:
-        base_url = config.region_base_url(prepared.manifest.settings.region)
+        base_url: BaseURL = config.region_base_url  # each region's calls to its base URL, else to its hosts
         if config.sim:
             from jimeng_batch.sim import running_simulator
 
             # Its state lives in the output folder, so that a rehearsal killed and resumed goes on like a service.
             server = stack.enter_context(running_simulator(config.simulator_settings(),
                                                            state_path=out_dir / SIM_STATE))
-            base_url = server.base_url
+            base_url = server.base_url  # every region's calls
             log.info("running against the built-in simulator at %s", base_url)
         cache = None
         if config.use_cache:
@@ -466,7 +538,7 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
             stack.callback(cache.close)
         async with connected_executor(prepared.manifest, ledger, config, prepared.tokens, out_dir=out_dir,
                                       base_url=base_url, cache=cache, local_files=prepared.local_files,
-                                      origin=prepared.origin) as executor:
+                                      origin=prepared.origins) as executor:
             progress = Progress(ledger.total(), quiet=quiet, live=live, credits=lambda: executor.admitted_credits,
                                 note=lambda: executor.stop_message or executor.stop_reason,
                                 queue=lambda: describe_queue(executor.queued.values()))
@@ -503,64 +575,93 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
 async def _check_account_catalog(prepared: _Prepared, executor: Executor) -> None:
     """Refuse, before anything is sent, a manifest that uses what the account is not offered.
 
-    The catalog is the output folder's copy while the plan is unchanged (a resume checks against what the run it
-    continues was checked against), else read now with the first token and cached. One that cannot be read is
-    said, and the built-in catalog stands (``account_catalog: warn``), or the run stops (``require``).
+    Per region the run sends to: that region's catalog is the output folder's copy while the plan is unchanged (a
+    resume checks against what the run it continues was checked against), else read now with the region's first
+    token and cached (``catalog.json`` for the manifest's region, ``catalog.REGION.json`` for another); each job is
+    checked against its own region's. One that cannot be read is said, and the built-in catalog stands
+    (``account_catalog: warn``), or the run stops (``require``).
     """
     config = prepared.config
-    read = await account_catalog(executor.client_for(prepared.tokens[0]), prepared.tokens[0], folder=prepared.out_dir,
-                                 use_cached=not prepared.planned_anew and not config.fresh_catalog,
-                                 scrub=prepared.ledger.scrub)
-    if read.copy is None:
-        message = printable(read.problem or "the account's catalog could not be read")
-        if config.account_catalog == "require":
-            _say(f"{message}; not starting (--account-catalog warn checks against the built-in catalog instead)")
-            executor.stop("catalog", message)
-        else:
+    default = prepared.manifest.settings.region
+    several = len(prepared.uses) > 1
+    problems = []
+    for region in prepared.uses or [default]:
+        tokens = prepared.tokens_of(region)
+        if not tokens:
+            continue
+        read = await account_catalog(executor.client_for(tokens[0]), tokens[0], folder=prepared.out_dir,
+                                     use_cached=not prepared.planned_anew and not config.fresh_catalog,
+                                     scrub=prepared.ledger.scrub,
+                                     name=catalog_name(None if region == default else region))
+        if read.copy is None:
+            message = printable(read.problem or "the account's catalog could not be read")
+            if several:
+                message = f"region {region}: {message}"
+            if config.account_catalog == "require":
+                _say(f"{message}; not starting (--account-catalog warn checks against the built-in catalog "
+                     "instead)")
+                executor.stop("catalog", message)
+                return
             _say(f"warning: {message}; checking against the built-in catalog only")
-        return
-    log.info("checking the manifest against %s", read.copy.describe())
-    problems = await asyncio.to_thread(check_offered, prepared.manifest, read.copy.catalog, read.copy.describe())
+            continue
+        log.info("checking the manifest%s against %s", f"'s {region} jobs" if several else "", read.copy.describe())
+        problems += await asyncio.to_thread(check_offered, prepared.manifest, read.copy.catalog,
+                                            read.copy.describe(), region if several else None)
     if problems:
         raise SchemaError(problems)
 
 
 async def _preflight(executor: Executor, ledger: Ledger, mode: str) -> None:
-    """Warn, or stop before the first submit, when the accounts' credits cannot cover what is still planned.
+    """Warn, or stop before the first submit, when the accounts' credits cannot cover what is still planned:
+    per region, since a region's requests are paid by that region's accounts only.
 
     A balance that cannot be read is said as such and is not a reason to stop (it is with ``--preflight stop``,
     which asks for the check to hold): the web API's balances are unofficial, and an account is not empty because
     a gateway answered 404.
     """
-    needed = sum(row.estimated_credits for row in ledger.in_states([State.PLANNED, State.SKIPPED]))
-    if needed <= 0:
-        return
+    needs: dict[str, float] = {}
+    for row in ledger.in_states([State.PLANNED, State.SKIPPED]):
+        region = executor.region_of(row)
+        needs[region] = needs.get(region, 0.0) + row.estimated_credits
+    several = len(needs) > 1
+    for region, needed in needs.items():
+        tokens = [token for token in executor.tokens if executor.clients.region_of(token) == region]
+        if needed > 0 and not await _preflight_region(executor, ledger, mode, tokens, needed,
+                                                      f" of region {region}" if several else ""):
+            return
+
+
+async def _preflight_region(executor: Executor, ledger: Ledger, mode: str, tokens: list[Token], needed: float,
+                            where: str) -> bool:
+    """The pre-flight check of one region's requests (``where`` names it when there are several); False when the
+    run is stopped."""
     total = 0
     unread: list[str] = []
-    for token in executor.tokens:
+    for token in tokens:
         try:
             total += (await executor.client_for(token).user_credit(token)).total
         except APIError as error:
             unread.append(token.label)
             # The reason may quote the server's text: no token in it, and nothing that could repaint the terminal.
             _say(printable(ledger.scrub(f"could not read the balance of {token.label}: {error}")))
-    read = len(executor.tokens) - len(unread)
+    read = len(tokens) - len(unread)
     if not unread and total >= needed:
-        log.info("credits: %d available, about %g needed", total, needed)
-        return
+        log.info("credits%s: %d available, about %g needed", where, total, needed)
+        return True
     if unread and mode == "stop":
-        _say(f"preflight: the balance of {len(unread)} account(s) could not be read; not starting (use --preflight "
-             "warn to run anyway)")
+        _say(f"preflight: the balance of {len(unread)} account(s){where} could not be read; not starting (use "
+             "--preflight warn to run anyway)")
         executor.stop("preflight")
-        return
+        return False
     if read and total < needed:
         whose = "the account(s)" if not unread else f"the {read} account(s) whose balance could be read"
-        message = f"the plan needs about {needed:g} credits; {whose} have {total}"
+        message = f"the plan{where} needs about {needed:g} credits; {whose} have {total}"
         if mode == "stop":
             _say(f"preflight: {message}; not starting (use --preflight warn to run anyway)")
             executor.stop("preflight")
-        else:
-            _say(f"warning: {message}")
+            return False
+        _say(f"warning: {message}")
+    return True
 
 
 async def _claim_daily(executor: Executor, ledger: Ledger) -> None:
@@ -584,7 +685,7 @@ def read_catalog_now(config: RunConfig, region: str, versions: catalog.ProtocolV
                      ) -> CatalogRead:
     """The account's catalog, read now with the first token of ``config``'s pool, from ``config``'s host (the
     region's, a base URL, or a simulator started for the purpose): for ``validate --live`` and ``models --live``."""
-    tokens = run_tokens(config, region)
+    tokens = run_tokens(config, region, say_unused=False)
     scrub = Scrubber(tokens)
 
     async def read(base_url: str | None) -> CatalogRead:

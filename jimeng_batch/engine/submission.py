@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from jimeng_batch.engine.ledger import RequestRow
 from jimeng_batch.engine.states import State
 from jimeng_batch.errors import RetryableAPIError
+from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.client import Submitted
 from jimeng_batch.protocol.drafts import build_request
 from jimeng_batch.protocol.tokens import Token
@@ -44,11 +45,12 @@ class Submission:
     async def send(self, token: Token) -> Submitted:
         x = self.executor
         self.sends += 1
-        self.row = x._set(self.row, State.SUBMITTING, token=token.label, account=token.account, origin=x.origin,
-                          detail=f"attempt {self.sends}")
+        region = self.spec.region  # the request's own (its job's): its token and client are of that region
+        self.row = x._set(self.row, State.SUBMITTING, token=token.label, account=token.account,
+                          origin=x.origin_of(region), detail=f"attempt {self.sends}")
         x.ledger.bump(self.row.key, "submits")
-        request = build_request(self.spec, x.region, x.versions, web_id=x.web_id, created_ms=int(x.clock() * 1000),
-                                uploaded=self.uploaded)
+        request = build_request(self.spec, catalog.REGIONS[region], x.versions, web_id=x.web_id_of(region),
+                                created_ms=int(x.clock() * 1000), uploaded=self.uploaded)
         return await x.client_for(token).submit(request, token, request_key=self.row.key)
 
     async def reconcile(self, token: Token, error: RetryableAPIError) -> Submitted | None:

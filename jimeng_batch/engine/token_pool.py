@@ -2,13 +2,15 @@
 
 The API document's concurrency rule is three jobs at a time, queued: each token has ``cap`` slots, a job holds
 one from its submit until its generation ends (success or failure), and requests wait for a slot in the order
-they were planned. A token is quarantined on a login error and marked exhausted on a credit error; the others
-go on, and when none is left, submitting stops.
+they were planned. A request is sent only with a token of its region (a token's prefix, else the run's region):
+each region's tokens share its requests the same way. A token is quarantined on a login error and marked
+exhausted on a credit error; the others go on, and when none is left, submitting stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -38,10 +40,11 @@ class _Slot:
 class TokenPool:
     """Slots per token; create it inside the running event loop (it owns an asyncio.Condition)."""
 
-    def __init__(self, tokens: list[Token], cap: int) -> None:
+    def __init__(self, tokens: list[Token], cap: int, region_of: Callable[[Token], str] | None = None) -> None:
         if not tokens:
             raise ValueError("a token pool needs at least one token")
         self.cap = cap
+        self.region_of = region_of or (lambda token: token.region or "")
         # By account (a one-way id of the token), never by label: two tokens may share a mask.
         self._slots = {token.account: _Slot(token, cap) for token in tokens}
         self._changed = asyncio.Condition()
@@ -64,6 +67,10 @@ class TokenPool:
     def any_active(self) -> bool:
         return any(slot.state is TokenState.ACTIVE for slot in self._slots.values())
 
+    def states_of(self, region: str) -> set[TokenState]:
+        """The states of ``region``'s tokens."""
+        return {slot.state for slot in self._slots.values() if self.region_of(slot.token) == region}
+
     def states(self) -> dict[str, TokenState]:
         """Each token's state, by masked label."""
         return {slot.token.label: slot.state for slot in self._slots.values()}
@@ -76,13 +83,14 @@ class TokenPool:
     def high_water(self) -> dict[str, int]:
         return {slot.token.label: slot.high_water for slot in self._slots.values()}
 
-    async def acquire(self, only: Token | None = None) -> Token | None:
-        """A slot on the active token with the most free slots (or on ``only``); None once no token (or not
-        ``only``) may submit any more."""
+    async def acquire(self, only: Token | None = None, region: str | None = None) -> Token | None:
+        """A slot on the active token with the most free slots (of ``region``, when given; or on ``only``); None
+        once no such token may submit any more."""
         async with self._changed:
             while True:
                 active = [slot for slot in self._slots.values() if slot.state is TokenState.ACTIVE
-                          and (only is None or slot.token.account == only.account)]
+                          and (only is None or slot.token.account == only.account)
+                          and (region is None or self.region_of(slot.token) == region)]
                 if not active:
                     return None
                 best = max(active, key=lambda slot: slot.free)

@@ -38,16 +38,18 @@ class Uploads:
     """The uploads of one run; create it inside the running event loop."""
 
     def __init__(self, ledger: Ledger, uploader_for: Callable[[Token], Uploader] | None, retrier: Retrier, *,
-                 local_files: Mapping[str, Path], scope: str, limiter: AsyncLimiter | None = None) -> None:
+                 local_files: Mapping[str, Path], scope: str | Callable[[Token], str],
+                 limiter: AsyncLimiter | None = None) -> None:
         self.ledger = ledger
         self.uploader_for = uploader_for  # each token's uploads go through its own client (its proxy)
         self.retrier = retrier
         self.local_files = dict(local_files)
-        # Where an uploaded image_uri is valid: the region, or the host standing in for it (a simulator forgets
-        # its uploads when it stops, so another base URL means another upload).
-        self.scope = scope
+        # Where an uploaded image_uri is valid, by token: its region, or the host standing in for it (a simulator
+        # forgets its uploads when it stops, so another base URL means another upload). Part of the cache's key: an
+        # image uploaded to one region's ImageX is not an image_uri on another's.
+        self.scope = scope if callable(scope) else (lambda _token, given=scope: given)
         self.limiter = limiter
-        self._pending: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self._pending: dict[tuple[str, str, str], asyncio.Future[str]] = {}
 
     async def image_uris(self, spec: RequestSpec, token: Token, key: str) -> dict[str, str]:
         """The image_uri of each local file ``spec`` names, by sha256, uploading what is not uploaded yet."""
@@ -59,10 +61,11 @@ class Uploads:
         return uploaded
 
     async def _once(self, token: Token, sha256: str, key: str) -> str:
-        known = self.ledger.uploaded(token.account, self.scope, sha256)
+        scope = self.scope(token)
+        known = self.ledger.uploaded(token.account, scope, sha256)
         if known is not None:
             return known
-        memo = (token.account, sha256)
+        memo = (token.account, scope, sha256)
         pending = self._pending.get(memo)
         if pending is None:  # the first request that needs this file uploads it; the others wait for it
             pending = self._pending[memo] = asyncio.ensure_future(self._upload(token, sha256, key))
@@ -85,7 +88,7 @@ class Uploads:
             raise UploadUnavailable(f"{path.name} changed since it was planned; plan the manifest again")
         image = await self.retrier.call("upload", lambda: uploader.upload(token, data), key=key,
                                         limiter=self.limiter)
-        self.ledger.add_upload(token.account, self.scope, sha256, image.uri, image.width or None,
+        self.ledger.add_upload(token.account, self.scope(token), sha256, image.uri, image.width or None,
                                image.height or None, image.format or None, len(data))
         log.info("uploaded %s as %s", path.name, image.uri)
         return image.uri

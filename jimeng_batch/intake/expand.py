@@ -89,6 +89,7 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
         return
     seen_problems: set[Problem] = set()
     models: dict[str, Model | Problem] = {}
+    region = job_region(template, settings)
     for choice in itertools.product(*(range(len(values)) for _, values in axes)):
         values = fields | {name: axis[choice[i]] for i, (name, axis) in enumerate(axes)}
         # Where to point a problem: the list item when the field is a list, else the field itself.
@@ -100,8 +101,11 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
         if "model" in template.rejected:
             continue  # the default model stands in for one the schema rejected: nothing of the user's to check
         if model_name not in models:
-            models[model_name] = resolve_model(model_name, template.type, settings.region,
-                                               template.locate("model", indexes.get("model")))
+            models[model_name] = resolve_model(model_name, template.type,
+                                               None if "region" in template.rejected else region,
+                                               template.locate("model", indexes.get("model")),
+                                               given_in=template.locate("region") if "region" in template.spots
+                                               else None)
         model = models[model_name]
         found = [model] if isinstance(model, Problem) else check_combination(model, values, template, indexes)
         if found:
@@ -113,7 +117,7 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
         if problems or template.rejected:  # problems were reported; the combinations are still checked
             continue
         assert not isinstance(model, Problem)
-        yield from _samples(template, settings, model, fields, values, count)
+        yield from _samples(template, settings, region, model, fields, values, count)
 
 
 def _too_many(template: Template, axes: list[tuple[str, list[Any]]], count: int, limit: int) -> Problem | None:
@@ -130,12 +134,18 @@ def _too_many(template: Template, axes: list[tuple[str, list[Any]]], count: int,
                    f"{limit:,} a job may have; split it, shorten its lists, or raise --max-requests")
 
 
-def _samples(template: Template, settings: Settings, model: Model, fields: dict[str, Any], values: dict[str, Any],
-             count: int) -> Iterator[RequestSpec]:
+def job_region(template: Template, settings: Settings) -> str:
+    """The region a template's requests are sent to: its own ``region`` (a job's, its defaults', a row's), else the
+    manifest's (for a spreadsheet, ``--region``)."""
+    return str(template.fields.get("region", settings.region))
+
+
+def _samples(template: Template, settings: Settings, region: str, model: Model, fields: dict[str, Any],
+             values: dict[str, Any], count: int) -> Iterator[RequestSpec]:
     variables = {name[4:]: value for name, value in values.items() if name.startswith("var:")}
     prompt = render(str(values["prompt"]), variables)
     params: dict[str, Any] = {
-        "region": settings.region, "type": template.type, "model": model.key, "prompt": prompt,
+        "region": region, "type": template.type, "model": model.key, "prompt": prompt,
         "resolution": values["resolution"],
     }
     extra: dict[str, Any] = {}
@@ -169,7 +179,7 @@ def _samples(template: Template, settings: Settings, model: Model, fields: dict[
     for sample in range(count):
         key, digest = request_key({**params, "sample": sample})
         yield RequestSpec(
-            key=key, submit_id=submit_id_for(key), sample=sample, type=template.type, region=settings.region,
+            key=key, submit_id=submit_id_for(key), sample=sample, type=template.type, region=region,
             model=model.name, model_key=model.key, prompt=prompt,
             seed=_seed(template.type, given_seed, digest),
             seed_given=given_seed is not None, resolution=params["resolution"], source=template.source,

@@ -57,7 +57,7 @@ _BOOLEAN_COLUMNS = frozenset({"intelligent_ratio"})
 _BOOLEAN_CELLS: Mapping[str, bool] = {"true": True, "false": False}  # what a yes/no cell may say
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 MAX_UNKNOWN_COLUMNS = 20  # each said; past this, how many more
-_SCALAR_COLUMNS = frozenset({"type", "count", "fps", "reference_strength", "first_frame", "end_frame",
+_SCALAR_COLUMNS = frozenset({"type", "region", "count", "fps", "reference_strength", "first_frame", "end_frame",
                              "intelligent_ratio"})
 
 Spot = Callable[[int | None], Location]
@@ -499,7 +499,8 @@ def applies_to(name: str, value: Any, job_type: JobType) -> bool:
     return True
 
 
-_COMMON = frozenset({"prompt", "model", "resolution", "count"})
+# `region`: a job's own site of the service, over the manifest's (the run's pool then needs a token of it).
+_COMMON = frozenset({"region", "prompt", "model", "resolution", "count"})
 # The document's blend draft carries no seed, so image_to_image jobs take none. `images` (gen_option.gen_count) and
 # `intelligent_ratio` belong to image drafts: a video request makes one video.
 _IMAGE_OUTPUT = frozenset({"images", "intelligent_ratio"})

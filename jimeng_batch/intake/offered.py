@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from jimeng_batch.errors import Problem
-from jimeng_batch.intake.expand import type_defaults
+from jimeng_batch.intake.expand import job_region, type_defaults
 from jimeng_batch.intake.manifest import Manifest, Template
 from jimeng_batch.intake.plan import MAX_PROBLEMS
 from jimeng_batch.intake.schema import allowed_list
@@ -24,17 +24,18 @@ from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.live_catalog import AccountCatalog, OfferedImageModel, OfferedVideoModel
 
 
-def check_offered(manifest: Manifest, offered: AccountCatalog, source: str = "the account's catalog"
-                  ) -> list[Problem]:
+def check_offered(manifest: Manifest, offered: AccountCatalog, source: str = "the account's catalog",
+                  region: str | None = None) -> list[Problem]:
     """Every use of something ``offered`` does not offer, located (at most :data:`MAX_PROBLEMS`).
 
     ``source`` says where the catalog came from, for the messages. Call it on a manifest whose own problems were
-    checked first (its models are known to the built-in catalog).
+    checked first (its models are known to the built-in catalog). ``region``: only the jobs that go there (an
+    account's catalog is one region's); None: every job.
     """
     found: list[Problem] = []
     seen: set[Problem] = set()  # spreadsheet rows inheriting one job field repeat its problem
     for item in manifest.templates():
-        if not isinstance(item, Template):
+        if not isinstance(item, Template) or (region is not None and job_region(item, manifest.settings) != region):
             continue
         for problem in _template_problems(item, offered, source):
             if problem not in seen:

@@ -70,6 +70,15 @@ class PlanSummary:
     local_image_bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
     more_problems: int = 0
+    # Distinct requests and their credits by region (jobs may name their own, over the manifest's).
+    region_requests: Counter[str] = field(default_factory=Counter)
+    region_credits: dict[str, float] = field(default_factory=dict)
+    region_jobs: dict[str, set[str]] = field(default_factory=dict)  # the jobs sending there, for messages
+
+    @property
+    def regions(self) -> list[str]:
+        """The regions the requests go to, the manifest's first."""
+        return sorted(self.region_requests, key=lambda region: (region != self.region, region))
 
     @property
     def duplicates(self) -> int:
@@ -104,6 +113,10 @@ class PlanSummary:
                  "estimated_credits_per_image": self.group_credits_per_image((t, m, r))}
                 for (t, m, r), n in sorted(self.groups.items())
             ],
+            # Only when jobs go to several regions, so that a one-region plan reads as it did.
+            **({"regions": [{"region": region, "requests": self.region_requests[region],
+                             "estimated_credits": self.region_credits[region]} for region in self.regions]}
+               if len(self.region_requests) > 1 else {}),
         }
 
 
@@ -138,6 +151,9 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
         summary.groups[group] += 1
         summary.group_credits[group] = summary.group_credits.get(group, 0.0) + item.estimated_credits
         summary.estimated_credits += item.estimated_credits
+        summary.region_requests[item.region] += 1
+        summary.region_jobs.setdefault(item.region, set()).add(item.source.job)
+        summary.region_credits[item.region] = summary.region_credits.get(item.region, 0.0) + item.estimated_credits
         images = item.expected_images
         if images is not None:
             summary.images += images
@@ -151,14 +167,18 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
     return summary
 
 
-def plan_web_id(manifest: Manifest) -> str:
-    """The webId a plan shows: the manifest's setting, or one derived from the region (stable across runs)."""
-    return manifest.settings.protocol.web_id or default_web_id(manifest.settings.region)
+def plan_web_id(manifest: Manifest, region: str | None = None) -> str:
+    """The webId a plan shows for ``region`` (None: the manifest's): the manifest's setting, or one derived from the
+    region (stable across runs)."""
+    return manifest.settings.protocol.web_id or default_web_id(region or manifest.settings.region)
 
 
-def plan_record(spec: RequestSpec, manifest: Manifest, web_id: str) -> dict[str, Any]:
-    """One line of ``plan --format jsonl``: the request's identity, parameters and the exact HTTP request."""
-    region = catalog.REGIONS[manifest.settings.region]
+def plan_record(spec: RequestSpec, manifest: Manifest, web_id: str | None = None) -> dict[str, Any]:
+    """One line of ``plan --format jsonl``: the request's identity, parameters and the exact HTTP request, as the
+    request's own region sends it (``web_id``: the manifest's region's, worked out once)."""
+    region = catalog.REGIONS[spec.region]
+    if web_id is None or spec.region != manifest.settings.region:
+        web_id = plan_web_id(manifest, spec.region)
     request = build_request(spec, region, manifest.settings.protocol, web_id=web_id)
     source: dict[str, Any] = {"file": spec.source.file, "job": spec.source.job}
     if spec.source.row is not None:

@@ -82,8 +82,11 @@ def _check_placeholders(template: Template) -> Iterator[Problem]:
                           "it would repeat identical requests")
 
 
-def resolve_model(name: str, job_type: JobType, region: str, where: Location) -> Model | Problem:
-    """The catalog model for ``name``, or the problem with using it for this job type and region."""
+def resolve_model(name: str, job_type: JobType, region: str | None, where: Location,
+                  given_in: Location | None = None) -> Model | Problem:
+    """The catalog model for ``name``, or the problem with using it for this job type and region (``given_in``:
+    where the job named its own region, said with the problem; None: the manifest's region). ``region`` None: not
+    known (the job's own was rejected by the schema), not checked."""
     model = catalog.find_model(name)
     wanted = catalog.model_kind_for(job_type)
     if model is None:
@@ -93,8 +96,9 @@ def resolve_model(name: str, job_type: JobType, region: str, where: Location) ->
     if model.kind != wanted:
         article = "an" if wanted == "image" else "a"
         return Problem(where, f"{model.name} is a {model.kind} model; {job_type} jobs need {article} {wanted} model")
-    if region not in model.regions:
-        return Problem(where, f"{model.name} is not offered in region {region}; it is offered in: "
+    if region is not None and region not in model.regions:
+        whose = f"the job's region {region} (set at {given_in})" if given_in is not None else f"region {region}"
+        return Problem(where, f"{model.name} is not offered in {whose}; it is offered in: "
                               f"{allowed_list(sorted(model.regions))}")
     return model
 
