@@ -151,6 +151,8 @@ def test_the_service_queue_is_shown_recorded_and_reported(tmp_path: Path) -> Non
     assert metrics["videoVersions"] == {"high": 1}
     report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "Service queue: 1 request(s) seen queued" in report and "Videos downloaded: 1 high" in report
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Service queue: 1 request(s) seen queued" in page and "Videos downloaded: 1 high" in page
 
 
 # -- Seedance 2.0: what a plain HTTP client cannot do on the live service --------------------------------------------

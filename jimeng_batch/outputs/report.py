@@ -172,6 +172,25 @@ def _simulated(metrics: dict[str, Any]) -> str | None:
     return SIMULATED_NOTE + (f"; some come from {', '.join(live)}" if live else "")
 
 
+def _service_lines(metrics: dict[str, Any]) -> list[str]:
+    """What polls saw of the service's queue, and which versions of the videos were downloaded (when there are any):
+    one sentence each, for both reports."""
+    lines = []
+    queue = metrics["overall"].get("queue", {})
+    if queue.get("requestsSeenQueued"):
+        place = queue["firstPosition"]["p50"]
+        lines.append(f"Service queue: {queue['requestsSeenQueued']} request(s) seen queued; first place seen p50 "
+                     f"{'–' if place is None else f'{place:g}'}, forecast queue time p50 "
+                     f"{_seconds(queue['forecastQueueSeconds']['p50'])}, actual queue stage p50 "
+                     f"{_seconds(queue['queueSeconds']['p50'])}.")
+    versions = metrics.get("videoVersions") or {}
+    if versions:
+        lines.append("Videos downloaded: " + ", ".join(f"{count} {name}" for name, count in versions.items())
+                     + " (high: the download version from get_local_item_list; preview: its fallback, with the "
+                       "reason in the results' `asset_fallback_reasons`).")
+    return lines
+
+
 def _images_line(metrics: dict[str, Any]) -> str:
     """How many images came of the images expected, and the estimated credits per image."""
     images = metrics["images"]
@@ -209,18 +228,8 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
         if stats["count"]:
             lines.append(f"| {stage.replace('_', ' ')} | {_seconds(stats['p50'])} | {_seconds(stats['p90'])} | "
                          f"{_seconds(stats['p99'])} |")
-    queue = overall.get("queue", {})
-    if queue.get("requestsSeenQueued"):
-        place = queue["firstPosition"]["p50"]
-        lines += ["", f"Service queue: {queue['requestsSeenQueued']} request(s) seen queued; first place seen p50 "
-                      f"{'–' if place is None else f'{place:g}'}, forecast queue time p50 "
-                      f"{_seconds(queue['forecastQueueSeconds']['p50'])}, actual queue stage p50 "
-                      f"{_seconds(queue['queueSeconds']['p50'])}."]
-    versions = metrics.get("videoVersions") or {}
-    if versions:
-        lines += ["", "Videos downloaded: " + ", ".join(f"{count} {name}" for name, count in versions.items())
-                  + " (high: the download version from get_local_item_list; preview: its fallback, with the reason "
-                    "in the results' `asset_fallback_reasons`)."]
+    for line in _service_lines(metrics):
+        lines += ["", line]
     lines += ["", "| model | requests | images | succeeded | failed | success rate | credits spent |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for model, stats in metrics["byModel"].items():
@@ -282,6 +291,7 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path) -
              f"{metrics['credits']['spent']:g} of {metrics['credits']['estimated']:g} estimated (estimates from the "
              "catalog's cost table).</p>",
              *([f"<p>{html.escape(_images_line(metrics))}</p>"] if metrics["images"]["expected"] else []),
+             *[f"<p>{html.escape(line.replace('`', ''))}</p>" for line in _service_lines(metrics)],
              "<h2>States</h2>",
              _table(["state", "requests"], [[s, n] for s, n in metrics["byState"].items()], {1}),
              "<h2>Latency by stage (seconds)</h2>",
