@@ -98,8 +98,10 @@ def test_the_eta_is_never_made_up() -> None:
 
 
 def test_requests_ended_by_an_earlier_run_are_no_rate_of_this_one() -> None:
-    shown = Shown(counts=Counter({State.PLANNED: 8, State.DOWNLOADED: 40}))
-    shown.set(1.0, counts=Counter({State.PLANNED: 7, State.DOWNLOADED: 41}))
+    """Failures of an earlier run were counted as ended by this one: an ETA of "0m00s" from the start."""
+    shown = Shown(counts=Counter({State.PLANNED: 8, State.DOWNLOADED: 30, State.FAILED: 10}))
+    assert "ETA -" in shown.text()
+    shown.set(1.0, counts=Counter({State.PLANNED: 7, State.DOWNLOADED: 31, State.FAILED: 10}))
     assert "ETA -" in shown.text() and "41/48 done (85%)" in shown.text()
 
 
