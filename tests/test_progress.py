@@ -205,4 +205,4 @@ def test_an_unreachable_host_shows_its_error_and_then_cannot_reach(tmp_path: Pat
     sight = seen[0].sight()
     assert sight.retries > 0 and sight.last_error is not None and "submit:" in sight.last_error
     shown = progress.plain_line(progress.lines(sight, elapsed=5.0, done_at_start=0))
-    assert f"cannot reach {closed_port}" in shown and "last error: " in shown and "skipped 5" in shown
+    assert f"stopped (cannot reach {closed_port}" in shown and "last error: " in shown and "skipped 5" in shown

@@ -144,13 +144,12 @@ def state_parts(counts: Mapping[State, int]) -> list[str]:
 
 
 def stopping_text(sight: Sight) -> str | None:
-    """The stop, once there is one: why, and what it still waits for."""
+    """The stop, once there is one: why, and what it still waits for (nothing, once the last job has ended)."""
     if sight.stop_reason is None:
         return None
     why = sight.stop_message or ("interrupted" if sight.interrupted else sight.stop_reason)
     flying = in_flight(sight.counts)
-    waits = f"waiting for {flying} in flight" if flying else "nothing in flight"
-    return f"stopping: {waits} ({why})"
+    return f"stopping: waiting for {flying} in flight ({why})" if flying else f"stopped ({why})"
 
 
 @dataclass(frozen=True)
