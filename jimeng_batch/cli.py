@@ -799,6 +799,8 @@ def _finish_run(result: RunResult, config: RunConfig) -> None:
         _err(f"stopped early: {result.stop_message or result.stop_reason}")
     # The exit-code policy is the command line's: the result says what happened, --fail-on what counts as failure.
     judged = verdict(result, config.fail_on)
+    if judged.code and result.last_error:  # what went wrong last, also when --quiet showed no display
+        _err(f"last error: {result.last_error}")
     _err(printable(judged.line()))
     report = result.out_dir / "report.html"  # written by outputs/report.py
     if config.report and not result.interrupted and report.is_file():  # an interrupted run writes none

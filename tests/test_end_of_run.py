@@ -61,8 +61,10 @@ def test_the_command_line_ends_with_why_and_the_report(write: Callable[..., Path
     common = ["--sim", "--poll-interval", "0.01", "--quiet", "--no-cache", "--out", "out"]
     code, _, err = run_main(["run", str(path), *common], capsys)
     assert code == 1, err
-    assert err.splitlines()[-3:] == ["out: downloaded 1, blocked 1", "exit 1: 1 blocked (--fail-on includes blocked)",
-                                     "report: out/report.html"]
+    counts, last_error, why, report = err.splitlines()[-4:]
+    assert counts == "out: downloaded 1, blocked 1" and why == "exit 1: 1 blocked (--fail-on includes blocked)"
+    assert report == "report: out/report.html"
+    assert last_error.startswith("last error: ") and last_error.endswith(": blocked: content filtered")
     assert (tmp_path / "out" / "report.html").is_file()
     code, _, err = run_main(["run", str(path), *common, "--fail-on", "failed", "--no-report"], capsys)
     assert code == 0 and err.splitlines()[-1] == "exit 0: 1 downloaded; 1 blocked let through (--fail-on failed)"

@@ -261,7 +261,7 @@ class Executor:
         self.ledger.flush()
         return RunResult(self.out_dir, dict(self.ledger.counts()), self.stop_reason, self.interrupted,
                          self.admitted_credits, self.pool.described(), self.pool.high_water(), self.stop_message,
-                         dict(self.accounts.waiting))
+                         dict(self.accounts.waiting), self.last_error)
 
     def client_for(self, token: Token) -> JimengClient:
         """The client of calls made with ``token`` (through its proxy, if it names one)."""

@@ -30,6 +30,7 @@ class RunResult:
     in_flight_high_water: Mapping[str, int] = field(default_factory=dict)  # masked label -> most jobs at once
     stop_message: str | None = None  # what a person should read about the stop ("cannot reach HOST: ...")
     waiting: Mapping[str, int] = field(default_factory=dict)  # masked label -> requests bound to a missing account
+    last_error: str | None = None  # the last error the run met, as the display showed it (scrubbed, one line)
 
     @property
     def total(self) -> int:
