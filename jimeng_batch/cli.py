@@ -44,9 +44,9 @@ from jimeng_batch.engine.doctor import credits as run_credits
 from jimeng_batch.engine.doctor import doctor as run_doctor
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.engine.lock import FolderLock, holder
-from jimeng_batch.engine.result import EXIT_STOPPED, RunResult, exit_code
+from jimeng_batch.engine.result import EXIT_STOPPED, RunResult, verdict
 from jimeng_batch.engine.runner import configure, configure_resume, output_folder, run_tokens
-from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, State
+from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, describe, printable
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
@@ -788,7 +788,9 @@ def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finish_run(result: RunResult, config: RunConfig) -> None:
-    counts = ", ".join(f"{state} {n}" for state, n in sorted(result.counts.items()))
+    """The end-of-run lines: the counts by state, what waits or stopped, why the exit code is what it is, and where
+    to look (report.html, when the run wrote one)."""
+    counts = ", ".join(f"{state} {result.counts[state]}" for state in STATES if result.counts.get(state))
     _err(f"{display_path(result.out_dir)}: {counts or 'nothing to do'}")
     for label, waiting in result.waiting.items():
         _err(f"{waiting} request(s) waiting for account {label}: give its token again, or --reassign-orphans to "
@@ -796,7 +798,14 @@ def _finish_run(result: RunResult, config: RunConfig) -> None:
     if result.stop_reason:
         _err(f"stopped early: {result.stop_message or result.stop_reason}")
     # The exit-code policy is the command line's: the result says what happened, --fail-on what counts as failure.
-    raise click.exceptions.Exit(exit_code(result, config.fail_on))
+    judged = verdict(result, config.fail_on)
+    if judged.code and result.last_error:  # what went wrong last, also when --quiet showed no display
+        _err(f"last error: {result.last_error}")
+    _err(printable(judged.line()))
+    report = result.out_dir / "report.html"  # written by outputs/report.py
+    if config.report and not result.interrupted and report.is_file():  # an interrupted run writes none
+        _err(f"report: {display_path(report)}")
+    raise click.exceptions.Exit(judged.code)
 
 
 @cli.command()

@@ -161,14 +161,14 @@ def test_run_status_and_resume_on_the_simulator(write: Callable[..., Path], tmp_
     common = ["--sim", "--poll-interval", "0.01", "--quiet", "--cache-path", str(tmp_path / "c.sqlite")]
     code, out, err = run_main(["run", str(path), "--out", "out", *common], capsys)
     assert code == 0, err
-    assert err.strip().endswith("out: downloaded 2")
+    assert "out: downloaded 2\nexit 0: all 2 downloaded\n" in err
     assert len(list((tmp_path / "out" / "assets").iterdir())) == 8
     code, out, _ = run_main(["status", "out"], capsys)
     assert code == 0 and "downloaded  2" in out and "last run: finished" in out
     code, out, _ = run_main(["status", "out", "--json"], capsys)
     assert json.loads(out)["counts"] == {"downloaded": 2}
     code, _, err = run_main(["resume", "out", "--quiet"], capsys)
-    assert code == 0 and err.strip().endswith("out: downloaded 2")
+    assert code == 0 and "out: downloaded 2\nexit 0: all 2 downloaded\n" in err
 
 
 def test_run_without_a_token_is_a_clear_error(write: Callable[..., Path], capsys: pytest.CaptureFixture[str],
@@ -209,9 +209,9 @@ def test_an_unchanged_manifest_is_not_planned_again(write: Callable[..., Path], 
     assert log.read_text().count("not planned again") == 1
     write("rows.csv", "prompt\nfirst\nsecond\n")  # a spreadsheet changed: plan again, the new row runs
     code, _, err = run_main(["run", str(path), *common], capsys)
-    assert code == 0 and err.strip().endswith("out: downloaded 2")
+    assert code == 0 and "out: downloaded 2\nexit 0: all 2 downloaded\n" in err
     assert log.read_text().count("not planned again") == 1
     png(tmp_path / "ref.png", color="#ffffff")  # an image changed: plan again
     code, _, err = run_main(["run", str(path), *common], capsys)
     assert log.read_text().count("not planned again") == 1
-    assert code == 0 and err.strip().endswith("out: downloaded 4")
+    assert code == 0 and "out: downloaded 4\nexit 0: all 4 downloaded\n" in err

@@ -40,6 +40,7 @@ from jimeng_batch.engine.config import POLL_GROWTH, RunConfig
 from jimeng_batch.engine.download import Downloads
 from jimeng_batch.engine.ledger import Ledger, QueueSight, RequestRow
 from jimeng_batch.engine.poller import BatchPoller
+from jimeng_batch.engine.progress import Sight, error_line
 from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.retry import Retrier, limited
 from jimeng_batch.engine.states import State
@@ -118,6 +119,24 @@ class Executor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pollers: dict[str, BatchPoller] = {}
         self.queued: dict[str, QueueSight] = {}  # jobs in the service's queue: what their last poll said
+        # For the display only (nothing of it is stored): who is being retried, how often, what went wrong last.
+        self.retrying: set[str] = set()
+        self.retries = 0
+        self.last_error: str | None = None
+
+    def sight(self) -> Sight:
+        """What the display shows of the run now."""
+        return Sight(self.counts, self.admitted_credits, tuple(self.queued.values()), len(self.retrying),
+                     self.retries, self.last_error, self.stop_reason, self.stop_message, self.interrupted)
+
+    def _said(self, key: str | None, text: str) -> None:
+        """The last error, for the display: one line, no token in it, cut short."""
+        self.last_error = error_line(f"{key}: {text}" if key else text, self.ledger.scrub)
+
+    def _retried(self, key: str, kind: str) -> None:
+        self.ledger.bump(key, "retries")
+        self.retries += 1
+        self.retrying.add(key)
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
@@ -126,6 +145,7 @@ class Executor:
         self.ledger.set_state(row.key, state, detail=detail, **fields)
         self.counts[row.state] -= 1
         self.counts[state] += 1
+        self.retrying.discard(row.key)
         if self.on_change is not None:
             self.on_change(self.counts)
         # The row as the ledger now holds it, without reading it back (this runs several times per request).
@@ -137,14 +157,16 @@ class Executor:
     def _end(self, row: RequestRow, rule: Rule, error: APIError | None, *, detail: str | None = None,
              code: str | None = None) -> None:
         """A final outcome: blocked, invalid or failed, with the rule's reason and what was said."""
-        self._set(row, _TERMINAL.get(rule.action, State.FAILED), reason=rule.reason,
-                  code=code or (error.code if error else rule.code), message=str(error) if error else rule.meaning,
-                  detail=detail or rule.meaning)
+        state = _TERMINAL.get(rule.action, State.FAILED)
+        self._set(row, state, reason=rule.reason, code=code or (error.code if error else rule.code),
+                  message=str(error) if error else rule.meaning, detail=detail or rule.meaning)
+        self._said(row.key, f"{state}: {str(error) if error else detail or rule.meaning}")
 
     def _defer(self, row: RequestRow, error: APIError, detail: str) -> None:
         """A failure that may pass: the request stays where it is, with why, for the next run."""
         self.ledger.note(row.key, row.state, detail=f"{detail}; left for the next run", reason=error.rule.reason,
                          code=error.code, message=str(error))
+        self.retrying.discard(row.key)
 
     def origin_of(self, region: str) -> str:
         """Where ``region``'s requests are sent (and their results come from)."""
@@ -170,6 +192,10 @@ class Executor:
 
     def _record(self, key: str | None, kind: str, started: float, seconds: float, error: APIError | None) -> None:
         self.ledger.record_call(key, kind, started, seconds, error)
+        if error is not None:
+            self._said(key, f"{kind}: {error}")
+        elif key is not None:
+            self.retrying.discard(key)
         self.breakers.record(ASSET_HOST if kind == "download" else _CALL_HOST.get() or self.client.api_base, error)
         if self.breakers.tripped and self.stop_reason is None:
             self.stop("unreachable", self.breakers.tripped)
@@ -203,7 +229,7 @@ class Executor:
         self.submit_limiter, self.poll_limiter = submits, polls
         self.breakers = Breakers(self.clock)
         self.retrier = Retrier(config.retry_policy(), record=self._record, sleep=self.sleep, clock=self.clock,
-                               on_retry=lambda key, kind: self.ledger.bump(key, "retries"), seed=config.jitter_seed,
+                               on_retry=self._retried, seed=config.jitter_seed,
                                outage=self.breakers.is_open)
         self.uploads = Uploads(self.ledger, self.clients.uploader, self.retrier, local_files=self.local_files,
                                scope=self.upload_scope, limiter=uploads)
@@ -235,7 +261,7 @@ class Executor:
         self.ledger.flush()
         return RunResult(self.out_dir, dict(self.ledger.counts()), self.stop_reason, self.interrupted,
                          self.admitted_credits, self.pool.described(), self.pool.high_water(), self.stop_message,
-                         dict(self.accounts.waiting))
+                         dict(self.accounts.waiting), self.last_error)
 
     def client_for(self, token: Token) -> JimengClient:
         """The client of calls made with ``token`` (through its proxy, if it names one)."""
@@ -482,6 +508,7 @@ class Executor:
             self.ledger.bump(row.key, "polls")
             try:
                 record = await self.retrier.call("poll", poll_once, key=row.key, deadline=deadline, record=False)
+                self.retrying.discard(row.key)
             except StopSubmittingError as error:
                 await self.pool.mark(token, error.rule.token, error.rule.reason)
                 if error.rule.token is TokenEffect.NONE:

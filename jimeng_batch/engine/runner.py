@@ -22,7 +22,6 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from jimeng_batch.engine.doctor import credit_lines
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is_simulated, same_service
 from jimeng_batch.engine.lock import FolderLock
-from jimeng_batch.engine.progress import Progress, describe_queue
+from jimeng_batch.engine.progress import Progress, progress_title
 from jimeng_batch.engine.result import RunResult, exit_code
 from jimeng_batch.engine.settle import settle
 from jimeng_batch.engine.states import FINAL_STATES, STATES, UNFINISHED_STATES, State
@@ -539,11 +538,8 @@ async def _drive(prepared: _Prepared, control: RunControl, *, quiet: bool, live:
         async with connected_executor(prepared.manifest, ledger, config, prepared.tokens, out_dir=out_dir,
                                       base_url=base_url, cache=cache, local_files=prepared.local_files,
                                       origin=prepared.origins) as executor:
-            progress = Progress(ledger.total(), quiet=quiet, live=live, credits=lambda: executor.admitted_credits,
-                                note=lambda: executor.stop_message or executor.stop_reason,
-                                queue=lambda: describe_queue(executor.queued.values()))
-            executor.on_change = progress.update
-            progress.update(Counter(ledger.counts()))
+            progress = Progress(executor.sight, quiet=quiet, live=live,
+                                title=progress_title(prepared.manifest.path, out_dir))
             if prepared.token_given and config.account_catalog != "off":
                 await _check_account_catalog(prepared, executor)
             if config.claim_daily and not executor.stopping:
