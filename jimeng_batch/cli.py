@@ -63,6 +63,7 @@ from jimeng_batch.intake.plan import (
 from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
+from jimeng_batch.outputs import DEFAULT_LICENSE
 from jimeng_batch.protocol import catalog, live_catalog
 from jimeng_batch.protocol.client import CreditBalance
 from jimeng_batch.protocol.constants import ProtocolChoice
@@ -1001,18 +1002,27 @@ def report(out_dir: Path, no_summary: bool) -> None:
               help="The dataset folder to write.")
 @click.option("--format", "fmt", type=click.Choice(["imagefolder", "videofolder"]), default="imagefolder",
               show_default=True, help="imagefolder: the images; videofolder: the videos (same layout).")
-@click.option("--force", is_flag=True, help="Replace an earlier export in the folder.")
+@click.option("--force", is_flag=True, help="Replace an earlier export in the folder (default: refuse a folder "
+                                            "that is not empty).")
+@click.option("--license", "license_id", default=DEFAULT_LICENSE, show_default=True,
+              help="The dataset card's license (a Hub license identifier, such as cc-by-4.0).")
+@click.option("--allow-simulated", is_flag=True, help="Export a simulated run (noise images; the card says so; "
+                                                      "default: refused).")
 @click.option("--allow-mixed-origins", is_flag=True, help="Export results of several origins (simulated and live, "
-                                                          "or several hosts) together.")
-def export(out_dir: Path, to: Path, fmt: str, force: bool, allow_mixed_origins: bool) -> None:
+                                                          "or several hosts) together (default: refused).")
+def export(out_dir: Path, to: Path, fmt: str, force: bool, license_id: str, allow_simulated: bool,
+           allow_mixed_origins: bool) -> None:
     """Export OUT_DIR's downloaded files as a Hugging Face dataset folder with metadata.jsonl and a card."""
     from jimeng_batch.outputs.export import export_dataset
 
-    done = export_dataset(out_dir, to, fmt, force=force, allow_mixed_origins=allow_mixed_origins)
+    done = export_dataset(out_dir, to, fmt, force=force, allow_mixed_origins=allow_mixed_origins,
+                          allow_simulated=allow_simulated, license=license_id)
     click.echo(f"{display_path(done.folder)}: {done.files} file(s) from {done.requests} request(s)")
     if done.other_kind:
         other = "videofolder" if fmt == "imagefolder" else "imagefolder"
         click.echo(f"{done.other_kind} request(s) of the other kind left out (export them with --format {other})")
+    if done.left_out:
+        click.echo(f"fields without a value for any file, left out of the metadata: {', '.join(done.left_out)}")
 
 
 @cli.command()
