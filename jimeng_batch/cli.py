@@ -1029,20 +1029,27 @@ def export(out_dir: Path, to: Path, fmt: str, force: bool, license_id: str, allo
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--into", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="The new output folder to merge into.")
-@click.option("--no-report", is_flag=True, help="Do not write the report files of the merged folder.")
-@click.option("--allow-mixed-origins", is_flag=True, help="Merge folders whose results come from different origins.")
-def merge(inputs: tuple[Path, ...], into: Path, no_report: bool, allow_mixed_origins: bool) -> None:
-    """Merge output folders (the shards of a manifest) into one: ledgers and files, checked; then its report."""
+@click.option("--no-report", is_flag=True, help="Do not write the report files of the merged folder (default: "
+                                                "write them).")
+@click.option("--allow-mixed-origins", is_flag=True, help="Merge folders whose results come from different origins "
+                                                          "(default: refused).")
+@click.option("--allow-different", is_flag=True, help="Merge folders of different manifests (by the manifest's "
+                                                      "sha256; default: refused).")
+def merge(inputs: tuple[Path, ...], into: Path, no_report: bool, allow_mixed_origins: bool,
+          allow_different: bool) -> None:
+    """Merge output folders (the shards of a manifest) into one: ledgers and files, checked; then its report,
+    titled with the manifest's name."""
     from jimeng_batch.outputs.merge import merge_folders
 
-    done = merge_folders(list(inputs), into, allow_mixed_origins=allow_mixed_origins)
+    done = merge_folders(list(inputs), into, allow_mixed_origins=allow_mixed_origins,
+                         allow_different=allow_different)
     click.echo(f"{display_path(into)}: {done.requests} request(s), {done.files} file(s), {done.runs} run(s) "
                f"from {done.inputs} folder(s)" + (f"; {done.duplicates} request(s) were in more than one"
                                                    if done.duplicates else ""))
     if not no_report:
         from jimeng_batch.outputs.report import write_report
 
-        write_report(into)
+        write_report(into, title=done.title)
 
 
 def _attach_simulator() -> None:

@@ -5,7 +5,10 @@ and for each request key the row of the input where it got furthest (downloaded 
 before in flight before planned; the first input on a tie), with that input's events, attempts and files. Calls
 not tied to one request (batched polls) are all kept. Two inputs that disagree on a key's ``submit_id`` or
 parameters did not come from the same manifest rules, and the merge refuses them. Files are hard-linked where the
-file system allows (else copied) and checked against the sha256 the ledger recorded.
+file system allows (else copied) and checked against the sha256 the ledger recorded. Inputs whose runs were of
+different manifests (by the manifest's sha256: its content) are refused unless allowed: shards of one manifest
+merge into its run, the folders of two manifests into a report of neither. The merged report is titled with the
+manifest's name.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Merged:
     requests: int
     files: int
     duplicates: int  # keys found in more than one input
+    title: str  # the manifest's name (the names of the manifests, when different ones were allowed)
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
@@ -51,7 +55,8 @@ def _rows(db: sqlite3.Connection, table: str, columns: list[str], order: str) ->
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool = False) -> Merged:
+def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool = False,
+                  allow_different: bool = False) -> Merged:
     """Merge the output folders ``inputs`` into the new folder ``into``."""
     if not inputs:
         raise ConfigError("merge: name at least one output folder to merge")
@@ -66,6 +71,7 @@ def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool =
     sources = [Ledger.open_existing(folder) for folder in inputs]
     created = not into.exists()
     try:
+        title = _check_manifests(inputs, sources, allow_different)
         _check_origins(inputs, sources, allow_mixed_origins)
         chosen, duplicates = _choose(inputs, sources)
         target = Ledger.in_folder(into)
@@ -82,7 +88,28 @@ def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool =
     finally:
         for source in sources:
             source.close()
-    return Merged(into, len(inputs), runs, len(chosen), files, duplicates)
+    return Merged(into, len(inputs), runs, len(chosen), files, duplicates, title)
+
+
+def _manifests(source: Ledger) -> dict[str, str]:
+    """The manifests a folder's runs were of: sha256 -> name (the file's stem, as `run` names its folder)."""
+    rows = source.db.execute("SELECT manifest_sha256, manifest FROM runs ORDER BY id").fetchall()
+    return {str(sha): Path(str(name)).stem for sha, name in rows}
+
+
+def _check_manifests(inputs: list[Path], sources: list[Ledger], allowed: bool) -> str:
+    """Refuse inputs of different manifests (unless ``allowed``); the merged folder's title: the manifest's name
+    (the names, joined, when different manifests were allowed; the first folder's name when no run names one)."""
+    found: dict[str, tuple[str, list[str]]] = {}  # sha256 -> (name, the folders holding runs of it)
+    for folder, source in zip(inputs, sources, strict=True):
+        for sha, name in _manifests(source).items():
+            found.setdefault(sha, (name, []))[1].append(display_path(folder))
+    if len(found) > 1 and not allowed:
+        listed = "; ".join(f"{name} (sha256 {sha[:12]}…, in {', '.join(folders)})"
+                           for sha, (name, folders) in found.items())
+        raise ConfigError(f"merge: the folders hold runs of {len(found)} different manifests: {listed}; merge the "
+                          "runs of one manifest (its shards), or give --allow-different")
+    return " + ".join(dict.fromkeys(name for name, _ in found.values())) or inputs[0].name
 
 
 def _check_origins(inputs: list[Path], sources: list[Ledger], allowed: bool) -> None:
