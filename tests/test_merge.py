@@ -147,7 +147,7 @@ def test_folders_of_different_manifests_are_refused(folders: Path, capsys: pytes
     assert "the folders hold runs of 2 different manifests" in err and "other (sha256 abababababab…, in other)" in err
     assert "m (sha256 " in err and "--allow-different" in err
     assert not (folders / "merged").exists()
-    code, out, err = run_main(["merge", "s2", "other", "--into", "merged", "--allow-different"], capsys)
+    code, _, err = run_main(["merge", "s2", "other", "--into", "merged", "--allow-different"], capsys)
     assert code == 0, err
     assert "## jimeng-batch: m + other " in (folders / "merged" / "report.md").read_text(encoding="utf-8")
 
