@@ -485,7 +485,7 @@ def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kw
         table.add_row(row["name"], row["kind"], row["key"], ", ".join(row["resolutions"]),
                       "" if durations is None else _span(durations), images, _costs(row), ", ".join(row["regions"]),
                       "needs a_bogus" if row["needs_a_bogus"] else "ok", row["note"])
-    Console(width=170).print(table)
+    Console(width=190).print(table)
     click.echo("est. credits: the catalog's estimate per request by resolution (images), per second of video by "
                "resolution (videos); a manifest's `costs:` overrides it")
     if any(row["needs_a_bogus"] for row in rows):
@@ -494,13 +494,13 @@ def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kw
 
 
 def _costs(row: dict[str, Any]) -> str:
-    """A model's estimated credits as the table shows them: "1k 1, 4k 2 /request", "720p 2, 1080p 3 /s"."""
+    """A model's estimated credits as the table shows them: "1k 1, 4k 2" (per request), "720p 2, 1080p 3/s"."""
     video = "credits_per_second" in row
     costs: dict[str, float] = row["credits_per_second"] if video else row["credits"]
     known = [(resolution, costs[resolution]) for resolution in row["resolutions"] if resolution in costs]
     if not known:
         return "?"
-    return ", ".join(f"{resolution} {value:g}" for resolution, value in known) + (" /s" if video else " /request")
+    return ", ".join(f"{resolution} {value:g}" for resolution, value in known) + ("/s" if video else "")
 
 
 def _offered_row(model: live_catalog.OfferedModel) -> dict[str, Any]:
