@@ -71,8 +71,8 @@ def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool =
     sources = [Ledger.open_existing(folder) for folder in inputs]
     created = not into.exists()
     try:
-        title = _check_manifests(inputs, sources, allow_different)
         _check_origins(inputs, sources, allow_mixed_origins)
+        title = _check_manifests(inputs, sources, allow_different)
         chosen, duplicates = _choose(inputs, sources)
         target = Ledger.in_folder(into)
         try:
