@@ -205,3 +205,23 @@ def test_frames_and_references_are_objects_of_one_shape(run_folder: Path) -> Non
     assert [r["first_frame"] for r in records] == [
         {"kind": "uri", "ref": "image_uri_1", "sha256": None, "width": None, "height": None, "format": None},
         {"kind": "file", "ref": "frames/a.png", "sha256": "0" * 64, "width": 8, "height": 8, "format": "png"}]
+
+
+def test_source_file_is_relative_to_the_dataset_wherever_the_run_was_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The ledger names the manifest as the run was given it (`m.yaml`, relative to where `run` started); an
+    export from elsewhere still points at the file."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_manifest(repo, "jobs:\n  - {type: image, model: jimeng-4.0, resolution: 1k, prompt: a kite, count: 1}\n")
+    monkeypatch.chdir(repo)
+    jb.run(Path("m.yaml"), out=Path("out"), sim=True, poll_interval=0.01, quiet=True, use_cache=False, report=False)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(["export", "repo/out", "--to", "data/set", "--allow-simulated"], capsys)
+    assert code == 0, err
+    (record, *_) = [json.loads(line) for line in (tmp_path / "data" / "set" / "train" / "metadata.jsonl")
+                    .read_text(encoding="utf-8").splitlines()]
+    assert record["source_file"] == "../../repo/m.yaml"
+    # the card's commands work from where the export was made
+    card = (tmp_path / "data" / "set" / "README.md").read_text(encoding="utf-8")
+    assert "jimeng-batch run repo/m.yaml --out repo/out --sim\n" in card

@@ -22,6 +22,7 @@ import os
 import shlex
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,13 @@ def _same_keys(records: list[dict[str, Any]], name: str) -> None:
             del item[key]
 
 
-def metadata_records(results: pd.DataFrame, kind: str, to: Path | None = None) -> list[dict[str, Any]]:
+def metadata_records(results: pd.DataFrame, kind: str, to: Path | None = None,
+                     manifests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """One metadata line per downloaded file of ``kind`` ("image" or "video"), every line with the same fields.
 
     ``source_file`` (the manifest) is relative to the dataset folder ``to`` when given, so the dataset can be moved
-    with its repository; the fields that are null on every line are left out (see :func:`drop_empty_fields`).
+    with its repository; ``manifests``: each manifest as the ledger names it (relative to where the run was
+    started) -> its absolute path (see :func:`manifest_paths`).
     """
     wanted = results[(results["state"] == "downloaded")
                      & ((results["type"] == "video") == (kind == "video"))].sort_values("ord")
@@ -102,7 +105,8 @@ def metadata_records(results: pd.DataFrame, kind: str, to: Path | None = None) -
     records: list[dict[str, Any]] = []
     for row in wanted.to_dict(orient="records"):
         for index, path in enumerate(row["asset_paths"]):
-            values = {**row, "index": index, "source_file": _relative(str(row["manifest"]), to),
+            manifest = (manifests or {}).get(str(row["manifest"]), str(row["manifest"]))
+            values = {**row, "index": index, "source_file": _relative(manifest, to),
                       "source_row": row["row"], "width": row["asset_widths"][index],
                       "height": row["asset_heights"][index], "format": row["asset_formats"][index],
                       "sha256": row["asset_sha256"][index]}
@@ -115,6 +119,17 @@ def metadata_records(results: pd.DataFrame, kind: str, to: Path | None = None) -
         if name in fields:
             _same_keys(records, name)
     return records
+
+
+def manifest_paths(runs: pd.DataFrame) -> dict[str, str]:
+    """Each manifest as the runs name it -> its absolute path (what the run resolved, stored with its options): the
+    ledger names a manifest as it was given, relative to the folder the run was started in, not this one."""
+    paths: dict[str, str] = {}
+    for row in runs.itertuples():
+        absolute = json.loads(str(row.options or "{}")).get("manifest")
+        if absolute:
+            paths[str(row.manifest)] = str(absolute)
+    return paths
 
 
 def drop_empty_fields(records: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -151,7 +166,7 @@ def export_dataset(out_dir: Path, to: Path, fmt: str = "imagefolder", *, force: 
     kind = FORMATS[fmt]
     tables = read_tables(out_dir)
     results = results_frame(tables)
-    records = metadata_records(results, kind, to)
+    records = metadata_records(results, kind, to, manifest_paths(tables.runs))
     downloaded = results[results["state"] == "downloaded"]
     other = int(((downloaded["type"] == "video") != (kind == "video")).sum())
     if not records:
