@@ -150,6 +150,15 @@ def test_folders_of_different_manifests_are_refused(folders: Path, capsys: pytes
     code, _, err = run_main(["merge", "s2", "other", "--into", "merged", "--allow-different"], capsys)
     assert code == 0, err
     assert "## jimeng-batch: m + other " in (folders / "merged" / "report.md").read_text(encoding="utf-8")
+    # the same file planned with other spreadsheet options (a CSV's --region, --model, ...) is another plan
+    shutil.copytree(folders / "s1", folders / "elsewhere")
+    db = sqlite3.connect(folders / "elsewhere" / "ledger.sqlite")
+    with db:
+        db.execute("UPDATE runs SET options = json_set(options, '$.config.sheet.region', 'us')")
+    db.close()
+    code, _, err = run_main(["merge", "s2", "elsewhere", "--into", "merged2"], capsys)
+    assert code == 2 and "one manifest planned with different spreadsheet options" in err, err
+    assert '"region": "us"' in err and "--allow-different" in err
 
 
 def test_a_changed_file_stops_the_merge(folders: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,24 +91,33 @@ def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool =
     return Merged(into, len(inputs), runs, len(chosen), files, duplicates, title)
 
 
-def _manifests(source: Ledger) -> dict[str, str]:
-    """The manifests a folder's runs were of: sha256 -> name (the file's stem, as `run` names its folder)."""
-    rows = source.db.execute("SELECT manifest_sha256, manifest FROM runs ORDER BY id").fetchall()
-    return {str(sha): Path(str(name)).stem for sha, name in rows}
+def _manifests(source: Ledger) -> dict[tuple[str, str], str]:
+    """The plans a folder's runs made: (manifest sha256, the spreadsheet options they were planned with) -> the
+    manifest's name (the file's stem, as `run` names its folder). The shard is not part of it: shards of one
+    manifest are what a merge is for."""
+    plans: dict[tuple[str, str], str] = {}
+    for sha, name, options in source.db.execute("SELECT manifest_sha256, manifest, options FROM runs ORDER BY id"):
+        sheet = (json.loads(options or "{}").get("config") or {}).get("sheet")
+        plans[(str(sha), json.dumps(sheet, sort_keys=True))] = Path(str(name)).stem
+    return plans
 
 
 def _check_manifests(inputs: list[Path], sources: list[Ledger], allowed: bool) -> str:
-    """Refuse inputs of different manifests (unless ``allowed``); the merged folder's title: the manifest's name
-    (the names, joined, when different manifests were allowed; the first folder's name when no run names one)."""
-    found: dict[str, tuple[str, list[str]]] = {}  # sha256 -> (name, the folders holding runs of it)
+    """Refuse inputs of different manifests, or of one manifest planned with different spreadsheet options
+    (unless ``allowed``); the merged folder's title: the manifest's name (the names, joined, when different
+    manifests were allowed; the first folder's name when no run names one)."""
+    found: dict[tuple[str, str], tuple[str, list[str]]] = {}  # plan -> (name, the folders holding runs of it)
     for folder, source in zip(inputs, sources, strict=True):
-        for sha, name in _manifests(source).items():
-            found.setdefault(sha, (name, []))[1].append(display_path(folder))
+        for plan, name in _manifests(source).items():
+            found.setdefault(plan, (name, []))[1].append(display_path(folder))
     if len(found) > 1 and not allowed:
-        listed = "; ".join(f"{name} (sha256 {sha[:12]}…, in {', '.join(folders)})"
-                           for sha, (name, folders) in found.items())
-        raise ConfigError(f"merge: the folders hold runs of {len(found)} different manifests: {listed}; merge the "
-                          "runs of one manifest (its shards), or give --allow-different")
+        same_file = len({sha for sha, _ in found}) == 1
+        what = "one manifest planned with different spreadsheet options (--region, --type, --model, ...)" \
+            if same_file else f"{len({sha for sha, _ in found})} different manifests"
+        listed = "; ".join(f"{name} (sha256 {sha[:12]}…" + (f", options {sheet}" if same_file else "")
+                           + f", in {', '.join(folders)})" for (sha, sheet), (name, folders) in found.items())
+        raise ConfigError(f"merge: the folders hold runs of {what}: {listed}; merge the runs of one manifest (its "
+                          "shards), or give --allow-different")
     return " + ".join(dict.fromkeys(name for name, _ in found.values())) or inputs[0].name
 
 
