@@ -288,4 +288,3 @@ def test_an_unchanged_manifest_is_not_planned_again(write: Callable[..., Path], 
     code, _, err = run_main(["run", str(path), *common], capsys)
     assert log.read_text().count("not planned again") == 1
     assert code == 0 and err.strip().endswith("out: downloaded 4")
-
