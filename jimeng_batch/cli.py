@@ -63,6 +63,7 @@ from jimeng_batch.intake.plan import (
 from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
 from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
+from jimeng_batch.outputs import DEFAULT_LICENSE
 from jimeng_batch.protocol import catalog, live_catalog
 from jimeng_batch.protocol.client import CreditBalance
 from jimeng_batch.protocol.constants import ProtocolChoice
@@ -106,10 +107,10 @@ def protocol_options(command: F) -> F:
                           f"`protocol: profile`; default {catalog.DEFAULT_PROTOCOL_PROFILE})."),
         click.option("--protocol", "protocol_assignments", multiple=True, metavar="KEY=VALUE",
                      help="One protocol constant (repeatable), over JIMENG_PROTOCOL_<KEY> and the manifest; "
-                          "`jimeng-batch protocol show` lists the keys."),
+                          "`jimeng-batch protocol show` lists the keys (default: none)."),
         click.option("--protocol-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="A protocol file (YAML, as `jimeng-batch protocol import` writes it), over the "
-                          "environment and the manifest; --protocol wins over it."),
+                          "environment and the manifest; --protocol wins over it (default: none)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -160,13 +161,15 @@ def _service_options() -> list[Callable[[F], F]]:
     return [
         click.option("--sim/--no-sim", default=None, help="Run against the built-in simulator (no account, no "
                                                           "credits); --no-sim sends a resumed rehearsal to the "
-                                                          "real host."),
+                                                          "real host (default: off; resume: as the run was)."),
         click.option("--sim-config", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-                     help="Simulator settings (YAML, see docs/simulator.md) for --sim."),
+                     help="Simulator settings (YAML, see docs/simulator.md) for --sim (default: the simulator's "
+                          "own)."),
         click.option("--base-url", default=None, help=f"Send to this host instead of the region's, or per region: "
-                                                      f"cn=URL,us=URL (also {BASE_URL_ENV})."),
+                                                      f"cn=URL,us=URL (also {BASE_URL_ENV}; default: the "
+                                                      "region's host)."),
         click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                     help="Session tokens, one per line (instead of JIMENG_SESSIONID)."),
+                     help="Session tokens, one per line (default: JIMENG_SESSIONID, comma-separated)."),
     ]
 
 
@@ -209,7 +212,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--live", is_flag=True, help="Also check against the account's own catalog (read with the token, "
-                                           "from the region's host, --base-url or --sim).")
+                                           "from the region's host, --base-url or --sim; default: off).")
 @click.option("--account-catalog", type=click.Choice(["warn", "require"]), default=None,
               help="With --live, when the account's catalog cannot be read: warn and check against the built-in "
                    "one (default), or require it (exit 3).")
@@ -274,9 +277,9 @@ def validate(files: tuple[Path, ...], live: bool, **kwargs: Any) -> None:
               show_default=True, help="summary: a readable table; json: the summary as JSON; jsonl: every request "
                                       "in full (envelope and query exactly as they would be sent).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write the plan here instead of to stdout (written whole or not at all).")
+              help="Write the plan here instead of to stdout (written whole or not at all; default: stdout).")
 @click.option("--shard", "shard_text", default=None, metavar="K/N",
-              help="Only the requests of shard K of N (split by request key).")
+              help="Only the requests of shard K of N (split by request key; default: every request).")
 @click.option("--folder", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="The output folder a run would use (default: the manifest's), to say what its ledger holds that "
                    "the manifest no longer names.")
@@ -299,7 +302,7 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
             return summary
 
         written = _write_file(out, produce)
-        _print_summary(written, lambda text: click.echo(text, nl=False))
+        _print_summary(written, lambda text: click.echo(text, nl=False), shard)
         _warn_unsupported(written)
         return
     manifest, summary = _load_and_check(file, options, max_requests, protocol)
@@ -307,7 +310,7 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
     if shard is not None:
         summary = summarize(manifest, shard=shard)  # the problems were checked on the whole manifest above
     if fmt == "summary":
-        _emit(out, lambda write: _print_summary(summary, write))
+        _emit(out, lambda write: _print_summary(summary, write, shard))
         _print_set_aside(manifest, shard, folder)
     elif fmt == "json":
         _emit(out, lambda write: write(json.dumps(summary.as_dict() | ({"shard": str(shard)} if shard else {}),
@@ -369,10 +372,12 @@ def _write_file(out: Path, produce: Callable[[Callable[[str], object]], T]) -> T
             temporary.unlink(missing_ok=True)
 
 
-def _print_summary(summary: PlanSummary, write: Callable[[str], object]) -> None:
+def _print_summary(summary: PlanSummary, write: Callable[[str], object], shard: Shard | None = None) -> None:
+    """The plan as a table (the summary of ``shard``'s requests only, when one is given: said in the title)."""
     console = Console(file=io.StringIO(), width=110, color_system=None)
-    table = Table(title=f"Plan for {summary.manifest} (region {summary.region}, protocol {summary.protocol_profile})",
-                  title_justify="left", show_footer=True, box=box.SIMPLE)
+    part = f", shard {shard}" if shard is not None else ""
+    table = Table(title=f"Plan for {summary.manifest} (region {summary.region}, protocol {summary.protocol_profile}"
+                        f"{part})", title_justify="left", show_footer=True, box=box.SIMPLE)
     table.add_column("type", footer="total")
     table.add_column("model")
     table.add_column("resolution")
@@ -385,7 +390,9 @@ def _print_summary(summary: PlanSummary, write: Callable[[str], object]) -> None
         table.add_row(*group, str(count), "–" if images is None else str(images),
                       _credits(summary.group_credits[group]), _per_image(summary.group_credits_per_image(group)))
     console.print(table)
-    lines = [f"{summary.jobs} job(s); {summary.distinct} distinct request(s)"]
+    lines = [f"{summary.jobs} job(s); {summary.distinct} distinct request(s)"
+             + (f" in shard {shard} (the requests whose key falls in part {shard.index} of {shard.count})"
+                if shard is not None else "")]
     if summary.duplicates:
         lines[0] += f"; {summary.duplicates} duplicate(s) share a submission (the cache rule)"
     if len(summary.regions) > 1:
@@ -425,19 +432,21 @@ def _per_image(value: float | None) -> str:
 
 
 @cli.command()
-@click.option("--row", is_flag=True, help="The schema of one spreadsheet row instead of the manifest's.")
+@click.option("--row", is_flag=True, help="The schema of one spreadsheet row instead of the manifest's (default: "
+                                          "the manifest's).")
 def schema(row: bool) -> None:
     """Print the manifest JSON Schema (draft 2020-12), for editors and other tools."""
     click.echo(schema_text(ROW_SCHEMA if row else MANIFEST_SCHEMA), nl=False)
 
 
 @cli.command()
-@click.option("--type", "kind", type=click.Choice(["image", "video"]), default=None, help="Only this kind.")
+@click.option("--type", "kind", type=click.Choice(["image", "video"]), default=None,
+              help="Only this kind (default: both).")
 @click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None,
               help="Only models offered here (with --live: the account's region; default cn).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (default: a table).")
 @click.option("--live", is_flag=True, help="The account's own catalog (read with the token) beside the built-in "
-                                           "one: new, missing and changed models.")
+                                           "one: new, missing and changed models (default: off).")
 @service_flags
 def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kwargs: Any) -> None:
     """List the models and what each supports."""
@@ -466,19 +475,32 @@ def models(kind: str | None, region: str | None, as_json: bool, live: bool, **kw
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(show_lines=False)
-    for column in ("name", "kind", "key", "resolutions", "durations (s)", "images", "regions", "live", "note"):
+    for column in ("name", "kind", "key", "resolutions", "durations (s)", "images", "est. credits", "regions",
+                   "live", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
         durations = row.get("durations")
         images = "" if "max_images" not in row else (f"1-{row['max_images']}"
                                                      + (", intelligent ratio" if row["intelligent_ratio"] else ""))
         table.add_row(row["name"], row["kind"], row["key"], ", ".join(row["resolutions"]),
-                      "" if durations is None else _span(durations), images, ", ".join(row["regions"]),
+                      "" if durations is None else _span(durations), images, _costs(row), ", ".join(row["regions"]),
                       "needs a_bogus" if row["needs_a_bogus"] else "ok", row["note"])
-    Console(width=170).print(table)
+    Console(width=190).print(table)
+    click.echo("est. credits: the catalog's estimate per request by resolution (images), per second of video by "
+               "resolution (videos); a manifest's `costs:` overrides it")
     if any(row["needs_a_bogus"] for row in rows):
         click.echo(f"needs a_bogus: {catalog.A_BOGUS_REASON}; runs refuse these models on the live service unless "
                    "--allow-unsupported")
+
+
+def _costs(row: dict[str, Any]) -> str:
+    """A model's estimated credits as the table shows them: "1k 1, 4k 2" (per request), "720p 2, 1080p 3/s"."""
+    video = "credits_per_second" in row
+    costs: dict[str, float] = row["credits_per_second"] if video else row["credits"]
+    known = [(resolution, costs[resolution]) for resolution in row["resolutions"] if resolution in costs]
+    if not known:
+        return "?"
+    return ", ".join(f"{resolution} {value:g}" for resolution, value in known) + ("/s" if video else "")
 
 
 def _offered_row(model: live_catalog.OfferedModel) -> dict[str, Any]:
@@ -570,7 +592,7 @@ def protocol() -> None:
 
 @protocol.command("show")
 @click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (default: a table).")
 @protocol_options
 def protocol_show(file: Path | None, as_json: bool, **kwargs: Any) -> None:
     """The effective protocol constants (of FILE's manifest, if given) and where each came from: the profile, the
@@ -665,6 +687,11 @@ def _shown(value: Any) -> str:
     return describe(json.dumps(value, ensure_ascii=False), 80)
 
 
+def _mib(size: int) -> str:
+    """A byte count as help texts say it (16 MiB, 256 KiB)."""
+    return f"{size // (1024 * 1024)} MiB" if size >= 1024 * 1024 else f"{size // 1024} KiB"
+
+
 def run_options_flags(command: F) -> F:
     """Options shared by `run` and `resume`: where to send, with which tokens, how fast, and the cache.
 
@@ -681,45 +708,48 @@ def run_options_flags(command: F) -> F:
                           "it cannot be read, say so and check against the built-in one), require (stop then), "
                           f"off (default {defaults.account_catalog})."),
         click.option("--fresh-catalog", is_flag=True, default=None,
-                     help="Read the account's catalog again even when the plan is unchanged (else the output "
-                          "folder's catalog.json is used)."),
+                     help="Read the account's catalog again even when the plan is unchanged (default: off, the "
+                          "output folder's catalog.json is used)."),
         click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=None,
                      help=f"Jobs in flight per token (manifest limits.concurrency; default {defaults.concurrency}, "
                           "the document's rule)."),
         click.option("--submits-per-second", type=rate, default=None,
-                     help="Most submits per second, all tokens together (limits.submits_per_second; default: "
-                          "no limit)."),
+                     help="Most submits per second, all tokens together (calls per second; "
+                          "limits.submits_per_second; default: no limit)."),
         click.option("--polls-per-second", type=rate, default=None,
-                     help="Most poll calls per second (limits.polls_per_second; default: no limit)."),
+                     help="Most poll calls per second, all tokens together (calls per second; "
+                          "limits.polls_per_second; default: no limit)."),
         click.option("--downloads-per-second", type=rate, default=None,
-                     help="Most file downloads started per second (limits.downloads_per_second; default: no "
-                          "limit)."),
+                     help="Most file downloads started per second (downloads per second; "
+                          "limits.downloads_per_second; default: no limit)."),
         click.option("--uploads-per-second", type=rate, default=None,
-                     help="Most reference-image uploads per second (limits.uploads_per_second; default: no "
-                          "limit)."),
+                     help="Most reference-image uploads per second (uploads per second; "
+                          "limits.uploads_per_second; default: no limit)."),
         click.option("--max-retries", type=click.IntRange(0, MAX_RETRIES), default=None,
-                     help=f"Tries after the first for a failed call (limits.max_retries; default "
-                          f"{defaults.max_retries}); backoff {defaults.backoff_base:g} s doubling to "
-                          f"{defaults.backoff_max:g} s."),
+                     help=f"Tries after the first for a failed call (a count; limits.max_retries; default "
+                          f"{defaults.max_retries}); the wait between tries: {defaults.backoff_base:g} s doubling "
+                          f"to {defaults.backoff_max:g} s, or the service's Retry-After up to "
+                          f"{defaults.retry_after_cap:g} s."),
         click.option("--poll-interval", type=rate, default=None,
                      help="Poll every S seconds (default: 2 s then backing off to 5 s for images, 5 s to 15 s "
                           "for video)."),
         click.option("--call-deadline", type=rate, default=None,
                      help=f"Seconds an API call may take in all (default {defaults.call_deadline:g})."),
         click.option("--max-answer-bytes", type=click.IntRange(min=1), default=None,
-                     help=f"The largest API answer read (default {defaults.max_answer_bytes})."),
+                     help=f"The largest API answer read, in bytes (default {defaults.max_answer_bytes}, "
+                          f"{_mib(defaults.max_answer_bytes)})."),
         click.option("--download-floor", type=rate, default=None,
                      help=f"Seconds any download may take (default {defaults.download_floor:g}), plus one per "
                           "--download-rate bytes."),
         click.option("--download-rate", type=click.IntRange(min=1), default=None,
                      help=f"Bytes per second a download may be as slow as, beyond the floor (default "
-                          f"{defaults.download_rate})."),
+                          f"{defaults.download_rate}, {_mib(defaults.download_rate)}/s)."),
         click.option("--max-asset-bytes", type=click.IntRange(min=1), default=None,
-                     help=f"The largest file downloaded; a larger one fails its request (default "
-                          f"{defaults.max_asset_bytes})."),
+                     help=f"The largest file downloaded, in bytes; a larger one fails its request (default "
+                          f"{defaults.max_asset_bytes}, {_mib(defaults.max_asset_bytes)})."),
         click.option("--budget", type=click.FloatRange(min=0), default=None,
                      help="Stop admitting requests once the estimated spend of the run would pass this many "
-                          "credits (manifest budget)."),
+                          "credits (manifest budget; default: no budget)."),
         click.option("--claim-daily/--no-claim-daily", default=None,
                      help="Make each token's daily credit claim before the pre-flight credit check, and log what "
                           "each gave (kept by resume; default: off)."),
@@ -733,32 +763,36 @@ def run_options_flags(command: F) -> F:
         click.option("--cache-path", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="The result cache database (manifest cache.path; default "
                           "~/.cache/jimeng-batch/cache.sqlite)."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress display."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress display (default: shown on a terminal)."),
         click.option("--fail-on", default=None, metavar="STATES",
                      help=f"Final states that make the run exit 1: a comma list of {', '.join(FAIL_ON_STATES)} "
                           "(default: all of them), or none."),
         click.option("--report/--no-report", default=None,
                      help="Write the report files when the run ends (default: on)."),
         click.option("--allow-mixed-origins", is_flag=True, default=None,
-                     help="Let results of another origin (the simulator, another host) share the output folder."),
+                     help="Let results of another origin (the simulator, another host) share the output folder "
+                          "(default: refused)."),
         click.option("--allow-unsupported", is_flag=True, default=None,
                      help="Send models the live service refuses to plain HTTP clients anyway (Seedance 2.0: ret "
                           "1019, a browser-made a_bogus is needed; `jimeng-batch models` flags them). Kept by "
-                          "resume."),
+                          "resume (default: refused)."),
         click.option("--retry-failed", is_flag=True, default=None,
-                     help="Plan again the requests that ended `failed` (they are paid for again; said first)."),
+                     help="Plan again the requests that ended `failed` (they are paid for again; said first; "
+                          "default: off)."),
         click.option("--retry-blocked", is_flag=True, default=None,
-                     help="Plan again the requests that ended `blocked` (content filtered: paid for again)."),
+                     help="Plan again the requests that ended `blocked` (content filtered: paid for again; "
+                          "default: off)."),
         click.option("--retry-invalid", is_flag=True, default=None,
-                     help="Plan again the requests that ended `invalid` (parameters refused)."),
+                     help="Plan again the requests that ended `invalid` (parameters refused; default: off)."),
         click.option("--resubmit-lost", is_flag=True, default=None,
-                     help="Send again the requests the service never showed (`lost`; paid for again)."),
+                     help="Send again the requests the service never showed (`lost`; paid for again; default: "
+                          "off)."),
         click.option("--reassign-orphans", is_flag=True, default=None,
                      help="Give up waiting for accounts missing from the pool: look for their requests on every "
-                          "token, and send again what is found nowhere."),
+                          "token, and send again what is found nowhere (default: off, they wait)."),
         click.option("--verify", is_flag=True, default=None,
                      help="Check every downloaded file's sha256 against the ledger, and download again what "
-                          "differs."),
+                          "differs (default: off)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -813,7 +847,8 @@ def _finish_run(result: RunResult, config: RunConfig) -> None:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="The output folder (default: the manifest's output.dir, else out/<manifest name>).")
 @click.option("--shard", "shard_text", default=None, metavar="K/N",
-              help="Run only shard K of N: the requests whose key falls in it (stable when rows are added).")
+              help="Run only shard K of N: the requests whose key falls in it (stable when rows are added; "
+                   "default: every request).")
 @run_options_flags
 @spreadsheet_options
 def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwargs: Any) -> None:
@@ -886,7 +921,7 @@ def _problem_lines(rows: list[tuple[str, tuple[str, ...]]]) -> None:
 @click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None,
               help="The region the tokens are used for (default: FILE's, else cn).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, for CI (default: a table).")
 @service_flags
 @protocol_options
 def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) -> None:
@@ -919,10 +954,10 @@ def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) 
 
 @cli.command()
 @click.option("--claim", is_flag=True, help="Make each token's daily claim first (credit_receive), and say what it "
-                                            "gave; a refusal stops no other token's claim.")
+                                            "gave; a refusal stops no other token's claim (default: off).")
 @click.option("--region", type=click.Choice(list(catalog.REGIONS)), default=None,
               help="The region the tokens are used for (default cn).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, for CI (default: a table).")
 @service_flags
 @protocol_options
 def credits(claim: bool, region: str | None, as_json: bool, **kwargs: Any) -> None:
@@ -947,7 +982,7 @@ def credits(claim: bool, region: str | None, as_json: bool, **kwargs: Any) -> No
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (default: text).")
 def status(out_dir: Path, as_json: bool) -> None:
     """Counts by state, and what is in flight, in OUT_DIR's ledger."""
     with Ledger.open_existing(out_dir) as ledger:
@@ -990,7 +1025,8 @@ def _run_status(out_dir: Path, last: dict[str, Any]) -> str:
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--no-summary", is_flag=True, help="Do not append report.md to $GITHUB_STEP_SUMMARY.")
+@click.option("--no-summary", is_flag=True, help="Do not append report.md to $GITHUB_STEP_SUMMARY (default: "
+                                                 "append it when that is set).")
 def report(out_dir: Path, no_summary: bool) -> None:
     """Write OUT_DIR's results (parquet, CSV, JSONL), metrics.json, report.md and report.html from its ledger."""
     from jimeng_batch.outputs.report import write_report
@@ -1007,41 +1043,57 @@ def report(out_dir: Path, no_summary: bool) -> None:
 @cli.command()
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--to", "to", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="The dataset folder to write.")
+              help="The dataset folder to write (required).")
 @click.option("--format", "fmt", type=click.Choice(["imagefolder", "videofolder"]), default="imagefolder",
               show_default=True, help="imagefolder: the images; videofolder: the videos (same layout).")
-@click.option("--force", is_flag=True, help="Replace an earlier export in the folder.")
+@click.option("--force", is_flag=True, help="Replace an earlier export in the folder (default: refuse a folder "
+                                            "that is not empty).")
+@click.option("--license", "license_id", default=DEFAULT_LICENSE, show_default=True,
+              help="The dataset card's license (a Hub license identifier, such as cc-by-4.0).")
+@click.option("--allow-simulated", is_flag=True, help="Export a simulated run (noise images; the card says so; "
+                                                      "default: refused).")
 @click.option("--allow-mixed-origins", is_flag=True, help="Export results of several origins (simulated and live, "
-                                                          "or several hosts) together.")
-def export(out_dir: Path, to: Path, fmt: str, force: bool, allow_mixed_origins: bool) -> None:
+                                                          "or several hosts) together (default: refused).")
+def export(out_dir: Path, to: Path, fmt: str, force: bool, license_id: str, allow_simulated: bool,
+           allow_mixed_origins: bool) -> None:
     """Export OUT_DIR's downloaded files as a Hugging Face dataset folder with metadata.jsonl and a card."""
     from jimeng_batch.outputs.export import export_dataset
 
-    done = export_dataset(out_dir, to, fmt, force=force, allow_mixed_origins=allow_mixed_origins)
+    done = export_dataset(out_dir, to, fmt, force=force, allow_mixed_origins=allow_mixed_origins,
+                          allow_simulated=allow_simulated, license=license_id)
     click.echo(f"{display_path(done.folder)}: {done.files} file(s) from {done.requests} request(s)")
     if done.other_kind:
         other = "videofolder" if fmt == "imagefolder" else "imagefolder"
         click.echo(f"{done.other_kind} request(s) of the other kind left out (export them with --format {other})")
+    if done.left_out:
+        click.echo(f"fields without a value for any file, left out of the metadata: {', '.join(done.left_out)}")
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--into", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="The new output folder to merge into.")
-@click.option("--no-report", is_flag=True, help="Do not write the report files of the merged folder.")
-@click.option("--allow-mixed-origins", is_flag=True, help="Merge folders whose results come from different origins.")
-def merge(inputs: tuple[Path, ...], into: Path, no_report: bool, allow_mixed_origins: bool) -> None:
-    """Merge output folders (the shards of a manifest) into one: ledgers and files, checked; then its report."""
+              help="The new output folder to merge into (required).")
+@click.option("--no-report", is_flag=True, help="Do not write the report files of the merged folder (default: "
+                                                "write them).")
+@click.option("--allow-mixed-origins", is_flag=True, help="Merge folders whose results come from different origins "
+                                                          "(default: refused).")
+@click.option("--allow-different", is_flag=True, help="Merge folders of different manifests (by the manifest's "
+                                                      "sha256; default: refused).")
+def merge(inputs: tuple[Path, ...], into: Path, no_report: bool, allow_mixed_origins: bool,
+          allow_different: bool) -> None:
+    """Merge output folders (the shards of a manifest) into one: ledgers and files, checked; then its report,
+    titled with the manifest's name."""
     from jimeng_batch.outputs.merge import merge_folders
 
-    done = merge_folders(list(inputs), into, allow_mixed_origins=allow_mixed_origins)
+    done = merge_folders(list(inputs), into, allow_mixed_origins=allow_mixed_origins,
+                         allow_different=allow_different)
     click.echo(f"{display_path(into)}: {done.requests} request(s), {done.files} file(s), {done.runs} run(s) "
                f"from {done.inputs} folder(s)" + (f"; {done.duplicates} request(s) were in more than one"
                                                    if done.duplicates else ""))
     if not no_report:
         from jimeng_batch.outputs.report import write_report
 
-        write_report(into)
+        write_report(into, title=done.title)
 
 
 def _attach_simulator() -> None:

@@ -126,6 +126,19 @@ def drive(manifest: Path, server: SimServer | None, *, out: Path, tokens: list[s
     return Driven(result, ledger, out, sleep.calls, changes)
 
 
+def planned_folder(manifest: Path, out: Path) -> Path:
+    """An output folder whose ledger holds ``manifest``'s requests planned, none sent (a run stopped before its
+    first submit)."""
+    loaded = load_manifest(manifest)
+    ledger = Ledger.in_folder(out)
+    try:
+        ledger.begin_run(loaded.display, "sha", "test", {})
+        ledger.add_planned(i for i in iter_distinct(loaded) if isinstance(i, RequestSpec))
+    finally:
+        ledger.close()
+    return out
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

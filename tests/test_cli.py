@@ -9,9 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from conftest import REPO, run_main
+from run_helpers import planned_folder
 
 from jimeng_batch.cli import cli
 from jimeng_batch.protocol import catalog
@@ -137,6 +139,77 @@ def test_models_say_how_many_images_each_makes_and_which_pick_the_ratio() -> Non
     assert (rows["jimeng-4.0"]["max_images"], rows["jimeng-3.0"]["intelligent_ratio"]) == (4, False)
     table = CliRunner().invoke(cli, ["models", "--type", "image"]).output
     assert "1-8, intelligent ratio" in table
+
+
+def _every_option() -> list[tuple[str, click.Option]]:
+    """Every option of every command (groups walked), with the command's name."""
+    found: list[tuple[str, click.Option]] = []
+
+    def walk(group: click.Group, prefix: str) -> None:
+        for name, command in sorted(group.commands.items()):
+            if isinstance(command, click.Group):
+                walk(command, f"{prefix}{name} ")
+                continue
+            found.extend([(f"{prefix}{name}", p) for p in command.params
+                          if isinstance(p, click.Option) and p.name not in ("help", "version")])
+
+    walk(cli, "")
+    return found
+
+
+# Options whose value has a unit, by how their name ends, and the words their help must use for it.
+_UNITS = {"-bytes": "bytes", "-per-second": "per second", "-deadline": "second", "-interval": "second",
+          "-floor": "second", "-ttl": "second", "-rate": "bytes per second", "budget": "credits"}
+
+
+def test_every_option_says_its_default_and_unit() -> None:
+    options = _every_option()
+    assert len(options) > 100  # every command's, the shared run options once per command
+    undocumented = [f"{command} {option.opts[0]}" for command, option in options if not (option.help or "").strip()]
+    assert not undocumented
+    no_default = [f"{command} {option.opts[0]}" for command, option in options
+                  if not option.required and "default" not in (option.help or "").lower()
+                  and not (option.show_default and option.default is not None)]
+    assert not no_default
+    no_unit = [f"{command} {option.opts[0]}" for command, option in options
+               for ending, unit in _UNITS.items()
+               if option.opts[0].endswith(ending) and unit not in (option.help or "").lower()]
+    assert not no_unit
+    text = CliRunner().invoke(cli, ["run", "--help"], terminal_width=110).output
+    assert "(default 16777216, 16 MiB)" in " ".join(text.split())  # the rate-limit and retry options say theirs
+    assert "default: no limit" in " ".join(text.split()) and "1 s doubling to 60 s" in " ".join(text.split())
+
+
+def test_models_show_estimated_credits() -> None:
+    video = CliRunner().invoke(cli, ["models", "--type", "video"]).output
+    row = next(line for line in video.splitlines() if "│ jimeng-video-3.0 " in line)
+    assert "est. credits" in video and "720p 2, 1080p 3/s" in row
+    images = CliRunner().invoke(cli, ["models", "--type", "image"]).output
+    row = next(line for line in images.splitlines() if "│ jimeng-5.0 " in line)
+    assert "2k 2, 4k 4 " in row and "1k" not in row  # only the resolutions the model has
+    assert "estimate per request by resolution (images), per second of video" in images
+
+
+def test_the_plan_summary_shows_the_shard(write: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    path = write("m.yaml", "jobs:\n  - {type: image, prompt: [a, b, c, d, e, f], count: 1}\n")
+    code, out, err = run_main(["plan", str(path), "--shard", "2/3"], capsys)
+    assert code == 0, err
+    assert out.startswith("Plan for m.yaml (region cn, protocol live, shard 2/3)")
+    assert "distinct request(s) in shard 2/3" in out
+    code, out, _ = run_main(["plan", str(path)], capsys)
+    assert "shard" not in out
+
+
+def test_report_of_a_planned_only_folder_is_clean(write: Callable[..., Path], tmp_path: Path) -> None:
+    """No matplotlib warning (an empty legend) for a folder where nothing was sent yet: in a process of its own,
+    with every warning an error."""
+    folder = planned_folder(write("m.yaml", "jobs:\n  - {type: image, model: jimeng-4.0, prompt: [a, b]}\n"),
+                            tmp_path / "out")
+    done = subprocess.run([sys.executable, "-W", "error", "-m", "jimeng_batch", "report", str(folder),
+                           "--no-summary"], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and "0 of 2 succeeded" in done.stdout
 
 
 def test_every_example_job_validates(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

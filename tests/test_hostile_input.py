@@ -230,7 +230,7 @@ def test_report_and_export_on_folders_that_cannot_be_written(write: Callable[...
     manifest = write("m.yaml", "jobs: [{type: image, prompt: a}]\n")
     code, _, err = run_main(["run", str(manifest), "--sim", "--out", "out", "--quiet", "--no-cache"], capsys)
     assert code == 0, err
-    code, _, err = run_main(["export", "out", "--to", "/proc/nope/dataset"], capsys)
+    code, _, err = run_main(["export", "out", "--to", "/proc/nope/dataset", "--allow-simulated"], capsys)
     assert code == 2 and "cannot create a folder here" in err and "(--to)" in err, err
     # A read-only folder (as root, permissions do not stop writes: the file system's refusal is stood in for).
     real_open = pathlib.Path.open

@@ -94,6 +94,10 @@ def test_merged_shards_report_what_the_unsharded_run_reports(folders: Path,
     assert event_runs == 3  # every event points at its (renumbered) run
     for name in ("results.parquet", "results.csv", "results.jsonl", "report.md", "report.html"):
         assert (merged / name).is_file()
+    # titled with the manifest's name (m.yaml), not with the folder it was merged into
+    markdown = (merged / "report.md").read_text(encoding="utf-8")
+    assert "## jimeng-batch: m " in markdown and "jimeng-batch: merged" not in markdown
+    assert "<title>jimeng-batch report: m</title>" in (merged / "report.html").read_text(encoding="utf-8")
 
 
 def test_a_request_in_several_inputs_keeps_its_furthest_state(folders: Path,
@@ -129,6 +133,32 @@ def test_inputs_that_disagree_are_refused(folders: Path, capsys: pytest.CaptureF
     code, _, err = run_main(["merge", "s1", "other", "--into", "merged"], capsys)
     assert code == 2 and f"request {key}: s1 and other disagree on its submit_id" in err
     assert not (folders / "merged").exists()
+
+
+def test_folders_of_different_manifests_are_refused(folders: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another manifest's folder (here: s1's ledger as if its runs were of other.yaml, whose content differs)."""
+    shutil.copytree(folders / "s1", folders / "other")
+    db = sqlite3.connect(folders / "other" / "ledger.sqlite")
+    with db:
+        db.execute("UPDATE runs SET manifest = 'other.yaml', manifest_sha256 = ?", ("ab" * 32,))
+    db.close()
+    code, _, err = run_main(["merge", "s2", "other", "--into", "merged"], capsys)
+    assert code == 2, err
+    assert "the folders hold runs of 2 different manifests" in err and "other (sha256 abababababab…, in other)" in err
+    assert "m (sha256 " in err and "--allow-different" in err
+    assert not (folders / "merged").exists()
+    code, _, err = run_main(["merge", "s2", "other", "--into", "merged", "--allow-different"], capsys)
+    assert code == 0, err
+    assert "## jimeng-batch: m + other " in (folders / "merged" / "report.md").read_text(encoding="utf-8")
+    # the same file planned with other spreadsheet options (a CSV's --region, --model, ...) is another plan
+    shutil.copytree(folders / "s1", folders / "elsewhere")
+    db = sqlite3.connect(folders / "elsewhere" / "ledger.sqlite")
+    with db:
+        db.execute("UPDATE runs SET options = json_set(options, '$.config.sheet.region', 'us')")
+    db.close()
+    code, _, err = run_main(["merge", "s2", "elsewhere", "--into", "merged2"], capsys)
+    assert code == 2 and "one manifest planned with different spreadsheet options" in err, err
+    assert '"region": "us"' in err and "--allow-different" in err
 
 
 def test_a_changed_file_stops_the_merge(folders: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,6 +115,8 @@ def test_every_output_says_where_results_came_from(tmp_path: Path, capsys: pytes
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {row["origin"].split(":")[0] for row in rows} == {"simulator"}
     code, _, err = run_main(["export", "out", "--to", "dataset"], capsys)
+    assert code == 2 and "come from the simulator" in err and "--allow-simulated" in err, err
+    code, _, err = run_main(["export", "out", "--to", "dataset", "--allow-simulated"], capsys)
     assert code == 0, err
     card = (tmp_path / "dataset" / "README.md").read_text().lower()
     assert "simulated" in card
@@ -135,12 +137,13 @@ def test_export_and_merge_refuse_to_mix_origins(tmp_path: Path, capsys: pytest.C
                          "--no-report", *FAST], capsys)[0] == 0
     code, _, err = run_main(["merge", "sim", "live", "--into", "merged"], capsys)
     assert code == 2 and "origins" in err and "--allow-mixed-origins" in err, err
-    code, _, err = run_main(["merge", "sim", "live", "--into", "merged", "--allow-mixed-origins", "--no-report"],
-                            capsys)
+    code, _, err = run_main(["merge", "sim", "live", "--into", "merged", "--allow-mixed-origins", "--no-report",
+                             "--allow-different"], capsys)  # two manifests, too
     assert code == 0, err
-    code, _, err = run_main(["export", "merged", "--to", "dataset"], capsys)
+    code, _, err = run_main(["export", "merged", "--to", "dataset", "--allow-simulated"], capsys)
     assert code == 2 and "origins" in err, err
-    assert run_main(["export", "merged", "--to", "dataset", "--allow-mixed-origins"], capsys)[0] == 0
+    assert run_main(["export", "merged", "--to", "dataset", "--allow-mixed-origins", "--allow-simulated"],
+                    capsys)[0] == 0
 
 
 # -- 2. the manifest decides what is sent -------------------------------------------------------------------------

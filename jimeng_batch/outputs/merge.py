@@ -5,7 +5,10 @@ and for each request key the row of the input where it got furthest (downloaded 
 before in flight before planned; the first input on a tie), with that input's events, attempts and files. Calls
 not tied to one request (batched polls) are all kept. Two inputs that disagree on a key's ``submit_id`` or
 parameters did not come from the same manifest rules, and the merge refuses them. Files are hard-linked where the
-file system allows (else copied) and checked against the sha256 the ledger recorded.
+file system allows (else copied) and checked against the sha256 the ledger recorded. Inputs whose runs were of
+different manifests (by the manifest's sha256: its content) are refused unless allowed: shards of one manifest
+merge into its run, the folders of two manifests into a report of neither. The merged report is titled with the
+manifest's name.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Merged:
     requests: int
     files: int
     duplicates: int  # keys found in more than one input
+    title: str  # the manifest's name (the names of the manifests, when different ones were allowed)
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
@@ -51,7 +55,8 @@ def _rows(db: sqlite3.Connection, table: str, columns: list[str], order: str) ->
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool = False) -> Merged:
+def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool = False,
+                  allow_different: bool = False) -> Merged:
     """Merge the output folders ``inputs`` into the new folder ``into``."""
     if not inputs:
         raise ConfigError("merge: name at least one output folder to merge")
@@ -67,6 +72,7 @@ def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool =
     created = not into.exists()
     try:
         _check_origins(inputs, sources, allow_mixed_origins)
+        title = _check_manifests(inputs, sources, allow_different)
         chosen, duplicates = _choose(inputs, sources)
         target = Ledger.in_folder(into)
         try:
@@ -82,7 +88,37 @@ def merge_folders(inputs: list[Path], into: Path, *, allow_mixed_origins: bool =
     finally:
         for source in sources:
             source.close()
-    return Merged(into, len(inputs), runs, len(chosen), files, duplicates)
+    return Merged(into, len(inputs), runs, len(chosen), files, duplicates, title)
+
+
+def _manifests(source: Ledger) -> dict[tuple[str, str], str]:
+    """The plans a folder's runs made: (manifest sha256, the spreadsheet options they were planned with) -> the
+    manifest's name (the file's stem, as `run` names its folder). The shard is not part of it: shards of one
+    manifest are what a merge is for."""
+    plans: dict[tuple[str, str], str] = {}
+    for sha, name, options in source.db.execute("SELECT manifest_sha256, manifest, options FROM runs ORDER BY id"):
+        sheet = (json.loads(options or "{}").get("config") or {}).get("sheet")
+        plans[(str(sha), json.dumps(sheet, sort_keys=True))] = Path(str(name)).stem
+    return plans
+
+
+def _check_manifests(inputs: list[Path], sources: list[Ledger], allowed: bool) -> str:
+    """Refuse inputs of different manifests, or of one manifest planned with different spreadsheet options
+    (unless ``allowed``); the merged folder's title: the manifest's name (the names, joined, when different
+    manifests were allowed; the first folder's name when no run names one)."""
+    found: dict[tuple[str, str], tuple[str, list[str]]] = {}  # plan -> (name, the folders holding runs of it)
+    for folder, source in zip(inputs, sources, strict=True):
+        for plan, name in _manifests(source).items():
+            found.setdefault(plan, (name, []))[1].append(display_path(folder))
+    if len(found) > 1 and not allowed:
+        same_file = len({sha for sha, _ in found}) == 1
+        what = "one manifest planned with different spreadsheet options (--region, --type, --model, ...)" \
+            if same_file else f"{len({sha for sha, _ in found})} different manifests"
+        listed = "; ".join(f"{name} (sha256 {sha[:12]}…" + (f", options {sheet}" if same_file else "")
+                           + f", in {', '.join(folders)})" for (sha, sheet), (name, folders) in found.items())
+        raise ConfigError(f"merge: the folders hold runs of {what}: {listed}; merge the runs of one manifest (its "
+                          "shards), or give --allow-different")
+    return " + ".join(dict.fromkeys(name for name, _ in found.values())) or inputs[0].name
 
 
 def _check_origins(inputs: list[Path], sources: list[Ledger], allowed: bool) -> None:

@@ -48,13 +48,15 @@ class Report:
     markdown: str
 
 
-def write_report(out_dir: Path, *, step_summary: bool = True) -> Report:
+def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None = None) -> Report:
     """Compute the report of ``out_dir``'s ledger and write every file; append ``report.md`` to
-    ``$GITHUB_STEP_SUMMARY`` when that is set (and ``step_summary``)."""
+    ``$GITHUB_STEP_SUMMARY`` when that is set (and ``step_summary``). ``title``: what the reports are titled
+    (default: the folder's name)."""
+    title = title or out_dir.name
     tables = read_tables(out_dir)
     results = results_frame(tables)
     metrics = compute_metrics(results, tables.attempts, tables.runs)
-    markdown = render_markdown(metrics, out_dir.name)
+    markdown = render_markdown(metrics, title)
     written = [
         _write_file(out_dir / "results.parquet", lambda path: results.to_parquet(path, index=False,
                                                                                   engine="pyarrow")),
@@ -63,7 +65,7 @@ def write_report(out_dir: Path, *, step_summary: bool = True) -> Report:
         _write_bytes(out_dir / "metrics.json",
                      lambda: (json.dumps(metrics, indent=2, ensure_ascii=False) + "\n").encode("utf-8")),
         _write_bytes(out_dir / "report.md", lambda: markdown.encode("utf-8")),
-        _write_bytes(out_dir / "report.html", lambda: render_html(results, metrics, out_dir).encode("utf-8")),
+        _write_bytes(out_dir / "report.html", lambda: render_html(results, metrics, out_dir, title).encode("utf-8")),
     ]
     summary_path = os.environ.get(SUMMARY_ENV)
     if step_summary and summary_path:
@@ -276,14 +278,15 @@ def _img(data: bytes, mime: str, alt: str, css: str = "") -> str:
     return f'<img{klass} alt="{html.escape(alt)}" src="data:{mime};base64,{encoded}">'
 
 
-def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path) -> str:
+def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, title: str | None = None) -> str:
     """One self-contained page: summary, tables, plots (inline PNG) and a contact sheet (inline JPEG)."""
     overall = metrics["overall"]
+    title = title or out_dir.name
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>jimeng-batch report: "
-             f"{html.escape(out_dir.name)}</title><style>{_STYLE}</style></head><body>",
+             f"{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
              *([f"<p class=simulated><strong>Simulated run</strong>: {html.escape(simulated)}.</p>"]
                if (simulated := _simulated(metrics)) else []),
-             f"<h1>jimeng-batch report: {html.escape(out_dir.name)}</h1>",
+             f"<h1>jimeng-batch report: {html.escape(title)}</h1>",
              *([f"<p>Origin: {html.escape(_origins(metrics).replace('`', ''))}.</p>"] if metrics.get("origins")
                else []),
              f"<p>{metrics['successRequests']} of {metrics['totalRequests']} requests succeeded, "
@@ -386,7 +389,8 @@ def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, by
                 left = [a + b for a, b in zip(left, widths, strict=True)]
         axes.set_xlabel("requests")
         axes.set_title("Outcomes by model")
-        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+        if any(left):  # nothing finished yet (a planned-only folder): no bars, so no legend to draw
+            axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
         save(figure, "Outcomes by model")
     return plots
 

@@ -14,6 +14,8 @@ from jimeng_batch.sim.server import serve_forever
 
 __all__ = ["sim"]
 
+_DEFAULTS = SimConfig()  # what the help texts give as defaults
+
 
 @click.group(name="sim")
 def sim() -> None:
@@ -25,11 +27,14 @@ def sim() -> None:
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on; 0 picks a free one.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML file with simulator settings (see docs/simulator.md).")
-@click.option("--profile", type=click.Choice(PROFILES), help="Error-code profile; overrides the config's.")
-@click.option("--seed", type=int, help="Random seed; overrides the config's.")
+              help="YAML file with simulator settings (see docs/simulator.md; default: the built-in ones).")
+@click.option("--profile", type=click.Choice(PROFILES),
+              help=f"Error-code profile; overrides the config's (default: the config's, else {_DEFAULTS.profile}).")
+@click.option("--seed", type=int,
+              help=f"Random seed; overrides the config's (default: the config's, else {_DEFAULTS.seed}).")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Keep accounts and records in this file, and find them there again when started anew.")
+              help="Keep accounts and records in this file, and find them there again when started anew "
+                   "(default: in memory only).")
 def serve(host: str, port: int, config_path: Path | None, profile: str | None, seed: int | None,
           state_path: Path | None) -> None:
     """Serve until stopped. The first line printed is the base URL."""
