@@ -42,6 +42,7 @@ from jimeng_batch.engine.ledger import Ledger, QueueSight, RequestRow
 from jimeng_batch.engine.poller import BatchPoller
 from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.retry import Retrier, limited
+from jimeng_batch.engine.run_log import step
 from jimeng_batch.engine.states import State
 from jimeng_batch.engine.submission import Submission
 from jimeng_batch.engine.token_pool import TokenPool, TokenState
@@ -179,7 +180,8 @@ class Executor:
         if self.stop_reason is None:
             self.stop_reason = reason
             self.stop_message = message
-            log.warning("no new submits: %s", message or reason)
+            log.warning("no new submits (%s)%s; what is in flight is finished", reason,
+                        f": {message}" if message else "", extra=step("stop", reason=reason))
 
     def interrupt(self) -> None:
         """Ctrl-C or SIGTERM: the same drain as a stop."""
