@@ -22,7 +22,6 @@ crash; the log is its account for people), so logging costs a run one ``logging`
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import time
@@ -66,46 +65,46 @@ def enabled() -> bool:
     return log.isEnabledFor(logging.INFO)
 
 
-class _Scrubbed(logging.Filter):
-    """Log records with every form of the pool's tokens taken out (a server's text may quote them), on one line."""
-
-    def __init__(self, scrub: Callable[[str], str]) -> None:
-        super().__init__()
-        self.scrub = scrub
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = printable(self.scrub(record.getMessage())), None  # one line a record
-        found = getattr(record, STEP, None)
-        if isinstance(found, Step) and any(isinstance(value, str) for value in found.fields.values()):
-            setattr(record, STEP, dataclasses.replace(found, fields={
-                name: printable(self.scrub(value)) if isinstance(value, str) else value
-                for name, value in found.fields.items()}))
-        return True
-
-
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted: steps come many a second
+
+
 def _time(created: float) -> str:
     """UTC, to the millisecond: the same in every time zone a run or its CI job may be in."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
+    global _second
+    whole = int(created)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int(created * 1000) % 1000:03d}Z"
 
 
 class RunLogFormatter(logging.Formatter):
     """One line per record, in the form of ``fmt``; ``run`` is the id of the run being logged (None before the
-    ledger has given it one)."""
+    ledger has given it one).
 
-    def __init__(self, fmt: LogFormat = "text") -> None:
+    Every text of a record, its message and its fields, has every form of the pool's tokens taken out by
+    ``scrub`` (a server's text may quote them), is made printable on one line, and only then cut to
+    :data:`MAX_TEXT` (a token cut in half would no longer be found).
+    """
+
+    def __init__(self, fmt: LogFormat = "text", scrub: Callable[[str], str] = str) -> None:
         super().__init__()
         self.form = fmt
+        self.scrub = scrub
         self.run: int | None = None
+
+    def _clean(self, text: str) -> str:
+        return _cut(printable(self.scrub(text)))
 
     def format(self, record: logging.LogRecord) -> str:
         found = getattr(record, STEP, None)
         found = found if isinstance(found, Step) else Step("log")
-        detail = _cut(record.getMessage()) or None
-        fields = {name: _cut(value) if isinstance(value, str) else value for name, value in found.fields.items()}
+        detail = self._clean(record.getMessage()) or None
+        fields = {name: self._clean(value) if isinstance(value, str) else value
+                  for name, value in found.fields.items()}
         if detail is not None and fields.get("message") == detail:
             del fields["message"]  # said once
         if self.form == "json":
@@ -173,8 +172,7 @@ def file_log(folder: Path, scrub: Callable[[str], str] = str, fmt: LogFormat = "
         handler = _Handler(folder / LOG_NAME, encoding="utf-8")
     except OSError as exc:
         raise OutputError(f"{folder / LOG_NAME}: cannot write the run log ({exc.strerror or exc})") from exc
-    handler.addFilter(_Scrubbed(scrub))
-    formatter = RunLogFormatter(fmt)
+    formatter = RunLogFormatter(fmt, scrub)
     handler.setFormatter(formatter)
     logger = logging.getLogger("jimeng_batch")
     logger.addHandler(handler)
