@@ -110,7 +110,7 @@ class RunLogFormatter(logging.Formatter):
         if self.form == "json":
             line = {"time": _time(record.created), "run": self.run, "level": record.levelname.lower(),
                     "event": found.event, "key": found.key, "state": found.state, "detail": detail, **fields}
-            return json.dumps(line, ensure_ascii=False, default=str)
+            return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
         head = f"{_time(record.created)} {record.levelname}"
         if found.event == "log":
             return f"{head} {detail or ''}"
