@@ -258,3 +258,17 @@ def test_a_line_is_scrubbed_before_it_is_cut(tmp_path: Path) -> None:
     line = (tmp_path / "run.log").read_text(encoding="utf-8")
     assert line.count("\n") == 1 and "\x1b" not in line and SECRET[:12] not in line
     assert " WARNING stays k1 submitted: xxx" in line and "code=500" in line
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_token_out_of_credits_is_a_stop_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sim.yaml").write_text(f"images_per_request: 1\naccounts: {{{TOKEN}: 2}}\n", encoding="utf-8")
+    monkeypatch.setenv("JIMENG_SESSIONID", TOKEN)
+    manifest = write_manifest(tmp_path, "jobs:\n  - {type: image, resolution: 1k, prompt: [a, b, c, d, e, f]}\n")
+    result = api.run(manifest, out=tmp_path / "out", sim=True, quiet=True, sim_config=tmp_path / "sim.yaml",
+                     concurrency=1, preflight="off", account_catalog="off", **FAST)
+    assert result.stop_reason == "credits"
+    lines = (tmp_path / "out" / "run.log").read_text(encoding="utf-8").splitlines()
+    assert any(" WARNING stop: no new submits (credits)" in line for line in lines), lines
+    assert any("token tokA…(32) exhausted" in line for line in lines)
+    assert "exit_code=3" in lines[-1] and "reason=credits" in lines[-1] and TOKEN not in "\n".join(lines)
