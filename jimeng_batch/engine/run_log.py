@@ -14,7 +14,7 @@ line (event ``run``, state ``started``: its id, start, manifest, jimeng-batch ve
 (state ``finished``, ``stopped``, ``interrupted`` or ``failed``, and the exit code).
 
 No token is ever written: every line passes through the run's token scrubber (:class:`~jimeng_batch.protocol.
-tokens.Scrubber`) and is made printable on one line (:func:`~jimeng_batch.errors.printable`) before it is formatted.
+tokens.Scrubber`) and is made printable on one line (:func:`~jimeng_batch.errors.printable`) as it is formatted.
 Lines are written as they happen, without an fsync of their own (the ledger is the record that must survive a
 crash; the log is its account for people), so logging costs a run one ``logging`` call per step.
 """
@@ -75,10 +75,10 @@ _second: tuple[int, str] = (-1, "")  # the last second formatted: steps come man
 def _time(created: float) -> str:
     """UTC, to the millisecond: the same in every time zone a run or its CI job may be in."""
     global _second
-    whole = int(created)
-    if _second[0] != whole:
-        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{_second[1]}.{int(created * 1000) % 1000:03d}Z"
+    whole, cached = int(created), _second  # read once: another thread's run may replace it meanwhile
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int(created * 1000) % 1000:03d}Z"
 
 
 class RunLogFormatter(logging.Formatter):
