@@ -45,6 +45,7 @@ from jimeng_batch.engine.doctor import doctor as run_doctor
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.engine.lock import FolderLock, holder
 from jimeng_batch.engine.result import EXIT_STOPPED, RunResult, verdict
+from jimeng_batch.engine.run_log import LOG_FORMATS
 from jimeng_batch.engine.runner import configure, configure_resume, output_folder, run_tokens
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, describe, printable
@@ -769,6 +770,9 @@ def run_options_flags(command: F) -> F:
                           "(default: all of them), or none."),
         click.option("--report/--no-report", default=None,
                      help="Write the report files when the run ends (default: on)."),
+        click.option("--log-format", type=click.Choice(list(LOG_FORMATS)), default=None,
+                     help="The lines of run.log: text (for people) or json (one object a line, for machines); "
+                          f"kept by resume (default {defaults.log_format})."),
         click.option("--allow-mixed-origins", is_flag=True, default=None,
                      help="Let results of another origin (the simulator, another host) share the output folder "
                           "(default: refused)."),

@@ -24,6 +24,7 @@ import httpx
 
 from jimeng_batch.engine.cache import DEFAULT_TTL, default_cache_path
 from jimeng_batch.engine.retry import RetryPolicy
+from jimeng_batch.engine.run_log import LOG_FORMATS, LogFormat
 from jimeng_batch.engine.states import FAIL_ON_STATES, State
 from jimeng_batch.errors import ConfigError, describe
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
@@ -112,6 +113,7 @@ class RunConfig:
     fail_on: frozenset[State] = frozenset(FAIL_ON_STATES)
     report: bool = True
     download: bool = True
+    log_format: LogFormat = "text"  # run.log's lines (engine/run_log.py): text for people, json for machines
     allow_mixed_origins: bool = False  # results of another origin may share the output folder
     # Send models the live service refuses to plain HTTP clients (catalog.needs_a_bogus) anyway; kept by resume.
     allow_unsupported: bool = False
@@ -242,6 +244,8 @@ def _problems(config: RunConfig) -> list[str]:
         found.append(f"budget must be a number of credits (0 or more), not {config.budget}")
     if config.preflight not in PREFLIGHT_MODES:
         found.append(f"preflight must be one of {', '.join(PREFLIGHT_MODES)}, not {config.preflight!r}")
+    if config.log_format not in LOG_FORMATS:
+        found.append(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {config.log_format!r}")
     if config.account_catalog not in CATALOG_MODES:
         found.append(f"account_catalog must be one of {', '.join(CATALOG_MODES)}, not {config.account_catalog!r}")
     for name in ("lost_after", "call_deadline", "download_floor"):

@@ -20,7 +20,6 @@ import asyncio
 import dataclasses
 import hashlib
 import io
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,13 +31,12 @@ from aiolimiter import AsyncLimiter
 from jimeng_batch.engine.cache import ResultCache
 from jimeng_batch.engine.ledger import AssetRecord, Ledger, RequestRow
 from jimeng_batch.engine.retry import Retrier, limited
+from jimeng_batch.engine.run_log import log, step
 from jimeng_batch.errors import APIError, OutputError, RequestFailedError, RetryableAPIError
 from jimeng_batch.files import copy_verified
 from jimeng_batch.protocol.client import HistoryRecord, Item, JimengClient
 from jimeng_batch.protocol.outcomes import classify, error_for
 from jimeng_batch.protocol.tokens import Token
-
-log = logging.getLogger("jimeng_batch.run")
 
 ASSETS_DIR = "assets"
 HIGH, PREVIEW = "high", "preview"  # the versions of a video (AssetRecord.variant)
@@ -244,7 +242,10 @@ class Downloads:
             done = {asset.index for asset in self.ledger.assets_of(row.key)}
             for index, item in enumerate(record.items):
                 if index not in done:
-                    self.ledger.add_asset(row.key, await self._fetch_one(row, token, index, item))
+                    asset = await self._fetch_one(row, token, index, item)
+                    self.ledger.add_asset(row.key, asset)
+                    log.info("%s", asset.path, extra=step("download", row.key, row.state, bytes=asset.size,
+                                                          variant=asset.variant, fallback=asset.fallback_reason))
         except _Unlisted:
             log.warning("%s: the finished job's files cannot be listed now; left for the next run", row.key)
             return None

@@ -43,6 +43,7 @@ from jimeng_batch.engine.poller import BatchPoller
 from jimeng_batch.engine.progress import Sight, error_line
 from jimeng_batch.engine.result import RunResult
 from jimeng_batch.engine.retry import Retrier, limited
+from jimeng_batch.engine.run_log import step
 from jimeng_batch.engine.states import State
 from jimeng_batch.engine.submission import Submission
 from jimeng_batch.engine.token_pool import TokenPool, TokenState
@@ -205,7 +206,8 @@ class Executor:
         if self.stop_reason is None:
             self.stop_reason = reason
             self.stop_message = message
-            log.warning("no new submits: %s", message or reason)
+            log.warning("no new submits (%s)%s; what is in flight is finished", reason,
+                        f": {message}" if message else "", extra=step("stop", reason=reason))
 
     def interrupt(self) -> None:
         """Ctrl-C or SIGTERM: the same drain as a stop."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sqlite3
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jimeng_batch.engine.run_log import enabled, log, step
 from jimeng_batch.engine.states import STATES, State
 from jimeng_batch.errors import APIError, ConfigError, LedgerError
 from jimeng_batch.files import file_sha256, make_folder
@@ -209,6 +211,9 @@ class RequestRow:
                                 Source(self.source_file, self.job, 0, self.source_row), self.estimated_credits)
 
 
+# What the run log shows of a state change besides its detail: small values, never a payload (the token column
+# holds the masked label; the message is the service's one-line message, scrubbed like the detail).
+_LOGGED_COLUMNS = ("token", "history_record_id", "shared_from", "reason", "code", "message")
 _ROW_COLUMNS = ("key, submit_id, ord, job, type, model, resolution, params, estimated_credits, state, token, "
                 "history_record_id, code, reason, submitted_at, sample, source_file, source_row, account, origin, "
                 "planned_in")
@@ -289,6 +294,7 @@ class Ledger:
                 self.db.close()
             raise LedgerError(f"{path}: not a usable ledger ({exc}); move it away to start afresh") from exc
         self.run_id: int | None = None
+        self.run_started = 0.0  # when the run recorded by begin_run started (unix time)
         self.plan_id: int | None = None  # the run whose plan is current (None: a plan from before plans had ids)
         # Every text the ledger stores from a server passes through this (a run sets it to its token scrubber):
         # a server that quotes the request's cookie back must not put a session token on disk.
@@ -375,10 +381,12 @@ class Ledger:
     @_writes
     def begin_run(self, manifest: str, manifest_sha256: str, tool_version: str, options: dict[str, Any], *,
                   origin: str | None = None, pid: int | None = None) -> int:
+        self.run_started = self._clock()
         cursor = self.db.execute(
             "INSERT INTO runs (started_at, manifest, manifest_sha256, tool_version, options, origin, pid) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self._clock(), manifest, manifest_sha256, tool_version, json.dumps(options, sort_keys=True), origin, pid),
+            (self.run_started, manifest, manifest_sha256, tool_version, json.dumps(options, sort_keys=True), origin,
+             pid),
         )
         self.run_id = int(cursor.lastrowid or 0)
         return self.run_id
@@ -446,6 +454,12 @@ class Ledger:
         """
         now = self._clock()
         with self._transaction():
+            logged = enabled()
+            aside = self.db.execute(
+                "SELECT key FROM requests WHERE state IN ('planned', 'skipped') AND (planned_in IS NULL OR "
+                "planned_in != ?)", (plan,)).fetchall() if logged else []
+            back = self.db.execute("SELECT key FROM requests WHERE state = 'removed' AND planned_in = ?",
+                                   (plan,)).fetchall() if logged else []
             self.db.execute(
                 "INSERT INTO events (key, run_id, state, at, detail) SELECT key, ?, 'removed', ?, 'no longer in the "
                 "manifest: set aside, never sent' FROM requests WHERE state IN ('planned', 'skipped') AND "
@@ -459,6 +473,10 @@ class Ledger:
             restored = self.db.execute(
                 "UPDATE requests SET state = 'planned', reason = NULL, updated_at = ? WHERE state = 'removed' AND "
                 "planned_in = ?", (now, plan)).rowcount
+        for (key,) in aside:
+            log.info("no longer in the manifest: set aside, never sent", extra=step("state", key, State.REMOVED))
+        for (key,) in back:
+            log.info("back in the manifest", extra=step("state", key, State.PLANNED))
         return int(removed), int(restored)
 
     def unplanned_count(self, planned: Callable[[str], bool]) -> int:
@@ -505,10 +523,12 @@ class Ledger:
     def note(self, key: str, state: State, *, detail: str, **fields: Any) -> None:
         """Record why a request stays where it is (an event in its current state), updating ``fields`` but none
         of its times: a transient failure that leaves it for the next run."""
-        self._change(key, state, self._clock(), detail, dict(fields))
+        self._change(key, state, self._clock(), detail, dict(fields), event="stays")
 
-    def _change(self, key: str, state: State, now: float, detail: str | None, columns: dict[str, Any]) -> None:
-        """Update a request's columns and record the event, in one commit; server text is scrubbed first."""
+    def _change(self, key: str, state: State, now: float, detail: str | None, columns: dict[str, Any],
+                event: str = "state") -> None:
+        """Update a request's columns and record the event, in one commit; server text is scrubbed first. The
+        event is the run log's line too (one logging call: the ledger is where every state change is written)."""
         if detail is not None:
             detail = self.scrub(detail)
         if columns.get("message") is not None:
@@ -520,6 +540,10 @@ class Ledger:
             self.db.execute("INSERT INTO events (key, run_id, state, at, detail) VALUES (?, ?, ?, ?, ?)",
                             (key, self.run_id, state, now, detail))
             self._flush_counters()
+        if enabled():
+            shown: dict[str, Any] = {name: columns.get(name) for name in _LOGGED_COLUMNS}
+            log.log(logging.WARNING if event == "stays" else logging.INFO, detail or "",
+                    extra=step(event, key, state, **shown))
 
     def bump(self, key: str, column: str, by: int = 1) -> None:
         """Count a submit, poll or retry. Counters and attempts are written with the next state change (or at

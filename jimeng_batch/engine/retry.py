@@ -24,6 +24,7 @@ from typing import TypeVar
 from aiolimiter import AsyncLimiter
 
 from jimeng_batch.engine.breaker import OUTAGE_REASONS
+from jimeng_batch.engine.run_log import log, step
 from jimeng_batch.errors import APIError, RetryableAPIError
 from jimeng_batch.protocol.outcomes import Action
 
@@ -121,6 +122,12 @@ class Retrier:
                     raise
                 if key is not None and self._on_retry is not None:
                     self._on_retry(key, kind)
+                # One line per retry: which call, which try, how long it waits, and why (no payload).
+                log.info("%s failed; try %d%s in %.1f s", kind, retry + 2,
+                         "" if deadline is not None else f" of {self.policy.max_retries + 1}", wait,
+                         extra=step("retry", key, said=("kind", "attempt", "wait"), kind=kind, attempt=retry + 2,
+                                    wait=round(wait, 3), reason=error.rule.reason, code=error.code,
+                                    message=str(error)))
                 if before_retry is not None:
                     before_retry(error)
                 await self._sleep(wait)

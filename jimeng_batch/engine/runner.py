@@ -19,10 +19,11 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,13 +39,13 @@ from jimeng_batch.engine.ledger import LEDGER_NAME, SIMULATOR_ORIGIN, Ledger, is
 from jimeng_batch.engine.lock import FolderLock
 from jimeng_batch.engine.progress import Progress, progress_title
 from jimeng_batch.engine.result import RunResult, exit_code
+from jimeng_batch.engine.run_log import RunLog, file_log
 from jimeng_batch.engine.settle import settle
 from jimeng_batch.engine.states import FINAL_STATES, STATES, UNFINISHED_STATES, State
 from jimeng_batch.errors import (
     APIError,
     ConfigError,
     LedgerError,
-    OutputError,
     SchemaError,
     printable,
 )
@@ -63,7 +64,6 @@ from jimeng_batch.protocol.tokens import Scrubber, Token, for_region, load_token
 log = logging.getLogger("jimeng_batch.run")
 T = TypeVar("T")
 
-LOG_NAME = "run.log"
 SIM_STATE = ".sim-state.sqlite"  # a --sim run's simulator, kept in the output folder
 SIM_TOKEN = "simulator-demo-session-0000000000"  # noqa: S105 - the simulator accepts any session; not a secret
 
@@ -79,37 +79,6 @@ def output_folder(manifest: Manifest, requested: Path | None) -> Path:
     if manifest.settings.output_dir:
         return (manifest.path.parent / manifest.settings.output_dir).resolve()
     return Path("out") / manifest.path.stem
-
-
-class _Scrubbed(logging.Filter):
-    """Log records with every form of the pool's tokens taken out (a server's text may quote them)."""
-
-    def __init__(self, scrub: Callable[[str], str]) -> None:
-        super().__init__()
-        self.scrub = scrub
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = printable(self.scrub(record.getMessage())), None  # one line a record
-        return True
-
-
-@contextlib.contextmanager
-def file_log(folder: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
-    """Log the run to ``run.log`` in the output folder (tokens are never logged: only their masked labels)."""
-    try:
-        handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(f"{folder / LOG_NAME}: cannot write the run log ({exc.strerror or exc})") from exc
-    handler.addFilter(_Scrubbed(scrub))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("jimeng_batch")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
 
 
 def run_tokens(config: RunConfig, region: str | None = None, *, uses: Mapping[str, Sequence[str]] | None = None,
@@ -427,12 +396,15 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
         resources.enter_context(FolderLock(out_dir, "run"))
         _check_origins(ledger, list(origins.values()), config, out_dir)
         ledger.scrub = scrub
-        resources.enter_context(file_log(out_dir, scrub))
+        run_log = resources.enter_context(file_log(out_dir, scrub, config.log_format))
         recorded = {"manifest": str(manifest.path.resolve()), "config": config.to_json(),
                     "tokens": [t.label for t in tokens]}
-        ledger.begin_run(manifest.display, manifest_sha256(manifest.path), __version__, recorded, origin=origin,
-                         pid=os.getpid())
+        sha256 = manifest_sha256(manifest.path)
+        ledger.begin_run(manifest.display, sha256, __version__, recorded, origin=origin, pid=os.getpid())
         try:
+            run_log.begin(ledger.run_id or 0, manifest=manifest.display, manifest_sha256=sha256, version=__version__,
+                          origin=", ".join(sorted(set(origins.values()))), started_at=ledger.run_started,
+                          tokens=len(tokens))
             planned_anew = planned is None
             if planned is None:
                 added = ledger.add_planned(item for item in iter_distinct(manifest, config.shard)
@@ -451,7 +423,7 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
             # Recorded once planning is done: a run killed while planning must plan again next time.
             ledger.set_run_options({**recorded, "plan": planned})
         except BaseException as exc:
-            _end_run(ledger, None, _status_of(exc))
+            _end_run(ledger, None, _status_of(exc), why=_why(exc))
             raise
     except BaseException:
         resources.close()
@@ -494,14 +466,30 @@ def _status_of(exc: BaseException) -> str:
     return "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else "failed"
 
 
-def _end_run(ledger: Ledger, result: RunResult | None, status: str, config: RunConfig | None = None) -> None:
-    """Record how the run ended, so no run is ever left marked `running` by anything but a kill."""
+def _end_run(ledger: Ledger, result: RunResult | None, status: str, config: RunConfig | None = None,
+             why: str | None = None) -> None:
+    """Record how the run ended, so no run is ever left marked `running` by anything but a kill; and say it as the
+    run log's last line of the run (``why``: what ended a run that has no result)."""
+    if result is None:
+        code = 130 if status == "interrupted" else 1
+        with contextlib.suppress(LedgerError):
+            ledger.end_run(status, code, status)
+        counts: Mapping[State, int] = {}
+        with contextlib.suppress(LedgerError, sqlite3.Error):
+            counts = ledger.counts()
+        RunLog.end(status, code, {str(state): n for state, n in counts.items()}, why)
+        return
+    code = exit_code(result, config.fail_on if config else frozenset())
     with contextlib.suppress(LedgerError):
-        if result is None:
-            ledger.end_run(status, 130 if status == "interrupted" else 1, status)
-        else:
-            code = exit_code(result, config.fail_on if config else frozenset())
-            ledger.end_run(status, code, result.stop_reason)
+        ledger.end_run(status, code, result.stop_reason)
+    RunLog.end(status, code, {str(state): n for state, n in result.counts.items()},
+               result.stop_message or result.stop_reason)
+
+
+def _why(exc: BaseException) -> str:
+    """What ended a run by an exception, on one line (scrubbed by the run log like every line)."""
+    return "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else \
+        f"{type(exc).__name__}: {printable(str(exc))}"
 
 
 async def _run_prepared(prepared: _Prepared, control: RunControl, *, quiet: bool, live: bool | None,
@@ -509,7 +497,7 @@ async def _run_prepared(prepared: _Prepared, control: RunControl, *, quiet: bool
     try:
         result = await _drive(prepared, control, quiet=quiet, live=live, signals=signals)
     except BaseException as exc:
-        _end_run(prepared.ledger, None, _status_of(exc))
+        _end_run(prepared.ledger, None, _status_of(exc), why=_why(exc))
         raise
     status = "interrupted" if result.interrupted else ("stopped" if result.stop_reason else "finished")
     _end_run(prepared.ledger, result, status, prepared.config)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -18,13 +17,12 @@ from aiolimiter import AsyncLimiter
 
 from jimeng_batch.engine.ledger import Ledger
 from jimeng_batch.engine.retry import Retrier
+from jimeng_batch.engine.run_log import log, step
 from jimeng_batch.errors import RequestFailedError
 from jimeng_batch.protocol.imagex import Uploader
 from jimeng_batch.protocol.outcomes import classify
 from jimeng_batch.protocol.request_spec import RequestSpec
 from jimeng_batch.protocol.tokens import Token
-
-log = logging.getLogger("jimeng_batch.run")
 
 
 class UploadUnavailable(RequestFailedError):
@@ -90,5 +88,7 @@ class Uploads:
                                         limiter=self.limiter)
         self.ledger.add_upload(token.account, self.scope(token), sha256, image.uri, image.width or None,
                                image.height or None, image.format or None, len(data))
-        log.info("uploaded %s as %s", path.name, image.uri)
+        log.info("uploaded %s as %s", path.name, image.uri, extra=step(
+            "upload", key, said=("file", "image_uri"), file=path.name, image_uri=image.uri, bytes=len(data),
+            sha256=sha256[:12], scope=self.scope(token)))
         return image.uri
