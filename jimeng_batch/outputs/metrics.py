@@ -197,8 +197,9 @@ def reuse_metrics(results: pd.DataFrame, attempts: pd.DataFrame) -> dict[str, in
     """What was not done again: requests served from the result cache, and references to local files that an
     earlier upload (this run's or a former one's, same account and region) served instead of a new upload."""
     references = 0
+    sent = results[~results["cache_hit"] & (results["submits"] > 0)]  # a cache hit sends (and uploads) nothing
     for column in ("first_frame", "end_frame", "references"):
-        for text in results[column].dropna():
+        for text in sent[column].dropna():
             decoded = json.loads(str(text))
             images = decoded if isinstance(decoded, list) else [decoded]
             references += sum(1 for image in images if isinstance(image, dict) and image.get("kind") == "file")
