@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -32,6 +32,9 @@ from jimeng_batch.outputs.results import (
     read_tables,
     results_frame,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 RESULT_FILES = ("results.parquet", "results.csv", "results.jsonl")
@@ -550,23 +553,9 @@ def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, by
         axes.set_ylabel("seconds")
         axes.set_title("Latency by stage")
         save(figure, "Latency distribution per stage")
-    buckets = metrics["throughput"]["buckets"]
-    if buckets:
-        figure = Figure(figsize=(8, 3))
-        axes = figure.add_subplot()
-        size = float(metrics["throughput"]["bucketSeconds"])
-        # Seconds since the first bucket, each bar as wide as its bucket: the axis is time, whatever the count.
-        positions = [index * size for index in range(len(buckets))]
-        succeeded = [b["succeeded"] for b in buckets]
-        failed = [b["failed"] for b in buckets]
-        axes.bar(positions, succeeded, width=size, align="edge", label="succeeded", color="#3a7")
-        axes.bar(positions, failed, width=size, align="edge", bottom=succeeded, label="failed", color="#c44")
-        axes.set_xlim(0.0, max(len(buckets), 10) * size)
-        axes.set_xlabel(f"seconds from {buckets[0]['start'][:19]} UTC ({size:g} s buckets)")
-        axes.set_ylabel("requests finished")
-        axes.set_title("Throughput over time")
-        axes.legend()
-        save(figure, "Throughput over time")
+    over_time = throughput_figure(metrics)
+    if over_time is not None:
+        save(over_time, "Throughput over time")
     by_model = metrics["byModel"]
     if by_model:
         figure = Figure(figsize=(8, 0.6 + 0.5 * len(by_model)))
@@ -585,3 +574,28 @@ def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, by
             axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
         save(figure, "Outcomes by model")
     return plots
+
+
+def throughput_figure(metrics: dict[str, Any]) -> Figure | None:
+    """Requests finished per bucket on a time axis (seconds from the first bucket, bars as wide as a bucket, at
+    least ten buckets of axis): a run that ends inside one bucket is one bar on a readable axis; None when no
+    request has finished."""
+    from matplotlib.figure import Figure
+
+    buckets = metrics["throughput"]["buckets"]
+    if not buckets:
+        return None
+    figure = Figure(figsize=(8, 3))
+    axes = figure.add_subplot()
+    size = float(metrics["throughput"]["bucketSeconds"])
+    positions = [index * size for index in range(len(buckets))]
+    succeeded = [b["succeeded"] for b in buckets]
+    failed = [b["failed"] for b in buckets]
+    axes.bar(positions, succeeded, width=size, align="edge", label="succeeded", color="#3a7")
+    axes.bar(positions, failed, width=size, align="edge", bottom=succeeded, label="failed", color="#c44")
+    axes.set_xlim(0.0, max(len(buckets), 10) * size)
+    axes.set_xlabel(f"seconds from {buckets[0]['start'][:19]} UTC ({size:g} s buckets)")
+    axes.set_ylabel("requests finished")
+    axes.set_title("Throughput over time")
+    axes.legend()
+    return figure
