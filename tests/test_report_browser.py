@@ -131,7 +131,8 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
     video = write(folder, "video.yaml", (Path(__file__).parent.parent / "jobs" / "video_frames.yaml")
                   .read_text(encoding="utf-8"))
     assert sim_run(folder, video, "video") == 0
-    assert sim_run(folder, large_manifest(folder), "large") == 1
+    fast = ["--concurrency", "32", *(f"--{kind}-per-second=1000" for kind in ("submits", "polls", "downloads"))]
+    assert sim_run(folder, large_manifest(folder), "large", *fast) == 1
     return folder
 
 
