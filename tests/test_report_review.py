@@ -18,7 +18,7 @@ from jimeng_batch.engine.ledger import Ledger
 from jimeng_batch.intake.manifest import load_manifest
 from jimeng_batch.intake.plan import iter_distinct
 from jimeng_batch.outputs.metrics import throughput
-from jimeng_batch.outputs.report import MD_FAILURE_ROWS, render_markdown, throughput_figure
+from jimeng_batch.outputs.report import MD_FAILURE_ROWS, render_html, render_markdown, throughput_figure
 from jimeng_batch.protocol.request_spec import RequestSpec
 
 
@@ -211,3 +211,15 @@ def test_report_of_a_planned_only_folder_is_clean(tmp_path: Path, recwarn: pytes
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
     text = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "Gallery: 2 request(s), 0 file(s)" in text
+
+
+def test_server_text_is_escaped_and_made_printable(runs: Path, tmp_path: Path) -> None:
+    out = runs / "mixed"
+    results = pd.read_parquet(out / "results.parquet")
+    hostile = "<script>alert(1)</script>\x1b[31m\u202e|"
+    results.loc[results["state"] == "blocked", "message"] = hostile
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    page = render_html(results, metrics, tmp_path, "t")
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;\\x1b[31m\\u202e|" in page
+    markdown = render_markdown(metrics, "t", results=results)
+    assert "&lt;script>alert(1)&lt;/script>\\x1b[31m\\u202e\\|" in markdown and "\x1b" not in markdown

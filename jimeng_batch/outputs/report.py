@@ -416,6 +416,9 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, t
         plots=plots)
 
 
+_STAGE_LABELS = {"submit": "submit", "queue": "queue", "generation": "gen", "download": "dl", "end_to_end": "total"}
+
+
 def _cards(results: pd.DataFrame, out_dir: Path, manifest_dirs: list[Path]) -> list[dict[str, Any]]:
     """One card per request, in plan order: what it asked, how it ended, its files and thumbnails."""
     cards = []
@@ -426,7 +429,7 @@ def _cards(results: pd.DataFrame, out_dir: Path, manifest_dirs: list[Path]) -> l
                                                           "fps") if not is_missing(record.get(name))]
         if not is_missing(record.get("images")):
             params.append(f"images {record['images']}")
-        timings = [f"{stage.replace('_', ' ')} {_seconds(record[f'{stage}_seconds'])}" for stage in STAGES
+        timings = [f"{_STAGE_LABELS[stage]} {_seconds(record[f'{stage}_seconds'])}" for stage in STAGES
                    if not is_missing(record[f"{stage}_seconds"])]
         code = _text(record.get("code"))
         error = " · ".join(part for part in (code and f"code {code}", _text(record.get("meaning")),
@@ -437,7 +440,6 @@ def _cards(results: pd.DataFrame, out_dir: Path, manifest_dirs: list[Path]) -> l
             "params": " · ".join(params), "timings": " · ".join(timings) or "not sent",
             "cache_hit": bool(record["cache_hit"]), "error": error, "links": paths, "thumbs": [],
             "video": [], "frames": [], "poster": None,
-            "text": " ".join([_text(record["prompt"]), str(record["key"]), code, _text(record.get("message"))]).lower(),
         }
         if video:
             card["video"] = paths
