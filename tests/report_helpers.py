@@ -3,6 +3,7 @@ rerun served from the result cache, and a large one, all through the command lin
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import textwrap
 from pathlib import Path
@@ -54,8 +55,10 @@ def write(folder: Path, name: str, text: str) -> Path:
 def sim_run(folder: Path, manifest: Path, out: str, *extra: str) -> int:
     """`run --sim` of ``manifest`` into ``folder/out`` at zero latency, with the result cache in ``folder``."""
     config = write(folder, "zero.yaml", ZERO_LATENCY)
-    return cli(["run", str(manifest), "--sim", "--sim-config", str(config), "--out", str(folder / out),
-                "--poll-interval", "0.01", "--quiet", "--cache-path", str(folder / "cache.sqlite"), *extra])
+    with contextlib.chdir(folder):  # the manifest's path as a user gives it: relative to where they are
+        return cli(["run", str(manifest.relative_to(folder)), "--sim", "--sim-config", str(config), "--out",
+                    str(folder / out), "--poll-interval", "0.01", "--quiet", "--cache-path",
+                    str(folder / "cache.sqlite"), *extra])
 
 
 def mixed_manifest(folder: Path) -> Path:
