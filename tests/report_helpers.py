@@ -61,12 +61,23 @@ def sim_run(folder: Path, manifest: Path, out: str, *extra: str) -> int:
                     str(folder / "cache.sqlite"), *extra])
 
 
-def mixed_manifest(folder: Path) -> Path:
-    """:data:`MIXED` with the repository's two frame images beside it."""
+def copy_frames(folder: Path) -> None:
+    """The repository's two frame images, in ``folder/assets`` (where the manifests here name them)."""
     (folder / "assets").mkdir(exist_ok=True)
     for name in ("first_frame.png", "end_frame.png"):
         shutil.copy(REPO / "jobs" / "assets" / name, folder / "assets" / name)
+
+
+def mixed_manifest(folder: Path) -> Path:
+    """:data:`MIXED` with the repository's two frame images beside it."""
+    copy_frames(folder)
     return write(folder, "mixed.yaml", MIXED)
+
+
+def video_manifest(folder: Path) -> Path:
+    """jobs/video_frames.yaml with its frames beside it."""
+    copy_frames(folder)
+    return write(folder, "video.yaml", (REPO / "jobs" / "video_frames.yaml").read_text(encoding="utf-8"))
 
 
 def large_manifest(folder: Path) -> Path:

@@ -1,5 +1,6 @@
-"""report.html in a real browser: a simulated run with images (and blocked requests), a first/last-frame video run
-and a run of 220 requests, each opened headless in chromium from disk.
+"""report.html in a real browser: a simulated run with images (and blocked requests) and a video, the demo
+(jobs/demo.yaml), a first/last-frame video run (jobs/video_frames.yaml) and a run of 220 requests, each opened
+headless in chromium from disk.
 
 How: chromium's ``--dump-dom`` of a copy of the page with two scripts added (one first in ``<head>`` that records
 console errors, uncaught exceptions and resources that fail to load; one run on load that makes every thumbnail
@@ -15,11 +16,14 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_helpers import LARGE_REQUESTS, large_manifest, mixed_manifest, sim_run, write
+from report_helpers import LARGE_REQUESTS, large_manifest, mixed_manifest, sim_run, video_manifest, write
+
+JOBS = Path(__file__).parent.parent / "jobs"
 
 RECORDER = """<script>
 window.__problems = [];
@@ -124,21 +128,32 @@ def _cards(out: Path) -> pd.DataFrame:
     return pd.read_parquet(out / "results.parquet")
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("browser")
-    assert sim_run(folder, mixed_manifest(folder), "mixed") == 1  # blocked prompts
-    video = write(folder, "video.yaml", (Path(__file__).parent.parent / "jobs" / "video_frames.yaml")
-                  .read_text(encoding="utf-8"))
-    assert sim_run(folder, video, "video") == 0
-    fast = ["--concurrency", "32", *(f"--{kind}-per-second=1000" for kind in ("submits", "polls", "downloads"))]
-    assert sim_run(folder, large_manifest(folder), "large", *fast) == 1
-    return folder
+RUNS: dict[str, Callable[[Path], tuple[Path, int]]] = {
+    "mixed": lambda folder: (mixed_manifest(folder), 1),  # blocked prompts fail the run
+    "demo": lambda folder: (write(folder, "demo.yaml", (JOBS / "demo.yaml").read_text(encoding="utf-8")), 0),
+    "video": lambda folder: (video_manifest(folder), 0),
+    "large": lambda folder: (large_manifest(folder), 1),
+}
+FAST = ["--concurrency", "32", *(f"--{kind}-per-second=1000" for kind in ("submits", "polls", "downloads"))]
 
 
-def test_the_report_of_a_run_with_images_and_video_works_in_a_browser(folders: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def run_folder(tmp_path: Path) -> Callable[[str], Path]:
+    """The output folder of one of :data:`RUNS`, run when a test asks for it (each test runs only its own: under
+    pytest-xdist the tests of this module may go to different workers)."""
+
+    def run(name: str) -> Path:
+        manifest, expected = RUNS[name](tmp_path)
+        assert sim_run(tmp_path, manifest, name, *(FAST if name == "large" else [])) == expected
+        return tmp_path / name
+
+    return run
+
+
+def test_the_report_of_a_run_with_images_and_video_works_in_a_browser(run_folder: Callable[[str], Path],
+                                                                      tmp_path: Path) -> None:
     chromium = _chromium()
-    out = folders / "mixed"
+    out = run_folder("mixed")
     found = _open(chromium, out, "kite", tmp_path)
     results = _cards(out)
     assert found["problems"] == [], found["problems"]
@@ -151,16 +166,25 @@ def test_the_report_of_a_run_with_images_and_video_works_in_a_browser(folders: P
     assert found["byJob"] == {"clip": 1, "pics": 8} and found["search"] == 4  # "a red kite": 2 models x 2 ratios
 
 
-def test_the_report_of_a_video_run_works_in_a_browser(folders: Path, tmp_path: Path) -> None:
+def test_the_report_of_the_demo_works_in_a_browser(run_folder: Callable[[str], Path], tmp_path: Path) -> None:
     chromium = _chromium()
-    found = _open(chromium, folders / "video", "dolly", tmp_path, screenshot=False)
+    found = _open(chromium, run_folder("demo"), "watercolor", tmp_path, screenshot=False)
+    assert found["problems"] == [] and found["broken"] == [] and found["lazy"] == 8 * 4
+    # (no request is blocked, so the state filter offers no "blocked": choosing it leaves every card shown)
+    assert found["all"] == found["downloaded"] == 8 and found["search"] == 4
+    assert found["byModel"] == {"jimeng-3.1": 4, "jimeng-4.0": 4}
+
+
+def test_the_report_of_a_video_run_works_in_a_browser(run_folder: Callable[[str], Path], tmp_path: Path) -> None:
+    chromium = _chromium()
+    found = _open(chromium, run_folder("video"), "dolly", tmp_path, screenshot=False)
     assert found["problems"] == [] and found["broken"] == []
     assert found["posters"] == [192, 192] and found["all"] == found["downloaded"] == found["search"] == 2
 
 
-def test_the_report_of_a_large_run_works_in_a_browser(folders: Path, tmp_path: Path) -> None:
+def test_the_report_of_a_large_run_works_in_a_browser(run_folder: Callable[[str], Path], tmp_path: Path) -> None:
     chromium = _chromium()
-    out = folders / "large"
+    out = run_folder("large")
     found = _open(chromium, out, "scene 10", tmp_path, screenshot=False)  # scene 10 and scene 100 ... 109
     assert found["problems"] == [] and found["broken"] == []
     assert found["all"] == LARGE_REQUESTS and found["blocked"] == 2 and found["downloaded"] == LARGE_REQUESTS - 2
