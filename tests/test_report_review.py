@@ -210,7 +210,7 @@ def test_report_of_a_planned_only_folder_is_clean(tmp_path: Path, recwarn: pytes
     assert cli(["report", str(tmp_path / "out")]) == 0  # the suite turns any warning into an error
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
     text = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "Gallery: 2 request(s), 0 file(s)" in text
+    assert "Gallery: 2 request(s), 0 file(s)" in text and "<h2>Plots</h2>" not in text  # nothing to plot yet
 
 
 def test_server_text_is_escaped_and_made_printable(runs: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from jimeng_batch.engine.ledger import is_simulated
+from jimeng_batch.engine.states import FAIL_ON_STATES, UNFINISHED_STATES
 from jimeng_batch.errors import printable
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs.metrics import compute_metrics
@@ -315,10 +316,6 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f} s"
 
 
-# What `exit_code` counts as unfinished: work in flight or not downloaded always fails a run.
-_UNFINISHED = ("submitting", "submitted", "running", "succeeded", "lost")
-
-
 def exit_why(run: dict[str, Any], by_state: dict[str, int]) -> str:
     """The last run's exit code and why it is what it is ("exit 1: 2 blocked (--fail-on includes blocked)")."""
     code = run.get("exitCode")
@@ -335,10 +332,11 @@ def exit_why(run: dict[str, Any], by_state: dict[str, int]) -> str:
         return f"exit 3: stopped for safety ({stop or 'see run.log'})"
     fail_on = set(run.get("failOn") or [])
     reasons = [f"{by_state[state]} {state} (--fail-on includes {state})"
-               for state in ("failed", "blocked", "invalid", "skipped") if by_state.get(state) and state in fail_on]
+               for state in FAIL_ON_STATES if by_state.get(state) and state in fail_on]
     if "skipped" in fail_on and by_state.get("planned"):
         reasons.append(f"{by_state['planned']} planned, never sent (--fail-on includes skipped)")
-    unfinished = sum(by_state.get(state, 0) for state in _UNFINISHED)
+    # As the exit-code policy (engine/result.py) says: work in flight or not downloaded always fails a run.
+    unfinished = sum(by_state.get(state, 0) for state in UNFINISHED_STATES)
     if unfinished:
         reasons.append(f"{unfinished} unfinished (in flight, lost or not downloaded)")
     return f"exit {code}: " + ("; ".join(reasons) or f"{stop or 'see run.log'}")
@@ -358,7 +356,7 @@ def _header_lines(header: dict[str, Any]) -> list[str]:
 
 # -- failures ---------------------------------------------------------------------------------------------------
 
-FAILURE_STATES = ("failed", "blocked", "invalid", "skipped")
+FAILURE_STATES = FAIL_ON_STATES
 
 
 def failure_rows(results: pd.DataFrame) -> list[dict[str, str]]:
@@ -505,7 +503,8 @@ def _thumbnail(out_dir: Path, source: Path, name: str) -> str | None:
     target.parent.mkdir(exist_ok=True)
     try:
         with Image.open(source) as image:
-            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # a JPEG decodes at a fraction of its size
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), reducing_gap=2.0)
             converted = image.convert("RGB")
     except (OSError, UnidentifiedImageError):
         return None  # a file moved away since the run: the card still links to it
@@ -559,7 +558,8 @@ def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, by
     if over_time is not None:
         save(over_time, "Throughput over time")
     by_model = metrics["byModel"]
-    if by_model:
+    ended = ("downloaded", "failed", "blocked", "invalid", "skipped")
+    if any(stats["byState"].get(state) for stats in by_model.values() for state in ended):  # else: an empty plot
         figure = Figure(figsize=(8, 0.6 + 0.5 * len(by_model)))
         axes = figure.add_subplot()
         names = list(by_model)
@@ -572,7 +572,7 @@ def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, by
                 left = [a + b for a, b in zip(left, widths, strict=True)]
         axes.set_xlabel("requests")
         axes.set_title("Outcomes by model")
-        if any(left):  # no request ended yet (a planned folder): no bars, and a legend of nothing would warn
+        if any(left):  # a legend of nothing would warn
             axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
         save(figure, "Outcomes by model")
     return plots
