@@ -17,6 +17,7 @@ Requests still ``planned``, ``skipped`` or in flight count in ``totalRequests`` 
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -29,7 +30,8 @@ from jimeng_batch.outputs.results import STAGES, is_missing, meaning_of
 from jimeng_batch.protocol import catalog
 
 PERCENTILES = (50, 90, 99)
-_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+# Sub-second sizes too: a fast run (the simulator, a cache) must not fall into one bucket.
+_BUCKETS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 MAX_BUCKETS = 60
 
 # The parts of metrics.json that do not depend on timing (see :func:`comparable`).
@@ -160,7 +162,7 @@ def transient_errors(attempts: pd.DataFrame) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (-row["count"], row["kind"], row["code"] or ""))
 
 
-def _bucket_seconds(span: float) -> int:
+def _bucket_seconds(span: float) -> float:
     for size in _BUCKETS:
         if span / size <= MAX_BUCKETS:
             return size
@@ -174,9 +176,8 @@ def throughput(results: pd.DataFrame) -> dict[str, Any]:
     if finished.empty:
         return {"bucketSeconds": None, "buckets": [], "requestsPerMinute": None}
     seconds = finished["ended"].map(lambda t: t.timestamp())
-    start = math.floor(float(seconds.min()))
-    span = float(seconds.max()) - start
-    size = _bucket_seconds(span)
+    size = _bucket_seconds(float(seconds.max()) - float(seconds.min()))
+    start = math.floor(float(seconds.min()) / size) * size
     # From the first submit (the end less the end-to-end time), not from planning: a plan may wait days for its run.
     sent = (seconds - finished["end_to_end_seconds"]).dropna()
     begin = min(float(sent.min()), float(seconds.min())) if not sent.empty else float(seconds.min())
@@ -192,18 +193,54 @@ def throughput(results: pd.DataFrame) -> dict[str, Any]:
             "requestsPerMinute": (len(finished) / elapsed * 60.0) if elapsed > 0 else None}
 
 
+def reuse_metrics(results: pd.DataFrame, attempts: pd.DataFrame) -> dict[str, int]:
+    """What was not done again: requests served from the result cache, and references to local files that an
+    earlier upload (this run's or a former one's, same account and region) served instead of a new upload."""
+    references = 0
+    sent = results[~results["cache_hit"] & (results["submits"] > 0)]  # a cache hit sends (and uploads) nothing
+    for column in ("first_frame", "end_frame", "references"):
+        for text in sent[column].dropna():
+            decoded = json.loads(str(text))
+            images = decoded if isinstance(decoded, list) else [decoded]
+            references += sum(1 for image in images if isinstance(image, dict) and image.get("kind") == "file")
+    uploads = int(((attempts["kind"] == "upload") & (attempts["outcome"] == "ok")).sum()) if len(attempts) else 0
+    return {"cacheHits": int(results["cache_hit"].sum()), "uploads": uploads,
+            "reusedUploads": max(references - uploads, 0)}
+
+
 def runs_summary(runs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Each run recorded in the ledger: when, what, and how it ended."""
+    """Each run recorded in the ledger: when, what, where it was sent, with which tokens (masked labels) and
+    protocol profile, which states failed it (``--fail-on``), and how it ended."""
     out = []
     for run in runs.to_dict(orient="records"):
+        options = _options(run.get("options"))
+        config: dict[str, Any] = options["config"] if isinstance(options.get("config"), dict) else {}
+        protocol: dict[str, Any] = config["protocol"] if isinstance(config.get("protocol"), dict) else {}
+        origin = run.get("origin")
         out.append({
             "id": int(run["id"]), "manifest": run["manifest"], "manifestSha256": run["manifest_sha256"],
             "toolVersion": run["tool_version"],
             "startedAt": _iso(run["started_at"]), "finishedAt": _iso(run["finished_at"]),
             "status": run["status"], "exitCode": None if is_missing(run["exit_code"]) else int(run["exit_code"]),
             "stopReason": None if is_missing(run["stop_reason"]) else run["stop_reason"],
+            "origin": None if is_missing(origin) else str(origin),
+            "tokens": [str(label) for label in options.get("tokens") or []],
+            # None: the default profile (the live service's values, see protocol/catalog.py)
+            "protocolProfile": protocol.get("profile"),
+            "failOn": [str(state) for state in config.get("fail_on") or []],
         })
     return out
+
+
+def _options(text: object) -> dict[str, Any]:
+    """A run's recorded options (JSON the tool wrote; an older or damaged ledger's may be missing)."""
+    if not isinstance(text, str):
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _iso(value: Any) -> str | None:
@@ -245,6 +282,7 @@ def compute_metrics(results: pd.DataFrame, attempts: pd.DataFrame, runs: pd.Data
                    "note": "expected: each image request's `images`, else the service's default of 4; credits per "
                            "image: the image requests' estimated credits over the images expected"},
         "videoVersions": video_versions(results),
+        "reuse": reuse_metrics(results, attempts),
         "throughput": throughput(results),
         "runs": runs_summary(runs),
     }

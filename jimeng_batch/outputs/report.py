@@ -9,33 +9,39 @@ file is written to a temporary name and renamed into place, so a reader never se
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from jimeng_batch.engine.ledger import is_simulated
+from jimeng_batch.engine.states import FAIL_ON_STATES, UNFINISHED_STATES
+from jimeng_batch.errors import printable
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs.metrics import compute_metrics
 from jimeng_batch.outputs.results import (
     LIST_COLUMNS,
     STAGES,
+    is_missing,
     read_tables,
     results_frame,
 )
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 RESULT_FILES = ("results.parquet", "results.csv", "results.jsonl")
-MAX_THUMBNAILS = 60
-THUMBNAIL_SIDE = 160
+THUMBNAIL_SIDE = 192
 MD_ERROR_ROWS = 8
+MD_FAILURE_ROWS = 50
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,13 @@ class Report:
 
 def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None = None) -> Report:
     """Compute the report of ``out_dir``'s ledger and write every file; append ``report.md`` to
-    ``$GITHUB_STEP_SUMMARY`` when that is set (and ``step_summary``). ``title``: what the reports are titled
-    (default: the folder's name)."""
-    title = title or out_dir.name
+    ``$GITHUB_STEP_SUMMARY`` when that is set (and ``step_summary``). ``title`` names the reports (default: the
+    folder's name; a merge passes the manifest's)."""
     tables = read_tables(out_dir)
     results = results_frame(tables)
     metrics = compute_metrics(results, tables.attempts, tables.runs)
-    markdown = render_markdown(metrics, title)
+    title = title or out_dir.name
+    markdown = render_markdown(metrics, title, results=results, html_path=display_path(out_dir / "report.html"))
     written = [
         _write_file(out_dir / "results.parquet", lambda path: results.to_parquet(path, index=False,
                                                                                   engine="pyarrow")),
@@ -65,7 +71,8 @@ def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None 
         _write_bytes(out_dir / "metrics.json",
                      lambda: (json.dumps(metrics, indent=2, ensure_ascii=False) + "\n").encode("utf-8")),
         _write_bytes(out_dir / "report.md", lambda: markdown.encode("utf-8")),
-        _write_bytes(out_dir / "report.html", lambda: render_html(results, metrics, out_dir, title).encode("utf-8")),
+        _write_bytes(out_dir / "report.html", lambda: render_html(results, metrics, out_dir, title,
+                                                                     runs=tables.runs).encode("utf-8")),
     ]
     summary_path = os.environ.get(SUMMARY_ENV)
     if step_summary and summary_path:
@@ -153,7 +160,7 @@ def _pct(value: float | None) -> str:
 
 
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return printable(str(text)).replace("|", "\\|").replace("<", "&lt;")
 
 
 SIMULATED_NOTE = ("results from jimeng-batch's built-in simulator (a rehearsal: noise images, no credits spent), "
@@ -206,14 +213,19 @@ def _images_cell(stats: dict[str, Any]) -> str:
     return f"{stats['imagesDownloaded']} / {stats['imagesExpected']}" if stats["imagesExpected"] else "–"
 
 
-def render_markdown(metrics: dict[str, Any], title: str) -> str:
-    """A short summary for a CI job page: outcome, states, time per stage, errors, credits, per model."""
+def render_markdown(metrics: dict[str, Any], title: str, *, results: pd.DataFrame | None = None,
+                    html_path: str = "report.html") -> str:
+    """A short summary for a CI job page: the header (origin, manifest, version, times, exit and why), outcome,
+    states, time per stage, the failed requests (the first :data:`MD_FAILURE_ROWS`), errors, credits, per model,
+    and where report.html is."""
     overall = metrics["overall"]
     ok = metrics["failedRequests"] == 0 and metrics["successRequests"] == metrics["totalRequests"]
     simulated = _simulated(metrics)
+    header = run_header(metrics, results) if results is not None else None
     lines = [*([f"**Simulated run**: {simulated}.", ""] if simulated else []),
         f"## jimeng-batch: {_cell(title)} {'✅' if ok else '⚠️'}",
         "",
+        *([*_header_lines(header), ""] if header else []),
         *([f"Origin: {_origins(metrics)}.", ""] if metrics.get("origins") else []),
         f"**{metrics['successRequests']}** of **{metrics['totalRequests']}** requests succeeded, "
         f"**{metrics['failedRequests']}** failed; success rate {_pct(overall['successRate'])}; "
@@ -245,91 +257,273 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
                          f"{error['state']} | {error['count']} |")
         if len(errors) > MD_ERROR_ROWS:
             lines.append(f"\n… and {len(errors) - MD_ERROR_ROWS} more codes in metrics.json")
-    lines += ["", "Files: `results.parquet` `results.csv` `results.jsonl` `metrics.json` `report.html`. "
-              "Credits are estimates from the catalog's cost table.", ""]
+    failures = failure_rows(results) if results is not None else []
+    if failures:
+        lines += ["", f"Failed, blocked, invalid and skipped requests ({len(failures)}):", "",
+                  "| state | job | prompt | code | meaning | message |", "|---|---|---|---|---|---|"]
+        for row in failures[:MD_FAILURE_ROWS]:
+            lines.append(f"| {row['state']} | {_cell(row['job'])} | {_cell(row['prompt'][:80])} | "
+                         f"{_cell(row['code'])} | {_cell(row['meaning'] or row['reason'])} | "
+                         f"{_cell(row['message'][:120])} |")
+        if len(failures) > MD_FAILURE_ROWS:
+            lines.append(f"\n… and {len(failures) - MD_FAILURE_ROWS} more in report.html and the results files")
+    lines += ["", f"Review every request in `{_cell(html_path)}`. Files: `results.parquet` `results.csv` "
+              "`results.jsonl` `metrics.json`. Credits are estimates from the catalog's cost table.", ""]
     return "\n".join(lines)
+
+
+# -- the header of both reports ------------------------------------------------------------------------------------
+
+
+def run_header(metrics: dict[str, Any], results: pd.DataFrame) -> dict[str, Any]:
+    """Where the results come from, which manifest, version and profile, when, with which tokens (masked labels),
+    and how the last run exited and why: from the ledger's runs and the results."""
+    runs = metrics.get("runs") or []
+    last = runs[-1] if runs else {}
+    origins = list(metrics.get("origins") or {}) or [r["origin"] for r in runs if r.get("origin")]
+    started = min((r["startedAt"] for r in runs if r.get("startedAt")), default=None)
+    finished = max((r["finishedAt"] for r in runs if r.get("finishedAt")), default=None)
+    seconds = None
+    if started and finished:
+        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    tokens = sorted({label for r in runs for label in r.get("tokens") or []})
+    simulated = [o for o in origins if is_simulated(o)]
+    live = [o for o in origins if not is_simulated(o)]
+    origin = ", ".join([*(["simulated (jimeng-batch's built-in simulator)"] if simulated else []),
+                        *(f"live ({host})" for host in live)]) or "nothing sent yet"
+    return {
+        "origin": origin, "hosts": origins,
+        "manifest": last.get("manifest") or "–", "sha256": last.get("manifestSha256"),
+        "version": last.get("toolVersion") or "–",
+        "profile": last.get("protocolProfile") or "live (the default)",
+        "started": _when(started), "finished": _when(finished),
+        "duration": "–" if seconds is None else _duration(seconds), "runs": len(runs),
+        "tokens": ", ".join(tokens) or "–",
+        "exit_code": last.get("exitCode"), "exit": exit_why(last, metrics["byState"]),
+    }
+
+
+def _when(iso: str | None) -> str:
+    return "–" if iso is None else datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f} s"
+
+
+def exit_why(run: dict[str, Any], by_state: dict[str, int]) -> str:
+    """The last run's exit code and why it is what it is ("exit 1: 2 blocked (--fail-on includes blocked)")."""
+    code = run.get("exitCode")
+    if not run:
+        return "not run yet (planned only)"
+    if code is None:
+        return f"no exit code recorded (the run is {run.get('status') or 'unfinished'}: running, or killed)"
+    if code == 0:
+        return "exit 0: every request ended as the run required"
+    stop = run.get("stopReason")
+    if code == 130:
+        return "exit 130: interrupted"
+    if code == 3:
+        return f"exit 3: stopped for safety ({stop or 'see run.log'})"
+    fail_on = set(run.get("failOn") or [])
+    reasons = [f"{by_state[state]} {state} (--fail-on includes {state})"
+               for state in FAIL_ON_STATES if by_state.get(state) and state in fail_on]
+    if "skipped" in fail_on and by_state.get("planned"):
+        reasons.append(f"{by_state['planned']} planned, never sent (--fail-on includes skipped)")
+    # As the exit-code policy (engine/result.py) says: work in flight or not downloaded always fails a run.
+    unfinished = sum(by_state.get(state, 0) for state in UNFINISHED_STATES)
+    if unfinished:
+        reasons.append(f"{unfinished} unfinished (in flight, lost or not downloaded)")
+    return f"exit {code}: " + ("; ".join(reasons) or f"{stop or 'see run.log'}")
+
+
+def _header_lines(header: dict[str, Any]) -> list[str]:
+    """The header as Markdown lines."""
+    sha = f" (sha256 `{header['sha256'][:16]}…`)" if header.get("sha256") else ""
+    return [f"- **Origin**: {_cell(header['origin'])}",
+            f"- **Manifest**: `{_cell(header['manifest'])}`{sha}",
+            f"- **jimeng-batch** {_cell(header['version'])}, protocol profile {_cell(header['profile'])}",
+            f"- **Started** {header['started']}, **finished** {header['finished']}, **duration** {header['duration']}"
+            + (f" ({header['runs']} runs)" if header["runs"] > 1 else ""),
+            f"- **Tokens**: {_cell(header['tokens'])}",
+            f"- **{_cell(header['exit'])}**"]
+
+
+# -- failures ---------------------------------------------------------------------------------------------------
+
+FAILURE_STATES = FAIL_ON_STATES
+
+
+def failure_rows(results: pd.DataFrame) -> list[dict[str, str]]:
+    """Every request that failed, was blocked, invalid or skipped: its prompt, code, reason, meaning and message
+    (server text: made printable here, escaped by the page's template or the Markdown cell)."""
+    rows = []
+    failed = results[results["state"].isin(FAILURE_STATES)]
+    for record in failed.to_dict(orient="records"):
+        rows.append({name: _text(record.get(name)) for name in ("key", "job", "state", "prompt", "code", "reason",
+                                                                 "meaning", "message")})
+    return rows
+
+
+def _text(value: object) -> str:
+    return "" if is_missing(value) else printable(str(value))
 
 
 # -- HTML ---------------------------------------------------------------------------------------------------------
 
-_STYLE = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em;color:#222;max-width:1200px}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
-td.n{text-align:right}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
-.sheet{display:flex;flex-wrap:wrap;gap:8px}.sheet figure{margin:0;width:160px;font-size:11px}
-.sheet img{width:160px;height:160px;object-fit:contain;background:#eee}img.plot{max-width:100%}
-.simulated{background:#fff3cd;border:1px solid #e0b000;padding:8px 12px}
-"""
+THUMBNAIL_DIR = "report_files"
 
 
-def _table(header: list[str], rows: list[list[object]], numeric: set[int] | None = None) -> str:
-    numeric = numeric or set()
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{html.escape(str(v))}</td>"
-                         for i, v in enumerate(row)) + "</tr>"
-        for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, title: str | None = None, *,
+                runs: pd.DataFrame | None = None) -> str:
+    """One page that opens from disk: the header, states, failures, a gallery of every request (thumbnails in
+    ``report_files/``, lazy-loaded; links to the full-size files), tables and plots (inline PNG)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
-
-def _img(data: bytes, mime: str, alt: str, css: str = "") -> str:
-    encoded = base64.b64encode(data).decode("ascii")
-    klass = f' class="{css}"' if css else ""
-    return f'<img{klass} alt="{html.escape(alt)}" src="data:{mime};base64,{encoded}">'
-
-
-def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, title: str | None = None) -> str:
-    """One self-contained page: summary, tables, plots (inline PNG) and a contact sheet (inline JPEG)."""
+    environment = Environment(loader=PackageLoader("jimeng_batch.outputs", "templates"),
+                              autoescape=select_autoescape(default=True, default_for_string=True))
     overall = metrics["overall"]
-    title = title or out_dir.name
-    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>jimeng-batch report: "
-             f"{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-             *([f"<p class=simulated><strong>Simulated run</strong>: {html.escape(simulated)}.</p>"]
-               if (simulated := _simulated(metrics)) else []),
-             f"<h1>jimeng-batch report: {html.escape(title)}</h1>",
-             *([f"<p>Origin: {html.escape(_origins(metrics).replace('`', ''))}.</p>"] if metrics.get("origins")
-               else []),
-             f"<p>{metrics['successRequests']} of {metrics['totalRequests']} requests succeeded, "
-             f"{metrics['failedRequests']} failed; success rate {_pct(overall['successRate'])}; credits spent ≈ "
-             f"{metrics['credits']['spent']:g} of {metrics['credits']['estimated']:g} estimated (estimates from the "
-             "catalog's cost table).</p>",
-             *([f"<p>{html.escape(_images_line(metrics))}</p>"] if metrics["images"]["expected"] else []),
-             *[f"<p>{html.escape(line.replace('`', ''))}</p>" for line in _service_lines(metrics)],
-             "<h2>States</h2>",
-             _table(["state", "requests"], [[s, n] for s, n in metrics["byState"].items()], {1}),
-             "<h2>Latency by stage (seconds)</h2>",
-             _table(["stage", "count", "mean", "p50", "p90", "p99", "max"],
-                    [[stage, stats["count"], *[_fmt(stats[k]) for k in ("mean", "p50", "p90", "p99", "max")]]
-                     for stage, stats in overall["latencySeconds"].items()], {1, 2, 3, 4, 5, 6}),
-             "<h2>By model</h2>",
-             _table(["model", "requests", "images", "succeeded", "failed", "success rate", "p50 end to end",
-                     "credits spent"],
-                    [[m, s["requests"], _images_cell(s), s["succeeded"], s["failed"], _pct(s["successRate"]),
-                      _fmt(s["latencySeconds"]["end_to_end"]["p50"]), f"{s['creditsSpent']:g}"]
-                     for m, s in metrics["byModel"].items()], {1, 2, 3, 4, 5, 6, 7})]
-    if metrics["errors"]:
-        parts += ["<h2>Errors</h2>",
-                  _table(["code", "reason", "meaning", "state", "requests"],
-                         [[e["code"], e["reason"] or "", e["meaning"] or "", e["state"], e["count"]]
-                          for e in metrics["errors"]], {4})]
-    if metrics["transientErrors"]:
-        parts += ["<h2>Retried calls</h2>",
-                  _table(["call", "outcome", "code", "HTTP", "meaning", "count"],
-                         [[e["kind"], e["outcome"], e["code"] or "", e["httpStatus"] or "", e["meaning"] or "",
-                           e["count"]] for e in metrics["transientErrors"]], {5})]
-    plots = _plots(results, metrics)
-    if plots:
-        parts.append("<h2>Plots</h2>")
-        parts += [_img(png, "image/png", alt, "plot") for alt, png in plots]
-    sheet = _contact_sheet(results, out_dir)
-    if sheet:
-        shown = len(sheet)
-        parts.append(f"<h2>Contact sheet ({shown} image{'s' if shown != 1 else ''})</h2><div class=sheet>")
-        parts += [f"<figure>{_img(jpeg, 'image/jpeg', caption)}<figcaption>{html.escape(caption)}</figcaption>"
-                  "</figure>" for caption, jpeg in sheet]
-        parts.append("</div>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    cards = _cards(results, out_dir, _manifest_dirs(runs))
+    choices = {name: sorted({str(card[name]) for card in cards}) for name in ("state", "job", "model")}
+    latency = {"header": ["stage", "count", "mean", "p50", "p90", "p99", "max"],
+               "rows": [[stage, stats["count"], *[_fmt(stats[k]) for k in ("mean", "p50", "p90", "p99", "max")]]
+                        for stage, stats in overall["latencySeconds"].items()]}
+    by_model = {"header": ["model", "requests", "images", "succeeded", "failed", "success rate", "p50 end to end",
+                           "credits spent"],
+                "rows": [[m, s["requests"], _images_cell(s), s["succeeded"], s["failed"], _pct(s["successRate"]),
+                          _fmt(s["latencySeconds"]["end_to_end"]["p50"]), f"{s['creditsSpent']:g}"]
+                         for m, s in metrics["byModel"].items()]}
+    summary = (f"{metrics['successRequests']} of {metrics['totalRequests']} requests succeeded, "
+               f"{metrics['failedRequests']} failed; success rate {_pct(overall['successRate'])}; credits spent ≈ "
+               f"{metrics['credits']['spent']:g} of {metrics['credits']['estimated']:g} estimated (estimates from "
+               "the catalog's cost table).")
+    notes = [*([_images_line(metrics)] if metrics["images"]["expected"] else []),
+             *[line.replace("`", "") for line in _service_lines(metrics)]]
+    plots = [(alt, "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
+             for alt, png in _plots(results, metrics)]
+    return environment.get_template("report.html.j2").render(
+        title=title or out_dir.name, simulated=_simulated(metrics), header=run_header(metrics, results),
+        summary=summary, notes=notes, reuse=metrics["reuse"], by_state=list(metrics["byState"].items()),
+        failures=failure_rows(results), cards=cards, files=sum(len(c["links"]) for c in cards), choices=choices,
+        latency=latency, by_model=by_model, errors=metrics["errors"], retried=metrics["transientErrors"],
+        plots=plots)
+
+
+_STAGE_LABELS = {"submit": "submit", "queue": "queue", "generation": "gen", "download": "dl", "end_to_end": "total"}
+
+
+def _cards(results: pd.DataFrame, out_dir: Path, manifest_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One card per request, in plan order: what it asked, how it ended, its files and thumbnails."""
+    cards = []
+    for record in results.sort_values("ord").to_dict(orient="records"):
+        paths = [str(p) for p in record["asset_paths"]]
+        video = record["type"] == "video"
+        params = [f"{name} {record[name]}" for name in ("ratio", "resolution", "seed", "duration", "aspect_ratio",
+                                                          "fps") if not is_missing(record.get(name))]
+        if not is_missing(record.get("images")):
+            params.append(f"images {record['images']}")
+        timings = [f"{_STAGE_LABELS[stage]} {_seconds(record[f'{stage}_seconds'])}" for stage in STAGES
+                   if not is_missing(record[f"{stage}_seconds"])]
+        code = _text(record.get("code"))
+        error = " · ".join(part for part in (code and f"code {code}", _text(record.get("meaning")),
+                                             _text(record.get("message"))) if part)
+        card: dict[str, Any] = {
+            "key": record["key"], "job": str(record["job"]), "model": str(record["model"]),
+            "state": str(record["state"]), "type": str(record["type"]), "prompt": _text(record["prompt"]),
+            "params": " · ".join(params), "timings": " · ".join(timings) or "not sent",
+            "cache_hit": bool(record["cache_hit"]), "error": error, "links": paths, "thumbs": [],
+            "video": [], "frames": [], "poster": None,
+        }
+        if video:
+            card["video"] = paths
+            card["frames"] = _frames({str(k): v for k, v in record.items()}, out_dir, manifest_dirs)
+            card["poster"] = next((frame["thumb"] for frame in card["frames"] if frame["thumb"]), None) \
+                or _placeholder(out_dir)
+        else:
+            for path in paths:
+                thumb = _thumbnail(out_dir, out_dir / path, Path(path).stem)
+                if thumb is not None:
+                    card["thumbs"].append({"thumb": thumb, "full": path})
+        cards.append(card)
+    return cards
+
+
+def _manifest_dirs(runs: pd.DataFrame | None) -> list[Path]:
+    """Where a request's local reference files are found: beside the manifests the runs read (newest first)."""
+    dirs: list[Path] = []
+    if runs is None or "options" not in runs.columns:
+        return dirs
+    for text in reversed(list(runs["options"])):
+        try:
+            manifest = json.loads(text).get("manifest") if isinstance(text, str) else None
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(manifest, str) and Path(manifest).parent not in dirs:
+            dirs.append(Path(manifest).parent)
+    return dirs
+
+
+def _frames(record: dict[str, Any], out_dir: Path, manifest_dirs: list[Path]) -> list[dict[str, Any]]:
+    """A video request's first and last frames and references: a thumbnail of each local file still found beside
+    the manifest, and what the manifest named."""
+    frames = []
+    for label, column in (("first frame", "first_frame"), ("last frame", "end_frame"), ("reference", "references")):
+        value = record.get(column)
+        if is_missing(value):
+            continue
+        decoded = json.loads(str(value))
+        for image in decoded if isinstance(decoded, list) else [decoded]:
+            if not isinstance(image, dict):
+                continue
+            ref, sha = str(image.get("ref", "")), image.get("sha256")
+            thumb = None
+            if image.get("kind") == "file" and isinstance(sha, str):
+                for folder in manifest_dirs:
+                    if (folder / ref).is_file():
+                        thumb = _thumbnail(out_dir, folder / ref, f"ref-{sha[:16]}")
+                        break
+            frames.append({"label": label, "ref": printable(ref), "thumb": thumb})
+    return frames
+
+
+def _thumbnail(out_dir: Path, source: Path, name: str) -> str | None:
+    """A small JPEG of ``source`` in ``report_files/`` (written once: an existing one is kept), as a path relative
+    to the report; None when the file is gone or is not an image Pillow reads."""
+    from PIL import Image, UnidentifiedImageError
+
+    relative = f"{THUMBNAIL_DIR}/{name}.jpg"
+    target = out_dir / relative
+    if target.is_file():
+        return relative
+    target.parent.mkdir(exist_ok=True)
+    try:
+        with Image.open(source) as image:
+            image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # a JPEG decodes at a fraction of its size
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), reducing_gap=2.0)
+            converted = image.convert("RGB")
+    except (OSError, UnidentifiedImageError):
+        return None  # a file moved away since the run: the card still links to it
+    _write_file(target, lambda path: converted.save(path, format="JPEG", quality=80))
+    return relative
+
+
+def _placeholder(out_dir: Path) -> str:
+    """The poster of a video with no local first frame: a dark frame with a play sign (Pillow reads no MP4)."""
+    from PIL import Image, ImageDraw
+
+    relative = f"{THUMBNAIL_DIR}/video-poster.png"
+    target = out_dir / relative
+    if not target.is_file():
+        target.parent.mkdir(exist_ok=True)
+        image = Image.new("RGB", (320, 180), (40, 40, 48))
+        ImageDraw.Draw(image).polygon([(140, 60), (140, 120), (190, 90)], fill=(220, 220, 220))
+        _write_file(target, lambda path: image.save(path, format="PNG"))
+    return relative
 
 
 def _fmt(value: float | None) -> str:
@@ -360,23 +554,12 @@ def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, by
         axes.set_ylabel("seconds")
         axes.set_title("Latency by stage")
         save(figure, "Latency distribution per stage")
-    buckets = metrics["throughput"]["buckets"]
-    if buckets:
-        figure = Figure(figsize=(8, 3))
-        axes = figure.add_subplot()
-        positions = list(range(len(buckets)))
-        succeeded = [b["succeeded"] for b in buckets]
-        failed = [b["failed"] for b in buckets]
-        axes.bar(positions, succeeded, label="succeeded", color="#3a7")
-        axes.bar(positions, failed, bottom=succeeded, label="failed", color="#c44")
-        axes.set_xlabel(f"time ({metrics['throughput']['bucketSeconds']} s buckets from "
-                        f"{buckets[0]['start'][:19]} UTC)")
-        axes.set_ylabel("requests finished")
-        axes.set_title("Throughput over time")
-        axes.legend()
-        save(figure, "Throughput over time")
+    over_time = throughput_figure(metrics)
+    if over_time is not None:
+        save(over_time, "Throughput over time")
     by_model = metrics["byModel"]
-    if by_model:
+    ended = ("downloaded", "failed", "blocked", "invalid", "skipped")
+    if any(stats["byState"].get(state) for stats in by_model.values() for state in ended):  # else: an empty plot
         figure = Figure(figsize=(8, 0.6 + 0.5 * len(by_model)))
         axes = figure.add_subplot()
         names = list(by_model)
@@ -389,30 +572,32 @@ def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, by
                 left = [a + b for a, b in zip(left, widths, strict=True)]
         axes.set_xlabel("requests")
         axes.set_title("Outcomes by model")
-        if any(left):  # nothing finished yet (a planned-only folder): no bars, so no legend to draw
+        if any(left):  # a legend of nothing would warn
             axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
         save(figure, "Outcomes by model")
     return plots
 
 
-def _contact_sheet(results: pd.DataFrame, out_dir: Path) -> list[tuple[str, bytes]]:
-    """Up to :data:`MAX_THUMBNAILS` downloaded images, as small JPEGs with a caption (job, model, prompt)."""
-    from PIL import Image, UnidentifiedImageError
+def throughput_figure(metrics: dict[str, Any]) -> Figure | None:
+    """Requests finished per bucket on a time axis (seconds from the first bucket, bars as wide as a bucket, at
+    least ten buckets of axis): a run that ends inside one bucket is one bar on a readable axis; None when no
+    request has finished."""
+    from matplotlib.figure import Figure
 
-    thumbnails: list[tuple[str, bytes]] = []
-    images = results[(results["state"] == "downloaded") & (results["type"] != "video")]
-    for record in images.to_dict(orient="records"):
-        for index, path in enumerate(record["asset_paths"]):
-            if len(thumbnails) >= MAX_THUMBNAILS:
-                return thumbnails
-            try:
-                with Image.open(out_dir / path) as image:
-                    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-                    buffer = io.BytesIO()
-                    image.convert("RGB").save(buffer, format="JPEG", quality=80)
-            except (OSError, UnidentifiedImageError):
-                continue  # a file moved away since the run: the tables still list it
-            prompt = str(record["prompt"])
-            caption = f"{record['job']} · {record['model']} · #{index}: {prompt[:60]}"
-            thumbnails.append((caption, buffer.getvalue()))
-    return thumbnails
+    buckets = metrics["throughput"]["buckets"]
+    if not buckets:
+        return None
+    figure = Figure(figsize=(8, 3))
+    axes = figure.add_subplot()
+    size = float(metrics["throughput"]["bucketSeconds"])
+    positions = [index * size for index in range(len(buckets))]
+    succeeded = [b["succeeded"] for b in buckets]
+    failed = [b["failed"] for b in buckets]
+    axes.bar(positions, succeeded, width=size, align="edge", label="succeeded", color="#3a7")
+    axes.bar(positions, failed, width=size, align="edge", bottom=succeeded, label="failed", color="#c44")
+    axes.set_xlim(0.0, max(len(buckets), 10) * size)
+    axes.set_xlabel(f"seconds from {buckets[0]['start'][:19]} UTC ({size:g} s buckets)")
+    axes.set_ylabel("requests finished")
+    axes.set_title("Throughput over time")
+    axes.legend()
+    return figure
