@@ -113,6 +113,8 @@ def test_a_run_writes_every_report_file(sim_run: Callable[..., tuple[int, str, s
 
     markdown = (out / "report.md").read_text(encoding="utf-8")
     assert "**4** of **6** requests succeeded" in markdown and "`2038`" in markdown
+    # blocked requests are not called failed: the document's failedRequests counts all three
+    assert "**2** failed, blocked or invalid" in markdown
     assert len(markdown.splitlines()) < 60  # short enough for a CI job summary (header and failures included)
     assert summary.read_text(encoding="utf-8") == "earlier step\n" + markdown + "\n"
 

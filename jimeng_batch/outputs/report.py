@@ -228,7 +228,7 @@ def render_markdown(metrics: dict[str, Any], title: str, *, results: pd.DataFram
         *([*_header_lines(header), ""] if header else []),
         *([f"Origin: {_origins(metrics)}.", ""] if metrics.get("origins") else []),
         f"**{metrics['successRequests']}** of **{metrics['totalRequests']}** requests succeeded, "
-        f"**{metrics['failedRequests']}** failed; success rate {_pct(overall['successRate'])}; "
+        f"**{metrics['failedRequests']}** failed, blocked or invalid; success rate {_pct(overall['successRate'])}; "
         f"credits spent ≈ {metrics['credits']['spent']:g} (estimated for the whole batch: "
         f"{metrics['credits']['estimated']:g}).",
         *([_images_line(metrics), ""] if metrics["images"]["expected"] else [""]),
@@ -399,7 +399,7 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, t
                           _fmt(s["latencySeconds"]["end_to_end"]["p50"]), f"{s['creditsSpent']:g}"]
                          for m, s in metrics["byModel"].items()]}
     summary = (f"{metrics['successRequests']} of {metrics['totalRequests']} requests succeeded, "
-               f"{metrics['failedRequests']} failed; success rate {_pct(overall['successRate'])}; credits spent ≈ "
+               f"{metrics['failedRequests']} failed, blocked or invalid; success rate {_pct(overall['successRate'])}; credits spent ≈ "
                f"{metrics['credits']['spent']:g} of {metrics['credits']['estimated']:g} estimated (estimates from "
                "the catalog's cost table).")
     notes = [*([_images_line(metrics)] if metrics["images"]["expected"] else []),
