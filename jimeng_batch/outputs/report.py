@@ -399,9 +399,9 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, t
                           _fmt(s["latencySeconds"]["end_to_end"]["p50"]), f"{s['creditsSpent']:g}"]
                          for m, s in metrics["byModel"].items()]}
     summary = (f"{metrics['successRequests']} of {metrics['totalRequests']} requests succeeded, "
-               f"{metrics['failedRequests']} failed, blocked or invalid; success rate {_pct(overall['successRate'])}; credits spent ≈ "
-               f"{metrics['credits']['spent']:g} of {metrics['credits']['estimated']:g} estimated (estimates from "
-               "the catalog's cost table).")
+               f"{metrics['failedRequests']} failed, blocked or invalid; "
+               f"success rate {_pct(overall['successRate'])}; credits spent ≈ {metrics['credits']['spent']:g} of "
+               f"{metrics['credits']['estimated']:g} estimated (estimates from the catalog's cost table).")
     notes = [*([_images_line(metrics)] if metrics["images"]["expected"] else []),
              *[line.replace("`", "") for line in _service_lines(metrics)]]
     plots = [(alt, "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
