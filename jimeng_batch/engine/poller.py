@@ -3,14 +3,18 @@
 Each job keeps its own schedule (first poll, back-off); when it is due it hands its history id to its token's
 poller and waits. The poller sends one call for all the ids waiting at that moment (up to ``max_batch``), and
 while that call is in flight the next ones gather. Fifty jobs in flight then cost a few calls per second instead
-of fifty, which keeps the client's CPU, the service's rate limits and the poll limiter happy.
+of fifty, which keeps the client's CPU, the service's rate limits and the poll limiter happy. A token's calls are
+paced by its :class:`~jimeng_batch.engine.poll_schedule.Budget` (when it has one): ids that come due while a call
+waits for the budget join that call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
+from jimeng_batch.engine.poll_schedule import Budget
 from jimeng_batch.protocol.client import HistoryRecord
 
 Fetch = Callable[[list[str]], Awaitable[dict[str, HistoryRecord | None]]]
@@ -21,9 +25,14 @@ MAX_BATCH = 50
 class BatchPoller:
     """Polls for one token; create it inside the running event loop."""
 
-    def __init__(self, fetch: Fetch, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, fetch: Fetch, max_batch: int = MAX_BATCH, *, budget: Budget | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
         self._fetch = fetch
         self._max_batch = max_batch
+        self._budget = budget
+        self._sleep = sleep
+        self._clock = clock
         self._waiting: dict[str, list[asyncio.Future[HistoryRecord | None]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -40,6 +49,11 @@ class BatchPoller:
 
     async def _run(self) -> None:
         while self._waiting:
+            if self._budget is not None:
+                wait = self._budget.wait(self._clock())
+                if wait > 0:
+                    await self._sleep(wait)  # the ids that come due meanwhile join this call
+                self._budget.take(self._clock())
             ids = list(self._waiting)[: self._max_batch]
             futures = {history_id: self._waiting.pop(history_id) for history_id in ids}
             self.calls += 1
