@@ -4,6 +4,7 @@ this run, within a poll budget per token. Fake clocks only: nothing here sleeps,
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_the_budget_lets_a_burst_through_then_holds_the_average_rate() -> None:
         sent.append(now)
         now += 0.1  # a caller that would poll ten times a second
     assert sent[:3] == pytest.approx([0.0, 0.1, 0.2])  # the burst
-    assert all(b - a == pytest.approx(2.0) for a, b in zip(sent[3:], sent[4:], strict=False))  # then every 2 s
+    assert all(b - a == pytest.approx(2.0) for a, b in itertools.pairwise(sent[3:]))  # then every 2 s
     assert len(sent) <= 3 + 100 * 0.5
 
 
