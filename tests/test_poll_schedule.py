@@ -35,7 +35,7 @@ def test_without_an_expectation_polls_back_off_as_before() -> None:
     for _ in range(5):
         interval = next_interval(JobSight("image", 0.0, 0.0, interval))
         intervals.append(interval)
-    assert intervals == [3.0, 4.5, 5.0, 5.0, 5.0] and max(intervals) == POLL_MAX["image"]
+    assert intervals == [1.5, 2.25, 3.375, 5.0, 5.0] and max(intervals) == POLL_MAX["image"]
 
 
 @pytest.mark.parametrize("kind", ["image", "video"])

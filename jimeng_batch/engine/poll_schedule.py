@@ -5,7 +5,8 @@ every second between the end and the poll that notices it is a second the slot d
 calls (the service's rate limits, and the web app's own pace of one batched call every 2-5 s per token, protocol
 reference section 5); polling rarely loses slot time. The policy, per job:
 
-1. The first poll comes ``POLL_FIRST`` after the submit (it also reads the service's forecast).
+1. The first poll comes ``POLL_FIRST`` after the submit (it reads the service's forecast; early, so that the job is
+   most likely still queued and the forecast counts its whole remaining time).
 2. The job is expected to end at the service's own forecast (``forecast_cost_time``: what is left of the queue
    plus the generation, counted from the poll that said it), else at the 10th percentile of the completion times
    observed so far in this run for the same model and resolution (``Observed``), else not known.
@@ -30,14 +31,15 @@ from dataclasses import dataclass
 
 # Per kind of job: the first poll after the submit, the back-off without any expectation, the close interval near
 # the expected end, and the longest wait between two polls before it.
-POLL_FIRST = {"image": 2.0, "video": 5.0}
+POLL_FIRST = {"image": 1.0, "video": 5.0}
 POLL_MAX = {"image": 5.0, "video": 15.0}
 POLL_GROWTH = 1.5
-TAIL = {"image": 0.5, "video": 1.0}
+TAIL = {"image": 1.0, "video": 1.0}
 SPARSE = {"image": 10.0, "video": 30.0}
 # The service's forecast counts whole seconds (each of its two parts rounded up): close polling starts this long
-# before the end it forecasts, so that an end up to that much earlier is still seen at once.
-LEAD = 1.5
+# before the end it forecasts (about where a forecast rounded up twice puts the true end on average); at one poll
+# per TAIL from there, the budget's average suffices for three jobs a token.
+LEAD = 1.0
 # The observed completion times: the percentile close polling starts at, the fewest observations it is read from,
 # and how many recent ones are kept per model and resolution (the policy follows a run's changing pace).
 PERCENTILE = 0.10
