@@ -6,7 +6,7 @@ Two latency profiles on the simulator (served in this process, so that the true 
 images (submit 0.3 s, queue 0-4 s, generation 8-16 s) and video (submit 0.3 s, queue 0-30 s, generation 60-120 s).
 Each is run by `jimeng-batch run` twice, at the same time, against two simulators with the same seed (so the same
 true times): with the polls timed to completion at the default poll budget, and with the earlier policy (2 s, then
-backing off by 1.5x to 5 s for images, 5 s to 15 s for video, no budget).
+backing off by 1.5x to 5 s for images, 5 s to 15 s for video, no budget, no ids riding along).
 
 The bound is jobs x mean true service time / slots, where a job's true service time is the simulator's own: its
 submit latency plus its queue and generation time. The fraction of the bound is the bound over the run's span
@@ -44,11 +44,11 @@ PROFILES = {
     "images": {"queue": {"uniform": [0, 4]}, "generation": {"uniform": [8, 16]}},
     "video": {"queue": {"uniform": [0, 30]}, "video_generation": {"uniform": [60, 120]}},
 }
-# The earlier policy, for the yardstick: the back-off alone, no expected end, no budget.
+# The earlier policy, for the yardstick: the back-off alone from 2 s (images), no expected end, no budget, no riders.
 EARLIER = (
     "import sys; import jimeng_batch.engine.executor as e; from jimeng_batch.engine import poll_schedule as s; "
     "e.next_interval = lambda sight: min(s.POLL_MAX[sight.kind], sight.last_interval * s.POLL_GROWTH); "
-    "e.RunConfig.poll_budget = lambda self: None; "
+    "e.RunConfig.poll_budget = lambda self: None; e.RunConfig.timed_polls = False; s.POLL_FIRST['image'] = 2.0; "
     "from jimeng_batch.cli import main; main(sys.argv[1:])"
 )
 

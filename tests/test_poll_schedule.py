@@ -145,3 +145,28 @@ def test_when_a_slot_frees_the_next_submit_goes_at_once(tmp_path: Path) -> None:
     twice the generation and nothing more."""
     took, _polls = _timed_run(tmp_path, TWO, 2, concurrency=1)
     assert 24.0 <= took <= 24.0 + 2 * TAIL["image"] + 1e-6
+
+
+def test_jobs_not_due_ride_along_with_a_call_and_are_woken_by_what_they_wait_for() -> None:
+    calls: list[list[str]] = []
+    done = HistoryRecord(history_record_id="r", status=50)
+    queued = HistoryRecord(history_record_id="q", status=20)
+
+    async def fetch(ids: list[str]) -> dict[str, HistoryRecord | None]:
+        calls.append(ids)
+        return {"r": done, "q": queued}
+
+    async def main() -> None:
+        poller = BatchPoller(fetch)
+        ended = poller.ride("r", lambda record: record.status == 50)
+        waiting = poller.ride("q", lambda record: record.status == 50)
+        await poller.poll("a")  # a's call asks for the riders too: no call of their own
+        assert ended.done() and ended.result() is done
+        assert not waiting.done()  # still queued: it rides on
+        poller.leave("q")
+        assert waiting.cancelled()
+        await poller.poll("a")
+        await poller.close()
+
+    asyncio.run(main())
+    assert calls == [["a", "r", "q"], ["a"]]

@@ -477,6 +477,8 @@ class Executor:
             return await self._follow(row, token)
         finally:
             self.queued.pop(row.key, None)
+            if row.history_record_id is not None:
+                self._poller(token).leave(row.history_record_id)
 
     def _queue_seen(self, row: RequestRow, record: HistoryRecord) -> None:
         """Keep what the poll said of the service's queue: in the ledger, and for the display while it waits."""
@@ -502,15 +504,26 @@ class Executor:
         poller = self._poller(token)
         rechecking = row.state == State.LOST  # lost by an earlier run: one look, then it stays lost
         without_files = 0
+        riding: asyncio.Future[HistoryRecord] | None = None  # the record another job's call may bring
+        brought: HistoryRecord | None = None
+
+        def wanted(record: HistoryRecord) -> bool:
+            """What is worth waking for: the end, or the first forecast."""
+            return record.failed or record.status == STATUS_DONE or (
+                forecast_end is None and record.forecast_seconds is not None)
 
         async def poll_once() -> HistoryRecord | None:
-            record = await poller.poll(history_id)
+            record = brought if brought is not None else await poller.poll(history_id)
             if record is not None and record.malformed:  # this job's entry only: the others of the answer stand
                 raise self.client.malformed(HISTORY_PATH, record.malformed, row.key)
             return record
 
         while True:
-            await self.sleep(0 if rechecking else interval)
+            if riding is None and self.config.timed_polls and not rechecking:
+                riding = poller.ride(history_id, wanted)
+            brought = await self._wait(0 if rechecking else interval, riding)
+            if brought is not None:
+                riding = None
             self.ledger.bump(row.key, "polls")
             try:
                 record = await self.retrier.call("poll", poll_once, key=row.key, deadline=deadline, record=False)
@@ -578,6 +591,20 @@ class Executor:
                 forecast_queue_seconds=record.forecast_queue_seconds, submitted_at=submitted_at,
                 last_forecast_end=forecast_end, observed=self.observed.percentile(row.model, row.resolution))
             interval = next_interval(JobSight(kind, submitted_at, now, interval, forecast_end))
+
+    async def _wait(self, seconds: float, riding: asyncio.Future[HistoryRecord] | None) -> HistoryRecord | None:
+        """Sleep until the next poll, or until another job's call brings the record wanted (then: that record)."""
+        if riding is None:
+            await self.sleep(seconds)
+            return None
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        try:
+            either: set[asyncio.Future[Any]] = {sleeper, riding}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not sleeper.done():
+                sleeper.cancel()
+        return riding.result() if riding.done() and not riding.cancelled() else None
 
     def _backed_off(self, kind: str, interval: float) -> float:
         """The next interval without an expected end (or at the fixed --poll-interval)."""
