@@ -1,6 +1,6 @@
 """How busy polling keeps each slot: the run's time against the bound, today's policy beside the earlier one.
 
-    python bench/bench_polling.py [--images 24] [--videos 6] [--concurrency 3]
+    python bench/bench_polling.py [--images 24] [--videos 6] [--concurrency 3] [--polls-per-second R]
 
 Two latency profiles on the simulator (served in this process, so that the true time of every job can be read):
 images (submit 0.3 s, queue 0-4 s, generation 8-16 s) and video (submit 0.3 s, queue 0-30 s, generation 60-120 s).
@@ -91,11 +91,13 @@ def _start(stack: ExitStack, profile: str) -> SimServer:
     return stack.enter_context(running_simulator(config))
 
 
-def _command(policy: str, path: Path, out: Path, url: str, tokens: Path, concurrency: int) -> list[str]:
+def _command(policy: str, path: Path, out: Path, url: str, tokens: Path, concurrency: int,
+             budget: float | None) -> list[str]:
     head = [sys.executable, "-m", "jimeng_batch"] if policy == "timed" else [sys.executable, "-c", EARLIER]
+    extra = ["--polls-per-second", str(budget)] if policy == "timed" and budget is not None else []
     return [*head, "run", str(path), "--out", str(out), "--base-url", url, "--token-file", str(tokens),
             "--concurrency", str(concurrency), "--quiet", "--preflight", "off", "--no-cache", "--no-report",
-            "--account-catalog", "off"]
+            "--account-catalog", "off", *extra]
 
 
 def _span(out: Path) -> float:
@@ -129,7 +131,8 @@ def runs(args: argparse.Namespace) -> Iterator[Run]:
             for policy in ("timed", "earlier"):
                 server = _start(stack, profile)
                 out = folder / f"{profile}-{policy}"
-                process = subprocess.Popen(_command(policy, path, out, server.base_url, tokens, args.concurrency),
+                process = subprocess.Popen(_command(policy, path, out, server.base_url, tokens, args.concurrency,
+                                                    args.polls_per_second),
                                            cwd=ROOT)
                 started.append((profile, policy, count, server, out, process))
         for profile, policy, count, server, out, process in started:
@@ -146,6 +149,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--polls-per-second", type=float, default=None,
+                        help="the timed run's poll budget per token (default: the run's default)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"concurrency {args.concurrency}, one token; submit {SUBMIT} s; images: queue 0-4 s, generation 8-16 s; "
