@@ -16,8 +16,9 @@ reference section 5); polling rarely loses slot time. The policy, per job:
 
 Every job of a token that is due at the same moment shares one ``get_history_by_ids`` call (engine/poller.py); the
 token's other jobs ride along in that call, and one that it shows ended (or forecast for the first time) is taken up
-at once, without a call of its own. The calls of a token are paced by a :class:`Budget`: a token bucket of ``polls_per_second`` (default
-``DEFAULT_POLLS_PER_SECOND``) that lets ``BURST`` calls go closer together when jobs end close together. A fixed
+at once, without a call of its own. The calls of a token are paced by a :class:`Budget`: a token bucket of
+``polls_per_second`` (default ``DEFAULT_POLLS_PER_SECOND``) that lets ``BURST`` calls go closer together when jobs
+end close together. A fixed
 ``--poll-interval`` replaces steps 2 and 3 (and, unless a budget is given, the budget too).
 
 Pure: times are passed in, nothing here sleeps or reads a clock.
