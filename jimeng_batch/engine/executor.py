@@ -508,8 +508,9 @@ class Executor:
         brought: HistoryRecord | None = None
 
         def wanted(record: HistoryRecord) -> bool:
-            """What is worth waking for: the end, or the first forecast."""
-            return record.failed or record.status == STATUS_DONE or (
+            """What is worth waking for: the end (once: a finished record still without its files is asked again on
+            its own schedule, so that the no-files rule keeps its time), or the first forecast."""
+            return record.failed or (record.status == STATUS_DONE and without_files == 0) or (
                 forecast_end is None and record.forecast_seconds is not None)
 
         async def poll_once() -> HistoryRecord | None:
