@@ -44,6 +44,7 @@ from jimeng_batch.engine.doctor import credits as run_credits
 from jimeng_batch.engine.doctor import doctor as run_doctor
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.engine.lock import FolderLock, holder
+from jimeng_batch.engine.poll_schedule import BURST, DEFAULT_POLLS_PER_SECOND
 from jimeng_batch.engine.result import EXIT_STOPPED, RunResult, verdict
 from jimeng_batch.engine.run_log import LOG_FORMATS
 from jimeng_batch.engine.runner import configure, configure_resume, output_folder, run_tokens
@@ -718,8 +719,10 @@ def run_options_flags(command: F) -> F:
                      help="Most submits per second, all tokens together (calls per second; "
                           "limits.submits_per_second; default: no limit)."),
         click.option("--polls-per-second", type=rate, default=None,
-                     help="Most poll calls per second, all tokens together (calls per second; "
-                          "limits.polls_per_second; default: no limit)."),
+                     help="The poll budget per token: batched poll calls per second on average, a burst of "
+                          f"{BURST:g} allowed (calls per second; limits.polls_per_second; default "
+                          f"{DEFAULT_POLLS_PER_SECOND:g}, one call per {1 / DEFAULT_POLLS_PER_SECOND:g} s; with "
+                          "--poll-interval: no limit)."),
         click.option("--downloads-per-second", type=rate, default=None,
                      help="Most file downloads started per second (downloads per second; "
                           "limits.downloads_per_second; default: no limit)."),
@@ -732,8 +735,8 @@ def run_options_flags(command: F) -> F:
                           f"to {defaults.backoff_max:g} s, or the service's Retry-After up to "
                           f"{defaults.retry_after_cap:g} s."),
         click.option("--poll-interval", type=rate, default=None,
-                     help="Poll every S seconds (default: 2 s then backing off to 5 s for images, 5 s to 15 s "
-                          "for video)."),
+                     help="Poll every S seconds (seconds; default: timed to each job's expected end, from the "
+                          "service's forecast and the completion times seen this run)."),
         click.option("--call-deadline", type=rate, default=None,
                      help=f"Seconds an API call may take in all (default {defaults.call_deadline:g})."),
         click.option("--max-answer-bytes", type=click.IntRange(min=1), default=None,

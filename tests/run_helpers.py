@@ -97,7 +97,7 @@ def drive(manifest: Path, server: SimServer | None, *, out: Path, tokens: list[s
     """Plan ``manifest`` into the ledger at ``out`` and run it against ``server`` (or ``base_url``: a simulator by
     region), with ``tokens`` (or the ``pool``'s tokens, regions and proxies as parsed)."""
     loaded = load_manifest(manifest)
-    ledger = Ledger.in_folder(out)
+    ledger = Ledger.in_folder(out, **({"clock": clock} if clock else {}))  # one clock for submits and polls
     config = options or fast_options()
     ledger.begin_run(loaded.display, "sha", "test", {})
     ledger.add_planned(i for i in iter_distinct(loaded) if isinstance(i, RequestSpec))

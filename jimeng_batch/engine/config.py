@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import httpx
 
 from jimeng_batch.engine.cache import DEFAULT_TTL, default_cache_path
+from jimeng_batch.engine.poll_schedule import DEFAULT_POLLS_PER_SECOND, POLL_FIRST, POLL_MAX
 from jimeng_batch.engine.retry import RetryPolicy
 from jimeng_batch.engine.run_log import LOG_FORMATS, LogFormat
 from jimeng_batch.engine.states import FAIL_ON_STATES, State
@@ -47,11 +48,7 @@ CATALOG_MODES: tuple[CatalogMode, ...] = get_args(CatalogMode)
 BASE_URL_ENV = "JIMENG_BASE_URL"
 IMAGEX_URL_ENV = "JIMENG_IMAGEX_URL"
 
-# Polling, by kind of job: the first poll this long after the submit, then each interval 1.5 times the last, up to
-# the maximum; a job not finished by the timeout has failed. The web app polls about every 2-5 s.
-POLL_FIRST = {"image": 2.0, "video": 5.0}
-POLL_MAX = {"image": 5.0, "video": 15.0}
-POLL_GROWTH = 1.5
+# Polling (when, engine/poll_schedule.py): a job not finished by the timeout is left for the next run.
 POLL_TIMEOUT = {"image": 1800.0, "video": 3600.0}
 # A record still missing this long after its charged submit is `lost` (checked again by every later run; sent again
 # only with --resubmit-lost). Until then a missing record is asked for with the polls' back-off.
@@ -78,7 +75,7 @@ class RunConfig:
     # Pace.
     concurrency: int = 3  # jobs in flight per token (the document's rule)
     submits_per_second: float | None = None
-    polls_per_second: float | None = None
+    polls_per_second: float | None = None  # per token; None: DEFAULT_POLLS_PER_SECOND (see poll_budget)
     downloads_per_second: float | None = None
     uploads_per_second: float | None = None
     max_unfinished: int | None = None  # admitted but not final, downloads included; None: 4 x cap x tokens + 32
@@ -88,7 +85,7 @@ class RunConfig:
     backoff_max: float = 60.0
     retry_after_cap: float = 300.0
     jitter_seed: int | None = None  # a fixed seed makes the jitter repeatable (tests)
-    poll_interval: float | None = None  # a fixed interval instead of the back-off of POLL_FIRST..POLL_MAX
+    poll_interval: float | None = None  # a fixed interval instead of polls timed to completion (poll_schedule)
     lost_after: float = LOST_AFTER
     # The bounds on every call (protocol/limits.py says what each means).
     call_deadline: float = DEFAULT_LIMITS.call_deadline
@@ -160,6 +157,18 @@ class RunConfig:
 
     def poll_max(self, kind: str) -> float:
         return self.poll_interval if self.poll_interval is not None else POLL_MAX[kind]
+
+    def poll_budget(self) -> float | None:
+        """Poll calls per second per token (None: no bound): the one given; else the web app's pace, unless a fixed
+        interval was asked for (then that interval is the pace)."""
+        if self.polls_per_second is not None:
+            return self.polls_per_second
+        return None if self.poll_interval is not None else DEFAULT_POLLS_PER_SECOND
+
+    @property
+    def timed_polls(self) -> bool:
+        """Polls timed to each job's expected end (engine/poll_schedule.py), not at a fixed interval."""
+        return self.poll_interval is None
 
     @staticmethod
     def poll_timeout(kind: str) -> float:

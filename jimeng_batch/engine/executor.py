@@ -36,13 +36,14 @@ from jimeng_batch.engine.accounts import Accounts
 from jimeng_batch.engine.breaker import Breakers
 from jimeng_batch.engine.cache import ResultCache
 from jimeng_batch.engine.clients import Clients
-from jimeng_batch.engine.config import POLL_GROWTH, RunConfig
+from jimeng_batch.engine.config import RunConfig
 from jimeng_batch.engine.download import Downloads
 from jimeng_batch.engine.ledger import Ledger, QueueSight, RequestRow
+from jimeng_batch.engine.poll_schedule import POLL_GROWTH, Budget, JobSight, Observed, expected_end, next_interval
 from jimeng_batch.engine.poller import BatchPoller
 from jimeng_batch.engine.progress import Sight, error_line
 from jimeng_batch.engine.result import RunResult
-from jimeng_batch.engine.retry import Retrier, limited
+from jimeng_batch.engine.retry import Retrier
 from jimeng_batch.engine.run_log import step
 from jimeng_batch.engine.states import State
 from jimeng_batch.engine.submission import Submission
@@ -119,6 +120,7 @@ class Executor:
         self.admitted_credits = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._pollers: dict[str, BatchPoller] = {}
+        self.observed = Observed()  # completion times this run, by model and resolution: when to poll
         self.queued: dict[str, QueueSight] = {}  # jobs in the service's queue: what their last poll said
         # For the display only (nothing of it is stored): who is being retried, how often, what went wrong last.
         self.retrying: set[str] = set()
@@ -224,11 +226,12 @@ class Executor:
         config = self.config
         self.started = self.clock()
         self.pool = TokenPool(self.tokens, config.concurrency, self.clients.region_of)
-        # aiolimiter binds to the running loop, so limiters are made here, inside it.
-        submits, polls, downloads, uploads = (AsyncLimiter(rate, 1.0) if rate else None for rate in (
-            config.submits_per_second, config.polls_per_second, config.downloads_per_second,
-            config.uploads_per_second))
-        self.submit_limiter, self.poll_limiter = submits, polls
+        # aiolimiter binds to the running loop, so limiters are made here, inside it. Polls are paced per token,
+        # by each token's poller (its Budget); the few other history calls (reconciling, a download's fresh
+        # record) are not limited.
+        submits, downloads, uploads = (AsyncLimiter(rate, 1.0) if rate else None for rate in (
+            config.submits_per_second, config.downloads_per_second, config.uploads_per_second))
+        self.submit_limiter, self.poll_limiter = submits, None
         self.breakers = Breakers(self.clock)
         self.retrier = Retrier(config.retry_policy(), record=self._record, sleep=self.sleep, clock=self.clock,
                                on_retry=self._retried, seed=config.jitter_seed,
@@ -237,7 +240,7 @@ class Executor:
                                scope=self.upload_scope, limiter=uploads)
         self.downloads = Downloads(self.ledger, self.client_for, self.retrier, out_dir=self.out_dir,
                                    origin=lambda row: self.origin_of(self.region_of(row)),
-                                   cache=self.cache, limiter=downloads, poll_limiter=polls)
+                                   cache=self.cache, limiter=downloads)
         self.accounts = Accounts(self)
         self._backlog = asyncio.Semaphore(config.max_unfinished or 4 * config.concurrency * len(self.tokens) + 32)
         for row in list(self.ledger.in_states([State.SKIPPED])):
@@ -474,6 +477,8 @@ class Executor:
             return await self._follow(row, token)
         finally:
             self.queued.pop(row.key, None)
+            if row.history_record_id is not None:
+                self._poller(token).leave(row.history_record_id)
 
     def _queue_seen(self, row: RequestRow, record: HistoryRecord) -> None:
         """Keep what the poll said of the service's queue: in the ledger, and for the display while it waits."""
@@ -493,20 +498,33 @@ class Executor:
         assert history_id is not None
         submitted_at = row.submitted_at or self.clock()
         interval = self.config.poll_first(kind)
+        forecast_end: float | None = None  # when the service's last forecast said the job ends
         # Each run gives a job the whole poll timeout, counted from its submit or from the run's start.
         deadline = max(submitted_at, self.started) + self.config.poll_timeout(kind)
         poller = self._poller(token)
         rechecking = row.state == State.LOST  # lost by an earlier run: one look, then it stays lost
         without_files = 0
+        riding: asyncio.Future[HistoryRecord] | None = None  # the record another job's call may bring
+        brought: HistoryRecord | None = None
+
+        def wanted(record: HistoryRecord) -> bool:
+            """What is worth waking for: the end (once: a finished record still without its files is asked again on
+            its own schedule, so that the no-files rule keeps its time), or the first forecast."""
+            return record.failed or (record.status == STATUS_DONE and without_files == 0) or (
+                forecast_end is None and record.forecast_seconds is not None)
 
         async def poll_once() -> HistoryRecord | None:
-            record = await poller.poll(history_id)
+            record = brought if brought is not None else await poller.poll(history_id)
             if record is not None and record.malformed:  # this job's entry only: the others of the answer stand
                 raise self.client.malformed(HISTORY_PATH, record.malformed, row.key)
             return record
 
         while True:
-            await self.sleep(0 if rechecking else interval)
+            if riding is None and self.config.timed_polls and not rechecking:
+                riding = poller.ride(history_id, wanted)
+            brought = await self._wait(0 if rechecking else interval, riding)
+            if brought is not None:
+                riding = None
             self.ledger.bump(row.key, "polls")
             try:
                 record = await self.retrier.call("poll", poll_once, key=row.key, deadline=deadline, record=False)
@@ -530,7 +548,7 @@ class Executor:
                     self._set(row, State.LOST, reason=rule.reason, code=rule.code, message=rule.meaning,
                               detail=f"not shown by the service {self.config.lost_after:g} s after its submit")
                     return None
-                interval = min(self.config.poll_max(kind), interval * POLL_GROWTH)
+                interval = self._backed_off(kind, interval)
                 continue  # shortly after a submit the service may not know the record yet
             if rechecking:
                 row = self._set(row, State.SUBMITTED, detail="found by the service after all")
@@ -544,10 +562,12 @@ class Executor:
                 return None
             self._queue_seen(row, record)
             if record.complete(kind):
+                self.observed.add(row.model, row.resolution, self.clock() - submitted_at)
                 self._set(row, State.SUCCEEDED, detail=f"{len(record.items)} item(s)")
                 return record
             if record.status == STATUS_DONE:  # finished, but the files are not (all) listed: ask again, a while
                 without_files += 1
+                interval = self._backed_off(kind, interval)
                 if without_files > NO_FILES_TRIES:
                     self._defer(row, RetryableAPIError(
                         f"finished with {len(record.items)} of {record.total_count or 1} file(s) listed",
@@ -561,7 +581,35 @@ class Executor:
                 self._defer(row, RetryableAPIError("the job has not finished in time", rule=classify(
                     "local", "timeout"), code="timeout"), "poll timeout")
                 return None
-            interval = min(self.config.poll_max(kind), interval * POLL_GROWTH)
+            if record.status == STATUS_DONE:
+                continue
+            if not self.config.timed_polls:
+                interval = self._backed_off(kind, interval)
+                continue
+            now = self.clock()
+            forecast_end = expected_end(
+                now=now, in_queue=record.in_queue, forecast_seconds=record.forecast_seconds,
+                forecast_queue_seconds=record.forecast_queue_seconds, submitted_at=submitted_at,
+                last_forecast_end=forecast_end, observed=self.observed.percentile(row.model, row.resolution))
+            interval = next_interval(JobSight(kind, submitted_at, now, interval, forecast_end))
+
+    async def _wait(self, seconds: float, riding: asyncio.Future[HistoryRecord] | None) -> HistoryRecord | None:
+        """Sleep until the next poll, or until another job's call brings the record wanted (then: that record)."""
+        if riding is None:
+            await self.sleep(seconds)
+            return None
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        try:
+            either: set[asyncio.Future[Any]] = {sleeper, riding}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not sleeper.done():
+                sleeper.cancel()
+        return riding.result() if riding.done() and not riding.cancelled() else None
+
+    def _backed_off(self, kind: str, interval: float) -> float:
+        """The next interval without an expected end (or at the fixed --poll-interval)."""
+        return min(self.config.poll_max(kind), interval * POLL_GROWTH)
 
     def _poller(self, token: Token) -> BatchPoller:
         poller = self._pollers.get(token.account)
@@ -569,11 +617,12 @@ class Executor:
             async def fetch(ids: list[str], token: Token = token) -> dict[str, HistoryRecord | None]:
                 # One recorded call for every job waiting; each job retries a failure on its own schedule.
                 client = self.client_for(token)
-                async with limited(self.poll_limiter):
-                    with _calls_to(client.api_base):
-                        return await self.retrier.timed(None, "poll", client.history(token, history_ids=ids))
+                with _calls_to(client.api_base):
+                    return await self.retrier.timed(None, "poll", client.history(token, history_ids=ids))
 
-            poller = self._pollers[token.account] = BatchPoller(fetch)
+            rate = self.config.poll_budget()
+            poller = self._pollers[token.account] = BatchPoller(
+                fetch, budget=Budget(rate, now=self.clock()) if rate else None, sleep=self.sleep, clock=self.clock)
         return poller
 
     async def _download(self, row: RequestRow, token: Token, record: HistoryRecord | None) -> None:
