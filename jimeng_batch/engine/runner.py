@@ -681,10 +681,9 @@ def read_catalog_now(config: RunConfig, region: str, versions: catalog.ProtocolV
     with contextlib.ExitStack() as stack:
         base_url = config.region_base_url(region)
         if config.sim:
-            from jimeng_batch.sim import SimConfig, load_config, running_simulator
+            from jimeng_batch.sim import running_simulator
 
-            sim_config = load_config(config.sim_config) if config.sim_config else SimConfig()
-            base_url = stack.enter_context(running_simulator(sim_config)).base_url
+            base_url = stack.enter_context(running_simulator(config.simulator_settings())).base_url
         return _event_loop_run(read(base_url))
 
 
