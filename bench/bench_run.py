@@ -45,7 +45,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, "
+            f"Python {platform.python_version()}")
 
 
 @contextmanager
@@ -217,14 +218,28 @@ def rss(args: argparse.Namespace) -> None:
             out = subprocess.run([sys.executable, "-c", "import json;" + measure_report], check=True,
                                  capture_output=True, text=True, cwd=ROOT).stdout
             report_seconds, report_peak = json.loads(out.strip().splitlines()[-1])
+            # The yardsticks: interpreters that only import what each command imports, measured the same way.
+            baselines = []
+            for modules in ("jimeng_batch.cli, jimeng_batch.engine.runner",
+                            "jimeng_batch.cli, jimeng_batch.outputs.report, jinja2, PIL.Image, matplotlib.figure, "
+                            "matplotlib.backends.backend_agg"):
+                imports = [sys.executable, "-c", f"import {modules}"]
+                out = subprocess.run([sys.executable, "-c", "import json;" + measure.replace(repr(command),
+                                                                                         repr(imports))],
+                                     check=True, capture_output=True, text=True, cwd=ROOT).stdout
+                baselines.append(json.loads(out.strip().splitlines()[-1])[1])
         db = sqlite3.connect(folder / "out" / "ledger.sqlite")
         done = db.execute("SELECT COUNT(*) FROM requests WHERE state = 'downloaded'").fetchone()[0]
         db.close()
     print(f"machine: {machine()}")
     print(f"requests {args.requests}, concurrency {args.concurrency}, zero latency: {done} downloaded in "
           f"{seconds:.0f} s")
-    print(f"peak RSS of the run process (--no-report): {peak:.0f} MiB")
-    print(f"`jimeng-batch report` of that folder: {report_seconds:.0f} s, peak RSS {report_peak:.0f} MiB")
+    run_base, report_base = baselines
+    print(f"peak RSS of the run process (--no-report): {peak:.0f} MiB; yardstick, an interpreter importing the "
+          f"same modules: {run_base:.0f} MiB; ratio {peak / run_base:.2f}x")
+    print(f"`jimeng-batch report` of that folder: {report_seconds:.0f} s, peak RSS {report_peak:.0f} MiB; "
+          f"yardstick, an interpreter importing the same modules: {report_base:.0f} MiB; "
+          f"ratio {report_peak / report_base:.2f}x")
 
 
 def main() -> None:
