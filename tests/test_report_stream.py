@@ -1,0 +1,100 @@
+"""The report streamed over the ledger writes the same files as the whole-table report did: results.parquet (the
+same frame read back), results.csv and results.jsonl (the same bytes), metrics.json (the same keys and numbers),
+on the demo, a run with failures and a video, its rerun from the result cache, a video run, a run with retried
+faults, an empty folder and a folder where nothing was sent; in one batch and in batches of two requests."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import REPO
+from report_helpers import cli, mixed_manifest, sim_run, video_manifest, write
+from report_oracle import whole_metrics, whole_results, write_whole
+
+from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.intake.plan import iter_distinct
+from jimeng_batch.intake.manifest import load_manifest
+from jimeng_batch.outputs import results as results_module
+from jimeng_batch.outputs.report import write_report
+from jimeng_batch.protocol.request_spec import RequestSpec
+
+FAULTS = """
+    max_in_flight: null
+    latency: {submit: 0, poll: 0, queue: 0, generation: 0}
+    faults: {busy_probability: 0.3, http_error_probability: 0.2}
+"""
+FOLDERS = ("demo", "mixed", "again", "video", "retries", "empty", "planned")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("stream")
+    shutil.copytree(REPO / "jobs", base / "jobs")
+    assert sim_run(base, base / "jobs" / "demo.yaml", "demo") == 0
+    manifest = mixed_manifest(base)
+    assert sim_run(base, manifest, "mixed") == 1
+    assert sim_run(base, manifest, "again") == 1  # served from the result cache
+    assert sim_run(base, video_manifest(base), "video") == 0
+    faults = write(base, "faults.yaml", FAULTS)
+    assert cli(["run", str(base / "jobs" / "demo.yaml"), "--sim", "--sim-config", str(faults), "--out",
+                str(base / "retries"), "--poll-interval", "0.01", "--quiet", "--no-cache"]) in (0, 1)
+    with Ledger.in_folder(base / "empty"):
+        pass
+    planned = load_manifest(write(base, "p.yaml", "jobs:\n  - {type: image, resolution: 1k, prompt: [a, b, c]}\n"))
+    with Ledger.in_folder(base / "planned") as ledger:
+        ledger.add_planned(i for i in iter_distinct(planned) if isinstance(i, RequestSpec))
+    return base
+
+
+def _close(new: Any, old: Any, where: str = "metrics") -> None:
+    """Equal, floats to within rounding (sums and means add in another order)."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict) and list(new) == list(old), where
+        for key in old:
+            _close(new[key], old[key], f"{where}.{key}")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(new) == len(old), where
+        for index, (a, b) in enumerate(zip(new, old, strict=True)):
+            _close(a, b, f"{where}[{index}]")
+    elif isinstance(old, float) and not isinstance(new, bool):
+        assert isinstance(new, int | float) and math.isclose(new, old, rel_tol=1e-12, abs_tol=1e-12), (where, new, old)
+    else:
+        assert new == old and type(new) is type(old), (where, new, old)
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+@pytest.mark.parametrize("name", FOLDERS)
+def test_the_streamed_report_writes_what_the_whole_table_report_did(folders: Path, name: str, batch: int | None,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out = folders / name
+    if batch is not None:
+        monkeypatch.setattr(results_module, "BATCH_REQUESTS", batch, raising=False)
+    expected = whole_results(out)
+    write_whole(expected, tmp_path / "old")
+    metrics = whole_metrics(out)
+    report = write_report(out, step_summary=False)
+    for file in ("results.csv", "results.jsonl"):
+        assert (out / file).read_bytes() == (tmp_path / "old" / file).read_bytes(), file
+    new = pd.read_parquet(out / "results.parquet")
+    old = pd.read_parquet(tmp_path / "old" / "results.parquet")
+    pd.testing.assert_frame_equal(new, old)
+    _close(report.metrics, metrics)
+    _close(json.loads((out / "metrics.json").read_text(encoding="utf-8")), json.loads(json.dumps(metrics)))
+
+
+def test_the_folders_cover_what_they_say(folders: Path) -> None:
+    """Each case has what it is there for (else the comparison above would compare little)."""
+    frames = {name: whole_results(folders / name) for name in FOLDERS}
+    assert frames["mixed"]["state"].isin(["blocked"]).any() and (frames["mixed"]["type"] == "video").any()
+    assert frames["again"]["cache_hit"].any()
+    assert (frames["video"]["type"] == "video").all() and frames["video"]["asset_count"].gt(0).all()
+    assert frames["retries"]["retries"].gt(0).any()
+    assert frames["empty"].empty and (frames["planned"]["state"] == "planned").all()
+    assert len(frames["demo"]) > 4
