@@ -20,7 +20,7 @@ def read_tables(out_dir: Path) -> LedgerTables:
     """Every table of ``out_dir``'s ledger, whole."""
     db = sqlite3.connect(f"{Ledger.path_in(out_dir).resolve().as_uri()}?mode=ro", uri=True)
     try:
-        frames = {name: pd.read_sql_query(f"SELECT {columns} FROM {name} ORDER BY {order}", db)  # noqa: S608
+        frames = {name: pd.read_sql_query(f"SELECT {columns} FROM {name} ORDER BY {order}", db)
                   for name, columns, order in (
                       ("runs", "*", "id"), ("requests", "*", "ord"), ("events", "key, state, at", "id"),
                       ("attempts", "key, kind, outcome, code, http_status, seconds", "id"),

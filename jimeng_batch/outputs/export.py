@@ -34,7 +34,7 @@ from jimeng_batch.errors import ConfigError, LedgerError, OutputError
 from jimeng_batch.files import copy_verified, make_folder
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs import DEFAULT_LICENSE
-from jimeng_batch.outputs.results import JSON_PARAM_COLUMNS, is_missing, read_tables, results_frame
+from jimeng_batch.outputs.results import JSON_PARAM_COLUMNS, connect, is_missing, read_runs, results_table
 
 FORMATS = {"imagefolder": "image", "videofolder": "video"}
 SPLIT = "train"
@@ -164,9 +164,13 @@ def export_dataset(out_dir: Path, to: Path, fmt: str = "imagefolder", *, force: 
     if not license.strip() or any(c.isspace() for c in license.strip()):
         raise ConfigError(f"--license: '{license}' is not a license identifier (such as other, cc-by-4.0, mit)")
     kind = FORMATS[fmt]
-    tables = read_tables(out_dir)
-    results = results_frame(tables)
-    records = metadata_records(results, kind, to, manifest_paths(tables.runs))
+    db = connect(out_dir)
+    try:
+        runs = read_runs(db)
+    finally:
+        db.close()
+    results = results_table(out_dir)
+    records = metadata_records(results, kind, to, manifest_paths(runs))
     downloaded = results[results["state"] == "downloaded"]
     other = int(((downloaded["type"] == "video") != (kind == "video")).sum())
     if not records:
@@ -196,7 +200,7 @@ def export_dataset(out_dir: Path, to: Path, fmt: str = "imagefolder", *, force: 
             if not copy_verified(source, split / record["file_name"], record["sha256"]):
                 raise LedgerError(f"{display_path(source)}: its content no longer matches the sha256 in the ledger")
             lines.append(json.dumps(record, ensure_ascii=False))
-        card = dataset_card(tables.runs, records, fmt, requests, out_dir, license=license, left_out=left_out,
+        card = dataset_card(runs, records, fmt, requests, out_dir, license=license, left_out=left_out,
                             cwd=cwd)
         (split / METADATA).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         (to / CARD).write_text(card, encoding="utf-8")
