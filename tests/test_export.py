@@ -193,9 +193,9 @@ def test_an_empty_selection_is_refused(run_folder: Path, tmp_path: Path, capsys:
 def test_frames_and_references_are_objects_of_one_shape(run_folder: Path) -> None:
     """A file reference (with its sha256 and size) and a uri in the same export: every object gets the same keys,
     so the column has one struct type."""
-    from jimeng_batch.outputs.results import read_tables, results_frame
+    from jimeng_batch.outputs.results import results_table
 
-    results = results_frame(read_tables(run_folder / "out"))
+    results = results_table(run_folder / "out")
     video = results[results["type"] == "video"].copy()
     twin = video.copy()
     twin["key"], twin["ord"] = "f" * 32, 99
