@@ -22,6 +22,7 @@ from report_oracle import whole_metrics, whole_results, write_whole
 from jimeng_batch.engine.ledger import Ledger
 from jimeng_batch.intake.manifest import load_manifest
 from jimeng_batch.intake.plan import iter_distinct
+from jimeng_batch.outputs import report as report_module
 from jimeng_batch.outputs import results as results_module
 from jimeng_batch.outputs.report import write_report
 from jimeng_batch.outputs.results import RESULTS_SCHEMA
@@ -117,3 +118,34 @@ def test_the_folders_cover_what_they_say(folders: Path) -> None:
     assert frames["retries"]["retries"].gt(0).any()
     assert frames["empty"].empty and (frames["planned"]["state"] == "planned").all()
     assert len(frames["demo"]) > 4
+
+
+def test_a_report_holds_one_batch_of_requests_at_a_time(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The results table is never built whole: every frame the report builds has at most a batch of requests."""
+    sizes: list[int] = []
+    build = results_module.results_frame
+
+    def recording(tables: results_module.LedgerTables) -> pd.DataFrame:
+        sizes.append(len(tables.requests))
+        return build(tables)
+
+    monkeypatch.setattr(results_module, "BATCH_REQUESTS", 2)
+    monkeypatch.setattr(results_module, "results_frame", recording)
+    report = write_report(folders / "mixed", step_summary=False)
+    assert sum(sizes) == report.metrics["totalRequests"] == 9 and max(sizes) == 2
+
+
+def test_the_pages_show_the_first_requests_and_say_how_many_there_are(folders: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "HTML_ROWS", 3)
+    monkeypatch.setattr(report_module, "MD_FAILURE_ROWS", 2)
+    out = folders / "mixed"
+    report = write_report(out, step_summary=False)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count('<div class="card"') == 3 and "3 of 9 shown (the first in plan order)" in page
+    failed = report.metrics["byState"]["blocked"]
+    assert failed == 4 and f"Failed, blocked, invalid and skipped requests ({failed})" in page
+    assert page.split('<table class="failures">')[1].split("</table>")[0].count("<tr>") == 1 + 3
+    assert f"The first 3 of {failed} shown (plan order); every request is in results.csv." in page
+    assert f"Failed, blocked, invalid and skipped requests ({failed}):" in report.markdown
+    assert f"… and {failed - 2} more in report.html" in report.markdown
