@@ -16,6 +16,7 @@ Stage timings come from the ledger's ``events`` (every state change with its tim
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
@@ -188,6 +189,7 @@ def is_missing(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+@functools.lru_cache(maxsize=4096)  # a batch repeats a handful of (code, reason) pairs
 def meaning_of(code: str | None, reason: str | None) -> str | None:
     """What a recorded code means, from the outcome table (the reason tells sources of the same code apart)."""
     if is_missing(code) or code == "":
@@ -248,15 +250,20 @@ def _assets_by_key(assets: pd.DataFrame) -> pd.DataFrame:
     for old in names:  # a ledger from before a column existed (reports open ledgers read-only, unmigrated)
         if old not in ordered.columns:
             ordered = ordered.assign(**{old: None})
-    grouped = ordered.groupby("key")
-    frame = pd.DataFrame({new: grouped[old].agg(_plain_list) for old, new in names.items()})
-    frame.index.name = "key"
-    return frame
-
-
-def _plain_list(values: pd.Series) -> list[Any]:
-    """A column's values as plain Python values (None for missing), for list columns."""
-    return [None if is_missing(v) else (v.item() if hasattr(v, "item") else v) for v in values]
+    # One pass over the sorted rows, cutting a list per key (a groupby with a Python aggregate per group and
+    # column was most of a report's time).
+    keys = ordered["key"].tolist()
+    columns = {new: [None if is_missing(v) else v for v in ordered[old].tolist()] for old, new in names.items()}
+    index: list[str] = []
+    data: dict[str, list[list[Any]]] = {new: [] for new in names.values()}
+    start = 0
+    for end in range(1, len(keys) + 1):
+        if end == len(keys) or keys[end] != keys[start]:
+            index.append(keys[start])
+            for new, values in columns.items():
+                data[new].append(values[start:end])
+            start = end
+    return pd.DataFrame(data, index=pd.Index(index, name="key"))
 
 
 def _param_columns(params: pd.Series) -> pd.DataFrame:
