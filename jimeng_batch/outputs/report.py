@@ -9,6 +9,8 @@ file is written to a temporary name and renamed into place, so a reader never se
 from __future__ import annotations
 
 import base64
+import ctypes
+import gc
 import io
 import json
 import os
@@ -36,6 +38,7 @@ from jimeng_batch.outputs.results import (
     is_missing,
     iter_results,
     read_runs,
+    use_system_allocator,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +72,7 @@ def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None 
     One pass over the ledger, a batch of requests at a time: each batch is appended to the three results files
     and to the metrics' work table, and the first :data:`HTML_ROWS` requests and failures are kept for the pages;
     nothing else per request is held."""
+    use_system_allocator()
     db = connect(out_dir)
     try:
         runs = read_runs(db)
@@ -83,6 +87,7 @@ def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None 
         boxes = builder.box_stats()
     finally:
         db.close()
+    _give_back_memory()
     title = title or out_dir.name
     gallery, failures = shown.frames()
     failed = sum(metrics["byState"].get(state, 0) for state in FAILURE_STATES)
@@ -103,6 +108,17 @@ def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None 
         with open(summary_path, "a", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
     return Report(out_dir, tuple(written), metrics, markdown)
+
+
+def _give_back_memory() -> None:
+    """Return the batches' freed memory to the system before the pages are drawn (Matplotlib's import alone is
+    some 50 MiB): glibc keeps freed heap mapped otherwise, and the peak would be the sum of both stages."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim this way
+            pass
 
 
 class _Shown:
@@ -206,8 +222,12 @@ def _flat(results: pd.DataFrame) -> pd.DataFrame:
     """List columns as JSON text (a CSV cell holds one value)."""
     flat = results.copy()
     for name in LIST_COLUMNS:
-        flat[name] = flat[name].map(lambda values: json.dumps(values, ensure_ascii=False))
+        flat[name] = [_LIST_JSON.encode(values) if len(values) else "[]" for values in flat[name]]
     return flat
+
+
+# json.dumps with an option builds an encoder per call: a report encodes eight lists per request.
+_LIST_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def read_results(out_dir: Path) -> pd.DataFrame:

@@ -95,8 +95,10 @@ class LedgerTables:
 
 
 # Requests per batch when the results are streamed: a batch's frames (its requests, events, attempts and assets)
-# are the only per-request data a report holds at a time.
-BATCH_REQUESTS = 10_000
+# are the only per-request data a report holds at a time. Measured (bench/bench_report.py): 2,000 adds about 40 MiB
+# to the process (pandas' Arrow-backed text columns cost far more than their Python size), 5,000 about 130 MiB, for
+# no more speed.
+BATCH_REQUESTS = 2_000
 
 # The columns read of each table. Only those reports use: events and attempts are the ledger's largest tables
 # (several rows per request), and their free-text details would otherwise be most of a report's memory.
@@ -106,6 +108,13 @@ _BATCH_QUERIES = (
                  "WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id"),
     ("assets", "SELECT * FROM assets WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key, idx"),
 )
+
+
+def use_system_allocator() -> None:
+    """Have Arrow (pandas' text columns) allocate with the system allocator: its default pool (mimalloc) keeps
+    what a batch freed for itself, some 15 MiB more at the peak of a report; glibc gives it back to the next batch."""
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def connect(out_dir: Path) -> sqlite3.Connection:
