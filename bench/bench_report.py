@@ -114,7 +114,7 @@ def generate(folder: Path, count: int, seed: int = 15) -> float:
                         _png(folder / name)
                     assets.append((key, 0, kind, name, "0" * 64, 24_000, 64, 64, "mp4" if kind == "video" else "png",
                                    f"i{ord_}", None, downloaded, "high" if kind == "video" else None, None))
-            db.executemany(f"INSERT INTO requests ({', '.join(columns)}) VALUES "  # noqa: S608
+            db.executemany(f"INSERT INTO requests ({', '.join(columns)}) VALUES "
                            f"({', '.join('?' * len(columns))})", requests)
             db.executemany("INSERT INTO events (id, key, run_id, state, at, detail) VALUES (?, ?, ?, ?, ?, ?)", events)
             db.executemany("INSERT INTO attempts (id, key, run_id, kind, started_at, seconds, outcome, code, "

@@ -52,6 +52,7 @@ MD_FAILURE_ROWS = 50
 # report.html shows at most this many gallery cards (the first requests in plan order) and failed requests (the
 # first in plan order): a page of 100,000 cards and their thumbnails would not open; results.csv has every request.
 HTML_ROWS = 1_000
+JSON_ROWS = 250
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,10 @@ class _ResultFiles:
         self.parquet.write_table(table)
         _flat(batch).to_csv(self.csv, index=False, header=self.first, lineterminator="\n",
                             date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-        if len(batch):
-            text = batch.to_json(orient="records", lines=True, date_format="iso", force_ascii=False)
+        # A few hundred lines per call: to_json builds its text whole, and a batch's would be a peak of its own.
+        for start in range(0, len(batch), JSON_ROWS):
+            text = batch.iloc[start:start + JSON_ROWS].to_json(orient="records", lines=True, date_format="iso",
+                                                                force_ascii=False)
             self.jsonl.write(text if text.endswith("\n") else text + "\n")
         self.first = False
 
