@@ -12,7 +12,9 @@ three models and resolutions. Then, each in a child process of its own (peak RSS
 - imports: a bare interpreter importing what the report imports (pandas, pyarrow, matplotlib, jinja2, PIL): the
   floor any report process starts from;
 - read_sql: `pandas.read_sql_query("SELECT * FROM requests", ...)` of the same ledger: the requests table alone as
-  one frame (what a whole-table report starts with, before events, attempts and assets).
+  one frame (what a whole-table report starts with, before events, attempts and assets);
+- before (with `--before TREE`, a source tree of an earlier jimeng-batch, e.g. `git archive <commit>` unpacked): that
+  version's `report` of the same ledger, run first (its thumbnails removed before the report measured above).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,21 +129,27 @@ def generate(folder: Path, count: int, seed: int = 15) -> float:
     return time.perf_counter() - began
 
 
-def measured(code: list[str]) -> tuple[float, float]:
-    """Seconds and peak RSS (MiB) of ``code`` run as a child of a fresh process."""
+def measured(code: list[str], cwd: Path = ROOT) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB) of ``code`` run as a child of a fresh process (in ``cwd``: `-m` imports from
+    there first)."""
     measure = ("import json, resource, subprocess, time; t = time.perf_counter();"
                f"subprocess.run({code!r}, check=True, stdout=subprocess.DEVNULL);"
                "print(json.dumps([time.perf_counter() - t, "
                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))")
     out = subprocess.run([sys.executable, "-c", measure], check=True, capture_output=True, text=True,
-                         cwd=ROOT).stdout
+                         cwd=cwd).stdout
     seconds, peak = json.loads(out.strip().splitlines()[-1])
     return float(seconds), float(peak)
 
 
-def bench(folder: Path, count: int) -> None:
+def bench(folder: Path, count: int, before: Path | None = None) -> None:
     made = generate(folder, count)
     size = (folder / "ledger.sqlite").stat().st_size / 2**20
+    earlier = None
+    if before is not None:
+        earlier = measured(["env", f"PYTHONPATH={before}", sys.executable, "-m", "jimeng_batch", "report",
+                            str(folder), "--no-summary"], cwd=before)
+        shutil.rmtree(folder / "report_files", ignore_errors=True)
     report = measured([sys.executable, "-m", "jimeng_batch", "report", str(folder), "--no-summary"])
     imports = measured([sys.executable, "-c", "import pandas, pyarrow.parquet, matplotlib.figure, jinja2, PIL.Image; "
                         "import jimeng_batch.outputs.report"])
@@ -156,20 +165,24 @@ def bench(folder: Path, count: int) -> None:
           f"(report / imports: {report[1] / imports[1]:.2f}x RSS)")
     print(f"  read_sql: {read_sql[0]:6.1f} s, peak RSS {read_sql[1]:5.0f} MiB   "
           f"(report / read_sql: {report[1] / read_sql[1]:.2f}x RSS, {report[0] / read_sql[0]:.1f}x time)")
+    if earlier is not None:
+        print(f"  before:   {earlier[0]:6.1f} s, peak RSS {earlier[1]:5.0f} MiB   "
+              f"(report / before: {report[1] / earlier[1]:.2f}x RSS, {report[0] / earlier[0]:.2f}x time)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--keep", type=Path, help="build the ledgers under this folder and keep them")
+    parser.add_argument("--before", type=Path, help="a source tree of an earlier version whose report to run too")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     for count in args.requests:
         if args.keep:
-            bench(args.keep / f"report-{count}", count)
+            bench(args.keep / f"report-{count}", count, args.before)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                bench(Path(tmp) / "out", count)
+                bench(Path(tmp) / "out", count, args.before)
 
 
 if __name__ == "__main__":
