@@ -126,12 +126,20 @@ def connect(out_dir: Path) -> sqlite3.Connection:
         raise LedgerError(f"{path}: cannot be opened ({exc})") from exc
 
 
+def _file_of(db: sqlite3.Connection) -> str:
+    """The ledger file a connection reads, for an error message."""
+    try:
+        return str(next(row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"))
+    except (sqlite3.Error, StopIteration):
+        return "ledger.sqlite"
+
+
 def read_runs(db: sqlite3.Connection) -> pd.DataFrame:
     """The ledger's runs (one row per run: a handful)."""
     try:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY id", db)
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
-        raise LedgerError(f"not a usable ledger ({exc})") from exc
+        raise LedgerError(f"{_file_of(db)}: not a usable ledger ({exc})") from exc
 
 
 def iter_tables(db: sqlite3.Connection, batch: int | None = None) -> Iterator[LedgerTables]:
@@ -159,7 +167,7 @@ def iter_tables(db: sqlite3.Connection, batch: int | None = None) -> Iterator[Le
                                                            "seconds"]],
                                assets=empty["assets"])
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
-        raise LedgerError(f"not a usable ledger ({exc})") from exc
+        raise LedgerError(f"{_file_of(db)}: not a usable ledger ({exc})") from exc
 
 
 def iter_results(db: sqlite3.Connection, batch: int | None = None) -> Iterator[pd.DataFrame]:
