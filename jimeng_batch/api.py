@@ -171,15 +171,13 @@ def resume(out_dir: PathLike, *, quiet: bool = False, **config: Any) -> RunResul
 
 def results(out_dir: PathLike) -> pd.DataFrame:
     """The results table of an output folder (one row per request), computed from its ledger."""
-    from jimeng_batch.outputs.results import read_tables, results_frame
+    from jimeng_batch.outputs.results import results_table
 
-    return results_frame(read_tables(Path(out_dir)))
+    return results_table(Path(out_dir))
 
 
 def metrics(out_dir: PathLike) -> dict[str, Any]:
     """The metrics of an output folder (what ``metrics.json`` holds), computed from its ledger."""
     from jimeng_batch.outputs.metrics import compute_metrics
-    from jimeng_batch.outputs.results import read_tables, results_frame
 
-    tables = read_tables(Path(out_dir))
-    return compute_metrics(results_frame(tables), tables.attempts, tables.runs)
+    return compute_metrics(Path(out_dir))

@@ -193,9 +193,9 @@ def test_an_empty_selection_is_refused(run_folder: Path, tmp_path: Path, capsys:
 def test_frames_and_references_are_objects_of_one_shape(run_folder: Path) -> None:
     """A file reference (with its sha256 and size) and a uri in the same export: every object gets the same keys,
     so the column has one struct type."""
-    from jimeng_batch.outputs.results import read_tables, results_frame
+    from jimeng_batch.outputs.results import results_table
 
-    results = results_frame(read_tables(run_folder / "out"))
+    results = results_table(run_folder / "out")
     video = results[results["type"] == "video"].copy()
     twin = video.copy()
     twin["key"], twin["ord"] = "f" * 32, 99
@@ -225,3 +225,21 @@ def test_source_file_is_relative_to_the_dataset_wherever_the_run_was_started(
     # the card's commands work from where the export was made
     card = (tmp_path / "data" / "set" / "README.md").read_text(encoding="utf-8")
     assert "jimeng-batch run repo/m.yaml --out repo/out --sim\n" in card
+
+
+def test_an_export_read_in_batches_is_the_same(run_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export reads the results a batch of requests at a time: batches of one request give the same lines, in
+    the same order, as one batch of all."""
+    from jimeng_batch.outputs import results
+
+    lines = []
+    for batch in (None, 1):
+        if batch:
+            monkeypatch.setattr(results, "BATCH_REQUESTS", batch)
+        target = tmp_path / f"set{batch}"
+        code, _, err = run_main(["export", str(run_folder / "out"), "--to", str(target), "--allow-simulated"],
+                                capsys)
+        assert code == 0, err
+        lines.append((target / "train" / "metadata.jsonl").read_text(encoding="utf-8"))
+    assert lines[0] == lines[1] and lines[0].count("\n") > 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from report_helpers import cli, mixed_manifest, sim_run, write
 from jimeng_batch.engine.ledger import Ledger
 from jimeng_batch.intake.manifest import load_manifest
 from jimeng_batch.intake.plan import iter_distinct
-from jimeng_batch.outputs.metrics import throughput
+from jimeng_batch.outputs.metrics import MetricsBuilder
 from jimeng_batch.outputs.report import MD_FAILURE_ROWS, render_html, render_markdown, throughput_figure
 from jimeng_batch.protocol.request_spec import RequestSpec
 
@@ -174,6 +175,25 @@ def test_a_video_request_shows_its_video_poster_and_frames(runs: Path) -> None:
     assert len(frames) == 2 and video["poster"] == frames[0]["src"]
     caption = " ".join(card["text"])  # type: ignore[arg-type]
     assert "first frame: assets/first_frame.png" in caption and "last frame: assets/end_frame.png" in caption
+
+
+def throughput(results: pd.DataFrame) -> dict[str, object]:
+    """The report's throughput figures of these rows (the columns they lack: an image request sent once)."""
+    rows = len(results)
+    defaults = {"type": "image", "model": "m", "resolution": "1k", "cache_hit": False, "submits": 1, "retries": 0,
+                "images": 1, "asset_count": 1, "asset_variants": [[]] * rows, "credits_spent": 0.0,
+                "estimated_credits": 0.0, "first_frame": None, "end_frame": None, "references": None}
+    frame = results.assign(**{name: value for name, value in defaults.items() if name not in results})
+    for name in ("origin", "code", "reason", "submit_seconds", "queue_seconds", "generation_seconds",
+                 "download_seconds", "first_queue_position", "first_forecast_queue_seconds"):
+        frame[name] = None
+    db = sqlite3.connect(":memory:")
+    try:
+        builder = MetricsBuilder(db)
+        builder.add(frame)
+        return builder.throughput()
+    finally:
+        db.close()
 
 
 def test_the_throughput_axis_is_time_even_when_every_request_ends_at_once() -> None:

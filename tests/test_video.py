@@ -19,7 +19,7 @@ from jimeng_batch.engine import progress
 from jimeng_batch.engine.executor import Executor
 from jimeng_batch.engine.runner import configure_resume
 from jimeng_batch.outputs.report import write_report
-from jimeng_batch.outputs.results import read_tables, results_frame
+from jimeng_batch.outputs.results import results_table
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.client import HISTORY_PATH, JimengClient
 from jimeng_batch.protocol.tokens import Token
@@ -126,7 +126,7 @@ def test_without_the_download_version_the_preview_is_fetched_and_the_reason_kept
     if fault == "error":
         assert "ret 1002" in reason  # what the service said, kept
     assert sim_assets.mp4_bitrate((tmp_path / "out" / path).read_bytes()) == sim_assets.PREVIEW_KBPS * 1000
-    results = results_frame(read_tables(tmp_path / "out"))
+    results = results_table(tmp_path / "out")
     assert results["asset_variants"][0] == ["preview"] and results["asset_fallback_reasons"][0] == [reason]
 
 
@@ -207,7 +207,7 @@ def test_with_allow_unsupported_the_live_profile_answers_1019_and_the_request_fa
                    "--preflight", "off"]
         code, _, err = run_main([*command, "--allow-unsupported"], capsys)
         sent = server.stats()
-        results = results_frame(read_tables(out))
+        results = results_table(out)
         _, config = configure_resume(out, {})
         # The same command without the flag, asked to plan the failed request again: the ledger's unsent request
         # is refused before it is sent (the manifest is unchanged, so the ledger says what would be sent).

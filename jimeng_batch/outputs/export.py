@@ -34,7 +34,7 @@ from jimeng_batch.errors import ConfigError, LedgerError, OutputError
 from jimeng_batch.files import copy_verified, make_folder
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs import DEFAULT_LICENSE
-from jimeng_batch.outputs.results import JSON_PARAM_COLUMNS, is_missing, read_tables, results_frame
+from jimeng_batch.outputs.results import JSON_PARAM_COLUMNS, connect, is_missing, iter_results, read_runs
 
 FORMATS = {"imagefolder": "image", "videofolder": "video"}
 SPLIT = "train"
@@ -92,12 +92,14 @@ def _same_keys(records: list[dict[str, Any]], name: str) -> None:
 
 
 def metadata_records(results: pd.DataFrame, kind: str, to: Path | None = None,
-                     manifests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+                     manifests: Mapping[str, str] | None = None, *, same_keys: bool = True) -> list[dict[str, Any]]:
     """One metadata line per downloaded file of ``kind`` ("image" or "video"), every line with the same fields.
 
     ``source_file`` (the manifest) is relative to the dataset folder ``to`` when given, so the dataset can be moved
     with its repository; ``manifests``: each manifest as the ledger names it (relative to where the run was
-    started) -> its absolute path (see :func:`manifest_paths`).
+    started) -> its absolute path (see :func:`manifest_paths`); ``same_keys=False`` leaves the nested objects'
+    keys as they are, for a caller that gathers batches and gives them one set of keys at the end
+    (:func:`same_nested_keys`).
     """
     wanted = results[(results["state"] == "downloaded")
                      & ((results["type"] == "video") == (kind == "video"))].sort_values("ord")
@@ -115,10 +117,17 @@ def metadata_records(results: pd.DataFrame, kind: str, to: Path | None = None,
                        for name in fields}
             record["_source"] = path  # not written: where to copy the file from
             records.append(record)
+    if same_keys:
+        same_nested_keys(records, kind)
+    return records
+
+
+def same_nested_keys(records: list[dict[str, Any]], kind: str) -> None:
+    """Every nested object of a column (frames, references) with the same keys, so the column has one type."""
+    fields = (*_COMMON_FIELDS, *_KIND_FIELDS[kind])
     for name in JSON_PARAM_COLUMNS:
         if name in fields:
             _same_keys(records, name)
-    return records
 
 
 def manifest_paths(runs: pd.DataFrame) -> dict[str, str]:
@@ -164,13 +173,24 @@ def export_dataset(out_dir: Path, to: Path, fmt: str = "imagefolder", *, force: 
     if not license.strip() or any(c.isspace() for c in license.strip()):
         raise ConfigError(f"--license: '{license}' is not a license identifier (such as other, cc-by-4.0, mit)")
     kind = FORMATS[fmt]
-    tables = read_tables(out_dir)
-    results = results_frame(tables)
-    records = metadata_records(results, kind, to, manifest_paths(tables.runs))
-    downloaded = results[results["state"] == "downloaded"]
-    other = int(((downloaded["type"] == "video") != (kind == "video")).sum())
+    # The results a batch of requests at a time (as a report reads them): what stays is a record per file.
+    records: list[dict[str, Any]] = []
+    states: Counter[str] = Counter()
+    other = 0
+    db = connect(out_dir)
+    try:
+        runs = read_runs(db)
+        manifests = manifest_paths(runs)
+        for batch in iter_results(db):
+            records += metadata_records(batch, kind, to, manifests, same_keys=False)
+            downloaded = batch[batch["state"] == "downloaded"]
+            other += int(((downloaded["type"] == "video") != (kind == "video")).sum())
+            states.update(str(state) for state in batch["state"])
+    finally:
+        db.close()
+    same_nested_keys(records, kind)
     if not records:
-        raise ConfigError(_nothing_to_export(out_dir, results, fmt, other))
+        raise ConfigError(_nothing_to_export(out_dir, states, fmt, other))
     origins = sorted({str(record["origin"]) for record in records})
     if len(origins) > 1 and not allow_mixed_origins:
         # A dataset of simulator noise and real generations (or of two services) would pass for one thing.
@@ -196,7 +216,7 @@ def export_dataset(out_dir: Path, to: Path, fmt: str = "imagefolder", *, force: 
             if not copy_verified(source, split / record["file_name"], record["sha256"]):
                 raise LedgerError(f"{display_path(source)}: its content no longer matches the sha256 in the ledger")
             lines.append(json.dumps(record, ensure_ascii=False))
-        card = dataset_card(tables.runs, records, fmt, requests, out_dir, license=license, left_out=left_out,
+        card = dataset_card(runs, records, fmt, requests, out_dir, license=license, left_out=left_out,
                             cwd=cwd)
         (split / METADATA).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         (to / CARD).write_text(card, encoding="utf-8")
@@ -205,14 +225,13 @@ def export_dataset(out_dir: Path, to: Path, fmt: str = "imagefolder", *, force: 
     return Exported(to, len(records), requests, other, left_out)
 
 
-def _nothing_to_export(out_dir: Path, results: pd.DataFrame, fmt: str, other: int) -> str:
+def _nothing_to_export(out_dir: Path, counts: Counter[str], fmt: str, other: int) -> str:
     """Why an export would be empty, and what would not be."""
     kind = FORMATS[fmt]
     where = f"{display_path(out_dir)}: nothing to export as {fmt}: no downloaded {kind}s"
     if other:
         other_fmt = next(name for name in FORMATS if name != fmt)
         return f"{where} ({other} downloaded request(s) of the other kind: use --format {other_fmt})"
-    counts = Counter(str(state) for state in results["state"])
     described = ", ".join(f"{state} {count}" for state, count in sorted(counts.items())) or "no requests"
     return f"{where} (the ledger holds {described}; run or resume it first)"
 

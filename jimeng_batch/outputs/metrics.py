@@ -1,6 +1,6 @@
 """Metrics of a batch, from its results: the API document's five, and where time went, which errors, what it cost.
 
-Pure functions of frames (no I/O, no clock). The document's metrics keep its names:
+The document's metrics keep their names:
 
 - ``totalRequests``: every request of the batch (the ledger's distinct requests, whatever their state);
 - ``successRequests``: requests whose files were downloaded;
@@ -12,21 +12,31 @@ Pure functions of frames (no I/O, no clock). The document's metrics keep its nam
 Beyond them, ``images``: the images the image requests should make and the files downloaded for them, and the
 estimated credits per image.
 
-Requests still ``planned``, ``skipped`` or in flight count in ``totalRequests`` only; ``byState`` has them all.
+Computed in bounded memory: :class:`MetricsBuilder` takes the results batch by batch (:func:`results.iter_results`)
+and keeps the few columns metrics need in a TEMP table of the ledger's read-only connection (SQLite keeps it on
+disk beyond its page cache), then answers with SQL aggregates. Percentiles are exact: the count of each group,
+then the two neighbouring values by rank (one window query per column and grouping), interpolated as
+``numpy.quantile``'s linear method does (what pandas ``quantile`` calls), so they equal the pandas figures
+bit for bit. Means and sums are SQLite's; they may differ from a pandas sum in the last bits (the additions come in
+another order), nothing more.
 """
+
+# ruff: noqa: S608 - every query is built from this module's own table and column names, never from data
 
 from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from datetime import UTC, datetime
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, STATES, TERMINAL_FAILURES
-from jimeng_batch.outputs.results import STAGES, is_missing, meaning_of
+from jimeng_batch.outputs.results import STAGES, connect, is_missing, iter_results, meaning_of, read_runs
 from jimeng_batch.protocol import catalog
 
 PERCENTILES = (50, 90, 99)
@@ -40,6 +50,25 @@ COMPARABLE_KEYS = ("totalRequests", "successRequests", "failedRequests", "modelU
 COMPARABLE_GROUP_KEYS = ("requests", "byState", "succeeded", "failed", "successRate", "cacheHits",
                          "creditsSpent", "creditsEstimated", "imagesExpected", "imagesDownloaded")
 
+# The per-request columns metrics use (the TEMP table's), with their SQLite types. `ended`: when the request
+# reached its final state (downloaded_at for a download, else finished_at), as POSIX seconds; `sent_at`: that less
+# its end-to-end time.
+_ROWS = "temp.metric_rows"
+_ROW_COLUMNS = (("state", "TEXT"), ("type", "TEXT"), ("model", "TEXT"), ("resolution", "TEXT"),
+                ("origin", "TEXT"), ("code", "TEXT"), ("reason", "TEXT"), ("cache_hit", "INTEGER"),
+                ("retries", "INTEGER"), ("submits", "INTEGER"), ("images", "INTEGER"), ("asset_count", "INTEGER"),
+                ("credits_spent", "REAL"), ("estimated_credits", "REAL"),
+                *((f"{stage}_seconds", "REAL") for stage in STAGES),
+                ("first_queue_position", "REAL"), ("first_forecast_queue_seconds", "REAL"), ("ended", "REAL"),
+                ("sent_at", "REAL"))
+_FINAL = "(" + ", ".join(f"'{state}'" for state in sorted(FINAL_STATES)) + ")"
+_FAILURES = "(" + ", ".join(f"'{state}'" for state in TERMINAL_FAILURES) + ")"
+_SEEN_QUEUED = "(first_queue_position IS NOT NULL OR first_forecast_queue_seconds IS NOT NULL)"
+_IMAGE_REQUESTS = "(type IS NULL OR type != 'video')"
+_QUEUE_VALUES = (("firstPosition", "first_queue_position"),
+                 ("forecastQueueSeconds", "first_forecast_queue_seconds"), ("queueSeconds", "queue_seconds"))
+_QUANTILES = tuple(p / 100 for p in PERCENTILES)
+
 
 def _number(value: Any) -> float | None:
     """A float for JSON (None for NaN and missing)."""
@@ -49,117 +78,24 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
-def latency_summary(values: pd.Series) -> dict[str, Any]:
-    """count, mean, p50, p90, p99 and max of a series of seconds (NaNs left out)."""
-    present = values.dropna().astype("float64")
-    if present.empty:
-        return {"count": 0, "mean": None, **{f"p{p}": None for p in PERCENTILES}, "max": None}
-    quantiles = present.quantile([p / 100 for p in PERCENTILES])
-    return {"count": int(present.size), "mean": _number(present.mean()),
-            **{f"p{p}": _number(quantiles[p / 100]) for p in PERCENTILES}, "max": _number(present.max())}
+def quantile_position(count: int, quantile: float) -> tuple[int, int, float]:
+    """Where ``numpy.quantile`` (linear method) takes a quantile of ``count`` sorted values: the 0-based places of
+    the two neighbouring values and the weight of the second (numpy's own arithmetic, for the same figures)."""
+    virtual = (count - 1) * quantile
+    if virtual >= count - 1:
+        return count - 1, count - 1, virtual - (count - 1)
+    lower = math.floor(virtual)
+    return lower, lower + 1, virtual - lower
 
 
-def state_counts(results: pd.DataFrame) -> dict[str, int]:
-    """Requests by state, in lifecycle order, leaving out states no request is in."""
-    counts = results["state"].value_counts()
-    return {state: int(counts[state]) for state in STATES if state in counts.index}
+def lerp(low: float, high: float, weight: float) -> float:
+    """numpy's interpolation between neighbouring values (exact at both ends)."""
+    difference = high - low
+    return high - difference * (1 - weight) if weight >= 0.5 else low + difference * weight
 
 
-def group_metrics(results: pd.DataFrame) -> dict[str, Any]:
-    """Counts, success rate, stage latencies, retries and credits of a set of requests."""
-    counts = state_counts(results)
-    succeeded = counts.get("downloaded", 0)
-    failed = sum(counts.get(state, 0) for state in TERMINAL_FAILURES)
-    finished = succeeded + failed
-    return {
-        "requests": len(results),
-        "byState": counts,
-        "succeeded": succeeded,
-        "failed": failed,
-        # Of the requests that reached a final state: skipped and unfinished ones say nothing about the service.
-        "successRate": (succeeded / finished) if finished else None,
-        "cacheHits": int(results["cache_hit"].sum()),
-        "latencySeconds": {stage: latency_summary(results[f"{stage}_seconds"]) for stage in STAGES},
-        "retries": int(results["retries"].sum()),
-        "submits": int(results["submits"].sum()),
-        "creditsSpent": float(results["credits_spent"].sum()),
-        "creditsEstimated": float(results["estimated_credits"].sum()),
-        "queue": queue_metrics(results),
-        **image_metrics(results),
-    }
-
-
-def image_metrics(results: pd.DataFrame) -> dict[str, Any]:
-    """Images the image requests should make (their `images`, else the service's default of 4) and made
-    (files downloaded), and the estimated credits per image: their estimated cost over the images expected."""
-    images = results[results["type"] != "video"]
-    expected = int(images["images"].sum()) if not images.empty else 0
-    return {
-        "imagesExpected": expected,
-        "imagesDownloaded": int(images["asset_count"].sum()) if not images.empty else 0,
-        "creditsPerImage": catalog.credits_per_image(float(images["estimated_credits"].sum()), expected),
-    }
-
-
-def queue_metrics(results: pd.DataFrame) -> dict[str, Any]:
-    """What polls saw of the service's queue: how many requests were seen queued, their place at the first sight,
-    the service's forecast of the queue time then, and how long the queue stage really took for those."""
-    seen = results[results["first_queue_position"].notna() | results["first_forecast_queue_seconds"].notna()]
-    return {"requestsSeenQueued": len(seen),
-            "firstPosition": latency_summary(seen["first_queue_position"]),
-            "forecastQueueSeconds": latency_summary(seen["first_forecast_queue_seconds"]),
-            "queueSeconds": latency_summary(seen["queue_seconds"])}
-
-
-def video_versions(results: pd.DataFrame) -> dict[str, int]:
-    """Downloaded videos by version: the high-bitrate download version, or the preview (the results say why)."""
-    counts: dict[str, int] = {}
-    for kinds, variants in zip(results["type"], results["asset_variants"], strict=True):
-        if kinds != "video":
-            continue
-        for variant in variants:
-            name = str(variant) if variant else "unknown"
-            counts[name] = counts.get(name, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def _grouped(results: pd.DataFrame, column: str) -> dict[str, Any]:
-    return {str(name): group_metrics(group) for name, group in results.groupby(column, sort=True)}
-
-
-def error_table(results: pd.DataFrame) -> list[dict[str, Any]]:
-    """Final error codes: code, reason, meaning, state and how many requests ended with it (most frequent first)."""
-    failed = results[results["code"].notna()]
-    rows = []
-    for (code, reason, state), group in failed.groupby(["code", "reason", "state"], dropna=False, sort=True):
-        reason_text = None if is_missing(reason) else str(reason)
-        rows.append({"code": str(code), "reason": reason_text, "meaning": meaning_of(str(code), reason_text),
-                     "state": str(state), "count": len(group)})
-    return sorted(rows, key=lambda row: (-row["count"], row["code"], row["state"]))
-
-
-def call_metrics(attempts: pd.DataFrame) -> dict[str, Any]:
-    """Every call by kind (submit, poll, download, reconcile, ...): latency and outcomes."""
-    out: dict[str, Any] = {}
-    for kind, group in attempts.groupby("kind", sort=True):
-        outcomes = group["outcome"].value_counts()
-        out[str(kind)] = {"calls": len(group), "errors": int((group["outcome"] != "ok").sum()),
-                          "outcomes": {str(k): int(v) for k, v in outcomes.sort_index().items()},
-                          "latencySeconds": latency_summary(group["seconds"])}
-    return out
-
-
-def transient_errors(attempts: pd.DataFrame) -> list[dict[str, Any]]:
-    """Calls that failed and were retried or gave up: by kind, outcome and code."""
-    failed = attempts[attempts["outcome"] != "ok"]
-    rows = []
-    for (kind, outcome, code, status), group in failed.groupby(["kind", "outcome", "code", "http_status"],
-                                                               dropna=False, sort=True):
-        code_text = None if is_missing(code) else str(code)
-        rows.append({"kind": str(kind), "outcome": str(outcome), "code": code_text,
-                     "httpStatus": None if is_missing(status) else int(cast(float, status)),
-                     "meaning": meaning_of(code_text, None), "count": len(group)})
-    return sorted(rows, key=lambda row: (-row["count"], row["kind"], row["code"] or ""))
+def _empty_summary() -> dict[str, Any]:
+    return {"count": 0, "mean": None, **{f"p{p}": None for p in PERCENTILES}, "max": None}
 
 
 def _bucket_seconds(span: float) -> float:
@@ -169,43 +105,278 @@ def _bucket_seconds(span: float) -> float:
     return _BUCKETS[-1]
 
 
-def throughput(results: pd.DataFrame) -> dict[str, Any]:
-    """Requests reaching a final state over time, in buckets sized for at most :data:`MAX_BUCKETS` of them."""
-    ended = results["downloaded_at"].where(results["state"] == "downloaded", results["finished_at"])
-    finished = results.assign(ended=ended)[results["state"].isin(FINAL_STATES) & ended.notna()]
-    if finished.empty:
-        return {"bucketSeconds": None, "buckets": [], "requestsPerMinute": None}
-    seconds = finished["ended"].map(lambda t: t.timestamp())
-    size = _bucket_seconds(float(seconds.max()) - float(seconds.min()))
-    start = math.floor(float(seconds.min()) / size) * size
-    # From the first submit (the end less the end-to-end time), not from planning: a plan may wait days for its run.
-    sent = (seconds - finished["end_to_end_seconds"]).dropna()
-    begin = min(float(sent.min()), float(seconds.min())) if not sent.empty else float(seconds.min())
-    buckets = []
-    index = ((seconds - start) // size).astype("int64")
-    for number in range(int(index.max()) + 1):
-        chosen = finished[index == number]
-        buckets.append({"start": datetime.fromtimestamp(start + number * size, UTC).isoformat(),
-                        "succeeded": int((chosen["state"] == "downloaded").sum()),
-                        "failed": int(chosen["state"].isin(TERMINAL_FAILURES).sum())})
-    elapsed = float(seconds.max()) - begin
-    return {"bucketSeconds": size, "buckets": buckets,
-            "requestsPerMinute": (len(finished) / elapsed * 60.0) if elapsed > 0 else None}
+def _plain(values: pd.Series) -> list[Any]:
+    """A column as Python values for SQLite, None where missing."""
+    return list(values.astype(object).where(values.notna(), None))
 
 
-def reuse_metrics(results: pd.DataFrame, attempts: pd.DataFrame) -> dict[str, int]:
-    """What was not done again: requests served from the result cache, and references to local files that an
-    earlier upload (this run's or a former one's, same account and region) served instead of a new upload."""
-    references = 0
-    sent = results[~results["cache_hit"] & (results["submits"] > 0)]  # a cache hit sends (and uploads) nothing
-    for column in ("first_frame", "end_frame", "references"):
-        for text in sent[column].dropna():
-            decoded = json.loads(str(text))
-            images = decoded if isinstance(decoded, list) else [decoded]
-            references += sum(1 for image in images if isinstance(image, dict) and image.get("kind") == "file")
-    uploads = int(((attempts["kind"] == "upload") & (attempts["outcome"] == "ok")).sum()) if len(attempts) else 0
-    return {"cacheHits": int(results["cache_hit"].sum()), "uploads": uploads,
-            "reusedUploads": max(references - uploads, 0)}
+class MetricsBuilder:
+    """metrics.json of a ledger: :meth:`add` each batch of results, then :meth:`finish`. Holds no per-request data
+    in Python; its table lives in ``db``'s TEMP schema (dropped with the connection)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.create_function("floordiv", 2, lambda a, b: a // b, deterministic=True)
+        db.execute(f"DROP TABLE IF EXISTS {_ROWS}")
+        db.execute(f"CREATE TABLE {_ROWS} ({', '.join(f'{name} {kind}' for name, kind in _ROW_COLUMNS)})")
+        db.execute("DROP TABLE IF EXISTS temp.metric_ranks")
+        db.execute("CREATE TABLE temp.metric_ranks (g, rn INTEGER, PRIMARY KEY (g, rn))")
+        self._video_versions: dict[str, int] = {}
+        self._references = 0
+
+    # -- intake -------------------------------------------------------------------------------------------------
+
+    def add(self, results: pd.DataFrame) -> None:
+        """One batch of the results table (any number of rows, the columns of :func:`results.results_frame`)."""
+        if results.empty:
+            return
+        ended_at = results["downloaded_at"].where(results["state"] == "downloaded", results["finished_at"])
+        final = results["state"].isin(FINAL_STATES) & ended_at.notna()
+        # The same conversion as pandas' Timestamp.timestamp() (what a whole-table computation used), per value.
+        ended = [stamp.timestamp() if is_final else None
+                 for stamp, is_final in zip(ended_at, final, strict=True)]
+        sent = [None if end is None or is_missing(e2e) else end - e2e
+                for end, e2e in zip(ended, results["end_to_end_seconds"], strict=True)]
+        columns: dict[str, list[Any]] = {name: _plain(results[name]) for name, _ in _ROW_COLUMNS
+                                         if name not in ("ended", "sent_at")}
+        columns["ended"], columns["sent_at"] = ended, sent
+        self.db.executemany(f"INSERT INTO {_ROWS} VALUES ({', '.join('?' * len(_ROW_COLUMNS))})",
+                            zip(*(columns[name] for name, _ in _ROW_COLUMNS), strict=True))
+        for kind, variants in zip(results["type"], results["asset_variants"], strict=True):
+            if kind == "video":
+                for variant in variants:
+                    name = str(variant) if variant else "unknown"
+                    self._video_versions[name] = self._video_versions.get(name, 0) + 1
+        sent_rows = results[~results["cache_hit"] & (results["submits"] > 0)]  # a cache hit sends nothing
+        for column in ("first_frame", "end_frame", "references"):
+            for text in sent_rows[column].dropna():
+                decoded = json.loads(str(text))
+                images = decoded if isinstance(decoded, list) else [decoded]
+                self._references += sum(1 for image in images
+                                        if isinstance(image, dict) and image.get("kind") == "file")
+
+    # -- SQL ------------------------------------------------------------------------------------------------------
+
+    def _rows(self, sql: str, *params: Any) -> list[Any]:
+        return self.db.execute(sql, params).fetchall()
+
+    def summaries(self, value: str, *, group: str | None = None, where: str = "1",
+                  table: str = _ROWS, quantiles: tuple[float, ...] = _QUANTILES
+                  ) -> dict[str, dict[str, Any]]:
+        """Per group (``''`` without one): count, mean, the quantiles (``p50``...) and max of ``value``, NULLs left
+        out; groups with no value are absent."""
+        key = group or "''"
+        condition = f"({where}) AND {value} IS NOT NULL" + (f" AND {group} IS NOT NULL" if group else "")
+        stats = self._rows(f"SELECT {key}, COUNT(*), AVG({value}), MAX({value}) FROM {table} "
+                           f"WHERE {condition} GROUP BY 1 ORDER BY 1")
+        places = {name: [quantile_position(count, q) for q in quantiles] for name, count, _, _ in stats}
+        self.db.execute("DELETE FROM temp.metric_ranks")
+        self.db.executemany("INSERT OR IGNORE INTO temp.metric_ranks VALUES (?, ?)",
+                            [(name, place + 1) for name, spots in places.items() for low, high, _ in spots
+                             for place in (low, high)])
+        ranked = (f"SELECT {key} AS g, {value} AS v, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {value}) AS rn "
+                  f"FROM {table} WHERE {condition}")
+        values = {(name, rank): v for name, rank, v in self._rows(
+            f"SELECT g, rn, v FROM ({ranked}) WHERE (g, rn) IN (SELECT g, rn FROM temp.metric_ranks)")}
+        out: dict[str, dict[str, Any]] = {}
+        for name, count, mean, top in stats:
+            figures = [lerp(values[(name, low + 1)], values[(name, high + 1)], weight)
+                       for low, high, weight in places[name]]
+            out[str(name)] = {"count": int(count), "mean": _number(mean),
+                              **{f"p{round(q * 100):d}": _number(v) for q, v in zip(quantiles, figures, strict=True)},
+                              "max": _number(top)}
+        return out
+
+    def _groups(self, group: str | None) -> dict[str, dict[str, Any]]:
+        """:func:`group_metrics` of every group of requests (by ``group``'s value; one group, ``''``, without)."""
+        key = group or "''"
+        where = f"{group} IS NOT NULL" if group else "1"
+        base = self._rows(f"SELECT {key}, COUNT(*), COALESCE(SUM(cache_hit), 0), COALESCE(SUM(retries), 0), "
+                          f"COALESCE(SUM(submits), 0), TOTAL(credits_spent), TOTAL(estimated_credits) "
+                          f"FROM {_ROWS} WHERE {where} GROUP BY 1 ORDER BY 1")
+        states: dict[str, dict[str, int]] = {}
+        for name, state, count in self._rows(f"SELECT {key}, state, COUNT(*) FROM {_ROWS} "
+                                             f"WHERE {where} GROUP BY 1, 2"):
+            states.setdefault(str(name), {})[str(state)] = int(count)
+        latency = {stage: self.summaries(f"{stage}_seconds", group=group, where=where) for stage in STAGES}
+        seen = {str(name): int(count) for name, count in self._rows(
+            f"SELECT {key}, COUNT(*) FROM {_ROWS} WHERE {where} AND {_SEEN_QUEUED} GROUP BY 1")}
+        queue = {label: self.summaries(column, group=group, where=f"{where} AND {_SEEN_QUEUED}")
+                 for label, column in _QUEUE_VALUES}
+        images = {str(name): (int(expected), int(made), float(credits)) for name, expected, made, credits in
+                  self._rows(f"SELECT {key}, COALESCE(SUM(images), 0), COALESCE(SUM(asset_count), 0), "
+                             f"TOTAL(estimated_credits) FROM {_ROWS} WHERE {where} AND {_IMAGE_REQUESTS} "
+                             f"GROUP BY 1")}
+        out: dict[str, dict[str, Any]] = {}
+        for name, count, cache_hits, retries, submits, spent, estimated in base:
+            name = str(name)
+            by_state = {str(state): states[name][state] for state in STATES if state in states.get(name, {})}
+            succeeded = by_state.get("downloaded", 0)
+            failed = sum(by_state.get(state, 0) for state in TERMINAL_FAILURES)
+            finished = succeeded + failed
+            expected, made, image_credits = images.get(name, (0, 0, 0.0))
+            out[name] = {
+                "requests": int(count),
+                "byState": by_state,
+                "succeeded": succeeded,
+                "failed": failed,
+                # Of the requests that reached a final state: skipped and unfinished ones say nothing of the service.
+                "successRate": (succeeded / finished) if finished else None,
+                "cacheHits": int(cache_hits),
+                "latencySeconds": {stage: latency[stage].get(name, _empty_summary()) for stage in STAGES},
+                "retries": int(retries),
+                "submits": int(submits),
+                "creditsSpent": float(spent),
+                "creditsEstimated": float(estimated),
+                "queue": {"requestsSeenQueued": seen.get(name, 0),
+                          **{label: queue[label].get(name, _empty_summary()) for label, _ in _QUEUE_VALUES}},
+                "imagesExpected": expected,
+                "imagesDownloaded": made,
+                "creditsPerImage": catalog.credits_per_image(image_credits, expected),
+            }
+        return out
+
+    def _overall(self) -> dict[str, Any]:
+        groups = self._groups(None)
+        if groups:
+            return groups[""]
+        return {"requests": 0, "byState": {}, "succeeded": 0, "failed": 0, "successRate": None, "cacheHits": 0,
+                "latencySeconds": {stage: _empty_summary() for stage in STAGES}, "retries": 0, "submits": 0,
+                "creditsSpent": 0.0, "creditsEstimated": 0.0,
+                "queue": {"requestsSeenQueued": 0, **{label: _empty_summary() for label, _ in _QUEUE_VALUES}},
+                "imagesExpected": 0, "imagesDownloaded": 0, "creditsPerImage": None}
+
+    def error_table(self) -> list[dict[str, Any]]:
+        """Final error codes: code, reason, meaning, state and how many requests ended with it (most frequent
+        first)."""
+        rows = []
+        for code, reason, state, count in self._rows(
+                f"SELECT code, reason, state, COUNT(*) FROM {_ROWS} WHERE code IS NOT NULL "
+                "GROUP BY 1, 2, 3 ORDER BY code, reason IS NULL, reason, state"):
+            reason_text = None if reason is None else str(reason)
+            rows.append({"code": str(code), "reason": reason_text, "meaning": meaning_of(str(code), reason_text),
+                         "state": str(state), "count": int(count)})
+        return sorted(rows, key=lambda row: (-row["count"], row["code"], row["state"]))
+
+    def transient_errors(self) -> list[dict[str, Any]]:
+        """Calls that failed and were retried or gave up: by kind, outcome and code (every call of the ledger)."""
+        rows = []
+        for kind, outcome, code, status, count in self._rows(
+                "SELECT kind, outcome, code, http_status, COUNT(*) FROM attempts WHERE outcome != 'ok' "
+                "GROUP BY 1, 2, 3, 4 ORDER BY kind, outcome, code IS NULL, code, http_status IS NULL, "
+                "http_status"):
+            code_text = None if code is None else str(code)
+            rows.append({"kind": str(kind), "outcome": str(outcome), "code": code_text,
+                         "httpStatus": None if status is None else int(status),
+                         "meaning": meaning_of(code_text, None), "count": int(count)})
+        return sorted(rows, key=lambda row: (-row["count"], row["kind"], row["code"] or ""))
+
+    def call_metrics(self) -> dict[str, Any]:
+        """Every call by kind (submit, poll, download, reconcile, ...): latency and outcomes (every outcome any
+        call had, with 0 where a kind had none of it)."""
+        outcomes = [str(name) for (name,) in self._rows("SELECT DISTINCT outcome FROM attempts ORDER BY 1")]
+        counts: dict[str, dict[str, int]] = {}
+        for kind, outcome, count in self._rows("SELECT kind, outcome, COUNT(*) FROM attempts GROUP BY 1, 2"):
+            counts.setdefault(str(kind), {})[str(outcome)] = int(count)
+        latency = self.summaries("seconds", group="kind", table="attempts")
+        out: dict[str, Any] = {}
+        for kind in sorted(counts):
+            by_outcome = {name: counts[kind].get(name, 0) for name in outcomes}
+            out[kind] = {"calls": sum(by_outcome.values()),
+                         "errors": sum(n for name, n in by_outcome.items() if name != "ok"),
+                         "outcomes": by_outcome, "latencySeconds": latency.get(kind, _empty_summary())}
+        return out
+
+    def throughput(self) -> dict[str, Any]:
+        """Requests reaching a final state over time, in buckets sized for at most :data:`MAX_BUCKETS` of them."""
+        final = f"state IN {_FINAL} AND ended IS NOT NULL"
+        count, first, last, first_sent = self._rows(
+            f"SELECT COUNT(*), MIN(ended), MAX(ended), MIN(sent_at) FROM {_ROWS} WHERE {final}")[0]
+        if not count:
+            return {"bucketSeconds": None, "buckets": [], "requestsPerMinute": None}
+        size = _bucket_seconds(float(last) - float(first))
+        start = math.floor(float(first) / size) * size
+        # From the first submit (the end less the end-to-end time), not from planning: a plan may wait days for its
+        # run.
+        begin = min(float(first_sent), float(first)) if first_sent is not None else float(first)
+        counted = {int(index): (int(ok), int(bad)) for index, ok, bad in self._rows(
+            f"SELECT floordiv(ended - ?, ?), SUM(state = 'downloaded'), SUM(state IN {_FAILURES}) "
+            f"FROM {_ROWS} WHERE {final} GROUP BY 1", start, size)}
+        buckets = [{"start": datetime.fromtimestamp(start + number * size, UTC).isoformat(),
+                    "succeeded": counted.get(number, (0, 0))[0], "failed": counted.get(number, (0, 0))[1]}
+                   for number in range(max(counted) + 1)]
+        elapsed = float(last) - begin
+        return {"bucketSeconds": size, "buckets": buckets,
+                "requestsPerMinute": (count / elapsed * 60.0) if elapsed > 0 else None}
+
+    def box_stats(self) -> list[dict[str, Any]]:
+        """Per stage with any time: the quartiles, the whiskers (the furthest times within 1.5 IQR of the box) and
+        the extreme times beyond them, for Matplotlib's ``Axes.bxp`` (the box plot of every time, not holding them)."""
+        out = []
+        for stage in STAGES:
+            column = f"{stage}_seconds"
+            stats = self.summaries(column, quantiles=(0.25, 0.5, 0.75)).get("")
+            if stats is None:
+                continue
+            q1, median, q3 = stats["p25"], stats["p50"], stats["p75"]
+            reach = 1.5 * (q3 - q1)
+            low, high, least, most = self._rows(
+                f"SELECT MIN(CASE WHEN {column} >= ? THEN {column} END), "
+                f"MAX(CASE WHEN {column} <= ? THEN {column} END), MIN({column}), MAX({column}) FROM {_ROWS} "
+                f"WHERE {column} IS NOT NULL", q1 - reach, q3 + reach)[0]
+            fliers = sorted({value for value in (least, most) if value < low or value > high})
+            out.append({"label": stage.replace("_", " "), "q1": q1, "med": median, "q3": q3, "whislo": low,
+                        "whishi": high, "fliers": fliers})
+        return out
+
+    # -- the result -------------------------------------------------------------------------------------------
+
+    def finish(self, runs: pd.DataFrame) -> dict[str, Any]:
+        """Everything in ``metrics.json``, from every batch added."""
+        overall = self._overall()
+        origins = {str(origin): int(n) for origin, n in self._rows(
+            f"SELECT origin, COUNT(*) FROM {_ROWS} WHERE origin IS NOT NULL GROUP BY 1 ORDER BY 1")}
+        ran = [origin for origin in runs.get("origin", pd.Series(dtype="object")).dropna()]
+        (mean_seconds,) = self._rows(f"SELECT AVG(end_to_end_seconds) FROM {_ROWS} "
+                                     f"WHERE state IN {_FINAL}")[0]
+        model_usage = {str(model): int(count) for model, count in self._rows(
+            f"SELECT model, COUNT(*) FROM {_ROWS} WHERE state IN {_FINAL} AND model IS NOT NULL "
+            "GROUP BY 1 ORDER BY 1")}
+        (retried,) = self._rows(f"SELECT COUNT(*) FROM {_ROWS} WHERE retries > 0")[0]
+        (uploads,) = self._rows("SELECT COUNT(*) FROM attempts WHERE kind = 'upload' AND outcome = 'ok'")[0]
+        return {
+            # Where the results come from; `simulated` when any of them (or, before anything was sent, the last
+            # run) came from the built-in simulator: such a report is a rehearsal, not the service's work.
+            "simulated": any(is_simulated(o) for o in origins) or (not origins and bool(ran)
+                                                                   and is_simulated(ran[-1])),
+            "origins": origins,
+            "totalRequests": overall["requests"],
+            "successRequests": overall["succeeded"],
+            "failedRequests": overall["failed"],
+            "avgResponseTime": None if mean_seconds is None else _number(mean_seconds * 1000.0),
+            "modelUsage": model_usage,
+            "byState": overall["byState"],
+            "overall": overall,
+            "byModel": self._groups("model"),
+            "byType": self._groups("type"),
+            "byResolution": self._groups("resolution"),
+            "errors": self.error_table(),
+            "transientErrors": self.transient_errors(),
+            "calls": self.call_metrics(),
+            "retries": {"total": overall["retries"], "requestsRetried": int(retried)},
+            "credits": {"spent": overall["creditsSpent"], "estimated": overall["creditsEstimated"],
+                        "note": "estimates from the catalog's cost table: spent counts requests the service "
+                                "accepted"},
+            "images": {"expected": overall["imagesExpected"], "downloaded": overall["imagesDownloaded"],
+                       "creditsPerImage": overall["creditsPerImage"],
+                       "note": "expected: each image request's `images`, else the service's default of 4; credits "
+                               "per image: the image requests' estimated credits over the images expected"},
+            "videoVersions": dict(sorted(self._video_versions.items())),
+            "reuse": {"cacheHits": overall["cacheHits"], "uploads": int(uploads),
+                      "reusedUploads": max(self._references - int(uploads), 0)},
+            "throughput": self.throughput(),
+            "runs": runs_summary(runs),
+        }
 
 
 def runs_summary(runs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -249,43 +420,16 @@ def _iso(value: Any) -> str | None:
     return datetime.fromtimestamp(float(value), UTC).isoformat()
 
 
-def compute_metrics(results: pd.DataFrame, attempts: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Any]:
-    """Everything in ``metrics.json``."""
-    final = results[results["state"].isin(FINAL_STATES)]
-    sent = final["end_to_end_seconds"].dropna()
-    overall = group_metrics(results)
-    origins = {str(origin): int(n) for origin, n in results["origin"].dropna().value_counts().sort_index().items()}
-    ran = [origin for origin in runs.get("origin", pd.Series(dtype="object")).dropna()]
-    return {
-        # Where the results come from; `simulated` when any of them (or, before anything was sent, the last run)
-        # came from the built-in simulator: such a report is a rehearsal, not the service's work.
-        "simulated": any(is_simulated(o) for o in origins) or (not origins and bool(ran) and is_simulated(ran[-1])),
-        "origins": origins,
-        "totalRequests": len(results),
-        "successRequests": overall["succeeded"],
-        "failedRequests": overall["failed"],
-        "avgResponseTime": _number(sent.mean() * 1000.0) if not sent.empty else None,
-        "modelUsage": {str(model): int(count) for model, count in final["model"].value_counts().sort_index().items()},
-        "byState": overall["byState"],
-        "overall": overall,
-        "byModel": _grouped(results, "model"),
-        "byType": _grouped(results, "type"),
-        "byResolution": _grouped(results, "resolution"),
-        "errors": error_table(results),
-        "transientErrors": transient_errors(attempts),
-        "calls": call_metrics(attempts),
-        "retries": {"total": overall["retries"], "requestsRetried": int((results["retries"] > 0).sum())},
-        "credits": {"spent": overall["creditsSpent"], "estimated": overall["creditsEstimated"],
-                    "note": "estimates from the catalog's cost table: spent counts requests the service accepted"},
-        "images": {"expected": overall["imagesExpected"], "downloaded": overall["imagesDownloaded"],
-                   "creditsPerImage": overall["creditsPerImage"],
-                   "note": "expected: each image request's `images`, else the service's default of 4; credits per "
-                           "image: the image requests' estimated credits over the images expected"},
-        "videoVersions": video_versions(results),
-        "reuse": reuse_metrics(results, attempts),
-        "throughput": throughput(results),
-        "runs": runs_summary(runs),
-    }
+def compute_metrics(out_dir: Path) -> dict[str, Any]:
+    """Everything in ``metrics.json`` of ``out_dir``'s ledger (what a report computes, without writing files)."""
+    db = connect(out_dir)
+    try:
+        builder = MetricsBuilder(db)
+        for batch in iter_results(db):
+            builder.add(batch)
+        return builder.finish(read_runs(db))
+    finally:
+        db.close()
 
 
 def comparable(metrics: dict[str, Any]) -> dict[str, Any]:

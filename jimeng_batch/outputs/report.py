@@ -9,9 +9,12 @@ file is written to a temporary name and renamed into place, so a reader never se
 from __future__ import annotations
 
 import base64
+import ctypes
+import gc
 import io
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,18 +23,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.engine.states import FAIL_ON_STATES, UNFINISHED_STATES
 from jimeng_batch.errors import printable
 from jimeng_batch.intake.sources import display_path
-from jimeng_batch.outputs.metrics import compute_metrics
+from jimeng_batch.outputs.metrics import MetricsBuilder
 from jimeng_batch.outputs.results import (
     LIST_COLUMNS,
     STAGES,
+    arrow_table,
+    connect,
     is_missing,
-    read_tables,
-    results_frame,
+    iter_results,
+    read_runs,
+    use_system_allocator,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +49,10 @@ RESULT_FILES = ("results.parquet", "results.csv", "results.jsonl")
 THUMBNAIL_SIDE = 192
 MD_ERROR_ROWS = 8
 MD_FAILURE_ROWS = 50
+# report.html shows at most this many gallery cards (the first requests in plan order) and failed requests (the
+# first in plan order): a page of 100,000 cards and their thumbnails would not open; results.csv has every request.
+HTML_ROWS = 1_000
+JSON_ROWS = 250
 
 
 @dataclass(frozen=True)
@@ -57,22 +68,40 @@ class Report:
 def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None = None) -> Report:
     """Compute the report of ``out_dir``'s ledger and write every file; append ``report.md`` to
     ``$GITHUB_STEP_SUMMARY`` when that is set (and ``step_summary``). ``title`` names the reports (default: the
-    folder's name; a merge passes the manifest's)."""
-    tables = read_tables(out_dir)
-    results = results_frame(tables)
-    metrics = compute_metrics(results, tables.attempts, tables.runs)
+    folder's name; a merge passes the manifest's).
+
+    One pass over the ledger, a batch of requests at a time: each batch is appended to the three results files
+    and to the metrics' work table, and the first :data:`HTML_ROWS` requests and failures are kept for the pages;
+    nothing else per request is held."""
+    use_system_allocator()
+    db = connect(out_dir)
+    try:
+        runs = read_runs(db)
+        builder = MetricsBuilder(db)
+        shown = _Shown()
+        with _ResultFiles(out_dir) as files:
+            for batch in iter_results(db):
+                files.add(batch)
+                builder.add(batch)
+                shown.add(batch)
+        metrics = builder.finish(runs)
+        boxes = builder.box_stats()
+    finally:
+        db.close()
+    _give_back_memory()
     title = title or out_dir.name
-    markdown = render_markdown(metrics, title, results=results, html_path=display_path(out_dir / "report.html"))
+    gallery, failures = shown.frames()
+    failed = sum(metrics["byState"].get(state, 0) for state in FAILURE_STATES)
+    markdown = render_markdown(metrics, title, results=failures, html_path=display_path(out_dir / "report.html"),
+                               failures_total=failed)
     written = [
-        _write_file(out_dir / "results.parquet", lambda path: results.to_parquet(path, index=False,
-                                                                                  engine="pyarrow")),
-        _write_file(out_dir / "results.csv", lambda path: _write_csv(results, path)),
-        _write_file(out_dir / "results.jsonl", lambda path: _write_jsonl(results, path)),
+        *files.paths,
         _write_bytes(out_dir / "metrics.json",
                      lambda: (json.dumps(metrics, indent=2, ensure_ascii=False) + "\n").encode("utf-8")),
         _write_bytes(out_dir / "report.md", lambda: markdown.encode("utf-8")),
-        _write_bytes(out_dir / "report.html", lambda: render_html(results, metrics, out_dir, title,
-                                                                     runs=tables.runs).encode("utf-8")),
+        _write_bytes(out_dir / "report.html", lambda: render_html(gallery, metrics, out_dir, title, runs=runs,
+                                                                     failures=failures, failures_total=failed,
+                                                                     boxes=boxes).encode("utf-8")),
     ]
     summary_path = os.environ.get(SUMMARY_ENV)
     if step_summary and summary_path:
@@ -80,6 +109,81 @@ def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None 
         with open(summary_path, "a", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
     return Report(out_dir, tuple(written), metrics, markdown)
+
+
+def _give_back_memory() -> None:
+    """Return the batches' freed memory to the system before the pages are drawn (Matplotlib's import alone is
+    some 50 MiB): glibc keeps freed heap mapped otherwise, and the peak would be the sum of both stages."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim this way
+            pass
+
+
+class _Shown:
+    """The first :data:`HTML_ROWS` requests (the gallery) and failed requests (the failures table), in plan
+    order, as batches go by."""
+
+    def __init__(self) -> None:
+        self.gallery: list[pd.DataFrame] = []
+        self.failures: list[pd.DataFrame] = []
+        self.counts = [0, 0]
+
+    def add(self, batch: pd.DataFrame) -> None:
+        for index, (kept, rows) in enumerate(((self.gallery, batch),
+                                             (self.failures, batch[batch["state"].isin(FAILURE_STATES)]))):
+            room = HTML_ROWS - self.counts[index]
+            if room > 0 and (len(rows) or not kept):  # an empty first batch keeps the columns
+                kept.append(rows.iloc[:room])
+                self.counts[index] += min(room, len(rows))
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return pd.concat(self.gallery), pd.concat(self.failures)
+
+
+class _ResultFiles:
+    """results.parquet (a row group per batch), results.csv and results.jsonl, written batch by batch to
+    temporary names and renamed into place once all are whole (a reader never sees half a file)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.paths = tuple(out_dir / name for name in RESULT_FILES)
+        self.temporary = tuple(path.with_name(f".{path.name}.tmp") for path in self.paths)
+        self.parquet: pq.ParquetWriter | None = None
+        self.first = True
+
+    def __enter__(self) -> _ResultFiles:
+        self.csv = self.temporary[1].open("w", encoding="utf-8", newline="")
+        self.jsonl = self.temporary[2].open("w", encoding="utf-8", newline="\n")
+        return self
+
+    def add(self, batch: pd.DataFrame) -> None:
+        table = arrow_table(batch)
+        if self.parquet is None:  # the schema of every batch; the pandas metadata (dtypes) of the first
+            self.parquet = pq.ParquetWriter(self.temporary[0], table.schema)
+        self.parquet.write_table(table)
+        _flat(batch).to_csv(self.csv, index=False, header=self.first, lineterminator="\n",
+                            date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+        # A few hundred lines per call: to_json builds its text whole, and a batch's would be a peak of its own.
+        for start in range(0, len(batch), JSON_ROWS):
+            text = batch.iloc[start:start + JSON_ROWS].to_json(orient="records", lines=True, date_format="iso",
+                                                                force_ascii=False)
+            self.jsonl.write(text if text.endswith("\n") else text + "\n")
+        self.first = False
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        try:
+            self.csv.close()
+            self.jsonl.close()
+            if self.parquet is not None:
+                self.parquet.close()
+            if error is None:
+                for temporary, path in zip(self.temporary, self.paths, strict=True):
+                    temporary.replace(path)
+        finally:
+            for temporary in self.temporary:
+                temporary.unlink(missing_ok=True)
 
 
 def write_run_report(out_dir: Path) -> Report | None:
@@ -104,22 +208,6 @@ def _write_file(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def _write_csv(results: pd.DataFrame, path: Path, chunk: int = 10_000) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        for start in range(0, max(len(results), 1), chunk):
-            _flat(results.iloc[start:start + chunk]).to_csv(handle, index=False, header=start == 0,
-                                                            lineterminator="\n",
-                                                            date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _write_jsonl(results: pd.DataFrame, path: Path, chunk: int = 10_000) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as handle:
-        for start in range(0, len(results), chunk):
-            text = results.iloc[start:start + chunk].to_json(orient="records", lines=True, date_format="iso",
-                                                           force_ascii=False)
-            handle.write(text if text.endswith("\n") else text + "\n")
-
-
 def _write_bytes(path: Path, produce: Callable[[], bytes]) -> Path:
     temporary = path.with_name(f".{path.name}.tmp")
     try:
@@ -137,8 +225,12 @@ def _flat(results: pd.DataFrame) -> pd.DataFrame:
     """List columns as JSON text (a CSV cell holds one value)."""
     flat = results.copy()
     for name in LIST_COLUMNS:
-        flat[name] = flat[name].map(lambda values: json.dumps(values, ensure_ascii=False))
+        flat[name] = [_LIST_JSON.encode(values) if len(values) else "[]" for values in flat[name]]
     return flat
+
+
+# json.dumps with an option builds an encoder per call: a report encodes eight lists per request.
+_LIST_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def read_results(out_dir: Path) -> pd.DataFrame:
@@ -214,10 +306,11 @@ def _images_cell(stats: dict[str, Any]) -> str:
 
 
 def render_markdown(metrics: dict[str, Any], title: str, *, results: pd.DataFrame | None = None,
-                    html_path: str = "report.html") -> str:
+                    html_path: str = "report.html", failures_total: int | None = None) -> str:
     """A short summary for a CI job page: the header (origin, manifest, version, times, exit and why), outcome,
-    states, time per stage, the failed requests (the first :data:`MD_FAILURE_ROWS`), errors, credits, per model,
-    and where report.html is."""
+    states, time per stage, the failed requests (the first :data:`MD_FAILURE_ROWS` of ``results``;
+    ``failures_total``: how many there are in all, when ``results`` holds only the first), errors, credits, per
+    model, and where report.html is."""
     overall = metrics["overall"]
     ok = metrics["failedRequests"] == 0 and metrics["successRequests"] == metrics["totalRequests"]
     simulated = _simulated(metrics)
@@ -258,15 +351,16 @@ def render_markdown(metrics: dict[str, Any], title: str, *, results: pd.DataFram
         if len(errors) > MD_ERROR_ROWS:
             lines.append(f"\n… and {len(errors) - MD_ERROR_ROWS} more codes in metrics.json")
     failures = failure_rows(results) if results is not None else []
+    total = max(failures_total or 0, len(failures))
     if failures:
-        lines += ["", f"Failed, blocked, invalid and skipped requests ({len(failures)}):", "",
+        lines += ["", f"Failed, blocked, invalid and skipped requests ({total}):", "",
                   "| state | job | prompt | code | meaning | message |", "|---|---|---|---|---|---|"]
         for row in failures[:MD_FAILURE_ROWS]:
             lines.append(f"| {row['state']} | {_cell(row['job'])} | {_cell(row['prompt'][:80])} | "
                          f"{_cell(row['code'])} | {_cell(row['meaning'] or row['reason'])} | "
                          f"{_cell(row['message'][:120])} |")
-        if len(failures) > MD_FAILURE_ROWS:
-            lines.append(f"\n… and {len(failures) - MD_FAILURE_ROWS} more in report.html and the results files")
+        if total > MD_FAILURE_ROWS:
+            lines.append(f"\n… and {total - MD_FAILURE_ROWS} more in report.html and the results files")
     lines += ["", f"Review every request in `{_cell(html_path)}`. Files: `results.parquet` `results.csv` "
               "`results.jsonl` `metrics.json`. Credits are estimates from the catalog's cost table.", ""]
     return "\n".join(lines)
@@ -380,9 +474,15 @@ THUMBNAIL_DIR = "report_files"
 
 
 def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, title: str | None = None, *,
-                runs: pd.DataFrame | None = None) -> str:
-    """One page that opens from disk: the header, states, failures, a gallery of every request (thumbnails in
-    ``report_files/``, lazy-loaded; links to the full-size files), tables and plots (inline PNG)."""
+                runs: pd.DataFrame | None = None, failures: pd.DataFrame | None = None,
+                failures_total: int | None = None, boxes: list[dict[str, Any]] | None = None) -> str:
+    """One page that opens from disk: the header, states, failures, a gallery of the requests (thumbnails in
+    ``report_files/``, lazy-loaded; links to the full-size files), tables and plots (inline PNG).
+
+    ``results``: the requests of the gallery (a report passes the first :data:`HTML_ROWS`; the page says how many of
+    ``metrics['totalRequests']`` it shows); ``failures``: the failed requests to list (default: those of
+    ``results``), ``failures_total`` of them in all; ``boxes``: the latency box plot's figures
+    (:meth:`MetricsBuilder.box_stats`; default: from ``results``)."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     environment = Environment(loader=PackageLoader("jimeng_batch.outputs", "templates"),
@@ -404,12 +504,17 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, t
                f"{metrics['credits']['estimated']:g} estimated (estimates from the catalog's cost table).")
     notes = [*([_images_line(metrics)] if metrics["images"]["expected"] else []),
              *[line.replace("`", "") for line in _service_lines(metrics)]]
+    if boxes is None:
+        boxes = box_stats(results)
     plots = [(alt, "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
-             for alt, png in _plots(results, metrics)]
+             for alt, png in _plots(boxes, metrics)]
+    listed = failure_rows(results if failures is None else failures)
     return environment.get_template("report.html.j2").render(
         title=title or out_dir.name, simulated=_simulated(metrics), header=run_header(metrics, results),
         summary=summary, notes=notes, reuse=metrics["reuse"], by_state=list(metrics["byState"].items()),
-        failures=failure_rows(results), cards=cards, files=sum(len(c["links"]) for c in cards), choices=choices,
+        failures=listed, failures_total=max(failures_total or 0, len(listed)), cards=cards,
+        total=max(int(metrics["totalRequests"]), len(cards)), files=sum(len(c["links"]) for c in cards),
+        choices=choices,
         latency=latency, by_model=by_model, errors=metrics["errors"], retried=metrics["transientErrors"],
         plots=plots)
 
@@ -530,7 +635,18 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, bytes]]:
+def box_stats(results: pd.DataFrame) -> list[dict[str, Any]]:
+    """The latency box plot's figures of a results frame (the same computation as a report's, over these rows)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        builder = MetricsBuilder(db)
+        builder.add(results)
+        return builder.box_stats()
+    finally:
+        db.close()
+
+
+def _plots(boxes: list[dict[str, Any]], metrics: dict[str, Any]) -> list[tuple[str, bytes]]:
     """Latency distributions per stage, throughput over time, outcomes by model: PNG bytes with their titles."""
     # The object-oriented API with the Agg canvas: no pyplot, no global backend, nothing shown on a screen.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -544,13 +660,11 @@ def _plots(results: pd.DataFrame, metrics: dict[str, Any]) -> list[tuple[str, by
         figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
         plots.append((title, buffer.getvalue()))
 
-    stages = [(stage, results[f"{stage}_seconds"].dropna().to_numpy(dtype="float64")) for stage in STAGES]
-    stages = [(stage, values) for stage, values in stages if values.size]
-    if stages:
+    if boxes:
         figure = Figure(figsize=(8, 3.5))
         axes = figure.add_subplot()
-        axes.boxplot([values for _, values in stages], tick_labels=[s.replace("_", " ") for s, _ in stages],
-                     showfliers=True)
+        # From precomputed quartiles and whiskers (1.5 IQR): the times themselves are never all in memory.
+        axes.bxp(boxes, showfliers=True)
         axes.set_ylabel("seconds")
         axes.set_title("Latency by stage")
         save(figure, "Latency distribution per stage")

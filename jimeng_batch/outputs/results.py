@@ -16,14 +16,17 @@ Stage timings come from the ledger's ``events`` (every state change with its tim
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
 
 from jimeng_batch.engine.ledger import Ledger, is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, State
@@ -59,6 +62,26 @@ COMPARABLE_COLUMNS = ("key", "submit_id", "manifest", "job", "row", "sample", *P
                       *OUTPUT_COLUMNS, "state", "code", "reason", "meaning", "cache_hit", "asset_count", "asset_sha256",
                       "asset_sizes", "asset_formats", "estimated_credits", "credits_spent")
 
+_TEXT, _INT, _FLOAT, _BOOL = pa.large_string(), pa.int64(), pa.float64(), pa.bool_()
+_TIME = pa.timestamp("ns", tz="UTC")
+_TYPES = {"ord": _INT, "row": _INT, "sample": _INT, "seed": _INT, "seed_given": _BOOL, "sample_strength": _FLOAT,
+          "duration": _INT, "fps": _INT, "images": _INT, "intelligent_ratio": _BOOL, "simulated": _BOOL,
+          "cache_hit": _BOOL, "asset_count": _INT, "asset_bytes": _INT,
+          **{name: pa.list_(pa.string()) for name in LIST_COLUMNS},
+          **{name: pa.list_(pa.int64()) for name in ("asset_sizes", "asset_widths", "asset_heights")},
+          **{name: _TIME for name in TIME_COLUMNS}, **{name: _FLOAT for name in QUEUE_COLUMNS},
+          **{f"{stage}_seconds": _FLOAT for stage in STAGES},
+          **{name: _INT for name in ("submits", "polls", "retries", "attempts", "failed_attempts")},
+          "estimated_credits": _FLOAT, "credits_spent": _FLOAT}
+# Every column of the results table in order (the frame :func:`results_frame` builds), with its Arrow type: text
+# unless said otherwise. results.parquet has this schema whatever a batch holds.
+RESULT_COLUMNS = ("key", "submit_id", "ord", "manifest", "job", "row", "sample", *PARAM_COLUMNS, *JSON_PARAM_COLUMNS,
+                  *OUTPUT_COLUMNS, "state", "code", "reason", "meaning", "message", "history_record_id", "task_id",
+                  "token", "origin", "simulated", "cache_hit", *LIST_COLUMNS, "asset_count", "asset_bytes",
+                  *TIME_COLUMNS, *QUEUE_COLUMNS, *(f"{stage}_seconds" for stage in STAGES), "submits", "polls",
+                  "retries", "attempts", "failed_attempts", "estimated_credits", "credits_spent")
+RESULTS_SCHEMA = pa.schema([(name, _TYPES.get(name, _TEXT)) for name in RESULT_COLUMNS])
+
 # Codes the executor records that are not answers of the service.
 @dataclass(frozen=True)
 class LedgerTables:
@@ -71,28 +94,109 @@ class LedgerTables:
     assets: pd.DataFrame
 
 
-def read_tables(out_dir: Path) -> LedgerTables:
-    """Read every table of ``out_dir``'s ledger (read-only: a report never changes a ledger)."""
+# Requests per batch when the results are streamed: a batch's frames (its requests, events, attempts and assets)
+# are the only per-request data a report holds at a time. Measured (bench/bench_report.py): 2,000 adds about 40 MiB
+# to the process (pandas' Arrow-backed text columns cost far more than their Python size), 5,000 about 130 MiB, for
+# no more speed.
+BATCH_REQUESTS = 2_000
+
+# The columns read of each table. Only those reports use: events and attempts are the ledger's largest tables
+# (several rows per request), and their free-text details would otherwise be most of a report's memory.
+_BATCH_QUERIES = (
+    ("events", "SELECT key, state, at FROM events WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id"),
+    ("attempts", "SELECT key, kind, outcome, code, http_status, seconds FROM attempts "
+                 "WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id"),
+    ("assets", "SELECT * FROM assets WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key, idx"),
+)
+
+
+def use_system_allocator() -> None:
+    """Have Arrow (pandas' text columns) allocate with the system allocator: its default pool (mimalloc) keeps
+    what a batch freed for itself, some 15 MiB more at the peak of a report; glibc gives it back to the next batch."""
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
+def connect(out_dir: Path) -> sqlite3.Connection:
+    """``out_dir``'s ledger opened read-only (a report never changes a ledger; its work tables are TEMP ones)."""
     path = Ledger.path_in(out_dir)
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise LedgerError(f"{path}: cannot be opened ({exc})") from exc
+
+
+def _file_of(db: sqlite3.Connection) -> str:
+    """The ledger file a connection reads, for an error message."""
     try:
-        # Only the columns reports use: events and attempts are the ledger's largest tables (several rows per
-        # request), and their free-text details would otherwise be most of a report's memory.
-        frames = {name: pd.read_sql_query(f"SELECT {columns} FROM {name} ORDER BY {order}", db)  # noqa: S608
-                  for name, columns, order in (
-                      ("runs", "*", "id"), ("requests", "*", "ord"), ("events", "key, state, at", "id"),
-                      ("attempts", "key, kind, outcome, code, http_status, seconds", "id"),
-                      ("assets", "*", "key, idx"))}
-        for name, column in (("events", "state"), ("attempts", "kind"), ("attempts", "outcome")):
-            frames[name][column] = frames[name][column].astype("category")
+        return str(next(row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"))
+    except (sqlite3.Error, StopIteration):
+        return "ledger.sqlite"
+
+
+def read_runs(db: sqlite3.Connection) -> pd.DataFrame:
+    """The ledger's runs (one row per run: a handful)."""
+    try:
+        return pd.read_sql_query("SELECT * FROM runs ORDER BY id", db)
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
-        raise LedgerError(f"{path}: not a usable ledger ({exc})") from exc
+        raise LedgerError(f"{_file_of(db)}: not a usable ledger ({exc})") from exc
+
+
+def iter_tables(db: sqlite3.Connection, batch: int | None = None) -> Iterator[LedgerTables]:
+    """The ledger's requests in plan order, :data:`BATCH_REQUESTS` at a time, each batch with the events,
+    attempts and assets of its requests (``runs`` empty: read them once with :func:`read_runs`). At least one batch,
+    empty when there are no requests, so a caller always has the columns."""
+    size = batch or BATCH_REQUESTS
+    runs = pd.DataFrame()
+    try:
+        chunks = pd.read_sql_query("SELECT * FROM requests ORDER BY ord", db, chunksize=size)
+        yielded = False
+        for requests in chunks:
+            keys = json.dumps([str(key) for key in requests["key"]])
+            frames = {name: pd.read_sql_query(sql, db, params=(keys,)) for name, sql in _BATCH_QUERIES}
+            for name, column in (("events", "state"), ("attempts", "kind"), ("attempts", "outcome")):
+                frames[name][column] = frames[name][column].astype("category")
+            yielded = True
+            yield LedgerTables(runs=runs, requests=requests, **frames)
+        if not yielded:
+            empty = {name: pd.read_sql_query(f"SELECT * FROM {name} LIMIT 0", db)  # noqa: S608
+                     for name in ("requests", "events", "attempts", "assets")}
+            yield LedgerTables(runs=runs, requests=empty["requests"],
+                               events=empty["events"][["key", "state", "at"]],
+                               attempts=empty["attempts"][["key", "kind", "outcome", "code", "http_status",
+                                                           "seconds"]],
+                               assets=empty["assets"])
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise LedgerError(f"{_file_of(db)}: not a usable ledger ({exc})") from exc
+
+
+def iter_results(db: sqlite3.Connection, batch: int | None = None) -> Iterator[pd.DataFrame]:
+    """The results table in batches of requests (plan order; see :func:`results_frame`), each with the same
+    columns; the first may be the only one, and empty."""
+    offset = 0
+    for tables in iter_tables(db, batch):
+        frame = results_frame(tables)
+        frame.index = pd.RangeIndex(offset, offset + len(frame))
+        offset += len(frame)
+        yield frame
+
+
+def results_table(out_dir: Path) -> pd.DataFrame:
+    """The whole results table as one frame (the Python API's ``results``): the streamed batches, concatenated."""
+    db = connect(out_dir)
+    try:
+        return pd.concat(list(iter_results(db)))
     finally:
         db.close()
-    return LedgerTables(**frames)
+
+
+def arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """A batch of results as an Arrow table of :data:`RESULTS_SCHEMA`: the same types whatever values a batch
+    happens to hold (a batch of unsent requests has no timestamps, one without files has empty lists), with the
+    frame's pandas dtypes in its metadata (so it reads back as the frame)."""
+    if frame.empty:  # no values to convert (an empty frame's list columns are not even lists)
+        return RESULTS_SCHEMA.empty_table()
+    return pa.Table.from_pandas(frame, schema=RESULTS_SCHEMA, preserve_index=False)
 
 
 def is_missing(value: object) -> bool:
@@ -102,6 +206,7 @@ def is_missing(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+@functools.lru_cache(maxsize=4096)  # a batch repeats a handful of (code, reason) pairs
 def meaning_of(code: str | None, reason: str | None) -> str | None:
     """What a recorded code means, from the outcome table (the reason tells sources of the same code apart)."""
     if is_missing(code) or code == "":
@@ -162,15 +267,20 @@ def _assets_by_key(assets: pd.DataFrame) -> pd.DataFrame:
     for old in names:  # a ledger from before a column existed (reports open ledgers read-only, unmigrated)
         if old not in ordered.columns:
             ordered = ordered.assign(**{old: None})
-    grouped = ordered.groupby("key")
-    frame = pd.DataFrame({new: grouped[old].agg(_plain_list) for old, new in names.items()})
-    frame.index.name = "key"
-    return frame
-
-
-def _plain_list(values: pd.Series) -> list[Any]:
-    """A column's values as plain Python values (None for missing), for list columns."""
-    return [None if is_missing(v) else (v.item() if hasattr(v, "item") else v) for v in values]
+    # One pass over the sorted rows, cutting a list per key (a groupby with a Python aggregate per group and
+    # column was most of a report's time).
+    keys = ordered["key"].tolist()
+    columns = {new: [None if is_missing(v) else v for v in ordered[old].tolist()] for old, new in names.items()}
+    index: list[str] = []
+    data: dict[str, list[list[Any]]] = {new: [] for new in names.values()}
+    start = 0
+    for end in range(1, len(keys) + 1):
+        if end == len(keys) or keys[end] != keys[start]:
+            index.append(keys[start])
+            for new, values in columns.items():
+                data[new].append(values[start:end])
+            start = end
+    return pd.DataFrame(data, index=pd.Index(index, name="key"))
 
 
 def _param_columns(params: pd.Series) -> pd.DataFrame:

@@ -1,0 +1,155 @@
+"""The report streamed over the ledger writes the same files as the whole-table report did: results.parquet (the
+same frame read back), results.csv and results.jsonl (the same bytes), metrics.json (the same keys and numbers),
+on the demo, a run with failures and a video, its rerun from the result cache, a video run, a run with retried
+faults, an empty folder and a folder where nothing was sent; in one batch and in batches of two requests."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO
+from report_helpers import mixed_manifest, sim_run, video_manifest, write
+from report_oracle import whole_metrics, whole_results, write_whole
+
+import jimeng_batch
+from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.intake.manifest import load_manifest
+from jimeng_batch.intake.plan import iter_distinct
+from jimeng_batch.outputs import report as report_module
+from jimeng_batch.outputs import results as results_module
+from jimeng_batch.outputs.report import write_report
+from jimeng_batch.outputs.results import RESULTS_SCHEMA
+from jimeng_batch.protocol.request_spec import RequestSpec
+
+FAULTS = """
+    max_in_flight: null
+    latency: {submit: 0, poll: 0, queue: 0, generation: 0}
+    faults: {busy_probability: 0.6, http_error_probability: 0.4}
+"""
+FOLDERS = ("demo", "mixed", "again", "video", "retries", "empty", "planned")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("stream")
+    shutil.copytree(REPO / "jobs", base / "jobs")
+    assert sim_run(base, base / "jobs" / "demo.yaml", "demo") == 0
+    manifest = mixed_manifest(base)
+    assert sim_run(base, manifest, "mixed") == 1
+    assert sim_run(base, manifest, "again") == 1  # served from the result cache
+    assert sim_run(base, video_manifest(base), "video") == 0
+    faults = write(base, "faults.yaml", FAULTS)
+    # Through the API for a zero backoff (the command line has no option for it): retries without waiting.
+    jimeng_batch.run(base / "jobs" / "demo.yaml", out=base / "retries", sim=True, quiet=True, sim_config=str(faults),
+                     poll_interval=0.01, use_cache=False, backoff_base=0.0, jitter_seed=1)
+    with Ledger.in_folder(base / "empty"):
+        pass
+    planned = load_manifest(write(base, "p.yaml", "jobs:\n  - {type: image, resolution: 1k, prompt: [a, b, c]}\n"))
+    with Ledger.in_folder(base / "planned") as ledger:
+        ledger.add_planned(i for i in iter_distinct(planned) if isinstance(i, RequestSpec))
+    return base
+
+
+def _same_parquet(new_path: Path, old_path: Path) -> None:
+    """The same frame read back, and the same Arrow types except where the whole-table file had none to give (a
+    column of nothing but nulls, lists of nothing but nulls, or no rows at all): there the fixed schema's."""
+    new, old = pq.read_table(new_path), pq.read_table(old_path)
+    assert new.schema.remove_metadata() == RESULTS_SCHEMA and new.column_names == old.column_names
+    if old.num_rows == 0:
+        assert new.num_rows == 0
+        return
+    for name in old.column_names:
+        kind = old.schema.field(name).type
+        untyped = old.column(name).null_count == old.num_rows or (pa.types.is_list(kind)
+                                                                  and pa.types.is_null(kind.value_type))
+        assert untyped or kind == new.schema.field(name).type, name
+    like = old.cast(RESULTS_SCHEMA.with_metadata(old.schema.metadata))
+    pd.testing.assert_frame_equal(pd.read_parquet(new_path), like.to_pandas())
+    pd.testing.assert_frame_equal(pd.read_parquet(new_path), pd.read_parquet(old_path), check_dtype=False)
+
+
+def _close(new: Any, old: Any, where: str = "metrics") -> None:
+    """Equal, floats to within rounding (sums and means add in another order)."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict) and list(new) == list(old), where
+        for key in old:
+            _close(new[key], old[key], f"{where}.{key}")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(new) == len(old), where
+        for index, (a, b) in enumerate(zip(new, old, strict=True)):
+            _close(a, b, f"{where}[{index}]")
+    elif isinstance(old, float) and not isinstance(new, bool):
+        assert isinstance(new, int | float) and math.isclose(new, old, rel_tol=1e-12, abs_tol=1e-12), (where, new, old)
+    else:
+        assert new == old and type(new) is type(old), (where, new, old)
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+@pytest.mark.parametrize("name", FOLDERS)
+def test_the_streamed_report_writes_what_the_whole_table_report_did(folders: Path, name: str, batch: int | None,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out = folders / name
+    if batch is not None:
+        monkeypatch.setattr(results_module, "BATCH_REQUESTS", batch, raising=False)
+    expected = whole_results(out)
+    write_whole(expected, tmp_path / "old")
+    metrics = whole_metrics(out)
+    report = write_report(out, step_summary=False)
+    for file in ("results.csv", "results.jsonl"):
+        assert (out / file).read_bytes() == (tmp_path / "old" / file).read_bytes(), file
+    _same_parquet(out / "results.parquet", tmp_path / "old" / "results.parquet")
+    _close(report.metrics, metrics)
+    _close(json.loads((out / "metrics.json").read_text(encoding="utf-8")), json.loads(json.dumps(metrics)))
+
+
+def test_the_folders_cover_what_they_say(folders: Path) -> None:
+    """Each case has what it is there for (else the comparison above would compare little)."""
+    frames = {name: whole_results(folders / name) for name in FOLDERS}
+    assert frames["mixed"]["state"].isin(["blocked"]).any(), frames["mixed"]["state"].tolist()
+    assert (frames["mixed"]["type"] == "video").any()
+    assert frames["again"]["cache_hit"].any()
+    assert (frames["video"]["type"] == "video").all()
+    assert frames["video"]["asset_count"].gt(0).all(), frames["video"]["state"].tolist()
+    assert frames["retries"]["failed_attempts"].gt(0).any(), frames["retries"][["state", "attempts"]]
+    assert frames["empty"].empty and (frames["planned"]["state"] == "planned").all()
+    assert len(frames["demo"]) > 4
+
+
+def test_a_report_holds_one_batch_of_requests_at_a_time(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The results table is never built whole: every frame the report builds has at most a batch of requests."""
+    sizes: list[int] = []
+    build = results_module.results_frame
+
+    def recording(tables: results_module.LedgerTables) -> pd.DataFrame:
+        sizes.append(len(tables.requests))
+        return build(tables)
+
+    monkeypatch.setattr(results_module, "BATCH_REQUESTS", 2)
+    monkeypatch.setattr(results_module, "results_frame", recording)
+    report = write_report(folders / "mixed", step_summary=False)
+    assert sum(sizes) == report.metrics["totalRequests"] == 9 and max(sizes) == 2
+
+
+def test_the_pages_show_the_first_requests_and_say_how_many_there_are(folders: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "HTML_ROWS", 3)
+    monkeypatch.setattr(report_module, "MD_FAILURE_ROWS", 2)
+    out = folders / "mixed"
+    report = write_report(out, step_summary=False)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count('<div class="card"') == 3 and "3 of 9 shown (the first in plan order)" in page
+    failed = report.metrics["byState"]["blocked"]
+    assert failed == 4 and f"Failed, blocked, invalid and skipped requests ({failed})" in page
+    assert page.split('<table class="failures">')[1].split("</table>")[0].count("<tr>") == 1 + 3
+    assert f"The first 3 of {failed} shown (plan order); every request is in results.csv." in page
+    assert f"Failed, blocked, invalid and skipped requests ({failed}):" in report.markdown
+    assert f"… and {failed - 2} more in report.html" in report.markdown
