@@ -8,18 +8,22 @@ drop duplicates: identical requests share one submission).
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jimeng_batch.errors import Problem
-from jimeng_batch.intake.expand import expand
-from jimeng_batch.intake.manifest import Manifest, Template
+from jimeng_batch.intake.expand import Recipe, expand
+from jimeng_batch.intake.manifest import VAR_COLUMN_PREFIX, JobDef, Manifest, Template
 from jimeng_batch.intake.sharding import Shard
+from jimeng_batch.intake.sources import SheetRow
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.drafts import build_request, default_web_id
-from jimeng_batch.protocol.request_spec import RequestSpec
+from jimeng_batch.protocol.drafts import build_request, default_web_id, node_ids
+from jimeng_batch.protocol.json_template import JsonTemplate, slot
+from jimeng_batch.protocol.request_spec import RequestSpec, Source
 
 MAX_PROBLEMS = 1000  # beyond this only a count is kept, so a broken million-row file cannot exhaust memory
 
@@ -27,13 +31,65 @@ MAX_PROBLEMS = 1000  # beyond this only a count is kept, so a broken million-row
 def iter_requests(manifest: Manifest, shard: Shard | None = None) -> Iterator[RequestSpec | Problem]:
     """Every request of the manifest (of ``shard`` only, if given), in order, or the problems found on the way
     (duplicates included)."""
-    for item in manifest.templates():
+    for item in manifest.items(RowShortcut(manifest)):
         if isinstance(item, Template):
             for expanded in expand(item, manifest.settings):
                 if shard is None or not isinstance(expanded, RequestSpec) or shard.contains(expanded.key):
                     yield expanded
+        elif isinstance(item, RequestSpec):
+            if shard is None or shard.contains(item.key):
+                yield item
         else:
             yield item
+
+
+# A prompt cell that is plain text: no placeholder, no list, no escaped bar. Two rows that differ only in such a
+# prompt pass or fail every rule alike, and make the same requests but for the prompt (and what derives from it).
+_PLAIN_PROMPT = re.compile(r"[^{}|\\]+")
+MAX_ROW_SHAPES = 4096  # the shapes remembered (oldest forgotten first), so that memory stays flat
+
+
+class RowShortcut:
+    """Spreadsheet rows to requests, each shape of row checked and expanded once.
+
+    A row's shape is its job and every cell but the prompt. The first row of a shape goes the whole way (read,
+    checked against the schema and the rules, expanded); if it makes requests and no problem, the recipe of each
+    of its combinations is kept, and the later rows of that shape with a plain prompt are made from the recipes
+    directly: the same requests, with the same keys, submit ids and seeds, that the whole way gives (a test
+    compares the two on a corpus). Any other row (a prompt with placeholders or a list, a template variable
+    column, a shape that had a problem) goes the whole way.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.recipes: dict[tuple[Any, ...], list[Recipe] | None] = {}
+
+    def __call__(self, job: JobDef, row: SheetRow, shown: str) -> Iterable[RequestSpec | Problem]:
+        cells = row.cells
+        prompt = cells.get("prompt")
+        if prompt is None or not _PLAIN_PROMPT.fullmatch(prompt) or any(n.startswith(VAR_COLUMN_PREFIX) for n in cells):
+            return self._whole_way(job, row, shown, None)
+        shape = (job.index, *(item for item in cells.items() if item[0] != "prompt"))
+        if shape not in self.recipes:
+            found: list[Recipe] = []
+            made = list(self._whole_way(job, row, shown, found))
+            if len(self.recipes) >= MAX_ROW_SHAPES:
+                del self.recipes[next(iter(self.recipes))]
+            self.recipes[shape] = found if found and all(isinstance(i, RequestSpec) for i in made) else None
+            return made
+        recipes = self.recipes[shape]
+        if recipes is None:
+            return self._whole_way(job, row, shown, None)
+        source = Source(self.manifest.display, job.name, job.index, row.number)
+        return [spec for recipe in recipes for spec in recipe.specs(prompt, source)]
+
+    def _whole_way(self, job: JobDef, row: SheetRow, shown: str,
+                   recipes: list[Recipe] | None) -> Iterator[RequestSpec | Problem]:
+        for item in self.manifest.row_template(job, row, shown):
+            if isinstance(item, Template):
+                yield from expand(item, self.manifest.settings, recipes)
+            else:
+                yield item
 
 
 def iter_distinct(manifest: Manifest, shard: Shard | None = None) -> Iterator[RequestSpec | Problem]:
@@ -190,10 +246,92 @@ def plan_record(spec: RequestSpec, manifest: Manifest, web_id: str | None = None
     }
 
 
-def record_writer(manifest: Manifest) -> Callable[[RequestSpec], dict[str, Any]]:
-    """A function from a request to its plan record (the webId is worked out once)."""
-    web_id = plan_web_id(manifest)
-    return lambda spec: plan_record(spec, manifest, web_id)
+def plan_line(record: Mapping[str, Any]) -> str:
+    """One plan record as a line of ``plan --format jsonl``."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+# What differs between requests of one shape: filled into the shape's template, one value per slot.
+_VARYING = ("key", "submit_id", "sample", "prompt", "negative_prompt", "seed", "row")
+
+
+def _shape(spec: RequestSpec) -> tuple[Any, ...]:
+    """Everything of a request that is not in :data:`_VARYING` (and whether each optional varying value is given):
+    requests of one shape have one template."""
+    return (spec.type, spec.region, spec.model, spec.model_key, spec.seed_given, spec.resolution,
+            spec.estimated_credits, spec.ratio, spec.sample_strength, spec.references, spec.duration,
+            spec.aspect_ratio, spec.fps, spec.first_frame, spec.end_frame, spec.image_count, spec.intelligent_ratio,
+            spec.source.file, spec.source.job, spec.source.job_index, spec.source.row is None, spec.seed is None,
+            spec.negative_prompt is None)
+
+
+class PlanLines:
+    """Plan records as JSON lines, each written from its shape's template: what does not vary between requests
+    (the query, the draft's structure, the model's sizes and versions) is built and serialised once per shape,
+    and per request only the varying values (and the node ids, which derive from the key) are filled in.
+
+    The first request of each shape is also written the slow way, from :func:`plan_record`; a template that does
+    not give the same text is not used (every line of that shape is then built in full), so a template can only
+    ever make the same lines faster.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.web_id = plan_web_id(manifest)
+        self.templates: dict[tuple[Any, ...], JsonTemplate | None] = {}
+        self.roles: dict[int, list[str]] = {}  # by template: the node roles its slots need
+
+    def full(self, spec: RequestSpec) -> str:
+        """The line built from scratch."""
+        return plan_line(plan_record(spec, self.manifest, self.web_id))
+
+    def __call__(self, spec: RequestSpec) -> str:
+        shape = _shape(spec)
+        if shape not in self.templates:
+            line = self.full(spec)
+            template = self._template(spec)
+            self.templates[shape] = template if template is not None and self._fill(template, spec) == line else None
+            return line
+        template = self.templates[shape]
+        return self.full(spec) if template is None else self._fill(template, spec)
+
+    def _template(self, spec: RequestSpec) -> JsonTemplate | None:
+        # A request whose varying values are slot markers (markers where numbers go, too: text is what is cut)
+        row: dict[str, Any] = {"row": slot("row")}
+        markers: dict[str, Any] = {
+            "key": slot("key"), "submit_id": slot("submit_id"), "sample": slot("sample"), "prompt": slot("prompt"),
+            "negative_prompt": None if spec.negative_prompt is None else slot("negative_prompt"),
+            "seed": None if spec.seed is None else slot("seed"),
+            "source": spec.source if spec.source.row is None else replace(spec.source, **row)}
+        marked = replace(spec, **markers)
+        region = catalog.REGIONS[spec.region]
+        web_id = self.web_id if spec.region == self.manifest.settings.region else plan_web_id(self.manifest,
+                                                                                            spec.region)
+        request = build_request(marked, region, self.manifest.settings.protocol, web_id=web_id,
+                                node_ids=lambda role: slot(f"id:{role}"))
+        record = plan_record(marked, self.manifest, self.web_id)
+        record["request"] = {"method": request.method, "path": request.path, "query": request.query,
+                             "body": request.body}
+        try:
+            template = JsonTemplate(plan_line(record), _is_token)
+        except ValueError:
+            return None
+        if not template.names <= {*_VARYING, *(n for n in template.names if n.startswith("id:"))}:
+            return None
+        self.roles[id(template)] = sorted(name for name in template.names if name.startswith("id:"))
+        return template
+
+    def _fill(self, template: JsonTemplate, spec: RequestSpec) -> str:
+        roles = self.roles[id(template)]
+        values: dict[str, Any] = dict(zip(roles, node_ids(spec.key, [role[3:] for role in roles]), strict=True))
+        values |= {"key": spec.key, "submit_id": spec.submit_id, "sample": spec.sample, "prompt": spec.prompt,
+                   "negative_prompt": spec.negative_prompt, "seed": spec.seed, "row": spec.source.row}
+        return template.fill(values)
+
+
+def _is_token(name: str) -> bool:
+    """Slots whose values are hex digits and dashes (the key, submit id and node ids): put in as they are."""
+    return name in ("key", "submit_id") or name.startswith("id:")
 
 
 def iter_plan_records(manifest: Manifest, shard: Shard | None = None) -> Iterator[dict[str, Any]]:

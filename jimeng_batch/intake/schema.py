@@ -333,7 +333,8 @@ def compile_check(schema: Mapping[str, Any]) -> Check | None:
 
     Only the verdict comes from here: the problems of an invalid value are still jsonschema's, worded as ever.
     """
-    if not isinstance(schema, Mapping) or not set(schema) <= {"type", "enum", "items", "oneOf", "anyOf", *_BOUNDS} | _ANNOTATIONS:
+    known = {"type", "enum", "items", "oneOf", "anyOf", *_BOUNDS} | _ANNOTATIONS
+    if not isinstance(schema, Mapping) or not set(schema) <= known:
         return None
     checks: list[Check] = []
     kind = schema.get("type")
