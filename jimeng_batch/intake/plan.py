@@ -289,7 +289,8 @@ class PlanLines:
         shape = _shape(spec)
         if shape not in self.templates:
             line = self.full(spec)
-            template = self._template(spec)
+            # A marker in the request's own text (an image uri, say) would be taken for a slot: none then
+            template = None if "@@" in line else self._template(spec)
             self.templates[shape] = template if template is not None and self._fill(template, spec) == line else None
             return line
         template = self.templates[shape]
