@@ -8,16 +8,18 @@ drop duplicates: identical requests share one submission).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
+from jimeng_batch._version import __version__
 from jimeng_batch.errors import Problem
-from jimeng_batch.intake.expand import Recipe, expand
-from jimeng_batch.intake.manifest import VAR_COLUMN_PREFIX, JobDef, Manifest, Template
+from jimeng_batch.intake.expand import KEY_VERSION, Recipe, expand
+from jimeng_batch.intake.manifest import IMAGE_FIELDS, VAR_COLUMN_PREFIX, JobDef, Manifest, Template
 from jimeng_batch.intake.sharding import Shard
 from jimeng_batch.intake.sources import SheetRow
 from jimeng_batch.protocol import catalog
@@ -31,7 +33,17 @@ MAX_PROBLEMS = 1000  # beyond this only a count is kept, so a broken million-row
 def iter_requests(manifest: Manifest, shard: Shard | None = None) -> Iterator[RequestSpec | Problem]:
     """Every request of the manifest (of ``shard`` only, if given), in order, or the problems found on the way
     (duplicates included)."""
-    for item in manifest.items(RowShortcut(manifest)):
+    for item in iter_planned(manifest, shard):
+        assert not isinstance(item, KnownRow)  # only with a memo
+        yield item
+
+
+def iter_planned(manifest: Manifest, shard: Shard | None = None, memo: RowMemo | None = None,
+                 remember: bool = False) -> Iterator[RequestSpec | Problem | KnownRow]:
+    """Like :func:`iter_requests`, with the spreadsheet rows ``memo`` recalls given as :class:`KnownRow` (their
+    requests are in the ledger already) instead of being checked and expanded again; ``remember``: each row
+    planned anew that could be recalled next time is told to the memo."""
+    for item in manifest.items(RowShortcut(manifest, memo, remember)):
         if isinstance(item, Template):
             for expanded in expand(item, manifest.settings):
                 if shard is None or not isinstance(expanded, RequestSpec) or shard.contains(expanded.key):
@@ -41,6 +53,44 @@ def iter_requests(manifest: Manifest, shard: Shard | None = None) -> Iterator[Re
                 yield item
         else:
             yield item
+
+
+@dataclass(frozen=True, slots=True)
+class KnownRow:
+    """A spreadsheet row a previous plan made requests of, unchanged since (same cells, same row number, same
+    job and settings): what it made."""
+
+    job: str
+    regions: tuple[str, ...]
+    models: tuple[str, ...]
+    keys: tuple[str, ...]  # every request of the row, whatever the shard
+
+
+class RowMemo(Protocol):
+    """Where row digests and what their rows made are kept (the ledger)."""
+
+    def recall(self, digest: bytes) -> KnownRow | None: ...
+
+    def remember(self, digest: bytes, row: KnownRow) -> None: ...
+
+
+def job_digest(manifest: Manifest, job: JobDef) -> bytes | None:
+    """What every request of a spreadsheet job's rows depends on besides the row itself: the tool, the key version,
+    the manifest's settings and the job's own fields; None for a job whose rows cannot be recalled (one that names
+    local images, whose content can change under the same name)."""
+    if job.rows is None or any(name in job.fields for name in IMAGE_FIELDS):
+        return None
+    settings = manifest.settings
+    parts = [__version__, KEY_VERSION, manifest.display, settings.region, settings.protocol_profile,
+             repr(settings.costs), settings.max_requests, job.name, job.index, job.type, str(job.rows),
+             sorted(job.fields.items()), sorted(job.vars.items()), sorted(job.rejected)]
+    return hashlib.sha256(json.dumps(parts, default=repr, ensure_ascii=False).encode("utf-8")).digest()
+
+
+def row_digest(job: bytes, row: SheetRow) -> bytes:
+    """The digest of one row of a job (its number and its cells, as read)."""
+    text = json.dumps([row.number, sorted(row.cells.items())], ensure_ascii=False)
+    return hashlib.sha256(job + text.encode("utf-8")).digest()[:16]
 
 
 # A prompt cell that is plain text: no placeholder, no list, no escaped bar. Two rows that differ only in such a
@@ -60,11 +110,34 @@ class RowShortcut:
     column, a shape that had a problem) goes the whole way.
     """
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, memo: RowMemo | None = None, remember: bool = False) -> None:
         self.manifest = manifest
         self.recipes: dict[tuple[Any, ...], list[Recipe] | None] = {}
+        self.memo = memo
+        self.remember = remember
+        self.jobs: dict[int, bytes | None] = {}  # job index -> its digest
 
-    def __call__(self, job: JobDef, row: SheetRow, shown: str) -> Iterable[RequestSpec | Problem]:
+    def __call__(self, job: JobDef, row: SheetRow, shown: str) -> Iterable[RequestSpec | Problem | KnownRow]:
+        if self.memo is None:
+            return self._made(job, row, shown)
+        if job.index not in self.jobs:
+            self.jobs[job.index] = job_digest(self.manifest, job)
+        base = self.jobs[job.index]
+        if base is None or any(name in row.cells for name in IMAGE_FIELDS):
+            return self._made(job, row, shown)
+        digest = row_digest(base, row)
+        known = self.memo.recall(digest)
+        if known is not None:
+            return [known]
+        made = list(self._made(job, row, shown))
+        specs = [item for item in made if isinstance(item, RequestSpec)]
+        if self.remember and specs and len(specs) == len(made):
+            self.memo.remember(digest, KnownRow(job.name, tuple(sorted({s.region for s in specs})),
+                                                tuple(sorted({s.model for s in specs})), tuple(s.key for s in specs)))
+        return made
+
+    def _made(self, job: JobDef, row: SheetRow, shown: str) -> Iterable[RequestSpec | Problem]:
+        """The row's requests (or problems), by its shape's recipes where it can."""
         cells = row.cells
         prompt = cells.get("prompt")
         if prompt is None or not _PLAIN_PROMPT.fullmatch(prompt) or any(n.startswith(VAR_COLUMN_PREFIX) for n in cells):
@@ -130,6 +203,9 @@ class PlanSummary:
     region_requests: Counter[str] = field(default_factory=Counter)
     region_credits: dict[str, float] = field(default_factory=dict)
     region_jobs: dict[str, set[str]] = field(default_factory=dict)  # the jobs sending there, for messages
+    # Rows a memo recalled (their requests are in the ledger, and not counted above), and their models.
+    known_rows: int = 0
+    known_models: set[str] = field(default_factory=set)
 
     @property
     def regions(self) -> list[str]:
@@ -153,7 +229,7 @@ class PlanSummary:
 
     def needs_a_bogus(self) -> list[str]:
         """The models of the plan that the live service refuses to plain HTTP clients (a browser-made a_bogus)."""
-        return unsupported_live_models(model for _type, model, _resolution in self.groups)
+        return unsupported_live_models([*(model for _type, model, _resolution in self.groups), *self.known_models])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -177,7 +253,7 @@ class PlanSummary:
 
 
 def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | None = None,
-              shard: Shard | None = None) -> PlanSummary:
+              shard: Shard | None = None, memo: RowMemo | None = None) -> PlanSummary:
     """One pass over the manifest: all problems, and the counts of what it would send (in ``shard``, if given).
 
     ``on_request`` is called with each distinct request as it is found (a plan written to a file uses it to write
@@ -187,7 +263,14 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
                           len(manifest.jobs))
     seen: set[bytes] = set()
     reported: set[Problem] = set()  # rows inheriting the same job field repeat that field's problem
-    for item in iter_requests(manifest, shard):
+    for item in iter_planned(manifest, shard, memo):
+        if isinstance(item, KnownRow):  # in the ledger already: only where it goes and with what model counts
+            summary.known_rows += 1
+            summary.known_models.update(item.models)
+            for region in item.regions:
+                summary.region_requests[region] += 0
+                summary.region_jobs.setdefault(region, set()).add(item.job)
+            continue
         if isinstance(item, Problem):
             if item in reported:
                 continue
