@@ -183,7 +183,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             regions TEXT NOT NULL,
             models TEXT NOT NULL,
             keys TEXT NOT NULL
-        ) WITHOUT ROWID;
+        );
     """),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
