@@ -25,7 +25,7 @@ COMPARED = ("key, submit_id, ord, job, source_file, source_row, sample, type, mo
 def _requests(out: Path) -> list[tuple[object, ...]]:
     db = sqlite3.connect(out / "ledger.sqlite")
     try:
-        return db.execute(f"SELECT {COMPARED} FROM requests ORDER BY ord").fetchall()  # noqa: S608
+        return db.execute(f"SELECT {COMPARED} FROM requests ORDER BY ord").fetchall()
     finally:
         db.close()
 

@@ -27,6 +27,7 @@ from jimeng_batch.intake.templating import render
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.catalog import Model, VideoModel
 from jimeng_batch.protocol.ids import uuid5_text
+from jimeng_batch.protocol.json_template import JsonTemplate, slot
 from jimeng_batch.protocol.request_spec import ImageInput, RequestSpec, Source
 
 # Bump when the canonical form changes: it changes every key, so old ledgers and caches no longer match.
@@ -146,7 +147,7 @@ def job_region(template: Template, settings: Settings) -> str:
     return str(template.fields.get("region", settings.region))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Recipe:
     """How one matrix combination of a template becomes its requests, the prompt aside: the requests of another
     template that differs only in a prompt without placeholders are ``specs(prompt, source)``, the same as
@@ -156,12 +157,31 @@ class Recipe:
     fields: dict[str, Any]  # the RequestSpec fields that are not the prompt's or the sample's
     count: int
     given_seed: Any
+    # The canonical text of the key's input with slots for the prompt and the sample (see :meth:`reused`)
+    key_text: JsonTemplate | None = None
+
+    def reused(self) -> Recipe:
+        """This recipe, made ready to be used for many prompts: the key's canonical text is cut once, then only
+        filled in (the text it gives is checked against the canonical form once; None of it if it differs)."""
+        marked = canonical_json({"v": KEY_VERSION, **self.params, "prompt": slot("prompt"), "sample": slot("sample")})
+        if "@@" not in canonical_json(self.params):  # no marker of the user's own to be taken for a slot
+            template = JsonTemplate(marked)
+            sample = {"v": KEY_VERSION, **self.params, "sample": 0}
+            if template.fill({"prompt": self.params["prompt"], "sample": 0}) == canonical_json(sample):
+                self.key_text = template
+        return self
+
+    def _key(self, params: dict[str, Any], prompt: str, sample: int) -> tuple[str, str]:
+        if self.key_text is None:
+            return request_key({**params, "sample": sample})
+        digest = hashlib.sha256(self.key_text.fill({"prompt": prompt, "sample": sample}).encode("utf-8")).hexdigest()
+        return digest[:KEY_HEX_CHARS], digest
 
     def specs(self, prompt: str, source: Source) -> Iterator[RequestSpec]:
         params = self.params if prompt == self.params["prompt"] else self.params | {"prompt": prompt}
         job_type = self.fields["type"]
         for sample in range(self.count):
-            key, digest = request_key({**params, "sample": sample})
+            key, digest = self._key(params, prompt, sample)
             yield RequestSpec(key=key, submit_id=submit_id_for(key), sample=sample, prompt=prompt,
                               seed=_seed(job_type, self.given_seed, digest), source=source, **self.fields)
 

@@ -148,7 +148,8 @@ class RowShortcut:
             made = list(self._whole_way(job, row, shown, found))
             if len(self.recipes) >= MAX_ROW_SHAPES:
                 del self.recipes[next(iter(self.recipes))]
-            self.recipes[shape] = found if found and all(isinstance(i, RequestSpec) for i in made) else None
+            clean = found and all(isinstance(i, RequestSpec) for i in made)
+            self.recipes[shape] = [recipe.reused() for recipe in found] if clean else None
             return made
         recipes = self.recipes[shape]
         if recipes is None:

@@ -63,22 +63,20 @@ class JsonTemplate:
         pieces.append(text[position:].replace("%", "%%"))
         self.format = "".join(pieces)
         self.names = frozenset(name for name, _, _ in self.places)
+        # Each distinct place rendered once per fill, then put wherever it appears
+        self.distinct = list(dict.fromkeys(self.places))
+        where = {place: index for index, place in enumerate(self.distinct)}
+        self.order = [where[place] for place in self.places]
 
     def fill(self, values: Mapping[str, Any]) -> str:
         """The text with each slot's value (from ``values``) rendered in its place."""
-        rendered: dict[tuple[str, str, int], str] = {}
-        out = []
-        for place in self.places:
-            text = rendered.get(place)
-            if text is None:
-                name, prefix, depth = place
-                value = values[name]
-                if depth == 0:
-                    text = value
-                elif isinstance(value, int) and not isinstance(value, bool):
-                    text = str(value)  # a whole number reads the same at any depth
-                else:
-                    text = render(prefix + value if prefix else value, depth)
-                rendered[place] = text
-            out.append(text)
-        return self.format % tuple(out)
+        rendered = []
+        for name, prefix, depth in self.distinct:
+            value = values[name]
+            if depth == 0:
+                rendered.append(value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                rendered.append(str(value))  # a whole number reads the same at any depth
+            else:
+                rendered.append(render(prefix + value if prefix else value, depth))
+        return self.format % tuple(map(rendered.__getitem__, self.order))
