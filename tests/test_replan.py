@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -62,22 +63,22 @@ def _plan(capsys: pytest.CaptureFixture[str], manifest: Path, out: str, *extra: 
 def _both_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                first: str, then: str, *, name: str = "rows.csv", yaml: tuple[str, str] | None = None,
                options: tuple[list[str], list[str]] = ([], [])) -> Counts:
-    """Plan ``first``, then ``then`` into one folder with the ledger's row memo and into another without it;
-    the two ledgers must hold the same requests. The counts are the memo's second plan's."""
+    """Plan ``first``; then plan ``then`` into that folder with the ledger's row memo and into a copy of it without
+    the memo; the two ledgers must hold the same requests. The counts are those of the plan with the memo."""
     monkeypatch.chdir(tmp_path)
     sheet = tmp_path / name
     target = sheet if yaml is None else tmp_path / "m.yaml"
+    sheet.write_text(first, encoding="utf-8")
+    if yaml is not None:
+        target.write_text(yaml[0], encoding="utf-8")
+    _plan(capsys, target, "memo", *options[0])
+    shutil.copytree(tmp_path / "memo", tmp_path / "full")
+    sheet.write_text(then, encoding="utf-8")
+    if yaml is not None:
+        target.write_text(yaml[1], encoding="utf-8")
     results = []
     for folder, recall in (("memo", True), ("full", False)):
         counts = Counts(monkeypatch, recall=recall)
-        sheet.write_text(first, encoding="utf-8")
-        if yaml is not None:
-            target.write_text(yaml[0], encoding="utf-8")
-        _plan(capsys, target, folder, *options[0])
-        counts.reset()
-        sheet.write_text(then, encoding="utf-8")
-        if yaml is not None:
-            target.write_text(yaml[1], encoding="utf-8")
         _plan(capsys, target, folder, *options[1])
         results.append(counts)
         monkeypatch.undo()

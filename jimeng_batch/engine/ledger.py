@@ -753,11 +753,15 @@ class PlanRows:
         self.write = write
         self.batch = batch
         self.pending: list[tuple[bytes, str, str, str, str]] = []
+        # A first plan (or one of a ledger from before plan rows) has nothing to recall: no query per row then
+        self.empty = db.execute("SELECT 1 FROM main.plan_rows LIMIT 1").fetchone() is None
         if write:
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS new_plan_rows (digest BLOB PRIMARY KEY, job TEXT, "
                             "regions TEXT, models TEXT, keys TEXT) WITHOUT ROWID")
 
     def recall(self, digest: bytes) -> KnownRow | None:
+        if self.empty:
+            return None
         row = self.db.execute("SELECT job, regions, models, keys FROM main.plan_rows WHERE digest = ?",
                               (digest,)).fetchone()
         if row is None:
