@@ -88,9 +88,10 @@ def job_digest(manifest: Manifest, job: JobDef) -> bytes | None:
 
 
 def row_digest(job: bytes, row: SheetRow) -> bytes:
-    """The digest of one row of a job (its number and its cells, as read)."""
-    text = json.dumps([row.number, sorted(row.cells.items())], ensure_ascii=False)
-    return hashlib.sha256(job + text.encode("utf-8")).digest()[:16]
+    """The digest of one row of a job (its number and its cells, as read, in the sheet's column order). Each name
+    and value is written after its length, so that no two rows give the same text."""
+    text = "".join(f"{len(name)}:{name}{len(value)}:{value}" for name, value in row.cells.items())
+    return hashlib.sha256(job + f"{row.number};{text}".encode("utf-8", "surrogatepass")).digest()[:16]
 
 
 # A prompt cell that is plain text: no placeholder, no list, no escaped bar. Two rows that differ only in such a
