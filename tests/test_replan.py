@@ -164,3 +164,19 @@ def test_a_ledger_from_before_plan_rows_gets_them(tmp_path: Path, write: Callabl
     with Ledger.open_existing(tmp_path / "out") as ledger:
         assert ledger.schema_version() == LATEST_VERSION
         assert ledger.plan_rows(write=False).recall(b"\0" * 16) is None
+
+
+def test_a_sharded_plan_then_the_whole_sheet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # The first plan writes only its shard's requests: none of its rows may be recalled as if all were written
+    counts = _both_ways(tmp_path, monkeypatch, capsys, _sheet(ROWS), _sheet(ROWS), options=(["--shard", "1/2"], []))
+    assert len(_requests(tmp_path / "memo")) == len(ROWS)
+    assert counts.recalled == 0
+
+
+def test_the_whole_sheet_then_a_shard_of_it_edited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    edited = [*ROWS]
+    edited[2] = "picture 2 at dawn,jimeng-3.0,16:9"
+    counts = _both_ways(tmp_path, monkeypatch, capsys, _sheet(ROWS), _sheet(edited), options=([], ["--shard", "2/2"]))
+    assert counts.recalled == 2 * (len(ROWS) - 1)  # recalled whole, then only the shard's requests marked

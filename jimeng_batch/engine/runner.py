@@ -459,7 +459,10 @@ def _new_requests(manifest: Manifest, shard: Shard | None, rows: PlanRows, ledge
     would do). The same ledger as planning every row again gives, faster."""
     seen: set[bytes] = set()
     known: list[str] = []
-    for item in iter_planned(manifest, shard, rows, remember=True):
+    # A sharded plan writes only its shard's requests: its rows are not remembered, since a recalled row's
+    # requests must all be in the ledger (one remembered by a whole plan is recalled by a sharded one: its keys
+    # are filtered by the shard)
+    for item in iter_planned(manifest, shard, rows, remember=shard is None):
         if isinstance(item, KnownRow):
             known.extend(key for key in item.keys if shard is None or shard.contains(key))
             if len(known) >= batch:
