@@ -439,14 +439,14 @@ class Ledger:
         now = self._clock()
         before = self.total()
         pending: list[tuple[Any, ...]] = []
+        # Read once (a scan of the table): the run holds the folder's lock, so it is the only writer
+        ords = itertools.count(int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0]))
 
         def flush() -> None:
             with self._transaction():
                 # The new requests take the next places in order, without gaps for the ones the ledger holds
                 # already: so that a plan that passes over those (the rows a memo recalls) numbers alike.
                 known = self._known_keys([row[0] for row in pending])
-                next_ord = int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0])
-                ords = itertools.count(next_ord)
                 self.db.executemany(
                     "INSERT INTO requests (key, submit_id, ord, job, source_file, source_row, sample, type, model, "
                     "resolution, params, estimated_credits, state, created_at, updated_at, run_id, planned_in) "
