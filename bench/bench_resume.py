@@ -4,9 +4,9 @@
 
 Setup (not timed): a CSV manifest of that many rows is run once with `--budget 0`, which plans every request into
 the ledger and sends nothing; then 99% of the requests are marked downloaded, each with an asset file on disk, as a
-nearly finished run leaves them, and the folder is copied twice (its asset files as hard links). Timed: `jimeng-batch resume OUT`
-against the simulator (its own process), from the moment the command starts to the first `submitting` event the
-ledger records, in three cases:
+nearly finished run leaves them, and the folder is copied twice (its asset files as hard links). Timed:
+`jimeng-batch resume OUT` against the simulator (its own process), from the moment the command starts to the first
+`submitting` event the ledger records, in three cases:
 
 - the manifest unchanged (nothing is planned again);
 - one row of the spreadsheet edited (its prompt), the ledger's memo of rows in place: only that row is planned;
