@@ -1,10 +1,14 @@
-"""Benchmark: validating and planning a large CSV manifest streams, so peak memory stays flat as the file grows.
+"""Benchmark: validating and planning a large CSV manifest, beside `pandas.read_csv` of the same file.
 
 Run: python bench/bench_plan.py [--rows 10000 100000]
 
 For each size it writes a CSV of distinct prompts, then runs `jimeng-batch plan FILE --format jsonl --out ...` in a
-child process and reports rows per second and the child's peak RSS. `pandas.read_csv` of the same file, in a child
-of its own, is the yardstick for memory (a reader that holds the whole file).
+child process and reports rows per second and the child's peak RSS. The yardsticks, measured in the same run:
+`pandas.read_csv` of the same file in a child of its own (interpreter start and pandas' import included, like the
+plan's own start), and `read_csv` timed in-process (the read alone). `run`'s own planning (the same checks and
+expansion, the requests written into a new ledger instead of a file; `run --sim --budget 0`, which plans and sends
+nothing, spends much of its time on other things) is timed by itself: the runner's two passes, the checks and then
+the requests written into a new ledger, in a child process.
 """
 
 from __future__ import annotations
@@ -30,12 +34,12 @@ def write_csv(path: Path, rows: int) -> None:
             handle.write(f"photo number {i} of a lighthouse,{MODELS[i % 3]},{RATIOS[i % 4]},2k\n")
 
 
-def measure(args: list[str]) -> tuple[float, float]:
+def measure(args: list[str], check: bool = True) -> tuple[float, float]:
     """Seconds and peak RSS (MiB) of `python ARGS`, run as the only child of a fresh interpreter."""
     code = (
         "import resource, subprocess, sys, time;"
         "t = time.perf_counter();"
-        f"subprocess.run({[sys.executable, *args]!r}, check=True, stdout=subprocess.DEVNULL);"
+        f"subprocess.run({[sys.executable, *args]!r}, check={check}, stdout=subprocess.DEVNULL);"
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
@@ -43,13 +47,41 @@ def measure(args: list[str]) -> tuple[float, float]:
     return float(seconds), float(rss)
 
 
+def read_csv_in_process(path: Path) -> float:
+    """Seconds `pandas.read_csv` takes in a process that has imported pandas already (the best of three)."""
+    code = ("import sys, time, pandas\n"
+            "def once():\n    t = time.perf_counter(); pandas.read_csv(sys.argv[1]); return time.perf_counter() - t\n"
+            "print(min(once() for _ in range(3)))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True).stdout
+    return float(out)
+
+
+# What `run` does to plan into a new folder (engine/runner.py's _prepare, without the run around it).
+RUN_PLANNING = """
+import sys
+from pathlib import Path
+from jimeng_batch.engine.ledger import Ledger
+from jimeng_batch.engine.runner import _new_requests
+from jimeng_batch.intake.manifest import load_manifest
+from jimeng_batch.intake.plan import summarize
+manifest = load_manifest(Path(sys.argv[1]))
+assert not summarize(manifest).problems
+with Ledger.in_folder(Path(sys.argv[2])) as ledger:
+    ledger.begin_run(manifest.display, "", "bench", {})
+    rows = ledger.plan_rows(write=True)
+    ledger.add_planned(_new_requests(manifest, None, rows, ledger))
+    rows.commit()
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     options = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"{'rows':>9} {'plan s':>8} {'rows/s':>9} {'plan MiB':>9} {'read_csv s':>11} {'read_csv MiB':>13} "
-          f"{'time ratio':>11} {'RSS ratio':>10}")
+    print(f"{'rows':>9} {'plan s':>7} {'rows/s':>8} {'plan MiB':>9} {'read_csv s':>11} {'in-proc s':>10} "
+          f"{'read_csv MiB':>13} {'x child':>8} {'x in-proc':>10} {'RSS ratio':>10} {'run plan s':>11} "
+          f"{'run rows/s':>11} {'run MiB':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for rows in options.rows:
             csv_path = Path(folder) / f"rows{rows}.csv"
@@ -57,8 +89,11 @@ def main() -> None:
             seconds, rss = measure(["-m", "jimeng_batch", "plan", str(csv_path), "--format", "jsonl",
                                     "--out", str(Path(folder) / "plan.jsonl")])
             pandas_s, pandas_rss = measure(["-c", f"import pandas; pandas.read_csv({str(csv_path)!r})"])
-            print(f"{rows:>9} {seconds:>8.1f} {rows / seconds:>9.0f} {rss:>9.0f} {pandas_s:>11.1f} {pandas_rss:>13.0f} "
-                  f"{seconds / pandas_s:>10.1f}x {rss / pandas_rss:>9.2f}x")
+            in_process = read_csv_in_process(csv_path)
+            run_s, run_rss = measure(["-c", RUN_PLANNING, str(csv_path), str(Path(folder) / f"run{rows}")])
+            print(f"{rows:>9} {seconds:>7.1f} {rows / seconds:>8.0f} {rss:>9.0f} {pandas_s:>11.2f} {in_process:>10.3f} "
+                  f"{pandas_rss:>13.0f} {seconds / pandas_s:>7.1f}x {seconds / in_process:>9.0f}x "
+                  f"{rss / pandas_rss:>9.2f}x {run_s:>11.1f} {rows / run_s:>11.0f} {run_rss:>8.0f}")
 
 
 if __name__ == "__main__":

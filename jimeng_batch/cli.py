@@ -54,12 +54,11 @@ from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.offered import check_offered
 from jimeng_batch.intake.plan import (
+    PlanLines,
     PlanSummary,
     a_bogus_warning,
     iter_distinct,
-    iter_plan_records,
     plan_web_id,
-    record_writer,
     summarize,
 )
 from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, schema_text
@@ -296,10 +295,10 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
     if fmt == "jsonl" and out is not None:
         # One pass: records are written as they are found; a problem anywhere discards the file.
         manifest = load_manifest(file, options, max_requests=max_requests, protocol=protocol)
-        record = record_writer(manifest)
+        line = PlanLines(manifest)
 
         def produce(write: Callable[[str], object]) -> PlanSummary:
-            summary = summarize(manifest, lambda spec: write(_jsonl(record(spec))), shard=shard)
+            summary = summarize(manifest, lambda spec: write(line(spec)), shard=shard)
             _raise_problems(summary)
             return summary
 
@@ -318,8 +317,10 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
         _emit(out, lambda write: write(json.dumps(summary.as_dict() | ({"shard": str(shard)} if shard else {}),
                                                   indent=2, ensure_ascii=False) + "\n"))
     else:
-        for line in iter_plan_records(manifest, shard):
-            click.echo(_jsonl(line), nl=False)
+        lines = PlanLines(manifest)
+        for item in iter_distinct(manifest, shard):
+            if isinstance(item, RequestSpec):
+                click.echo(lines(item), nl=False)
 
 
 def _warn_unsupported(summary: PlanSummary) -> None:
@@ -343,10 +344,6 @@ def _fail_on(text: str) -> frozenset[State]:
         raise click.BadParameter(f"'{text}': give a comma list of {', '.join(FAIL_ON_STATES)}, or none",
                                  param_hint="--fail-on")
     return frozenset(State(name) for name in names)
-
-
-def _jsonl(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def _emit(out: Path | None, produce: Callable[[Callable[[str], object]], object]) -> None:

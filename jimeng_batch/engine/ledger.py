@@ -14,6 +14,7 @@ cut could lose the last few commits, which the idempotent ``submit_id`` and the 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import sqlite3
@@ -28,6 +29,7 @@ from jimeng_batch.engine.run_log import enabled, log, step
 from jimeng_batch.engine.states import STATES, State
 from jimeng_batch.errors import APIError, ConfigError, LedgerError
 from jimeng_batch.files import file_sha256, make_folder
+from jimeng_batch.intake.plan import KnownRow
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.protocol.request_spec import RequestSpec, Source, spec_from_params
 
@@ -171,8 +173,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE assets ADD COLUMN variant TEXT;
         ALTER TABLE assets ADD COLUMN fallback_reason TEXT;
     """),
+    # What each spreadsheet row of a plan made, by the row's digest (its number, its cells, and all of its job and
+    # the settings its requests depend on: intake/plan.py's job_digest): a later plan of a changed spreadsheet
+    # recalls the rows that did not change instead of checking and expanding them again.
+    Migration(5, "plan rows", """
+        CREATE TABLE plan_rows (
+            digest BLOB PRIMARY KEY,
+            job TEXT NOT NULL,
+            regions TEXT NOT NULL,
+            models TEXT NOT NULL,
+            keys TEXT NOT NULL
+        );
+    """),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
+_SEPARATOR = "\n"  # between the keys, regions, models of a plan row (none holds a line break)
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,16 +439,20 @@ class Ledger:
         now = self._clock()
         before = self.total()
         pending: list[tuple[Any, ...]] = []
+        # Read once (a scan of the table): the run holds the folder's lock, so it is the only writer
+        ords = itertools.count(int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0]))
 
         def flush() -> None:
-            next_ord = int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0])
             with self._transaction():
+                # The new requests take the next places in order, without gaps for the ones the ledger holds
+                # already: so that a plan that passes over those (the rows a memo recalls) numbers alike.
+                known = self._known_keys([row[0] for row in pending])
                 self.db.executemany(
                     "INSERT INTO requests (key, submit_id, ord, job, source_file, source_row, sample, type, model, "
                     "resolution, params, estimated_credits, state, created_at, updated_at, run_id, planned_in) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET planned_in = excluded.planned_in",
-                    [(row[0], row[1], next_ord + i, *row[2:]) for i, row in enumerate(pending)],
+                    [(row[0], row[1], -1 if row[0] in known else next(ords), *row[2:]) for row in pending],
                 )
             pending.clear()
 
@@ -446,6 +465,35 @@ class Ledger:
         if pending:
             flush()
         return self.total() - before
+
+    def _known_keys(self, keys: list[str], chunk: int = 500) -> set[str]:
+        """Which of ``keys`` the ledger holds."""
+        found: set[str] = set()
+        for start in range(0, len(keys), chunk):
+            part = keys[start:start + chunk]
+            marks = ", ".join("?" * len(part))
+            found.update(key for (key,) in self.db.execute(f"SELECT key FROM requests WHERE key IN ({marks})",  # noqa: S608
+                                                           part))
+        return found
+
+    @_writes
+    def mark_planned(self, keys: Iterable[str], batch: int = 2000) -> None:
+        """Mark requests already in the ledger as part of this run's plan (what :meth:`add_planned` does for the
+        requests it is given that the ledger holds)."""
+        pending: list[tuple[int | None, str]] = []
+        for key in keys:
+            pending.append((self.run_id, key))
+            if len(pending) >= batch:
+                with self._transaction():
+                    self.db.executemany("UPDATE requests SET planned_in = ? WHERE key = ?", pending)
+                pending.clear()
+        if pending:
+            with self._transaction():
+                self.db.executemany("UPDATE requests SET planned_in = ? WHERE key = ?", pending)
+
+    def plan_rows(self, *, write: bool) -> PlanRows:
+        """The rows of earlier plans, to recall (and, with ``write``, to remember this plan's new rows)."""
+        return PlanRows(self.db, write=write)
 
     @_writes
     def set_aside_unplanned(self, plan: int) -> tuple[int, int]:
@@ -690,3 +738,55 @@ class Ledger:
                    height: int | None, fmt: str | None, size: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (account, region, sha256, image_uri, width, height, fmt, size, self._clock()))
+
+
+class PlanRows:
+    """The ledger's memo of spreadsheet rows (:class:`jimeng_batch.intake.plan.RowMemo`).
+
+    A recalled row's requests are all in the ledger: the rows a plan remembers are held in a temporary table (the
+    connection's own, gone if the process dies) and become recallable only in :meth:`commit`, called once every
+    request of the plan is written; requests are never deleted.
+    """
+
+    def __init__(self, db: sqlite3.Connection, *, write: bool, batch: int = 2000) -> None:
+        self.db = db
+        self.write = write
+        self.batch = batch
+        self.pending: list[tuple[bytes, str, str, str, str]] = []
+        # A first plan (or one of a ledger from before plan rows) has nothing to recall: no query per row then
+        self.empty = db.execute("SELECT 1 FROM main.plan_rows LIMIT 1").fetchone() is None
+        if write:
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS new_plan_rows (digest BLOB PRIMARY KEY, job TEXT, "
+                            "regions TEXT, models TEXT, keys TEXT) WITHOUT ROWID")
+
+    def recall(self, digest: bytes) -> KnownRow | None:
+        if self.empty:
+            return None
+        row = self.db.execute("SELECT job, regions, models, keys FROM main.plan_rows WHERE digest = ?",
+                              (digest,)).fetchone()
+        if row is None:
+            return None
+        job, regions, models, keys = row
+        return KnownRow(str(job), *(tuple(str(text).split(_SEPARATOR)) for text in (regions, models, keys)))
+
+    def remember(self, digest: bytes, row: KnownRow) -> None:
+        if not self.write:
+            return
+        self.pending.append((digest, row.job, _SEPARATOR.join(row.regions), _SEPARATOR.join(row.models),
+                             _SEPARATOR.join(row.keys)))
+        if len(self.pending) >= self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            with Ledger._Tx(self.db):
+                self.db.executemany("INSERT OR REPLACE INTO temp.new_plan_rows VALUES (?, ?, ?, ?, ?)",
+                                    self.pending)
+            self.pending.clear()
+
+    def commit(self) -> None:
+        """Make the rows remembered recallable: call once the requests they made are all in the ledger."""
+        self._flush()
+        with Ledger._Tx(self.db):
+            self.db.execute("INSERT OR REPLACE INTO main.plan_rows SELECT * FROM temp.new_plan_rows")
+            self.db.execute("DELETE FROM temp.new_plan_rows")

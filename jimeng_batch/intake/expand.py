@@ -12,6 +12,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from jimeng_batch.errors import Problem
@@ -26,7 +27,8 @@ from jimeng_batch.intake.templating import render
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.catalog import Model, VideoModel
 from jimeng_batch.protocol.ids import uuid5_text
-from jimeng_batch.protocol.request_spec import ImageInput, RequestSpec
+from jimeng_batch.protocol.json_template import JsonTemplate, slot
+from jimeng_batch.protocol.request_spec import ImageInput, RequestSpec, Source
 
 # Bump when the canonical form changes: it changes every key, so old ledgers and caches no longer match.
 KEY_VERSION = 1
@@ -75,8 +77,10 @@ def _image_identity(image: ImageInput) -> list[Any]:
     return [image.identity, image.strength]
 
 
-def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Problem]:
-    """Every request of a template, or the problems that stop it from being expanded."""
+def expand(template: Template, settings: Settings, recipes: list[Recipe] | None = None
+           ) -> Iterator[RequestSpec | Problem]:
+    """Every request of a template, or the problems that stop it from being expanded (``recipes``: collects the
+    recipe of each combination that makes requests)."""
     problems = check_template(template)
     yield from problems
     fields = type_defaults(template.type) | template.fields
@@ -117,7 +121,10 @@ def expand(template: Template, settings: Settings) -> Iterator[RequestSpec | Pro
         if problems or template.rejected:  # problems were reported; the combinations are still checked
             continue
         assert not isinstance(model, Problem)
-        yield from _samples(template, settings, region, model, fields, values, count)
+        recipe, prompt = _recipe(template, settings, region, model, fields, values, count)
+        if recipes is not None:
+            recipes.append(recipe)
+        yield from recipe.specs(prompt, template.source)
 
 
 def _too_many(template: Template, axes: list[tuple[str, list[Any]]], count: int, limit: int) -> Problem | None:
@@ -140,8 +147,48 @@ def job_region(template: Template, settings: Settings) -> str:
     return str(template.fields.get("region", settings.region))
 
 
-def _samples(template: Template, settings: Settings, region: str, model: Model, fields: dict[str, Any],
-             values: dict[str, Any], count: int) -> Iterator[RequestSpec]:
+@dataclass
+class Recipe:
+    """How one matrix combination of a template becomes its requests, the prompt aside: the requests of another
+    template that differs only in a prompt without placeholders are ``specs(prompt, source)``, the same as
+    expanding that template would give."""
+
+    params: dict[str, Any]  # the canonical parameters (the key's input), with the combination's prompt
+    fields: dict[str, Any]  # the RequestSpec fields that are not the prompt's or the sample's
+    count: int
+    given_seed: Any
+    # The canonical text of the key's input with slots for the prompt and the sample (see :meth:`reused`)
+    key_text: JsonTemplate | None = None
+
+    def reused(self) -> Recipe:
+        """This recipe, made ready to be used for many prompts: the key's canonical text is cut once, then only
+        filled in (the text it gives is checked against the canonical form once; None of it if it differs)."""
+        marked = canonical_json({"v": KEY_VERSION, **self.params, "prompt": slot("prompt"), "sample": slot("sample")})
+        if "@@" not in canonical_json(self.params):  # no marker of the user's own to be taken for a slot
+            template = JsonTemplate(marked)
+            sample = {"v": KEY_VERSION, **self.params, "sample": 0}
+            if template.fill({"prompt": self.params["prompt"], "sample": 0}) == canonical_json(sample):
+                self.key_text = template
+        return self
+
+    def _key(self, params: dict[str, Any], prompt: str, sample: int) -> tuple[str, str]:
+        if self.key_text is None:
+            return request_key({**params, "sample": sample})
+        digest = hashlib.sha256(self.key_text.fill({"prompt": prompt, "sample": sample}).encode("utf-8")).hexdigest()
+        return digest[:KEY_HEX_CHARS], digest
+
+    def specs(self, prompt: str, source: Source) -> Iterator[RequestSpec]:
+        params = self.params if prompt == self.params["prompt"] else self.params | {"prompt": prompt}
+        job_type = self.fields["type"]
+        for sample in range(self.count):
+            key, digest = self._key(params, prompt, sample)
+            yield RequestSpec(key=key, submit_id=submit_id_for(key), sample=sample, prompt=prompt,
+                              seed=_seed(job_type, self.given_seed, digest), source=source, **self.fields)
+
+
+def _recipe(template: Template, settings: Settings, region: str, model: Model, fields: dict[str, Any],
+            values: dict[str, Any], count: int) -> tuple[Recipe, str]:
+    """The recipe of one combination, and its prompt."""
     variables = {name[4:]: value for name, value in values.items() if name.startswith("var:")}
     prompt = render(str(values["prompt"]), variables)
     params: dict[str, Any] = {
@@ -176,15 +223,10 @@ def _samples(template: Template, settings: Settings, region: str, model: Model, 
     given_seed = values.get("seed")
     params["seed"] = given_seed
     credits = settings.costs.estimate(model, params["resolution"], params.get("duration"))
-    for sample in range(count):
-        key, digest = request_key({**params, "sample": sample})
-        yield RequestSpec(
-            key=key, submit_id=submit_id_for(key), sample=sample, type=template.type, region=region,
-            model=model.name, model_key=model.key, prompt=prompt,
-            seed=_seed(template.type, given_seed, digest),
-            seed_given=given_seed is not None, resolution=params["resolution"], source=template.source,
-            estimated_credits=credits, **extra,
-        )
+    spec_fields = {"type": template.type, "region": region, "model": model.name, "model_key": model.key,
+                   "seed_given": given_seed is not None, "resolution": params["resolution"],
+                   "estimated_credits": credits, **extra}
+    return Recipe(params, spec_fields, count, given_seed), prompt
 
 
 def _seed(job_type: str, given: Any, digest: str) -> int | None:

@@ -12,10 +12,10 @@ import copy
 import difflib
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jimeng_batch.errors import ConfigError, Location, ManifestError, Problem, SchemaError, describe
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
@@ -61,6 +61,7 @@ _SCALAR_COLUMNS = frozenset({"type", "region", "count", "fps", "reference_streng
                              "intelligent_ratio"})
 
 Spot = Callable[[int | None], Location]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,11 @@ class Manifest:
 
     def templates(self) -> Iterator[Template | Problem]:
         """Every job (or spreadsheet row of a job) as a template, or the problems found reading it."""
+        return self.items(self.row_template)
+
+    def items(self, per_row: Callable[[JobDef, SheetRow, str], Iterable[T]]) -> Iterator[Template | Problem | T]:
+        """Like :meth:`templates`, with each spreadsheet row given to ``per_row`` (the job, the row and the sheet
+        as shown): planning takes a shortcut for rows like ones it has seen (:meth:`row_template` otherwise)."""
         yield from self.load_problems
         for job in self.jobs:
             if job.rows is None:
@@ -153,9 +159,10 @@ class Manifest:
                     job.base_dir,
                 )
             else:
-                yield from self._row_templates(job)
+                yield from self._row_templates(job, per_row)
 
-    def _row_templates(self, job: JobDef) -> Iterator[Template | Problem]:
+    def _row_templates(self, job: JobDef, per_row: Callable[[JobDef, SheetRow, str], Iterable[T]]
+                       ) -> Iterator[Template | Problem | T]:
         assert job.rows is not None
         shown = display_path(job.rows)
         if not job.rows.is_file():
@@ -175,7 +182,7 @@ class Manifest:
         try:
             for row in iter_sheet(job.rows):
                 rows += 1
-                yield from self._row_template(job, row, shown)
+                yield from per_row(job, row, shown)
         except SchemaError as exc:  # the file cannot be read past here (broken quoting): said with the rest
             yield from exc.problems
             return
@@ -183,7 +190,8 @@ class Manifest:
             # Like `jobs: []` in YAML: a batch of nothing is more likely a mistake (the wrong sheet) than meant.
             yield Problem(Location(shown, row=2), "no request rows below the header; add a row per request")
 
-    def _row_template(self, job: JobDef, row: SheetRow, shown: str) -> Iterator[Template | Problem]:
+    def row_template(self, job: JobDef, row: SheetRow, shown: str) -> Iterator[Template | Problem]:
+        """One spreadsheet row of ``job`` as a template, or the problems found reading it."""
         values, problems = read_row(row, shown)
         yield from problems
         # The row's other cells are still checked: its cells with a problem are left out (and their rules).

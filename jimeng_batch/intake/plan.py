@@ -8,18 +8,24 @@ drop duplicates: identical requests share one submission).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
+from jimeng_batch._version import __version__
 from jimeng_batch.errors import Problem
-from jimeng_batch.intake.expand import expand
-from jimeng_batch.intake.manifest import Manifest, Template
+from jimeng_batch.intake.expand import KEY_VERSION, Recipe, expand
+from jimeng_batch.intake.manifest import IMAGE_FIELDS, VAR_COLUMN_PREFIX, JobDef, Manifest, Template
 from jimeng_batch.intake.sharding import Shard
+from jimeng_batch.intake.sources import SheetRow
 from jimeng_batch.protocol import catalog
-from jimeng_batch.protocol.drafts import build_request, default_web_id
-from jimeng_batch.protocol.request_spec import RequestSpec
+from jimeng_batch.protocol.drafts import build_request, default_web_id, node_ids
+from jimeng_batch.protocol.json_template import JsonTemplate, slot
+from jimeng_batch.protocol.request_spec import RequestSpec, Source
 
 MAX_PROBLEMS = 1000  # beyond this only a count is kept, so a broken million-row file cannot exhaust memory
 
@@ -27,13 +33,138 @@ MAX_PROBLEMS = 1000  # beyond this only a count is kept, so a broken million-row
 def iter_requests(manifest: Manifest, shard: Shard | None = None) -> Iterator[RequestSpec | Problem]:
     """Every request of the manifest (of ``shard`` only, if given), in order, or the problems found on the way
     (duplicates included)."""
-    for item in manifest.templates():
+    for item in iter_planned(manifest, shard):
+        assert not isinstance(item, KnownRow)  # only with a memo
+        yield item
+
+
+def iter_planned(manifest: Manifest, shard: Shard | None = None, memo: RowMemo | None = None,
+                 remember: bool = False) -> Iterator[RequestSpec | Problem | KnownRow]:
+    """Like :func:`iter_requests`, with the spreadsheet rows ``memo`` recalls given as :class:`KnownRow` (their
+    requests are in the ledger already) instead of being checked and expanded again; ``remember``: each row
+    planned anew that could be recalled next time is told to the memo."""
+    for item in manifest.items(RowShortcut(manifest, memo, remember)):
         if isinstance(item, Template):
             for expanded in expand(item, manifest.settings):
                 if shard is None or not isinstance(expanded, RequestSpec) or shard.contains(expanded.key):
                     yield expanded
+        elif isinstance(item, RequestSpec):
+            if shard is None or shard.contains(item.key):
+                yield item
         else:
             yield item
+
+
+@dataclass(frozen=True, slots=True)
+class KnownRow:
+    """A spreadsheet row a previous plan made requests of, unchanged since (same cells, same row number, same
+    job and settings): what it made."""
+
+    job: str
+    regions: tuple[str, ...]
+    models: tuple[str, ...]
+    keys: tuple[str, ...]  # every request of the row, whatever the shard
+
+
+class RowMemo(Protocol):
+    """Where row digests and what their rows made are kept (the ledger)."""
+
+    def recall(self, digest: bytes) -> KnownRow | None: ...
+
+    def remember(self, digest: bytes, row: KnownRow) -> None: ...
+
+
+def job_digest(manifest: Manifest, job: JobDef) -> bytes | None:
+    """What every request of a spreadsheet job's rows depends on besides the row itself: the tool, the key version,
+    the manifest's settings and the job's own fields; None for a job whose rows cannot be recalled (one that names
+    local images, whose content can change under the same name)."""
+    if job.rows is None or any(name in job.fields for name in IMAGE_FIELDS):
+        return None
+    settings = manifest.settings
+    parts = [__version__, KEY_VERSION, manifest.display, settings.region, settings.protocol_profile,
+             repr(settings.costs), settings.max_requests, job.name, job.index, job.type, str(job.rows),
+             sorted(job.fields.items()), sorted(job.vars.items()), sorted(job.rejected)]
+    return hashlib.sha256(json.dumps(parts, default=repr, ensure_ascii=False).encode("utf-8")).digest()
+
+
+def row_digest(job: bytes, row: SheetRow) -> bytes:
+    """The digest of one row of a job (its number and its cells, as read, in the sheet's column order). Each name
+    and value is written after its length, so that no two rows give the same text."""
+    text = "".join(f"{len(name)}:{name}{len(value)}:{value}" for name, value in row.cells.items())
+    return hashlib.sha256(job + f"{row.number};{text}".encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+# A prompt cell that is plain text: no placeholder, no list, no escaped bar. Two rows that differ only in such a
+# prompt pass or fail every rule alike, and make the same requests but for the prompt (and what derives from it).
+_PLAIN_PROMPT = re.compile(r"[^{}|\\]+")
+MAX_ROW_SHAPES = 4096  # the shapes remembered (oldest forgotten first), so that memory stays flat
+
+
+class RowShortcut:
+    """Spreadsheet rows to requests, each shape of row checked and expanded once.
+
+    A row's shape is its job and every cell but the prompt. The first row of a shape goes the whole way (read,
+    checked against the schema and the rules, expanded); if it makes requests and no problem, the recipe of each
+    of its combinations is kept, and the later rows of that shape with a plain prompt are made from the recipes
+    directly: the same requests, with the same keys, submit ids and seeds, that the whole way gives (a test
+    compares the two on a corpus). Any other row (a prompt with placeholders or a list, a template variable
+    column, a shape that had a problem) goes the whole way.
+    """
+
+    def __init__(self, manifest: Manifest, memo: RowMemo | None = None, remember: bool = False) -> None:
+        self.manifest = manifest
+        self.recipes: dict[tuple[Any, ...], list[Recipe] | None] = {}
+        self.memo = memo
+        self.remember = remember
+        self.jobs: dict[int, bytes | None] = {}  # job index -> its digest
+
+    def __call__(self, job: JobDef, row: SheetRow, shown: str) -> Iterable[RequestSpec | Problem | KnownRow]:
+        if self.memo is None:
+            return self._made(job, row, shown)
+        if job.index not in self.jobs:
+            self.jobs[job.index] = job_digest(self.manifest, job)
+        base = self.jobs[job.index]
+        if base is None or any(name in row.cells for name in IMAGE_FIELDS):
+            return self._made(job, row, shown)
+        digest = row_digest(base, row)
+        known = self.memo.recall(digest)
+        if known is not None:
+            return [known]
+        made = list(self._made(job, row, shown))
+        specs = [item for item in made if isinstance(item, RequestSpec)]
+        if self.remember and specs and len(specs) == len(made):
+            self.memo.remember(digest, KnownRow(job.name, tuple(sorted({s.region for s in specs})),
+                                                tuple(sorted({s.model for s in specs})), tuple(s.key for s in specs)))
+        return made
+
+    def _made(self, job: JobDef, row: SheetRow, shown: str) -> Iterable[RequestSpec | Problem]:
+        """The row's requests (or problems), by its shape's recipes where it can."""
+        cells = row.cells
+        prompt = cells.get("prompt")
+        if prompt is None or not _PLAIN_PROMPT.fullmatch(prompt) or any(n.startswith(VAR_COLUMN_PREFIX) for n in cells):
+            return self._whole_way(job, row, shown, None)
+        shape = (job.index, *(item for item in cells.items() if item[0] != "prompt"))
+        if shape not in self.recipes:
+            found: list[Recipe] = []
+            made = list(self._whole_way(job, row, shown, found))
+            if len(self.recipes) >= MAX_ROW_SHAPES:
+                del self.recipes[next(iter(self.recipes))]
+            clean = found and all(isinstance(i, RequestSpec) for i in made)
+            self.recipes[shape] = [recipe.reused() for recipe in found] if clean else None
+            return made
+        recipes = self.recipes[shape]
+        if recipes is None:
+            return self._whole_way(job, row, shown, None)
+        source = Source(self.manifest.display, job.name, job.index, row.number)
+        return [spec for recipe in recipes for spec in recipe.specs(prompt, source)]
+
+    def _whole_way(self, job: JobDef, row: SheetRow, shown: str,
+                   recipes: list[Recipe] | None) -> Iterator[RequestSpec | Problem]:
+        for item in self.manifest.row_template(job, row, shown):
+            if isinstance(item, Template):
+                yield from expand(item, self.manifest.settings, recipes)
+            else:
+                yield item
 
 
 def iter_distinct(manifest: Manifest, shard: Shard | None = None) -> Iterator[RequestSpec | Problem]:
@@ -74,6 +205,9 @@ class PlanSummary:
     region_requests: Counter[str] = field(default_factory=Counter)
     region_credits: dict[str, float] = field(default_factory=dict)
     region_jobs: dict[str, set[str]] = field(default_factory=dict)  # the jobs sending there, for messages
+    # Rows a memo recalled (their requests are in the ledger, and not counted above), and their models.
+    known_rows: int = 0
+    known_models: set[str] = field(default_factory=set)
 
     @property
     def regions(self) -> list[str]:
@@ -97,7 +231,7 @@ class PlanSummary:
 
     def needs_a_bogus(self) -> list[str]:
         """The models of the plan that the live service refuses to plain HTTP clients (a browser-made a_bogus)."""
-        return unsupported_live_models(model for _type, model, _resolution in self.groups)
+        return unsupported_live_models([*(model for _type, model, _resolution in self.groups), *self.known_models])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,7 +255,7 @@ class PlanSummary:
 
 
 def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | None = None,
-              shard: Shard | None = None) -> PlanSummary:
+              shard: Shard | None = None, memo: RowMemo | None = None) -> PlanSummary:
     """One pass over the manifest: all problems, and the counts of what it would send (in ``shard``, if given).
 
     ``on_request`` is called with each distinct request as it is found (a plan written to a file uses it to write
@@ -131,7 +265,14 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
                           len(manifest.jobs))
     seen: set[bytes] = set()
     reported: set[Problem] = set()  # rows inheriting the same job field repeat that field's problem
-    for item in iter_requests(manifest, shard):
+    for item in iter_planned(manifest, shard, memo):
+        if isinstance(item, KnownRow):  # in the ledger already: only where it goes and with what model counts
+            summary.known_rows += 1
+            summary.known_models.update(item.models)
+            for region in item.regions:
+                summary.region_requests[region] += 0
+                summary.region_jobs.setdefault(region, set()).add(item.job)
+            continue
         if isinstance(item, Problem):
             if item in reported:
                 continue
@@ -190,10 +331,93 @@ def plan_record(spec: RequestSpec, manifest: Manifest, web_id: str | None = None
     }
 
 
-def record_writer(manifest: Manifest) -> Callable[[RequestSpec], dict[str, Any]]:
-    """A function from a request to its plan record (the webId is worked out once)."""
-    web_id = plan_web_id(manifest)
-    return lambda spec: plan_record(spec, manifest, web_id)
+def plan_line(record: Mapping[str, Any]) -> str:
+    """One plan record as a line of ``plan --format jsonl``."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+# What differs between requests of one shape: filled into the shape's template, one value per slot.
+_VARYING = ("key", "submit_id", "sample", "prompt", "negative_prompt", "seed", "row")
+
+
+def _shape(spec: RequestSpec) -> tuple[Any, ...]:
+    """Everything of a request that is not in :data:`_VARYING` (and whether each optional varying value is given):
+    requests of one shape have one template."""
+    return (spec.type, spec.region, spec.model, spec.model_key, spec.seed_given, spec.resolution,
+            spec.estimated_credits, spec.ratio, spec.sample_strength, spec.references, spec.duration,
+            spec.aspect_ratio, spec.fps, spec.first_frame, spec.end_frame, spec.image_count, spec.intelligent_ratio,
+            spec.source.file, spec.source.job, spec.source.job_index, spec.source.row is None, spec.seed is None,
+            spec.negative_prompt is None)
+
+
+class PlanLines:
+    """Plan records as JSON lines, each written from its shape's template: what does not vary between requests
+    (the query, the draft's structure, the model's sizes and versions) is built and serialised once per shape,
+    and per request only the varying values (and the node ids, which derive from the key) are filled in.
+
+    The first request of each shape is also written the slow way, from :func:`plan_record`; a template that does
+    not give the same text is not used (every line of that shape is then built in full), so a template can only
+    ever make the same lines faster.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.web_id = plan_web_id(manifest)
+        self.templates: dict[tuple[Any, ...], JsonTemplate | None] = {}
+        self.roles: dict[int, list[str]] = {}  # by template: the node roles its slots need
+
+    def full(self, spec: RequestSpec) -> str:
+        """The line built from scratch."""
+        return plan_line(plan_record(spec, self.manifest, self.web_id))
+
+    def __call__(self, spec: RequestSpec) -> str:
+        shape = _shape(spec)
+        if shape not in self.templates:
+            line = self.full(spec)
+            # A marker in the request's own text (an image uri, say) would be taken for a slot: none then
+            template = None if "@@" in line else self._template(spec)
+            self.templates[shape] = template if template is not None and self._fill(template, spec) == line else None
+            return line
+        template = self.templates[shape]
+        return self.full(spec) if template is None else self._fill(template, spec)
+
+    def _template(self, spec: RequestSpec) -> JsonTemplate | None:
+        # A request whose varying values are slot markers (markers where numbers go, too: text is what is cut)
+        row: dict[str, Any] = {"row": slot("row")}
+        markers: dict[str, Any] = {
+            "key": slot("key"), "submit_id": slot("submit_id"), "sample": slot("sample"), "prompt": slot("prompt"),
+            "negative_prompt": None if spec.negative_prompt is None else slot("negative_prompt"),
+            "seed": None if spec.seed is None else slot("seed"),
+            "source": spec.source if spec.source.row is None else replace(spec.source, **row)}
+        marked = replace(spec, **markers)
+        region = catalog.REGIONS[spec.region]
+        web_id = self.web_id if spec.region == self.manifest.settings.region else plan_web_id(self.manifest,
+                                                                                            spec.region)
+        request = build_request(marked, region, self.manifest.settings.protocol, web_id=web_id,
+                                node_ids=lambda role: slot(f"id:{role}"))
+        record = plan_record(marked, self.manifest, self.web_id)
+        record["request"] = {"method": request.method, "path": request.path, "query": request.query,
+                             "body": request.body}
+        try:
+            template = JsonTemplate(plan_line(record), _is_token)
+        except ValueError:
+            return None
+        if not template.names <= {*_VARYING, *(n for n in template.names if n.startswith("id:"))}:
+            return None
+        self.roles[id(template)] = sorted(name for name in template.names if name.startswith("id:"))
+        return template
+
+    def _fill(self, template: JsonTemplate, spec: RequestSpec) -> str:
+        roles = self.roles[id(template)]
+        values: dict[str, Any] = dict(zip(roles, node_ids(spec.key, [role[3:] for role in roles]), strict=True))
+        values |= {"key": spec.key, "submit_id": spec.submit_id, "sample": spec.sample, "prompt": spec.prompt,
+                   "negative_prompt": spec.negative_prompt, "seed": spec.seed, "row": spec.source.row}
+        return template.fill(values)
+
+
+def _is_token(name: str) -> bool:
+    """Slots whose values are hex digits and dashes (the key, submit id and node ids): put in as they are."""
+    return name in ("key", "submit_id") or name.startswith("id:")
 
 
 def iter_plan_records(manifest: Manifest, shard: Shard | None = None) -> Iterator[dict[str, Any]]:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.catalog import ProtocolVersions, Region
-from jimeng_batch.protocol.ids import uuid5_text
+from jimeng_batch.protocol.ids import uuid5_text, uuid5_texts
 from jimeng_batch.protocol.request_spec import ImageInput, RequestSpec
 
 GENERATE_PATH = "/mweb/v1/aigc_draft/generate"
@@ -53,6 +53,19 @@ def default_web_id(seed_text: str) -> str:
     return str(7 * 10**18 + int(digest[:16], 16) % 10**18)
 
 
+NodeIds = Callable[[str], str]  # a node's role in the tree -> its id
+
+
+def node_id(key: str, role: str) -> str:
+    """The id of the node with ``role`` in the draft of the request ``key``."""
+    return uuid5_text(NODE_ID_NAMESPACE, f"{key}/{role}")
+
+
+def node_ids(key: str, roles: list[str]) -> list[str]:
+    """``[node_id(key, role) for role in roles]``, faster."""
+    return uuid5_texts(NODE_ID_NAMESPACE, f"{key}/", roles)
+
+
 class _Ids:
     """Node ids derived from the request key and each node's role in the tree."""
 
@@ -60,7 +73,7 @@ class _Ids:
         self.key = key
 
     def __call__(self, role: str) -> str:
-        return uuid5_text(NODE_ID_NAMESPACE, f"{self.key}/{role}")
+        return node_id(self.key, role)
 
 
 def image_uri(image: ImageInput, uploaded: Mapping[str, str]) -> str:
@@ -80,7 +93,7 @@ def image_object(image: ImageInput, node_id: str, uploaded: Mapping[str, str]) -
     }
 
 
-def _metadata(ids: _Ids, created_ms: int, *, as_text: bool) -> dict[str, Any]:
+def _metadata(ids: NodeIds, created_ms: int, *, as_text: bool) -> dict[str, Any]:
     # The document's image drafts carry the time as a string, its video drafts as a number.
     return {
         "type": "", "id": ids("metadata"), "created_platform": catalog.CREATED_PLATFORM,
@@ -89,7 +102,7 @@ def _metadata(ids: _Ids, created_ms: int, *, as_text: bool) -> dict[str, Any]:
     }
 
 
-def _large_image_info(spec: RequestSpec, ids: _Ids) -> dict[str, Any]:
+def _large_image_info(spec: RequestSpec, ids: NodeIds) -> dict[str, Any]:
     model = catalog.find_model(spec.model_key)
     assert isinstance(model, catalog.ImageModel) and spec.ratio is not None
     width, height = catalog.image_size(model, spec.resolution, spec.ratio)
@@ -97,7 +110,7 @@ def _large_image_info(spec: RequestSpec, ids: _Ids) -> dict[str, Any]:
             "resolution_type": spec.resolution}
 
 
-def _image_component(spec: RequestSpec, ids: _Ids, created_ms: int, uploaded: Mapping[str, str],
+def _image_component(spec: RequestSpec, ids: NodeIds, created_ms: int, uploaded: Mapping[str, str],
                      versions: ProtocolVersions) -> dict[str, Any]:
     assert spec.ratio is not None
     core: dict[str, Any] = {"type": "", "id": ids("core_param"), "model": spec.model_key}
@@ -156,7 +169,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(part) if part.isdigit() else 0 for part in text.split("."))
 
 
-def _video_component(spec: RequestSpec, ids: _Ids, created_ms: int, uploaded: Mapping[str, str],
+def _video_component(spec: RequestSpec, ids: NodeIds, created_ms: int, uploaded: Mapping[str, str],
                      task_extra: str) -> dict[str, Any]:
     video_input: dict[str, Any] = {"duration_ms": int(spec.duration or 0) * 1000}
     if spec.first_frame is not None:
@@ -186,9 +199,10 @@ def _video_component(spec: RequestSpec, ids: _Ids, created_ms: int, uploaded: Ma
 
 
 def build_draft_content(spec: RequestSpec, versions: ProtocolVersions, *, created_ms: int = 0,
-                        uploaded: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The ``draft_content`` tree (before it is serialised into the envelope's string)."""
-    ids = _Ids(spec.key)
+                        uploaded: Mapping[str, str] | None = None, node_ids: NodeIds | None = None) -> dict[str, Any]:
+    """The ``draft_content`` tree (before it is serialised into the envelope's string). ``node_ids``: how node ids
+    are made (default: from the request key; a plan's envelope template puts a slot in each)."""
+    ids: NodeIds = node_ids or _Ids(spec.key)
     uploaded = uploaded or {}
     if spec.type == "video":
         component = _video_component(spec, ids, created_ms, uploaded, to_json(_video_metrics(spec)))
@@ -221,9 +235,9 @@ def _commerce_info(benefit_type: str) -> dict[str, str]:
 
 
 def build_body(spec: RequestSpec, region: Region, versions: ProtocolVersions, *, created_ms: int = 0,
-               uploaded: Mapping[str, str] | None = None) -> dict[str, Any]:
+               uploaded: Mapping[str, str] | None = None, node_ids: NodeIds | None = None) -> dict[str, Any]:
     """The JSON body of ``POST /mweb/v1/aigc_draft/generate``."""
-    draft = build_draft_content(spec, versions, created_ms=created_ms, uploaded=uploaded)
+    draft = build_draft_content(spec, versions, created_ms=created_ms, uploaded=uploaded, node_ids=node_ids)
     if spec.type == "video":
         model = catalog.find_model(spec.model_key)
         assert isinstance(model, catalog.VideoModel)
@@ -264,11 +278,12 @@ def babi_param(spec: RequestSpec) -> dict[str, str]:
 
 
 def build_request(spec: RequestSpec, region: Region, versions: ProtocolVersions, *, web_id: str,
-                  created_ms: int = 0, uploaded: Mapping[str, str] | None = None) -> DraftRequest:
+                  created_ms: int = 0, uploaded: Mapping[str, str] | None = None,
+                  node_ids: NodeIds | None = None) -> DraftRequest:
     """The whole submit: method, path, query and body, exactly as they are sent."""
     query = common_query(region, versions, web_id)
     if spec.type != "video":
         # encodeURIComponent'd JSON, as the web app sends it (the HTTP layer then encodes the query as usual).
         query["babi_param"] = encode_uri_component(to_json(babi_param(spec)))
-    body = build_body(spec, region, versions, created_ms=created_ms, uploaded=uploaded)
+    body = build_body(spec, region, versions, created_ms=created_ms, uploaded=uploaded, node_ids=node_ids)
     return DraftRequest("POST", GENERATE_PATH, query, body)

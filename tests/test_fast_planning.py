@@ -1,0 +1,216 @@
+"""The fast paths of planning give exactly what the slow, obvious ones give."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import png
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from jimeng_batch.errors import Location, Problem
+from jimeng_batch.intake.expand import expand
+from jimeng_batch.intake.manifest import Manifest, Template, load_manifest
+from jimeng_batch.intake.plan import (
+    PlanLines,
+    RowShortcut,
+    iter_distinct,
+    iter_requests,
+    plan_line,
+    plan_record,
+    plan_web_id,
+    summarize,
+)
+from jimeng_batch.intake.schema import ROW_SCHEMA, compile_check, load_schema, validate, validate_row
+from jimeng_batch.protocol import catalog
+from jimeng_batch.protocol.drafts import build_request
+from jimeng_batch.protocol.json_template import JsonTemplate, slot
+from jimeng_batch.protocol.request_spec import RequestSpec
+
+ROW = load_schema(ROW_SCHEMA)
+COLUMNS = [*ROW["properties"], "var.x"]
+# Values near every edge the row schema draws: its enum members and their near misses, the bounds of each number
+# column and their neighbours, bools (no number in JSON Schema), whole floats (integers there), empty texts and
+# lists, and lists of each.
+FINITE = st.one_of(
+    st.sampled_from(["image", "video", "image_to_image", "cn", "us", "xx", "1:1", "16:9", "9:9", "2k", "1080p",
+                     "8k", "", "a", "jimeng-4.0", "x.png"]),
+    st.sampled_from([0, 1, 4, 8, 9, 60, 61, 120, 121, 10000, 10001, 4294967295, 4294967296, -1]),
+    st.sampled_from([0.0, 0.5, 1.0, 1.5, -0.0, -0.1, 2.0, 60.0]),
+    st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=4),
+)
+# What a spreadsheet row's cells are read into (a non-finite number is refused when the cell is read)
+CELLS = st.one_of(FINITE, st.lists(FINITE, max_size=6))
+ATOMS = st.one_of(FINITE, st.none(), st.sampled_from([float("nan"), float("inf"), float("-inf")]))
+VALUES = st.one_of(ATOMS, st.lists(ATOMS, max_size=6), st.dictionaries(st.text(max_size=2), ATOMS, max_size=2))
+
+
+def _schema(column: str) -> Any:
+    if column in ROW["properties"]:
+        return ROW["properties"][column]
+    return next(iter(ROW["patternProperties"].values()))
+
+
+def test_every_column_of_the_row_schema_compiles() -> None:
+    # None would mean the slow path for that column: still right, but the sheet no faster
+    assert all(compile_check(_schema(column)) is not None for column in COLUMNS)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(column=st.sampled_from(COLUMNS), value=VALUES)
+def test_the_compiled_check_and_jsonschema_give_the_same_verdict(column: str, value: Any) -> None:
+    check = compile_check(_schema(column))
+    assert check is not None
+    assert check(value) == Draft202012Validator(_schema(column)).is_valid(value)
+
+
+def _locate(path: tuple[str | int, ...], is_key: bool) -> Location:
+    return Location("s.csv", row=2, column_name=str(path[0]) if path else None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(row=st.dictionaries(st.sampled_from(COLUMNS), CELLS, max_size=6))
+def test_fast_row_checks_find_the_same_problems_as_the_whole_row_schema(row: dict[str, Any]) -> None:
+    whole = sorted(str(p) for p in validate(row, ROW_SCHEMA, _locate))
+    assert sorted(str(p) for p in validate_row(row, _locate)) == whole
+
+
+def test_schema_keywords_it_does_not_know_are_left_to_jsonschema() -> None:
+    assert compile_check({"type": "string", "pattern": "^a"}) is None
+    assert compile_check({"enum": [1, True]}) is None  # JSON's equality of numbers and booleans
+    assert compile_check({"oneOf": [{"type": "string"}, {"format": "uri"}]}) is None
+
+
+# -- envelopes from templates ----------------------------------------------------------------------------------
+
+PROMPTS = ['a "quoted" \\ back\\slash', "ümlaut 中文 😀", "100% @@key@@ {{braces}} %s", "tab\there, new\nline",
+           "plain"]
+
+
+def _corpus_manifest(folder: Path) -> Path:
+    """Every model, each type, references and frames (files and uris), counts, seeds, regions, odd prompts."""
+    png(folder / "ref.png")
+    png(folder / "frame.png", (64, 64))
+    jobs: list[dict[str, Any]] = []
+    for model in catalog.IMAGE_MODELS:
+        region = sorted(model.regions)[0]
+        jobs.append({"type": "image", "name": f"t2i-{model.name}", "model": model.name, "region": region,
+                     "prompt": PROMPTS, "ratio": ["1:1", "16:9"], "resolution": model.resolutions[-1],
+                     "negative_prompt": "blur \"x\"", "seed": [7, 4294967295],
+                     **({"intelligent_ratio": True} if model.intelligent_ratio else {}),
+                     **({"images": min(2, model.max_images)} if model.max_images > 1 else {})})
+        jobs.append({"type": "image_to_image", "name": f"i2i-{model.name}", "model": model.name, "region": region,
+                     "prompt": PROMPTS, "references": ["ref.png", {"uri": "tos-cn-i-x/ref \"1\"", "strength": 0.3}],
+                     "count": 2})
+    for video in catalog.VIDEO_MODELS:
+        jobs.append({"type": "video", "name": f"video-{video.name}", "model": video.name,
+                     "region": sorted(video.regions)[0], "prompt": PROMPTS, "duration": video.durations[0],
+                     "resolution": video.resolutions[0], "first_frame": "frame.png", "end_frame": "uri:tos-cn-i-y/e"})
+        jobs.append({"type": "video", "name": f"video-seeded-{video.name}", "model": video.name,
+                     "region": sorted(video.regions)[0], "prompt": PROMPTS, "seed": 12, "count": 1,
+                     "duration": video.durations[-1], "aspect_ratio": "9:16"})
+    path = folder / "corpus.yaml"
+    path.write_text(yaml.safe_dump({"jobs": jobs}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_templated_plan_lines_equal_the_envelopes_built_in_full(tmp_path: Path) -> None:
+    manifest = load_manifest(_corpus_manifest(tmp_path))
+    assert not summarize(manifest).problems
+    specs = [item for item in iter_distinct(manifest) if isinstance(item, RequestSpec)]
+    lines = PlanLines(manifest)
+    for spec in specs:
+        line = lines(spec)
+        assert line == plan_line(plan_record(spec, manifest))
+        request = build_request(spec, catalog.REGIONS[spec.region], manifest.settings.protocol,
+                                web_id=plan_web_id(manifest, spec.region))
+        assert json.loads(line)["request"] == {"method": request.method, "path": request.path,
+                                               "query": request.query, "body": request.body}
+    # every shape had a template, and each was used past the first request of its shape
+    assert lines.templates and all(template is not None for template in lines.templates.values())
+    assert len(specs) > 3 * len(lines.templates)
+
+
+def test_a_marker_in_a_requests_own_text_means_no_template(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"jobs": [{"type": "image_to_image", "prompt": ["a", "b"],
+                                              "references": [{"uri": "tos-cn-i-x/@@key@@"}]}]}), encoding="utf-8")
+    manifest = load_manifest(path)
+    lines = PlanLines(manifest)
+    for spec in (item for item in iter_distinct(manifest) if isinstance(item, RequestSpec)):
+        assert lines(spec) == plan_line(plan_record(spec, manifest))
+    assert list(lines.templates.values()) == [None]
+
+
+def test_json_template_fills_values_at_every_depth() -> None:
+    def dumps(data: Any) -> str:  # as drafts serialise: non-ASCII kept
+        return json.dumps(data, ensure_ascii=False)
+
+    def document(x: Any, n: Any) -> str:
+        return dumps({"v": x, "inner": dumps({"deeper": dumps({"v": x}), "v": x, "n": n}), "pct": "100%"})
+
+    value = 'q"\\ü\n'
+    assert JsonTemplate(document(slot("x"), slot("n"))).fill({"x": value, "n": 5}) == document(value, 5)
+
+
+# -- spreadsheet rows from recipes -----------------------------------------------------------------------------
+
+
+def _whole_way(manifest: Manifest) -> list[RequestSpec | Problem]:
+    out: list[RequestSpec | Problem] = []
+    for item in manifest.templates():
+        out.extend(expand(item, manifest.settings) if isinstance(item, Template) else [item])
+    return out
+
+
+ROW_CELLS = {
+    "prompt": st.sampled_from(["a cat", "a dog", "{x} cat", "a|b", "a \\| b", "ü 😀", "{", "x}", "100%"]),
+    "model": st.sampled_from(["", "jimeng-4.0", "jimeng-3.0", "jimeng-9.9", "jimeng-video-3.0"]),
+    "ratio": st.sampled_from(["", "1:1", "16:9", "9:9", "1:1|16:9"]),
+    "resolution": st.sampled_from(["", "2k", "4k", "720p"]),
+    "seed": st.sampled_from(["", "1", "-1", "x", "1|2"]),
+    "count": st.sampled_from(["", "1", "2"]),
+    "var.x": st.sampled_from(["", "v", "v|w"]),
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(columns=st.lists(st.sampled_from(sorted(set(ROW_CELLS) - {"prompt"})), unique=True, max_size=4),
+       data=st.data())
+def test_rows_from_recipes_equal_rows_taken_the_whole_way(tmp_path: Path, columns: list[str],
+                                                           data: st.DataObject) -> None:
+    header = ["prompt", *columns]
+    rows = data.draw(st.lists(st.tuples(*(ROW_CELLS[name] for name in header)), min_size=1, max_size=12))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    path = tmp_path / "rows.csv"
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    manifest = load_manifest(path)
+    assert list(iter_requests(manifest)) == _whole_way(manifest)
+
+
+def test_rows_of_a_seen_shape_take_the_shortcut(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text("prompt,model\n" + "".join(f"picture {i},jimeng-4.0\n" for i in range(50)), encoding="utf-8")
+    manifest = load_manifest(path)
+    shortcut = RowShortcut(manifest)
+    calls = 0
+    whole_way = shortcut._whole_way
+
+    def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return whole_way(*args)
+
+    shortcut._whole_way = counted  # type: ignore[method-assign]
+    made = [item for item in manifest.items(shortcut) if isinstance(item, RequestSpec)]
+    assert calls == 1 and len(made) == 50
+    assert made == [item for item in _whole_way(manifest) if isinstance(item, RequestSpec)]
