@@ -29,6 +29,7 @@ import pandas as pd
 
 from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, STATES, TERMINAL_FAILURES
+from jimeng_batch.outputs.metrics import runs_summary  # the runs' summary is not a per-request figure
 from jimeng_batch.outputs.results import STAGES, is_missing, meaning_of
 from jimeng_batch.protocol import catalog
 
@@ -209,47 +210,6 @@ def reuse_metrics(results: pd.DataFrame, attempts: pd.DataFrame) -> dict[str, in
     uploads = int(((attempts["kind"] == "upload") & (attempts["outcome"] == "ok")).sum()) if len(attempts) else 0
     return {"cacheHits": int(results["cache_hit"].sum()), "uploads": uploads,
             "reusedUploads": max(references - uploads, 0)}
-
-
-def runs_summary(runs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Each run recorded in the ledger: when, what, where it was sent, with which tokens (masked labels) and
-    protocol profile, which states failed it (``--fail-on``), and how it ended."""
-    out = []
-    for run in runs.to_dict(orient="records"):
-        options = _options(run.get("options"))
-        config: dict[str, Any] = options["config"] if isinstance(options.get("config"), dict) else {}
-        protocol: dict[str, Any] = config["protocol"] if isinstance(config.get("protocol"), dict) else {}
-        origin = run.get("origin")
-        out.append({
-            "id": int(run["id"]), "manifest": run["manifest"], "manifestSha256": run["manifest_sha256"],
-            "toolVersion": run["tool_version"],
-            "startedAt": _iso(run["started_at"]), "finishedAt": _iso(run["finished_at"]),
-            "status": run["status"], "exitCode": None if is_missing(run["exit_code"]) else int(run["exit_code"]),
-            "stopReason": None if is_missing(run["stop_reason"]) else run["stop_reason"],
-            "origin": None if is_missing(origin) else str(origin),
-            "tokens": [str(label) for label in options.get("tokens") or []],
-            # None: the default profile (the live service's values, see protocol/catalog.py)
-            "protocolProfile": protocol.get("profile"),
-            "failOn": [str(state) for state in config.get("fail_on") or []],
-        })
-    return out
-
-
-def _options(text: object) -> dict[str, Any]:
-    """A run's recorded options (JSON the tool wrote; an older or damaged ledger's may be missing)."""
-    if not isinstance(text, str):
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _iso(value: Any) -> str | None:
-    if is_missing(value):
-        return None
-    return datetime.fromtimestamp(float(value), UTC).isoformat()
 
 
 def compute_metrics(results: pd.DataFrame, attempts: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Any]:
