@@ -125,7 +125,7 @@ class Accounts:
     async def resume_in_flight(self) -> None:
         """Follow what earlier runs left in flight, each request on its own account."""
         x = self.x
-        for row in list(x.ledger.in_states(FOLLOWED)):
+        for row in x.ledger.in_states(FOLLOWED):
             token = self.token_of(row)
             if self.sent_elsewhere(row):
                 self._away(row)

@@ -243,7 +243,7 @@ class Executor:
                                    cache=self.cache, limiter=downloads)
         self.accounts = Accounts(self)
         self._backlog = asyncio.Semaphore(config.max_unfinished or 4 * config.concurrency * len(self.tokens) + 32)
-        for row in list(self.ledger.in_states([State.SKIPPED])):
+        for row in self.ledger.in_states([State.SKIPPED]):
             self._set(row, State.PLANNED, detail="planned again")
         try:
             await self.accounts.reconcile()
@@ -261,7 +261,7 @@ class Executor:
             region, why = next(iter(self._regions_out.items()))
             self.stop(why, f"no token of region {region} may submit any more ({why})")
         reason = self.stop_reason or "not admitted"
-        for row in list(self.ledger.in_states([State.PLANNED])):
+        for row in self.ledger.in_states([State.PLANNED]):
             self._set(row, State.SKIPPED, reason=reason, detail=self.stop_message or reason)
         self.ledger.flush()
         return RunResult(self.out_dir, dict(self.ledger.counts()), self.stop_reason, self.interrupted,

@@ -229,6 +229,8 @@ class RequestRow:
 # What the run log shows of a state change besides its detail: small values, never a payload (the token column
 # holds the masked label; the message is the service's one-line message, scrubbed like the detail).
 _LOGGED_COLUMNS = ("token", "history_record_id", "shared_from", "reason", "code", "message")
+# Requests read by state come a page of this many rows at a time (see Ledger.in_states).
+ROWS_PAGE = 1000
 _ROW_COLUMNS = ("key, submit_id, ord, job, type, model, resolution, params, estimated_credits, state, token, "
                 "history_record_id, code, reason, submitted_at, sample, source_file, source_row, account, origin, "
                 "planned_in")
@@ -644,13 +646,23 @@ class Ledger:
         row = self.db.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE key = ?", (key,)).fetchone()  # noqa: S608
         return _row(row) if row else None
 
-    def in_states(self, states: Iterable[State]) -> Iterator[RequestRow]:
-        """Requests in any of ``states``, in plan order."""
+    def in_states(self, states: Iterable[State], *, page: int = ROWS_PAGE) -> Iterator[RequestRow]:
+        """Requests in any of ``states``, in plan order, read a page at a time (by ``ord``, then key): a whole
+        batch's rows with their parameters would be about 1.2 KB each in memory (120 MB for 100,000 planned
+        requests). Each page is fetched whole before its rows are yielded, so a caller may change the state of the
+        rows it is given; a row moved into ``states`` further on in plan order is met when its page comes."""
         wanted = list(states)
         marks = ", ".join("?" for _ in wanted)
-        query = f"SELECT {_ROW_COLUMNS} FROM requests WHERE state IN ({marks}) ORDER BY ord"  # noqa: S608
-        for row in self.db.execute(query, wanted).fetchall():
-            yield _row(row)
+        query = (f"SELECT {_ROW_COLUMNS} FROM requests WHERE state IN ({marks}) "  # noqa: S608
+                 "AND (ord > ? OR (ord = ? AND key > ?)) ORDER BY ord, key LIMIT ?")
+        last: tuple[int, str] = (-(1 << 62), "")
+        while True:
+            rows = self.db.execute(query, (*wanted, last[0], last[0], last[1], page)).fetchall()
+            for row in rows:
+                yield _row(row)
+            if len(rows) < page:
+                return
+            last = (int(rows[-1][2]), str(rows[-1][0]))
 
     def keys_by_region(self, states: Iterable[State]) -> list[tuple[str, str | None]]:
         """Requests in any of ``states`` with the region each goes to, in plan order."""
