@@ -29,20 +29,19 @@ import pandas as pd
 
 from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, STATES, TERMINAL_FAILURES
-from jimeng_batch.outputs.metrics import runs_summary  # the runs' summary is not a per-request figure
+
+# The tables (percentiles, buckets, comparable keys) and the runs' summary are the tool's own: only the
+# per-request computation is the oracle's.
+from jimeng_batch.outputs.metrics import (
+    _BUCKETS,
+    COMPARABLE_GROUP_KEYS,
+    COMPARABLE_KEYS,
+    MAX_BUCKETS,
+    PERCENTILES,
+    runs_summary,
+)
 from jimeng_batch.outputs.results import STAGES, is_missing, meaning_of
 from jimeng_batch.protocol import catalog
-
-PERCENTILES = (50, 90, 99)
-# Sub-second sizes too: a fast run (the simulator, a cache) must not fall into one bucket.
-_BUCKETS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
-MAX_BUCKETS = 60
-
-# The parts of metrics.json that do not depend on timing (see :func:`comparable`).
-COMPARABLE_KEYS = ("totalRequests", "successRequests", "failedRequests", "modelUsage", "byState", "errors",
-                   "credits")
-COMPARABLE_GROUP_KEYS = ("requests", "byState", "succeeded", "failed", "successRate", "cacheHits",
-                         "creditsSpent", "creditsEstimated", "imagesExpected", "imagesDownloaded")
 
 
 def _number(value: Any) -> float | None:
