@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -214,3 +215,25 @@ def test_rows_of_a_seen_shape_take_the_shortcut(tmp_path: Path) -> None:
     made = [item for item in manifest.items(shortcut) if isinstance(item, RequestSpec)]
     assert calls == 1 and len(made) == 50
     assert made == [item for item in _whole_way(manifest) if isinstance(item, RequestSpec)]
+
+
+# The plan lines of the corpus and of a benchmark-like CSV, pinned: planning made faster must write the same bytes.
+PINNED_PLANS = {
+    "corpus.yaml": (560, "e3daa6c8c8b69c09646b6fed8ff5fdb9fb8023b740e736c58b5b7be6d86b977b"),
+    "rows.csv": (300, "2fca33913038eefc0700fafd12981df75d98b68f0125c4e809fa0d69f932d5fe"),
+}
+
+
+def test_plan_lines_are_pinned_byte_for_byte(tmp_path: Path) -> None:
+    csv_path = tmp_path / "rows.csv"
+    models, ratios = ("jimeng-4.0", "jimeng-4.5", "jimeng-3.0"), ("1:1", "16:9", "3:4", "4:3")
+    csv_path.write_text("prompt,model,ratio,resolution\n" + "".join(
+        f"photo number {i} of a lighthouse,{models[i % 3]},{ratios[i % 4]},2k\n" for i in range(300)),
+        encoding="utf-8")
+    for path in (_corpus_manifest(tmp_path), csv_path):
+        manifest = load_manifest(path)
+        lines = PlanLines(manifest)
+        out: list[str] = []
+        summary = summarize(manifest, lambda spec: out.append(lines(spec)))
+        text = "".join(out).replace(str(tmp_path), "<dir>")
+        assert (summary.distinct, hashlib.sha256(text.encode("utf-8")).hexdigest()) == PINNED_PLANS[path.name]
