@@ -246,7 +246,7 @@ def compute_metrics(results: pd.DataFrame, attempts: pd.DataFrame, runs: pd.Data
         "videoVersions": video_versions(results),
         "reuse": reuse_metrics(results, attempts),
         "throughput": throughput(results),
-        "runs": runs_summary(runs),
+        "runs": runs_summary(runs.to_dict(orient="records")),
     }
 
 
@@ -256,4 +256,17 @@ def comparable(metrics: dict[str, Any]) -> dict[str, Any]:
     for group in ("byModel", "byType", "byResolution"):
         out[group] = {name: {key: stats[key] for key in COMPARABLE_GROUP_KEYS}
                       for name, stats in metrics[group].items()}
+    return out
+
+
+def columns_of(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """A frame's columns as a report's batch of results (``results.Columns``): plain Python values, None where a
+    value is missing, times as integer nanoseconds."""
+    out: dict[str, list[Any]] = {}
+    for name in frame.columns:
+        series = frame[name]
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            out[str(name)] = [None if pd.isna(v) else int(v.as_unit("ns").value) for v in series]
+        else:
+            out[str(name)] = [v if isinstance(v, list) or not is_missing(v) else None for v in series.tolist()]
     return out

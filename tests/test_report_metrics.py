@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from metrics_oracle import compute_metrics
+from metrics_oracle import columns_of, compute_metrics
 
 from jimeng_batch.engine.states import STATES
 from jimeng_batch.outputs.metrics import MetricsBuilder, lerp, quantile_position
@@ -113,9 +113,9 @@ def test_sql_metrics_equal_the_pandas_computation(rows: list[dict[str, Any]],
         db.executemany("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?)", calls and [("k", *c) for c in calls])
         builder = MetricsBuilder(db)
         for start in range(0, len(results), batch):
-            builder.add(results.iloc[start:start + batch])
+            builder.add(columns_of(results.iloc[start:start + batch]))
         runs = pd.DataFrame(columns=["id", "origin"])
-        got = builder.finish(runs)
+        got = builder.finish([])
     finally:
         db.close()
     oracle_attempts = table
@@ -139,7 +139,7 @@ def test_the_box_plot_figures_are_matplotlibs() -> None:
 
     values = [0.5, 1.0, 1.2, 1.3, 1.4, 2.0, 2.5, 9.0, 40.0, 0.01]
     frame = _frame([{**ONE, "submit_seconds": v} for v in values])
-    (submit, *_) = box_stats(frame)
+    (submit, *_) = box_stats(frame.to_dict(orient="records"))
     (expected,) = boxplot_stats(values)
     for key in ("q1", "med", "q3", "whislo", "whishi"):
         assert submit[key] == expected[key], key

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from metrics_oracle import columns_of
 from PIL import Image
 from report_helpers import cli, mixed_manifest, sim_run, write
 
@@ -190,7 +191,7 @@ def throughput(results: pd.DataFrame) -> dict[str, object]:
     db = sqlite3.connect(":memory:")
     try:
         builder = MetricsBuilder(db)
-        builder.add(frame)
+        builder.add(columns_of(frame))
         return builder.throughput()
     finally:
         db.close()
@@ -217,7 +218,8 @@ def test_report_md_lists_the_first_failures_and_counts_the_rest(runs: Path) -> N
     results = pd.read_parquet(out / "results.parquet")
     blocked = results[results["state"] == "blocked"].iloc[0]
     many = pd.DataFrame([{**blocked.to_dict(), "key": f"k{n}", "prompt": f"bad | <b>{n}</b>\n"} for n in range(60)])
-    markdown = render_markdown(metrics, "many", results=many, html_path="out/report.html")
+    markdown = render_markdown(metrics, "many", results=many.to_dict(orient="records"),
+                               html_path="out/report.html")
     assert markdown.count("| blocked | pics | bad \\| &lt;b>") == MD_FAILURE_ROWS == 50
     assert "… and 10 more in report.html" in markdown and "<b>" not in markdown
     assert "Review every request in `out/report.html`" in markdown
@@ -239,7 +241,7 @@ def test_server_text_is_escaped_and_made_printable(runs: Path, tmp_path: Path) -
     hostile = "<script>alert(1)</script>\x1b[31m\u202e|"
     results.loc[results["state"] == "blocked", "message"] = hostile
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    page = render_html(results, metrics, tmp_path, "t")
+    page = render_html(results.to_dict(orient="records"), metrics, tmp_path, "t")
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;\\x1b[31m\\u202e|" in page
-    markdown = render_markdown(metrics, "t", results=results)
+    markdown = render_markdown(metrics, "t", results=results.to_dict(orient="records"))
     assert "&lt;script>alert(1)&lt;/script>\\x1b[31m\\u202e\\|" in markdown and "\x1b" not in markdown

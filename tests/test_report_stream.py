@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,32 @@ def _close(new: Any, old: Any, where: str = "metrics") -> None:
         assert new == old and type(new) is type(old), (where, new, old)
 
 
+def _same_jsonl(new_path: Path, old_path: Path) -> None:
+    """The same records, keys in the same order; floats within what pandas' 10 decimals kept of them (the report
+    writes floats exactly, and "/" unescaped: the same JSON values)."""
+    new_lines = new_path.read_text(encoding="utf-8").splitlines()
+    old_lines = old_path.read_text(encoding="utf-8").splitlines()
+    assert len(new_lines) == len(old_lines)
+    for index, (new, old) in enumerate(zip(new_lines, old_lines, strict=True)):
+        _close_json(json.loads(new), json.loads(old), f"line {index + 1}")
+
+
+def _close_json(new: Any, old: Any, where: str) -> None:
+    if isinstance(old, dict):
+        assert isinstance(new, dict) and list(new) == list(old), where
+        for key in old:
+            _close_json(new[key], old[key], f"{where}.{key}")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(new) == len(old), where
+        for index, (a, b) in enumerate(zip(new, old, strict=True)):
+            _close_json(a, b, f"{where}[{index}]")
+    elif isinstance(old, float) or isinstance(new, float):
+        assert isinstance(new, int | float) and not isinstance(new, bool), where
+        assert math.isclose(new, old, rel_tol=1e-12, abs_tol=1e-10), (where, new, old)
+    else:
+        assert new == old and type(new) is type(old), (where, new, old)
+
+
 @pytest.mark.parametrize("batch", [None, 2])
 @pytest.mark.parametrize("name", FOLDERS)
 def test_the_streamed_report_writes_what_the_whole_table_report_did(folders: Path, name: str, batch: int | None,
@@ -104,8 +132,8 @@ def test_the_streamed_report_writes_what_the_whole_table_report_did(folders: Pat
     write_whole(expected, tmp_path / "old")
     metrics = whole_metrics(out)
     report = write_report(out, step_summary=False)
-    for file in ("results.csv", "results.jsonl"):
-        assert (out / file).read_bytes() == (tmp_path / "old" / file).read_bytes(), file
+    assert (out / "results.csv").read_bytes() == (tmp_path / "old" / "results.csv").read_bytes()
+    _same_jsonl(out / "results.jsonl", tmp_path / "old" / "results.jsonl")
     _same_parquet(out / "results.parquet", tmp_path / "old" / "results.parquet")
     _close(report.metrics, metrics)
     _close(json.loads((out / "metrics.json").read_text(encoding="utf-8")), json.loads(json.dumps(metrics)))
@@ -125,18 +153,44 @@ def test_the_folders_cover_what_they_say(folders: Path) -> None:
 
 
 def test_a_report_holds_one_batch_of_requests_at_a_time(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The results table is never built whole: every frame the report builds has at most a batch of requests."""
+    """The results table is never built whole: every batch the report builds has at most a batch of requests, and
+    the report never imports pandas (its import alone is about half of a report's memory)."""
     sizes: list[int] = []
-    build = results_module.results_frame
+    build = results_module.results_columns
 
-    def recording(tables: results_module.LedgerTables) -> pd.DataFrame:
-        sizes.append(len(tables.requests))
-        return build(tables)
+    def recording(requests: list[dict[str, Any]], *rest: Any) -> results_module.Columns:
+        sizes.append(len(requests))
+        return build(requests, *rest)
 
     monkeypatch.setattr(results_module, "BATCH_REQUESTS", 2)
-    monkeypatch.setattr(results_module, "results_frame", recording)
+    monkeypatch.setattr(results_module, "results_columns", recording)
     report = write_report(folders / "mixed", step_summary=False)
     assert sum(sizes) == report.metrics["totalRequests"] == 9 and max(sizes) == 2
+
+
+def test_a_report_does_not_import_pandas_and_pandas_still_works_after(folders: Path) -> None:
+    """A report never imports pandas (about a quarter of its memory), not even through pyarrow; and the same
+    process can still use pandas with pyarrow afterwards: read the results, build the results table, convert a
+    frame."""
+    code = f"""
+import sys
+from pathlib import Path
+import pyarrow as pa
+from jimeng_batch.outputs.report import read_results, write_report
+from jimeng_batch.outputs.results import results_table
+out = Path({str(folders / 'mixed')!r})
+write_report(out, step_summary=False)
+print('pandas' in sys.modules)
+import pandas as pd
+frame = read_results(out)
+table = results_table(out)
+pd.testing.assert_frame_equal(frame.drop(columns=[c for c in frame if c.startswith('asset_')]),
+                              table.drop(columns=[c for c in table if c.startswith('asset_')]))
+print(len(frame), pa.table(frame).num_rows, pa.array(pd.Series([1, None], dtype='Int64')).null_count)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "9", "9", "1"], done.stdout
 
 
 def test_the_pages_show_the_first_requests_and_say_how_many_there_are(folders: Path,

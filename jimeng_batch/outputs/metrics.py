@@ -12,7 +12,7 @@ The document's metrics keep their names:
 Beyond them, ``images``: the images the image requests should make and the files downloaded for them, and the
 estimated credits per image.
 
-Computed in bounded memory: :class:`MetricsBuilder` takes the results batch by batch (:func:`results.iter_results`)
+Computed in bounded memory: :class:`MetricsBuilder` takes the results batch by batch (:func:`results.iter_batches`)
 and keeps the few columns metrics need in a TEMP table of the ledger's read-only connection (SQLite keeps it on
 disk beyond its page cache), then answers with SQL aggregates. Percentiles are exact: the count of each group,
 then the two neighbouring values by rank (one window query per column and grouping), interpolated as
@@ -28,15 +28,23 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.engine.states import FINAL_STATES, STATES, TERMINAL_FAILURES
-from jimeng_batch.outputs.results import STAGES, connect, is_missing, iter_results, meaning_of, read_runs
+from jimeng_batch.outputs.results import (
+    STAGES,
+    Columns,
+    connect,
+    is_missing,
+    iter_batches,
+    meaning_of,
+    posix_seconds,
+    run_rows,
+)
 from jimeng_batch.protocol import catalog
 
 PERCENTILES = (50, 90, 99)
@@ -68,6 +76,8 @@ _IMAGE_REQUESTS = "(type IS NULL OR type != 'video')"
 _QUEUE_VALUES = (("firstPosition", "first_queue_position"),
                  ("forecastQueueSeconds", "first_forecast_queue_seconds"), ("queueSeconds", "queue_seconds"))
 _QUANTILES = tuple(p / 100 for p in PERCENTILES)
+# The groupings of metrics.json (overall, by model, by type, by resolution): their figures come in one pass each.
+GROUPINGS = (None, "model", "type", "resolution")
 
 
 def _number(value: Any) -> float | None:
@@ -105,11 +115,6 @@ def _bucket_seconds(span: float) -> float:
     return _BUCKETS[-1]
 
 
-def _plain(values: pd.Series) -> list[Any]:
-    """A column as Python values for SQLite, None where missing."""
-    return list(values.astype(object).where(values.notna(), None))
-
-
 class MetricsBuilder:
     """metrics.json of a ledger: :meth:`add` each batch of results, then :meth:`finish`. Holds no per-request data
     in Python; its table lives in ``db``'s TEMP schema (dropped with the connection)."""
@@ -119,27 +124,25 @@ class MetricsBuilder:
         db.create_function("floordiv", 2, lambda a, b: a // b, deterministic=True)
         db.execute(f"DROP TABLE IF EXISTS {_ROWS}")
         db.execute(f"CREATE TABLE {_ROWS} ({', '.join(f'{name} {kind}' for name, kind in _ROW_COLUMNS)})")
-        db.execute("DROP TABLE IF EXISTS temp.metric_ranks")
-        db.execute("CREATE TABLE temp.metric_ranks (g, rn INTEGER, PRIMARY KEY (g, rn))")
+        self._summaries: dict[tuple[Any, ...], list[dict[str, dict[str, Any]]]] = {}
         self._video_versions: dict[str, int] = {}
         self._references = 0
 
     # -- intake -------------------------------------------------------------------------------------------------
 
-    def add(self, results: pd.DataFrame) -> None:
-        """One batch of the results table (any number of rows, the columns of :func:`results.results_frame`)."""
-        if results.empty:
+    def add(self, results: Columns) -> None:
+        """One batch of the results table (any number of rows, the columns of :func:`results.results_columns`)."""
+        states = results["state"]
+        if not states:
             return
-        ended_at = results["downloaded_at"].where(results["state"] == "downloaded", results["finished_at"])
-        final = results["state"].isin(FINAL_STATES) & ended_at.notna()
-        # The same conversion as pandas' Timestamp.timestamp() (what a whole-table computation used), per value.
-        ended = [stamp.timestamp() if is_final else None
-                 for stamp, is_final in zip(ended_at, final, strict=True)]
-        sent = [None if end is None or is_missing(e2e) else end - e2e
+        ended: list[float | None] = []
+        for state, downloaded, finished in zip(states, results["downloaded_at"], results["finished_at"],
+                                               strict=True):
+            stamp = downloaded if state == "downloaded" else finished
+            ended.append(posix_seconds(stamp) if state in FINAL_STATES and stamp is not None else None)
+        sent = [None if end is None or e2e is None else end - e2e
                 for end, e2e in zip(ended, results["end_to_end_seconds"], strict=True)]
-        columns: dict[str, list[Any]] = {name: _plain(results[name]) for name, _ in _ROW_COLUMNS
-                                         if name not in ("ended", "sent_at")}
-        columns["ended"], columns["sent_at"] = ended, sent
+        columns = {**results, "ended": ended, "sent_at": sent}
         self.db.executemany(f"INSERT INTO {_ROWS} VALUES ({', '.join('?' * len(_ROW_COLUMNS))})",
                             zip(*(columns[name] for name, _ in _ROW_COLUMNS), strict=True))
         for kind, variants in zip(results["type"], results["asset_variants"], strict=True):
@@ -147,9 +150,13 @@ class MetricsBuilder:
                 for variant in variants:
                     name = str(variant) if variant else "unknown"
                     self._video_versions[name] = self._video_versions.get(name, 0) + 1
-        sent_rows = results[~results["cache_hit"] & (results["submits"] > 0)]  # a cache hit sends nothing
-        for column in ("first_frame", "end_frame", "references"):
-            for text in sent_rows[column].dropna():
+        for index, (hit, submits) in enumerate(zip(results["cache_hit"], results["submits"], strict=True)):
+            if hit or not submits:  # a cache hit sends nothing
+                continue
+            for column in ("first_frame", "end_frame", "references"):
+                text = results[column][index]
+                if text is None:
+                    continue
                 decoded = json.loads(str(text))
                 images = decoded if isinstance(decoded, list) else [decoded]
                 self._references += sum(1 for image in images
@@ -164,27 +171,53 @@ class MetricsBuilder:
                   table: str = _ROWS, quantiles: tuple[float, ...] = _QUANTILES
                   ) -> dict[str, dict[str, Any]]:
         """Per group (``''`` without one): count, mean, the quantiles (``p50``...) and max of ``value``, NULLs left
-        out; groups with no value are absent."""
-        key = group or "''"
-        condition = f"({where}) AND {value} IS NOT NULL" + (f" AND {group} IS NOT NULL" if group else "")
-        stats = self._rows(f"SELECT {key}, COUNT(*), AVG({value}), MAX({value}) FROM {table} "
-                           f"WHERE {condition} GROUP BY 1 ORDER BY 1")
-        places = {name: [quantile_position(count, q) for q in quantiles] for name, count, _, _ in stats}
-        self.db.execute("DELETE FROM temp.metric_ranks")
-        self.db.executemany("INSERT OR IGNORE INTO temp.metric_ranks VALUES (?, ?)",
-                            [(name, place + 1) for name, spots in places.items() for low, high, _ in spots
-                             for place in (low, high)])
-        ranked = (f"SELECT {key} AS g, {value} AS v, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {value}) AS rn "
-                  f"FROM {table} WHERE {condition}")
-        values = {(name, rank): v for name, rank, v in self._rows(
-            f"SELECT g, rn, v FROM ({ranked}) WHERE (g, rn) IN (SELECT g, rn FROM temp.metric_ranks)")}
-        out: dict[str, dict[str, Any]] = {}
-        for name, count, mean, top in stats:
-            figures = [lerp(values[(name, low + 1)], values[(name, high + 1)], weight)
-                       for low, high, weight in places[name]]
-            out[str(name)] = {"count": int(count), "mean": _number(mean),
-                              **{f"p{round(q * 100):d}": _number(v) for q, v in zip(quantiles, figures, strict=True)},
-                              "max": _number(top)}
+        out; groups with no value are absent. Over the metrics' rows, every grouping of :data:`GROUPINGS` is
+        computed at once (one sorted pass over the values) and kept for the next call."""
+        groups = GROUPINGS if table == _ROWS and group in GROUPINGS else (group,)
+        memo = (value, where, table, quantiles, groups)
+        if memo not in self._summaries:
+            self._summaries[memo] = self._summaries_by(value, groups, where, table, quantiles)
+        return self._summaries[memo][groups.index(group)]
+
+    def _summaries_by(self, value: str, groups: tuple[str | None, ...], where: str, table: str,
+                      quantiles: tuple[float, ...]) -> list[dict[str, dict[str, Any]]]:
+        """:meth:`summaries` for each of ``groups``. Exact quantiles without holding the values: the count of each
+        group first, so the ranks each quantile needs are known; then the values in order, each group's counted
+        as they pass, and only those at a needed rank kept."""
+        condition = f"({where}) AND {value} IS NOT NULL"
+        stats = []
+        for group in groups:
+            key, known = (group, f" AND {group} IS NOT NULL") if group else ("''", "")
+            stats.append(self._rows(f"SELECT {key}, COUNT(*), AVG({value}), MAX({value}) FROM {table} "
+                                    f"WHERE {condition}{known} GROUP BY 1 ORDER BY 1"))
+        places = [{name: [quantile_position(count, q) for q in quantiles] for name, count, _, _ in rows}
+                  for rows in stats]
+        wanted = [{name: {place for low, high, _ in spots for place in (low, high)} for name, spots in kind.items()}
+                  for kind in places]
+        picked: list[dict[tuple[Any, int], float]] = [{} for _ in groups]
+        passed: list[dict[Any, int]] = [{} for _ in groups]
+        keys = ", ".join(group or "''" for group in groups)
+        for row in self.db.execute(f"SELECT {keys}, {value} FROM {table} WHERE {condition} ORDER BY {value}"):
+            number = row[-1]
+            for index, name in enumerate(row[:-1]):
+                if name is None:
+                    continue
+                counts = passed[index]
+                rank = counts.get(name, 0)
+                counts[name] = rank + 1
+                if rank in wanted[index][name]:
+                    picked[index][(name, rank)] = number
+        out: list[dict[str, dict[str, Any]]] = []
+        for index, rows in enumerate(stats):
+            figures: dict[str, dict[str, Any]] = {}
+            for name, count, mean, top in rows:
+                values = [lerp(picked[index][(name, low)], picked[index][(name, high)], weight)
+                          for low, high, weight in places[index][name]]
+                figures[str(name)] = {"count": int(count), "mean": _number(mean),
+                                      **{f"p{round(q * 100):d}": _number(v)
+                                         for q, v in zip(quantiles, values, strict=True)},
+                                      "max": _number(top)}
+            out.append(figures)
         return out
 
     def _groups(self, group: str | None) -> dict[str, dict[str, Any]]:
@@ -198,10 +231,10 @@ class MetricsBuilder:
         for name, state, count in self._rows(f"SELECT {key}, state, COUNT(*) FROM {_ROWS} "
                                              f"WHERE {where} GROUP BY 1, 2"):
             states.setdefault(str(name), {})[str(state)] = int(count)
-        latency = {stage: self.summaries(f"{stage}_seconds", group=group, where=where) for stage in STAGES}
+        latency = {stage: self.summaries(f"{stage}_seconds", group=group) for stage in STAGES}
         seen = {str(name): int(count) for name, count in self._rows(
             f"SELECT {key}, COUNT(*) FROM {_ROWS} WHERE {where} AND {_SEEN_QUEUED} GROUP BY 1")}
-        queue = {label: self.summaries(column, group=group, where=f"{where} AND {_SEEN_QUEUED}")
+        queue = {label: self.summaries(column, group=group, where=_SEEN_QUEUED)
                  for label, column in _QUEUE_VALUES}
         images = {str(name): (int(expected), int(made), float(credits)) for name, expected, made, credits in
                   self._rows(f"SELECT {key}, COALESCE(SUM(images), 0), COALESCE(SUM(asset_count), 0), "
@@ -331,12 +364,12 @@ class MetricsBuilder:
 
     # -- the result -------------------------------------------------------------------------------------------
 
-    def finish(self, runs: pd.DataFrame) -> dict[str, Any]:
+    def finish(self, runs: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything in ``metrics.json``, from every batch added."""
         overall = self._overall()
         origins = {str(origin): int(n) for origin, n in self._rows(
             f"SELECT origin, COUNT(*) FROM {_ROWS} WHERE origin IS NOT NULL GROUP BY 1 ORDER BY 1")}
-        ran = [origin for origin in runs.get("origin", pd.Series(dtype="object")).dropna()]
+        ran = [run["origin"] for run in runs if not is_missing(run.get("origin"))]
         (mean_seconds,) = self._rows(f"SELECT AVG(end_to_end_seconds) FROM {_ROWS} "
                                      f"WHERE state IN {_FINAL}")[0]
         model_usage = {str(model): int(count) for model, count in self._rows(
@@ -379,11 +412,11 @@ class MetricsBuilder:
         }
 
 
-def runs_summary(runs: pd.DataFrame) -> list[dict[str, Any]]:
+def runs_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each run recorded in the ledger: when, what, where it was sent, with which tokens (masked labels) and
     protocol profile, which states failed it (``--fail-on``), and how it ended."""
     out = []
-    for run in runs.to_dict(orient="records"):
+    for run in runs:
         options = _options(run.get("options"))
         config: dict[str, Any] = options["config"] if isinstance(options.get("config"), dict) else {}
         protocol: dict[str, Any] = config["protocol"] if isinstance(config.get("protocol"), dict) else {}
@@ -425,9 +458,9 @@ def compute_metrics(out_dir: Path) -> dict[str, Any]:
     db = connect(out_dir)
     try:
         builder = MetricsBuilder(db)
-        for batch in iter_results(db):
+        for batch in iter_batches(db):
             builder.add(batch)
-        return builder.finish(read_runs(db))
+        return builder.finish(run_rows(db))
     finally:
         db.close()
 
@@ -439,3 +472,16 @@ def comparable(metrics: dict[str, Any]) -> dict[str, Any]:
         out[group] = {name: {key: stats[key] for key in COMPARABLE_GROUP_KEYS}
                       for name, stats in metrics[group].items()}
     return out
+
+
+def box_stats(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The latency box plot's figures of these requests' stage times (the computation of a report, over them)."""
+    names = [f"{stage}_seconds" for stage in STAGES]
+    db = sqlite3.connect(":memory:")
+    try:
+        builder = MetricsBuilder(db)
+        db.executemany(f"INSERT INTO {_ROWS} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                       [[None if is_missing(row.get(name)) else float(row[name]) for name in names] for row in rows])
+        return builder.box_stats()
+    finally:
+        db.close()

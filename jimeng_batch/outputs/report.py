@@ -9,40 +9,49 @@ file is written to a temporary name and renamed into place, so a reader never se
 from __future__ import annotations
 
 import base64
+import csv
 import ctypes
+import functools
 import gc
 import io
 import json
 import os
-import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from jimeng_batch.engine.ledger import is_simulated
 from jimeng_batch.engine.states import FAIL_ON_STATES, UNFINISHED_STATES
 from jimeng_batch.errors import printable
 from jimeng_batch.intake.sources import display_path
-from jimeng_batch.outputs.metrics import MetricsBuilder
+from jimeng_batch.outputs.metrics import MetricsBuilder, box_stats
 from jimeng_batch.outputs.results import (
     LIST_COLUMNS,
+    PARQUET_SCHEMA,
+    RESULT_COLUMNS,
     STAGES,
+    TIME_COLUMNS,
+    Columns,
     arrow_table,
+    arrow_without_pandas,
     connect,
     is_missing,
-    iter_results,
-    read_runs,
+    iter_batches,
+    run_rows,
     use_system_allocator,
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
+
+# One request of the results table: column -> value (a report's rows are plain values; a frame's records work too).
+Row = Mapping[str, Any]
 
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 RESULT_FILES = ("results.parquet", "results.csv", "results.jsonl")
@@ -74,13 +83,14 @@ def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None 
     and to the metrics' work table, and the first :data:`HTML_ROWS` requests and failures are kept for the pages;
     nothing else per request is held."""
     use_system_allocator()
+    arrow_without_pandas()
     db = connect(out_dir)
     try:
-        runs = read_runs(db)
+        runs = run_rows(db)
         builder = MetricsBuilder(db)
         shown = _Shown()
         with _ResultFiles(out_dir) as files:
-            for batch in iter_results(db):
+            for batch in iter_batches(db):
                 files.add(batch)
                 builder.add(batch)
                 shown.add(batch)
@@ -90,7 +100,7 @@ def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None 
         db.close()
     _give_back_memory()
     title = title or out_dir.name
-    gallery, failures = shown.frames()
+    gallery, failures = shown.gallery, shown.failures
     failed = sum(metrics["byState"].get(state, 0) for state in FAILURE_STATES)
     markdown = render_markdown(metrics, title, results=failures, html_path=display_path(out_dir / "report.html"),
                                failures_total=failed)
@@ -127,54 +137,98 @@ class _Shown:
     order, as batches go by."""
 
     def __init__(self) -> None:
-        self.gallery: list[pd.DataFrame] = []
-        self.failures: list[pd.DataFrame] = []
-        self.counts = [0, 0]
+        self.gallery: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
 
-    def add(self, batch: pd.DataFrame) -> None:
-        for index, (kept, rows) in enumerate(((self.gallery, batch),
-                                             (self.failures, batch[batch["state"].isin(FAILURE_STATES)]))):
-            room = HTML_ROWS - self.counts[index]
-            if room > 0 and (len(rows) or not kept):  # an empty first batch keeps the columns
-                kept.append(rows.iloc[:room])
-                self.counts[index] += min(room, len(rows))
+    def add(self, batch: Columns) -> None:
+        states = batch["state"]
+        room = HTML_ROWS - len(self.gallery)
+        self.gallery += _rows_at(batch, range(min(room, len(states))))
+        room = HTML_ROWS - len(self.failures)
+        if room > 0:
+            failed = [index for index, state in enumerate(states) if state in FAILURE_STATES]
+            self.failures += _rows_at(batch, failed[:room])
 
-    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return pd.concat(self.gallery), pd.concat(self.failures)
+
+def _rows_at(batch: Columns, indices: Iterable[int]) -> list[dict[str, Any]]:
+    """Requests of a batch, by their place in it, as one dict each."""
+    return [{name: values[index] for name, values in batch.items()} for index in indices]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@functools.lru_cache(maxsize=65_536)  # a batch's times fall in a few thousand distinct seconds
+def _second_text(seconds: int) -> str:
+    return f"{_EPOCH + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}"
+
+
+def _time_text(ns: int | None, digits: int) -> str | None:
+    """A time of the results (nanoseconds) as ISO 8601 UTC text with ``digits`` of the second's fraction, cut (not
+    rounded) as pandas writes it: 6 in results.csv, 3 in results.jsonl."""
+    if ns is None:
+        return None
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return f"{_second_text(seconds)}.{rest // 10 ** (9 - digits):0{digits}d}Z"
+
+
+def _list_text(values: list[Any]) -> str:
+    """A list of the results as JSON text for a CSV cell (what ``json.dumps`` writes), text and numbers encoded
+    directly: a report writes eight lists per request, and the encoder's setup per call was most of the cost."""
+    parts = []
+    for value in values:
+        if isinstance(value, str):
+            parts.append(_encode_text(value))
+        elif value is None:
+            parts.append("null")
+        elif type(value) is int:
+            parts.append(str(value))
+        else:
+            return _LIST_JSON.encode(values)
+    return f"[{', '.join(parts)}]"
 
 
 class _ResultFiles:
     """results.parquet (a row group per batch), results.csv and results.jsonl, written batch by batch to
-    temporary names and renamed into place once all are whole (a reader never sees half a file)."""
+    temporary names and renamed into place once all are whole (a reader never sees half a file).
+
+    Written from the batch's plain columns with pyarrow, the csv module and json (no pandas): results.csv is what
+    pandas' ``to_csv`` wrote (it uses the csv module itself), results.jsonl holds the same values as its
+    ``to_json``, floats written exactly (``repr``) rather than to 10 decimals."""
 
     def __init__(self, out_dir: Path) -> None:
         self.paths = tuple(out_dir / name for name in RESULT_FILES)
         self.temporary = tuple(path.with_name(f".{path.name}.tmp") for path in self.paths)
         self.parquet: pq.ParquetWriter | None = None
-        self.first = True
 
     def __enter__(self) -> _ResultFiles:
-        self.csv = self.temporary[1].open("w", encoding="utf-8", newline="")
+        self.parquet = pq.ParquetWriter(self.temporary[0], PARQUET_SCHEMA)
+        self.csv_file = self.temporary[1].open("w", encoding="utf-8", newline="")
+        self.csv = csv.writer(self.csv_file, lineterminator="\n")
+        self.csv.writerow(RESULT_COLUMNS)
         self.jsonl = self.temporary[2].open("w", encoding="utf-8", newline="\n")
         return self
 
-    def add(self, batch: pd.DataFrame) -> None:
-        table = arrow_table(batch)
-        if self.parquet is None:  # the schema of every batch; the pandas metadata (dtypes) of the first
-            self.parquet = pq.ParquetWriter(self.temporary[0], table.schema)
-        self.parquet.write_table(table)
-        _flat(batch).to_csv(self.csv, index=False, header=self.first, lineterminator="\n",
-                            date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-        # A few hundred lines per call: to_json builds its text whole, and a batch's would be a peak of its own.
-        for start in range(0, len(batch), JSON_ROWS):
-            text = batch.iloc[start:start + JSON_ROWS].to_json(orient="records", lines=True, date_format="iso",
-                                                                force_ascii=False)
-            self.jsonl.write(text if text.endswith("\n") else text + "\n")
-        self.first = False
+    def add(self, batch: Columns) -> None:
+        if not batch["key"]:
+            return
+        assert self.parquet is not None
+        self.parquet.write_table(arrow_table(batch))
+        csv_columns = dict(batch)
+        json_columns = dict(batch)
+        for name in LIST_COLUMNS:  # a CSV cell holds one value: the list as JSON text
+            csv_columns[name] = [_list_text(values) if values else "[]" for values in batch[name]]
+        for name in TIME_COLUMNS:
+            csv_columns[name] = [_time_text(ns, 6) for ns in batch[name]]
+            json_columns[name] = [_time_text(ns, 3) for ns in batch[name]]
+        self.csv.writerows(zip(*(csv_columns[name] for name in RESULT_COLUMNS), strict=True))
+        encode = _LINE_JSON.encode
+        self.jsonl.writelines(encode(dict(zip(RESULT_COLUMNS, values, strict=True))) + "\n"
+                              for values in zip(*(json_columns[name] for name in RESULT_COLUMNS), strict=True))
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         try:
-            self.csv.close()
+            self.csv_file.close()
             self.jsonl.close()
             if self.parquet is not None:
                 self.parquet.close()
@@ -221,20 +275,17 @@ def _write_bytes(path: Path, produce: Callable[[], bytes]) -> Path:
 # -- results files ----------------------------------------------------------------------------------------------
 
 
-def _flat(results: pd.DataFrame) -> pd.DataFrame:
-    """List columns as JSON text (a CSV cell holds one value)."""
-    flat = results.copy()
-    for name in LIST_COLUMNS:
-        flat[name] = [_LIST_JSON.encode(values) if len(values) else "[]" for values in flat[name]]
-    return flat
-
-
-# json.dumps with an option builds an encoder per call: a report encodes eight lists per request.
+# json.dumps with an option builds an encoder per call: a report encodes a line and eight lists per request.
 _LIST_JSON = json.JSONEncoder(ensure_ascii=False)
+_encode_text: Callable[[str], str] = json.encoder.encode_basestring
+_LINE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # results.jsonl's lines, compact as pandas'
+
 
 
 def read_results(out_dir: Path) -> pd.DataFrame:
     """The results table a report wrote (``results.parquet``)."""
+    import pandas as pd
+
     return pd.read_parquet(out_dir / "results.parquet", engine="pyarrow")
 
 
@@ -305,7 +356,7 @@ def _images_cell(stats: dict[str, Any]) -> str:
     return f"{stats['imagesDownloaded']} / {stats['imagesExpected']}" if stats["imagesExpected"] else "–"
 
 
-def render_markdown(metrics: dict[str, Any], title: str, *, results: pd.DataFrame | None = None,
+def render_markdown(metrics: dict[str, Any], title: str, *, results: Sequence[Row] | None = None,
                     html_path: str = "report.html", failures_total: int | None = None) -> str:
     """A short summary for a CI job page: the header (origin, manifest, version, times, exit and why), outcome,
     states, time per stage, the failed requests (the first :data:`MD_FAILURE_ROWS` of ``results``;
@@ -314,7 +365,7 @@ def render_markdown(metrics: dict[str, Any], title: str, *, results: pd.DataFram
     overall = metrics["overall"]
     ok = metrics["failedRequests"] == 0 and metrics["successRequests"] == metrics["totalRequests"]
     simulated = _simulated(metrics)
-    header = run_header(metrics, results) if results is not None else None
+    header = run_header(metrics) if results is not None else None
     lines = [*([f"**Simulated run**: {simulated}.", ""] if simulated else []),
         f"## jimeng-batch: {_cell(title)} {'✅' if ok else '⚠️'}",
         "",
@@ -369,9 +420,9 @@ def render_markdown(metrics: dict[str, Any], title: str, *, results: pd.DataFram
 # -- the header of both reports ------------------------------------------------------------------------------------
 
 
-def run_header(metrics: dict[str, Any], results: pd.DataFrame) -> dict[str, Any]:
+def run_header(metrics: dict[str, Any]) -> dict[str, Any]:
     """Where the results come from, which manifest, version and profile, when, with which tokens (masked labels),
-    and how the last run exited and why: from the ledger's runs and the results."""
+    and how the last run exited and why: from the metrics (the ledger's runs, the states)."""
     runs = metrics.get("runs") or []
     last = runs[-1] if runs else {}
     origins = list(metrics.get("origins") or {}) or [r["origin"] for r in runs if r.get("origin")]
@@ -453,12 +504,13 @@ def _header_lines(header: dict[str, Any]) -> list[str]:
 FAILURE_STATES = FAIL_ON_STATES
 
 
-def failure_rows(results: pd.DataFrame) -> list[dict[str, str]]:
+def failure_rows(results: Sequence[Row]) -> list[dict[str, str]]:
     """Every request that failed, was blocked, invalid or skipped: its prompt, code, reason, meaning and message
     (server text: made printable here, escaped by the page's template or the Markdown cell)."""
     rows = []
-    failed = results[results["state"].isin(FAILURE_STATES)]
-    for record in failed.to_dict(orient="records"):
+    for record in results:
+        if record["state"] not in FAILURE_STATES:
+            continue
         rows.append({name: _text(record.get(name)) for name in ("key", "job", "state", "prompt", "code", "reason",
                                                                  "meaning", "message")})
     return rows
@@ -473,8 +525,8 @@ def _text(value: object) -> str:
 THUMBNAIL_DIR = "report_files"
 
 
-def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, title: str | None = None, *,
-                runs: pd.DataFrame | None = None, failures: pd.DataFrame | None = None,
+def render_html(results: Sequence[Row], metrics: dict[str, Any], out_dir: Path, title: str | None = None, *,
+                runs: Sequence[Row] | None = None, failures: Sequence[Row] | None = None,
                 failures_total: int | None = None, boxes: list[dict[str, Any]] | None = None) -> str:
     """One page that opens from disk: the header, states, failures, a gallery of the requests (thumbnails in
     ``report_files/``, lazy-loaded; links to the full-size files), tables and plots (inline PNG).
@@ -510,7 +562,7 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, t
              for alt, png in _plots(boxes, metrics)]
     listed = failure_rows(results if failures is None else failures)
     return environment.get_template("report.html.j2").render(
-        title=title or out_dir.name, simulated=_simulated(metrics), header=run_header(metrics, results),
+        title=title or out_dir.name, simulated=_simulated(metrics), header=run_header(metrics),
         summary=summary, notes=notes, reuse=metrics["reuse"], by_state=list(metrics["byState"].items()),
         failures=listed, failures_total=max(failures_total or 0, len(listed)), cards=cards,
         total=max(int(metrics["totalRequests"]), len(cards)), files=sum(len(c["links"]) for c in cards),
@@ -522,10 +574,10 @@ def render_html(results: pd.DataFrame, metrics: dict[str, Any], out_dir: Path, t
 _STAGE_LABELS = {"submit": "submit", "queue": "queue", "generation": "gen", "download": "dl", "end_to_end": "total"}
 
 
-def _cards(results: pd.DataFrame, out_dir: Path, manifest_dirs: list[Path]) -> list[dict[str, Any]]:
+def _cards(results: Sequence[Row], out_dir: Path, manifest_dirs: list[Path]) -> list[dict[str, Any]]:
     """One card per request, in plan order: what it asked, how it ended, its files and thumbnails."""
     cards = []
-    for record in results.sort_values("ord").to_dict(orient="records"):
+    for record in sorted(results, key=lambda row: int(row["ord"])):
         paths = [str(p) for p in record["asset_paths"]]
         video = record["type"] == "video"
         params = [f"{name} {record[name]}" for name in ("ratio", "resolution", "seed", "duration", "aspect_ratio",
@@ -558,12 +610,10 @@ def _cards(results: pd.DataFrame, out_dir: Path, manifest_dirs: list[Path]) -> l
     return cards
 
 
-def _manifest_dirs(runs: pd.DataFrame | None) -> list[Path]:
+def _manifest_dirs(runs: Sequence[Row] | None) -> list[Path]:
     """Where a request's local reference files are found: beside the manifests the runs read (newest first)."""
     dirs: list[Path] = []
-    if runs is None or "options" not in runs.columns:
-        return dirs
-    for text in reversed(list(runs["options"])):
+    for text in reversed([run.get("options") for run in runs or ()]):
         try:
             manifest = json.loads(text).get("manifest") if isinstance(text, str) else None
         except (ValueError, AttributeError):
@@ -633,17 +683,6 @@ def _placeholder(out_dir: Path) -> str:
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
-
-
-def box_stats(results: pd.DataFrame) -> list[dict[str, Any]]:
-    """The latency box plot's figures of a results frame (the same computation as a report's, over these rows)."""
-    db = sqlite3.connect(":memory:")
-    try:
-        builder = MetricsBuilder(db)
-        builder.add(results)
-        return builder.box_stats()
-    finally:
-        db.close()
 
 
 def _plots(boxes: list[dict[str, Any]], metrics: dict[str, Any]) -> list[tuple[str, bytes]]:

@@ -1,7 +1,10 @@
-"""The ledger as pandas frames, and the results table: one row per request with everything known about it.
+"""The results table: one row per request with everything known about it, read from the ledger a batch at a time.
 
-:func:`read_tables` is the only function here that touches the outside world (it reads ``ledger.sqlite``);
-everything else is a pure function of the frames it is given, so reports are reproducible from a ledger alone.
+:func:`iter_batches` reads ``ledger.sqlite`` (read-only); :func:`results_columns`, which builds a batch from the
+ledger's rows, is a pure function of them, so reports are reproducible from a ledger alone. A batch is plain Python
+columns (:data:`Columns`): the report writes its files from them without pandas, whose import alone would be half
+of a report's memory. pandas frames of the same values (:func:`results_frame`, :func:`results_table`) are for the
+Python API and the export.
 
 Stage timings come from the ledger's ``events`` (every state change with its time):
 
@@ -17,15 +20,16 @@ Stage timings come from the ledger's ``events`` (every state change with its tim
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.metadata
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from jimeng_batch.engine.ledger import Ledger, is_simulated
@@ -39,6 +43,9 @@ from jimeng_batch.protocol.outcomes import (
     UNKNOWN_RET,
     Rule,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STAGES = ("submit", "queue", "generation", "download", "end_to_end")
 
@@ -82,39 +89,98 @@ RESULT_COLUMNS = ("key", "submit_id", "ord", "manifest", "job", "row", "sample",
                   "retries", "attempts", "failed_attempts", "estimated_credits", "credits_spent")
 RESULTS_SCHEMA = pa.schema([(name, _TYPES.get(name, _TEXT)) for name in RESULT_COLUMNS])
 
-# Codes the executor records that are not answers of the service.
-@dataclass(frozen=True)
-class LedgerTables:
-    """The ledger's tables, as read."""
+# The pandas dtype of each column (pandas' own name for it), written into results.parquet's metadata so that
+# pandas reads the file back with these dtypes whatever a batch held: text is `str` where every request has one,
+# the nullable `string` where a request may have none; `Int64`, `Float64` and `boolean` are nullable numbers.
+_NULLABLE_TEXT = ("negative_prompt", "ratio", "aspect_ratio", *JSON_PARAM_COLUMNS, "code", "reason", "meaning",
+                  "message", "history_record_id", "task_id", "token", "origin")
+_DTYPES = {"ord": "int64", "sample": "int64", "row": "Int64", "seed": "Int64", "duration": "Int64", "fps": "Int64",
+           "images": "Int64", "seed_given": "boolean", "sample_strength": "Float64", "intelligent_ratio": "bool",
+           "simulated": "bool", "cache_hit": "bool", "asset_count": "int64", "asset_bytes": "int64",
+           **{name: "string" for name in _NULLABLE_TEXT}, **{name: "object" for name in LIST_COLUMNS},
+           **{name: "datetime64[ns]" for name in TIME_COLUMNS}, **{name: "float64" for name in QUEUE_COLUMNS},
+           **{f"{stage}_seconds": "float64" for stage in STAGES},
+           **{name: "int64" for name in ("submits", "polls", "retries", "attempts", "failed_attempts")},
+           "estimated_credits": "float64", "credits_spent": "float64"}
 
-    runs: pd.DataFrame
-    requests: pd.DataFrame
-    events: pd.DataFrame
-    attempts: pd.DataFrame
-    assets: pd.DataFrame
+
+def _pandas_type(kind: pa.DataType) -> str:
+    """The ``pandas_type`` pyarrow records for an Arrow type (what ``Table.from_pandas`` would write)."""
+    if pa.types.is_list(kind):
+        return f"list[{'unicode' if pa.types.is_string(kind.value_type) else kind.value_type}]"
+    if pa.types.is_timestamp(kind):
+        return "datetimetz"
+    return {_INT: "int64", _FLOAT: "float64", _BOOL: "bool"}.get(kind, "object")
 
 
-# Requests per batch when the results are streamed: a batch's frames (its requests, events, attempts and assets)
-# are the only per-request data a report holds at a time. Measured (bench/bench_report.py): 2,000 adds about 40 MiB
-# to the process (pandas' Arrow-backed text columns cost far more than their Python size), 5,000 about 130 MiB, for
-# no more speed.
+def _pandas_metadata() -> bytes:
+    """results.parquet's ``pandas`` metadata, as ``Table.from_pandas`` writes it: built here so that writing the
+    file needs no pandas (its import alone is some 100 MiB of a report's memory)."""
+    columns = [{"name": name, "field_name": name, "pandas_type": _pandas_type(RESULTS_SCHEMA.field(name).type),
+                "numpy_type": _DTYPES.get(name, "str"),
+                "metadata": {"timezone": "UTC"} if name in TIME_COLUMNS else None} for name in RESULT_COLUMNS]
+    try:
+        pandas_version = importlib.metadata.version("pandas")
+    except importlib.metadata.PackageNotFoundError:  # the file still reads; pandas only warns on an old version
+        pandas_version = "3.0.0"
+    return json.dumps({"index_columns": [], "column_indexes": [], "columns": columns, "attributes": {},
+                       "creator": {"library": "pyarrow", "version": pa.__version__},
+                       "pandas_version": pandas_version}).encode("utf-8")
+
+
+# results.parquet's schema: every batch's row group has it, and pandas reads it back with the dtypes above.
+PARQUET_SCHEMA = RESULTS_SCHEMA.with_metadata({b"pandas": _pandas_metadata()})
+
+# A batch of the results table: column name -> one value per request, in plan order, as plain Python values
+# (None where there is none; times as integer nanoseconds since the epoch, UTC, the Arrow column's unit).
+Columns = dict[str, list[Any]]
+
+# Requests per batch when the results are streamed: a batch (its requests, events, attempts and assets, and its
+# results columns) is the only per-request data a report holds at a time. Measured (bench/bench_report.py): a
+# batch of 2,000 as plain Python lists is some 10 MiB.
 BATCH_REQUESTS = 2_000
 
 # The columns read of each table. Only those reports use: events and attempts are the ledger's largest tables
 # (several rows per request), and their free-text details would otherwise be most of a report's memory.
 _BATCH_QUERIES = (
     ("events", "SELECT key, state, at FROM events WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id"),
-    ("attempts", "SELECT key, kind, outcome, code, http_status, seconds FROM attempts "
-                 "WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id"),
+    ("attempts", "SELECT key, outcome FROM attempts WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id"),
     ("assets", "SELECT * FROM assets WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key, idx"),
 )
+_ASSET_LISTS = {"path": "asset_paths", "sha256": "asset_sha256", "size": "asset_sizes", "width": "asset_widths",
+                "height": "asset_heights", "format": "asset_formats", "variant": "asset_variants",
+                "fallback_reason": "asset_fallback_reasons"}
 
 
 def use_system_allocator() -> None:
-    """Have Arrow (pandas' text columns) allocate with the system allocator: its default pool (mimalloc) keeps
-    what a batch freed for itself, some 15 MiB more at the peak of a report; glibc gives it back to the next batch."""
+    """Have Arrow allocate with the system allocator: its default pool (mimalloc) keeps what a batch freed for
+    itself, some 15 MiB more at the peak of a report; glibc gives it back to the next batch."""
     if pa.default_memory_pool().backend_name != "system":
         pa.set_memory_pool(pa.system_memory_pool())
+
+
+class _HidePandas(importlib.abc.MetaPathFinder):
+    """An import finder that refuses pandas (see :func:`arrow_without_pandas`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ImportError("pandas is not imported for a report")
+
+
+def arrow_without_pandas() -> None:
+    """Keep pyarrow from importing pandas for a report: the first time pyarrow is given Python lists it imports
+    pandas (to ask whether they are pandas objects), some 50 MiB of a report's memory for nothing, since a report
+    gives it nothing else. So, when pandas is not imported yet, pyarrow is asked once with pandas hidden and
+    remembers it has none; it tries pandas again (and finds it) the first time anything asks for a conversion to
+    or from pandas, so the process keeps every use of pandas (tested)."""
+    if "pandas" in sys.modules:
+        return
+    hide = _HidePandas()
+    sys.meta_path.insert(0, hide)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(hide)
 
 
 def connect(out_dir: Path) -> sqlite3.Connection:
@@ -134,55 +200,221 @@ def _file_of(db: sqlite3.Connection) -> str:
         return "ledger.sqlite"
 
 
+def run_rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The ledger's runs (one per run: a handful), as dicts of the ``runs`` table's columns."""
+    try:
+        cursor = db.execute("SELECT * FROM runs ORDER BY id")
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{_file_of(db)}: not a usable ledger ({exc})") from exc
+
+
 def read_runs(db: sqlite3.Connection) -> pd.DataFrame:
-    """The ledger's runs (one row per run: a handful)."""
-    try:
-        return pd.read_sql_query("SELECT * FROM runs ORDER BY id", db)
-    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
-        raise LedgerError(f"{_file_of(db)}: not a usable ledger ({exc})") from exc
+    """The ledger's runs as a frame (for the export's dataset card)."""
+    import pandas as pd
+
+    rows = run_rows(db)
+    if rows:
+        return pd.DataFrame(rows)
+    names = [column[1] for column in db.execute("PRAGMA table_info(runs)")]
+    return pd.DataFrame(columns=names)
 
 
-def iter_tables(db: sqlite3.Connection, batch: int | None = None) -> Iterator[LedgerTables]:
-    """The ledger's requests in plan order, :data:`BATCH_REQUESTS` at a time, each batch with the events,
-    attempts and assets of its requests (``runs`` empty: read them once with :func:`read_runs`). At least one batch,
-    empty when there are no requests, so a caller always has the columns."""
+def time_ns(seconds: float | None) -> int | None:
+    """POSIX seconds (the ledger's times) as integer nanoseconds, as pandas converts them (``to_datetime(...,
+    unit="s")``: whole seconds, then the fraction rounded to nanoseconds), so results keep their old values."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    return whole * 1_000_000_000 + int(round(seconds - whole, 9) * 1_000_000_000)
+
+
+def posix_seconds(ns: int) -> float:
+    """A time of the results as POSIX seconds, to the microsecond (pandas' ``Timestamp.timestamp()``)."""
+    return round(ns / 1e9, 6)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def stage_times(events: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, float | None]]:
+    """Per request key (of those with events): the seconds spent in each stage (None where a stage did not
+    happen), from its events ``(key, state, at)`` in the order they were recorded."""
+    seen: dict[str, dict[str, Any]] = {}
+    for key, state, at in events:
+        marks = seen.setdefault(key, {"submitting": []})
+        if state == State.SUBMITTING:
+            marks["submitting"].append(at)
+        elif state not in marks or at < marks[state]:
+            marks[state] = at  # the first time of each other state
+        if state in FINAL_STATES and ("ended" not in marks or at < marks["ended"]):
+            marks["ended"] = at
+    out: dict[str, dict[str, float | None]] = {}
+    for key, marks in seen.items():
+        submitted, running = marks.get(State.SUBMITTED), marks.get(State.RUNNING)
+        succeeded, downloaded, ended = marks.get(State.SUCCEEDED), marks.get(State.DOWNLOADED), marks.get("ended")
+        sends = marks["submitting"]
+        # The submit that was accepted is the last `submitting` at or before the first `submitted`.
+        accepted = max((at for at in sends if at <= submitted), default=None) if submitted is not None else None
+        first_send = min(sends, default=None)
+        generation = _less(succeeded, running)
+        out[key] = {"submit_seconds": _less(submitted, accepted), "queue_seconds": _less(running, submitted),
+                    "generation_seconds": generation if generation is not None else _less(succeeded, submitted),
+                    "download_seconds": _less(downloaded, succeeded), "end_to_end_seconds": _less(ended, first_send)}
+    return out
+
+
+def _less(end: float | None, start: float | None) -> float | None:
+    return None if end is None or start is None else float(end) - float(start)
+
+
+def _asset_lists(rows: list[tuple[Any, ...]], names: list[str]) -> dict[str, dict[str, list[Any]]]:
+    """Per request key: its files' lists (paths, sha256, sizes...) in file order, from its ``assets`` rows."""
+    at = {name: index for index, name in enumerate(names)}
+    out: dict[str, dict[str, list[Any]]] = {}
+    for row in rows:
+        lists = out.setdefault(row[at["key"]], {new: [] for new in _ASSET_LISTS.values()})
+        for old, new in _ASSET_LISTS.items():
+            # a ledger from before a column existed (reports open ledgers read-only, unmigrated): None
+            lists[new].append(row[at[old]] if old in at else None)
+    return out
+
+
+def _params(texts: list[str]) -> Columns:
+    """The parameter columns of a batch, from the requests' ``params`` JSON."""
+    decoded = [json.loads(text) for text in texts]
+    data: Columns = {name: [p.get(name) for p in decoded] for name in PARAM_COLUMNS}
+    for name in JSON_PARAM_COLUMNS:
+        data[name] = [None if p.get(name) is None else json.dumps(p[name], ensure_ascii=False, sort_keys=True)
+                      for p in decoded]
+    data["images"] = [None if p.get("type") == "video" else p.get("images", catalog.DEFAULT_IMAGES_PER_REQUEST)
+                      for p in decoded]
+    data["intelligent_ratio"] = [bool(p.get("intelligent_ratio")) for p in decoded]
+    for name in ("negative_prompt", "ratio", "aspect_ratio"):
+        data[name] = [_text(value) for value in data[name]]
+    data["sample_strength"] = [_float(value) for value in data["sample_strength"]]
+    return data
+
+
+def results_columns(requests: list[dict[str, Any]], events: list[tuple[str, str, float]],
+                    attempts: list[tuple[str, str | None]], assets: list[tuple[Any, ...]],
+                    asset_names: list[str]) -> Columns:
+    """One batch of the results table (every column of :data:`RESULT_COLUMNS`, in that order): one value per
+    request of ``requests`` (rows of the ledger's ``requests`` table), from its events ``(key, state, at)``,
+    attempts ``(key, outcome)`` and assets (rows with the columns ``asset_names``)."""
+    keys = [request["key"] for request in requests]
+    params = _params([request["params"] for request in requests])
+    timings = stage_times(events)
+    files = _asset_lists(assets, asset_names)
+    tried: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    for key, outcome in attempts:
+        tried[key] = tried.get(key, 0) + 1
+        if outcome != "ok":
+            failed[key] = failed.get(key, 0) + 1
+    no_files: dict[str, list[Any]] = {new: [] for new in _ASSET_LISTS.values()}
+    no_times = dict.fromkeys((f"{stage}_seconds" for stage in STAGES), None)
+    column: Columns = {}
+
+    def requests_column(name: str, convert: Callable[[Any], Any] = lambda value: value) -> list[Any]:
+        return [convert(request.get(name)) for request in requests]
+
+    cache_hits = [request.get("shared_from") == "cache" for request in requests]
+    for name in RESULT_COLUMNS:
+        if name in params:
+            column[name] = params[name]
+        elif name in ("key", "submit_id", "job", "state"):
+            column[name] = requests_column(name)
+        elif name in ("ord", "sample", "submits", "polls", "retries"):
+            column[name] = requests_column(name, int)
+        elif name in ("code", "reason", "message", "history_record_id", "task_id", "token", "origin"):
+            column[name] = requests_column(name, _text)  # token: the masked label; the ledger holds nothing else
+        elif name in TIME_COLUMNS:
+            column[name] = requests_column(name, lambda value: time_ns(_float(value)))
+        elif name in QUEUE_COLUMNS or name == "estimated_credits":
+            column[name] = requests_column(name, _float)  # NULL, or absent from an older ledger: None
+        elif name.endswith("_seconds"):
+            column[name] = [timings.get(key, no_times)[name] for key in keys]
+        elif name in LIST_COLUMNS:
+            column[name] = [files.get(key, no_files)[name] for key in keys]
+    column["manifest"] = requests_column("source_file")
+    column["row"] = requests_column("source_row", lambda value: None if value is None else int(value))
+    column["meaning"] = [meaning_of(c if isinstance(c, str) else None, r if isinstance(r, str) else None)
+                         for c, r in zip(requests_column("code"), requests_column("reason"), strict=True)]
+    column["simulated"] = [is_simulated(origin) for origin in requests_column("origin")]
+    column["cache_hit"] = cache_hits
+    column["asset_count"] = [len(paths) for paths in column["asset_paths"]]
+    column["asset_bytes"] = [int(sum(size or 0 for size in sizes)) for sizes in column["asset_sizes"]]
+    column["attempts"] = [tried.get(key, 0) for key in keys]
+    column["failed_attempts"] = [failed.get(key, 0) for key in keys]
+    # Credits are spent when the service accepted the submit (it gave a record id); a cache hit spends nothing.
+    column["credits_spent"] = [estimated if record is not None and not hit else 0.0 for estimated, record, hit in
+                               zip(column["estimated_credits"], column["history_record_id"], cache_hits,
+                                   strict=True)]
+    return {name: column[name] for name in RESULT_COLUMNS}
+
+
+def iter_batches(db: sqlite3.Connection, batch: int | None = None) -> Iterator[Columns]:
+    """The results table in batches of requests, in plan order (see :func:`results_columns`); at least one batch,
+    empty when there are no requests. The only per-request data held is the batch's."""
     size = batch or BATCH_REQUESTS
-    runs = pd.DataFrame()
     try:
-        chunks = pd.read_sql_query("SELECT * FROM requests ORDER BY ord", db, chunksize=size)
+        asset_names = [column[1] for column in db.execute("PRAGMA table_info(assets)")]
+        cursor = db.execute("SELECT * FROM requests ORDER BY ord")
+        names = [column[0] for column in cursor.description]
         yielded = False
-        for requests in chunks:
-            keys = json.dumps([str(key) for key in requests["key"]])
-            frames = {name: pd.read_sql_query(sql, db, params=(keys,)) for name, sql in _BATCH_QUERIES}
-            for name, column in (("events", "state"), ("attempts", "kind"), ("attempts", "outcome")):
-                frames[name][column] = frames[name][column].astype("category")
+        while True:
+            requests = [dict(zip(names, row, strict=True)) for row in cursor.fetchmany(size)]
+            if not requests and yielded:
+                return
+            keys = json.dumps([request["key"] for request in requests])
+            events, attempts, assets = (db.execute(sql, (keys,)).fetchall() for _, sql in _BATCH_QUERIES)
             yielded = True
-            yield LedgerTables(runs=runs, requests=requests, **frames)
-        if not yielded:
-            empty = {name: pd.read_sql_query(f"SELECT * FROM {name} LIMIT 0", db)  # noqa: S608
-                     for name in ("requests", "events", "attempts", "assets")}
-            yield LedgerTables(runs=runs, requests=empty["requests"],
-                               events=empty["events"][["key", "state", "at"]],
-                               attempts=empty["attempts"][["key", "kind", "outcome", "code", "http_status",
-                                                           "seconds"]],
-                               assets=empty["assets"])
-    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            yield results_columns(requests, events, attempts, assets, asset_names)
+            if len(requests) < size:
+                return
+    except sqlite3.Error as exc:
         raise LedgerError(f"{_file_of(db)}: not a usable ledger ({exc})") from exc
+
+
+def arrow_table(columns: Columns) -> pa.Table:
+    """A batch of results as an Arrow table of :data:`PARQUET_SCHEMA` (its row group of results.parquet): the same
+    types whatever values a batch happens to hold, and pandas' dtypes in its metadata."""
+    return pa.Table.from_pydict(columns, schema=PARQUET_SCHEMA)
+
+
+def results_frame(columns: Columns, offset: int = 0) -> pd.DataFrame:
+    """A batch of results as a pandas frame (index from ``offset``): the dtypes results.parquet reads back with,
+    lists as Python lists."""
+    import pandas as pd
+
+    frame: pd.DataFrame = arrow_table(columns).to_pandas()
+    frame.index = pd.RangeIndex(offset, offset + len(frame))
+    for name in LIST_COLUMNS:  # Arrow gives numpy arrays; the results' users index and compare Python lists
+        frame[name] = pd.Series(columns[name], index=frame.index, dtype=object)
+    return frame
 
 
 def iter_results(db: sqlite3.Connection, batch: int | None = None) -> Iterator[pd.DataFrame]:
-    """The results table in batches of requests (plan order; see :func:`results_frame`), each with the same
-    columns; the first may be the only one, and empty."""
+    """The results table in batches of requests as pandas frames (plan order; see :func:`results_frame`), each
+    with the same columns and dtypes; the first may be the only one, and empty."""
     offset = 0
-    for tables in iter_tables(db, batch):
-        frame = results_frame(tables)
-        frame.index = pd.RangeIndex(offset, offset + len(frame))
+    for columns in iter_batches(db, batch):
+        frame = results_frame(columns, offset)
         offset += len(frame)
         yield frame
 
 
 def results_table(out_dir: Path) -> pd.DataFrame:
     """The whole results table as one frame (the Python API's ``results``): the streamed batches, concatenated."""
+    import pandas as pd
+
     db = connect(out_dir)
     try:
         return pd.concat(list(iter_results(db)))
@@ -190,20 +422,21 @@ def results_table(out_dir: Path) -> pd.DataFrame:
         db.close()
 
 
-def arrow_table(frame: pd.DataFrame) -> pa.Table:
-    """A batch of results as an Arrow table of :data:`RESULTS_SCHEMA`: the same types whatever values a batch
-    happens to hold (a batch of unsent requests has no timestamps, one without files has empty lists), with the
-    frame's pandas dtypes in its metadata (so it reads back as the frame)."""
-    if frame.empty:  # no values to convert (an empty frame's list columns are not even lists)
-        return RESULTS_SCHEMA.empty_table()
-    return pa.Table.from_pandas(frame, schema=RESULTS_SCHEMA, preserve_index=False)
+def rows_of(columns: Columns, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+    """Requests ``start`` to ``stop`` of a batch as one dict each (column -> value)."""
+    names = list(columns)
+    return [dict(zip(names, values, strict=True))
+            for values in zip(*(columns[name][start:stop] for name in names), strict=True)]
 
 
 def is_missing(value: object) -> bool:
-    """None, NaN, NA or NaT: a cell with no value (lists are values, even empty ones)."""
-    if value is None or value is pd.NA or value is pd.NaT:
+    """None, NaN, or pandas' NA or NaT: a cell with no value (lists are values, even empty ones). pandas' markers
+    are told by their type's name: this module does not import pandas for a report."""
+    if value is None:
         return True
-    return isinstance(value, float) and math.isnan(value)
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 @functools.lru_cache(maxsize=4096)  # a batch repeats a handful of (code, reason) pairs
@@ -226,135 +459,6 @@ def meaning_of(code: str | None, reason: str | None) -> str | None:
         if rule.reason == reason and rule.code in ("*", "4xx", "5xx"):
             return rule.meaning
     return None
-
-
-def _first(events: pd.DataFrame, state: str) -> pd.Series:
-    return events[events["state"] == state].groupby("key")["at"].min()
-
-
-def stage_times(events: pd.DataFrame) -> pd.DataFrame:
-    """Per request key: the seconds spent in each stage (NaN where a stage did not happen)."""
-    columns = [f"{stage}_seconds" for stage in STAGES]
-    if events.empty:
-        return pd.DataFrame(columns=columns, index=pd.Index([], name="key"), dtype="float64")
-    submitted = _first(events, State.SUBMITTED)
-    submitting = events[events["state"] == State.SUBMITTING][["key", "at"]]
-    before = submitting.join(submitted.rename("submitted"), on="key")
-    # The submit that was accepted is the last `submitting` at or before the first `submitted`.
-    accepted_send = before[before["at"] <= before["submitted"]].groupby("key")["at"].max()
-    first_send = submitting.groupby("key")["at"].min()
-    running = _first(events, State.RUNNING)
-    succeeded = _first(events, State.SUCCEEDED)
-    downloaded = _first(events, State.DOWNLOADED)
-    ended = events[events["state"].isin(FINAL_STATES)].groupby("key")["at"].min()
-    keys = pd.Index(sorted(set(events["key"])), name="key")
-    frame = pd.DataFrame(index=keys)
-    frame["submit_seconds"] = submitted - accepted_send
-    frame["queue_seconds"] = running - submitted
-    frame["generation_seconds"] = (succeeded - running).fillna(succeeded - submitted)
-    frame["download_seconds"] = downloaded - succeeded
-    frame["end_to_end_seconds"] = ended - first_send
-    return frame.astype("float64")
-
-
-def _assets_by_key(assets: pd.DataFrame) -> pd.DataFrame:
-    names = {"path": "asset_paths", "sha256": "asset_sha256", "size": "asset_sizes", "width": "asset_widths",
-             "height": "asset_heights", "format": "asset_formats", "variant": "asset_variants",
-             "fallback_reason": "asset_fallback_reasons"}
-    if assets.empty:
-        return pd.DataFrame(columns=list(names.values()), index=pd.Index([], name="key"))
-    ordered = assets.sort_values(["key", "idx"])
-    for old in names:  # a ledger from before a column existed (reports open ledgers read-only, unmigrated)
-        if old not in ordered.columns:
-            ordered = ordered.assign(**{old: None})
-    # One pass over the sorted rows, cutting a list per key (a groupby with a Python aggregate per group and
-    # column was most of a report's time).
-    keys = ordered["key"].tolist()
-    columns = {new: [None if is_missing(v) else v for v in ordered[old].tolist()] for old, new in names.items()}
-    index: list[str] = []
-    data: dict[str, list[list[Any]]] = {new: [] for new in names.values()}
-    start = 0
-    for end in range(1, len(keys) + 1):
-        if end == len(keys) or keys[end] != keys[start]:
-            index.append(keys[start])
-            for new, values in columns.items():
-                data[new].append(values[start:end])
-            start = end
-    return pd.DataFrame(data, index=pd.Index(index, name="key"))
-
-
-def _param_columns(params: pd.Series) -> pd.DataFrame:
-    decoded = [json.loads(text) for text in params]
-    data: dict[str, list[Any]] = {name: [p.get(name) for p in decoded] for name in PARAM_COLUMNS}
-    for name in JSON_PARAM_COLUMNS:
-        data[name] = [None if p.get(name) is None else json.dumps(p[name], ensure_ascii=False, sort_keys=True)
-                      for p in decoded]
-    data["images"] = [None if p.get("type") == "video" else p.get("images", catalog.DEFAULT_IMAGES_PER_REQUEST)
-                      for p in decoded]
-    data["intelligent_ratio"] = [bool(p.get("intelligent_ratio")) for p in decoded]
-    frame = pd.DataFrame(data, index=params.index)
-    frame["images"] = frame["images"].astype("Int64")
-    frame["intelligent_ratio"] = frame["intelligent_ratio"].astype("bool")
-    for name in ("seed", "duration", "fps"):
-        frame[name] = frame[name].astype("Int64")
-    frame["sample_strength"] = frame["sample_strength"].astype("Float64")
-    frame["seed_given"] = frame["seed_given"].astype("boolean")
-    for name in ("negative_prompt", "ratio", "aspect_ratio", *JSON_PARAM_COLUMNS):
-        frame[name] = frame[name].astype("string")
-    return frame
-
-
-def results_frame(tables: LedgerTables) -> pd.DataFrame:
-    """One row per request: source, parameters, final state, codes and meaning, ids, assets, timings, credits."""
-    requests = tables.requests.set_index("key", drop=False)
-    frame = pd.DataFrame(index=requests.index)
-    frame["key"] = requests["key"]
-    frame["submit_id"] = requests["submit_id"]
-    frame["ord"] = requests["ord"].astype("int64")
-    frame["manifest"] = requests["source_file"]
-    frame["job"] = requests["job"]
-    frame["row"] = requests["source_row"].astype("Int64")
-    frame["sample"] = requests["sample"].astype("int64")
-    params = _param_columns(requests["params"])
-    for name in (*PARAM_COLUMNS, *JSON_PARAM_COLUMNS, *OUTPUT_COLUMNS):
-        frame[name] = params[name]
-    frame["state"] = requests["state"]
-    frame["code"] = requests["code"].astype("string")
-    frame["reason"] = requests["reason"].astype("string")
-    frame["meaning"] = pd.Series([meaning_of(c if isinstance(c, str) else None, r if isinstance(r, str) else None)
-                                  for c, r in zip(requests["code"], requests["reason"], strict=True)],
-                                 index=requests.index, dtype="string")
-    frame["message"] = requests["message"].astype("string")
-    for name in ("history_record_id", "task_id", "token"):
-        frame[name] = requests[name].astype("string")  # token: the masked label; the ledger holds nothing else
-    frame["origin"] = requests["origin"].astype("string")  # the simulator or the host it was sent to
-    frame["simulated"] = requests["origin"].map(is_simulated).astype("bool")
-    frame["cache_hit"] = (requests["shared_from"] == "cache").astype("bool")
-    assets = _assets_by_key(tables.assets).reindex(requests.index)
-    for name in LIST_COLUMNS:
-        frame[name] = [value if isinstance(value, list) else [] for value in assets[name]]
-    frame["asset_count"] = frame["asset_paths"].map(len).astype("int64")
-    frame["asset_bytes"] = frame["asset_sizes"].map(lambda sizes: int(sum(s or 0 for s in sizes))).astype("int64")
-    for name in TIME_COLUMNS:
-        frame[name] = pd.to_datetime(requests[name].astype("float64"), unit="s", utc=True)
-    for name in QUEUE_COLUMNS:
-        values = requests[name] if name in requests.columns else pd.Series(None, index=requests.index)
-        frame[name] = values.astype("float64")
-    timings = stage_times(tables.events).reindex(requests.index)
-    for stage in STAGES:
-        frame[f"{stage}_seconds"] = timings[f"{stage}_seconds"].astype("float64")
-    for name in ("submits", "polls", "retries"):
-        frame[name] = requests[name].astype("int64")
-    attempts = tables.attempts
-    per_key = attempts.groupby("key")["outcome"]
-    frame["attempts"] = per_key.size().reindex(requests.index, fill_value=0).astype("int64")
-    frame["failed_attempts"] = (attempts[attempts["outcome"] != "ok"].groupby("key").size()
-                                .reindex(requests.index, fill_value=0).astype("int64"))
-    frame["estimated_credits"] = requests["estimated_credits"].astype("float64")
-    # Credits are spent when the service accepted the submit (it gave a record id); a cache hit spends nothing.
-    accepted = requests["history_record_id"].notna() & ~frame["cache_hit"]
-    frame["credits_spent"] = frame["estimated_credits"].where(accepted, 0.0)
-    return frame.reset_index(drop=True)
 
 
 def comparable_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
