@@ -9,8 +9,8 @@ attempts and one asset (a small PNG on disk for the requests report.html shows, 
 three models and resolutions. Then, each in a child process of its own (peak RSS: the child's ru_maxrss):
 
 - report: `python -m jimeng_batch report DIR --no-summary`;
-- imports: a bare interpreter importing what the report imports (pandas, pyarrow, matplotlib, jinja2, PIL): the
-  floor any report process starts from;
+- imports: a bare interpreter importing what the report imports (pyarrow, matplotlib, jinja2, PIL): the
+  floor any report process starts from; and the same with pandas (what it cost before reports did without it);
 - read_sql: `pandas.read_sql_query("SELECT * FROM requests", ...)` of the same ledger: the requests table alone as
   one frame (what a whole-table report starts with, before events, attempts and assets);
 - before (with `--before TREE`, a source tree of an earlier jimeng-batch, e.g. `git archive <commit>` unpacked): that
@@ -151,8 +151,10 @@ def bench(folder: Path, count: int, before: Path | None = None) -> None:
                             str(folder), "--no-summary"], cwd=before)
         shutil.rmtree(folder / "report_files", ignore_errors=True)
     report = measured([sys.executable, "-m", "jimeng_batch", "report", str(folder), "--no-summary"])
-    imports = measured([sys.executable, "-c", "import pandas, pyarrow.parquet, matplotlib.figure, jinja2, PIL.Image; "
+    imports = measured([sys.executable, "-c", "import pyarrow.parquet, matplotlib.figure, jinja2, PIL.Image; "
                         "import jimeng_batch.outputs.report"])
+    with_pandas = measured([sys.executable, "-c", "import pandas, pyarrow.parquet, matplotlib.figure, jinja2, "
+                            "PIL.Image; import jimeng_batch.outputs.report"])
     read_sql = measured([sys.executable, "-c", "import sqlite3, sys, pandas; "
                          "db = sqlite3.connect(sys.argv[1]); "
                          "frame = pandas.read_sql_query('SELECT * FROM requests', db); print(len(frame))",
@@ -163,6 +165,8 @@ def bench(folder: Path, count: int, before: Path | None = None) -> None:
     print(f"  report:   {report[0]:6.1f} s, peak RSS {report[1]:5.0f} MiB")
     print(f"  imports:  {imports[0]:6.1f} s, peak RSS {imports[1]:5.0f} MiB   "
           f"(report / imports: {report[1] / imports[1]:.2f}x RSS)")
+    print(f"  + pandas: {with_pandas[0]:6.1f} s, peak RSS {with_pandas[1]:5.0f} MiB   "
+          f"(the same imports and pandas, which the report no longer loads)")
     print(f"  read_sql: {read_sql[0]:6.1f} s, peak RSS {read_sql[1]:5.0f} MiB   "
           f"(report / read_sql: {report[1] / read_sql[1]:.2f}x RSS, {report[0] / read_sql[0]:.1f}x time)")
     if earlier is not None:

@@ -77,6 +77,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "JIMENG_BATCH_DEBUG"
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
+PLAN_LINES_PER_WRITE = 1_000
 
 
 def spreadsheet_options(command: F) -> F:
@@ -298,7 +299,17 @@ def plan(file: Path, fmt: str, out: Path | None, shard_text: str | None, folder:
         line = PlanLines(manifest)
 
         def produce(write: Callable[[str], object]) -> PlanSummary:
-            summary = summarize(manifest, lambda spec: write(line(spec)), shard=shard)
+            # Lines are written a thousand at a time: one file write per line was a tenth of a large plan's time.
+            pending: list[str] = []
+
+            def add(spec: RequestSpec) -> None:
+                pending.append(line(spec))
+                if len(pending) >= PLAN_LINES_PER_WRITE:
+                    write("".join(pending))
+                    pending.clear()
+
+            summary = summarize(manifest, add, shard=shard)
+            write("".join(pending))
             _raise_problems(summary)
             return summary
 
