@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sqlite3
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -189,8 +190,7 @@ def test_running_is_recorded_only_once_the_job_leaves_the_queue(tmp_path: Path) 
     assert steps == ["submitting", "submitted", "running", "succeeded", "downloaded"]
     details = [r[0] for r in run.ledger.db.execute("SELECT detail FROM events WHERE state = 'running'")]
     assert details != ["status 20"]
-    events = run.ledger.db.execute("SELECT key, state, at FROM events ORDER BY id").fetchall()
-    (timing,) = stage_times(events).values()
+    (timing,) = stage_times(run.ledger.db).values()
     assert timing["queue_seconds"] is not None and timing["queue_seconds"] >= 0.02
     assert timing["generation_seconds"] is not None and timing["generation_seconds"] > 0
 
@@ -203,7 +203,11 @@ def test_stage_times_follow_the_definitions() -> None:
         ("c", "submitting", 0.0), ("c", "submitted", 2.0), ("c", "blocked", 3.0),
         ("d", "downloaded", 5.0),  # a cache hit: no submit
     ]
-    times = stage_times(events)
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, key TEXT, state TEXT, at REAL)")
+    db.execute("CREATE TABLE attempts (key TEXT, outcome TEXT)")
+    db.executemany("INSERT INTO events (key, state, at) VALUES (?, ?, ?)", events)
+    times = stage_times(db)
     assert times["a"] == {"submit_seconds": 0.5, "queue_seconds": 2.0, "generation_seconds": 6.0,
                           "download_seconds": 0.5, "end_to_end_seconds": 11.0}
     b = times["b"]

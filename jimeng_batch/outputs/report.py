@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import csv
 import ctypes
-import functools
 import gc
 import io
 import json
@@ -61,7 +60,6 @@ MD_FAILURE_ROWS = 50
 # report.html shows at most this many gallery cards (the first requests in plan order) and failed requests (the
 # first in plan order): a page of 100,000 cards and their thumbnails would not open; results.csv has every request.
 HTML_ROWS = 1_000
-JSON_ROWS = 250
 
 
 @dataclass(frozen=True)
@@ -158,18 +156,18 @@ def _rows_at(batch: Columns, indices: Iterable[int]) -> list[dict[str, Any]]:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@functools.lru_cache(maxsize=65_536)  # a batch's times fall in a few thousand distinct seconds
-def _second_text(seconds: int) -> str:
-    return f"{_EPOCH + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}"
-
-
-def _time_text(ns: int | None, digits: int) -> str | None:
+def _time_text(ns: int | None, digits: int, seconds: dict[int, str]) -> str | None:
     """A time of the results (nanoseconds) as ISO 8601 UTC text with ``digits`` of the second's fraction, cut (not
-    rounded) as pandas writes it: 6 in results.csv, 3 in results.jsonl."""
+    rounded) as pandas writes it: 6 in results.csv, 3 in results.jsonl. ``seconds``: the whole seconds' text
+    formatted so far (a cache the caller drops with its batch: a cache for the whole report would pin the memory of
+    every batch it was filled in)."""
     if ns is None:
         return None
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return f"{_second_text(seconds)}.{rest // 10 ** (9 - digits):0{digits}d}Z"
+    whole, rest = divmod(ns, 1_000_000_000)
+    text = seconds.get(whole)
+    if text is None:
+        text = seconds[whole] = f"{_EPOCH + timedelta(seconds=whole):%Y-%m-%dT%H:%M:%S}"
+    return f"{text}.{rest // 10 ** (9 - digits):0{digits}d}Z"
 
 
 def _list_text(values: list[Any]) -> str:
@@ -218,9 +216,10 @@ class _ResultFiles:
         json_columns = dict(batch)
         for name in LIST_COLUMNS:  # a CSV cell holds one value: the list as JSON text
             csv_columns[name] = [_list_text(values) if values else "[]" for values in batch[name]]
+        seconds: dict[int, str] = {}  # a batch's times fall in a few hundred distinct seconds
         for name in TIME_COLUMNS:
-            csv_columns[name] = [_time_text(ns, 6) for ns in batch[name]]
-            json_columns[name] = [_time_text(ns, 3) for ns in batch[name]]
+            csv_columns[name] = [_time_text(ns, 6, seconds) for ns in batch[name]]
+            json_columns[name] = [_time_text(ns, 3, seconds) for ns in batch[name]]
         self.csv.writerows(zip(*(csv_columns[name] for name in RESULT_COLUMNS), strict=True))
         encode = _LINE_JSON.encode
         self.jsonl.writelines(encode(dict(zip(RESULT_COLUMNS, values, strict=True))) + "\n"

@@ -26,14 +26,14 @@ import json
 import math
 import sqlite3
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from jimeng_batch.engine.ledger import Ledger, is_simulated
-from jimeng_batch.engine.states import FINAL_STATES, State
+from jimeng_batch.engine.states import FINAL_STATES
 from jimeng_batch.errors import LedgerError
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.outcomes import (
@@ -128,7 +128,7 @@ def _pandas_metadata() -> bytes:
                        "pandas_version": pandas_version}).encode("utf-8")
 
 
-# results.parquet's schema: every batch's row group has it, and pandas reads it back with the dtypes above.
+# results.parquet's schema: every row group has it, and pandas reads it back with the dtypes above.
 PARQUET_SCHEMA = RESULTS_SCHEMA.with_metadata({b"pandas": _pandas_metadata()})
 
 # A batch of the results table: column name -> one value per request, in plan order, as plain Python values
@@ -140,13 +140,8 @@ Columns = dict[str, list[Any]]
 # batch of 2,000 as plain Python lists is some 10 MiB.
 BATCH_REQUESTS = 2_000
 
-# The columns read of each table. Only those reports use: events and attempts are the ledger's largest tables
-# (several rows per request), and their free-text details would otherwise be most of a report's memory.
-_BATCH_QUERIES = (
-    ("events", "SELECT key, state, at FROM events WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id"),
-    ("attempts", "SELECT key, outcome FROM attempts WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id"),
-    ("assets", "SELECT * FROM assets WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key, idx"),
-)
+# A batch's files (its requests' other tables come joined to them: see :data:`_MARKS`).
+_ASSETS_SQL = "SELECT * FROM assets WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key, idx"
 _ASSET_LISTS = {"path": "asset_paths", "sha256": "asset_sha256", "size": "asset_sizes", "width": "asset_widths",
                 "height": "asset_heights", "format": "asset_formats", "variant": "asset_variants",
                 "fallback_reason": "asset_fallback_reasons"}
@@ -243,31 +238,58 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def stage_times(events: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, float | None]]:
-    """Per request key (of those with events): the seconds spent in each stage (None where a stage did not
-    happen), from its events ``(key, state, at)`` in the order they were recorded."""
-    seen: dict[str, dict[str, Any]] = {}
-    for key, state, at in events:
-        marks = seen.setdefault(key, {"submitting": []})
-        if state == State.SUBMITTING:
-            marks["submitting"].append(at)
-        elif state not in marks or at < marks[state]:
-            marks[state] = at  # the first time of each other state
-        if state in FINAL_STATES and ("ended" not in marks or at < marks["ended"]):
-            marks["ended"] = at
-    out: dict[str, dict[str, float | None]] = {}
-    for key, marks in seen.items():
-        submitted, running = marks.get(State.SUBMITTED), marks.get(State.RUNNING)
-        succeeded, downloaded, ended = marks.get(State.SUCCEEDED), marks.get(State.DOWNLOADED), marks.get("ended")
-        sends = marks["submitting"]
-        # The submit that was accepted is the last `submitting` at or before the first `submitted`.
-        accepted = max((at for at in sends if at <= submitted), default=None) if submitted is not None else None
-        first_send = min(sends, default=None)
-        generation = _less(succeeded, running)
-        out[key] = {"submit_seconds": _less(submitted, accepted), "queue_seconds": _less(running, submitted),
-                    "generation_seconds": generation if generation is not None else _less(succeeded, submitted),
-                    "download_seconds": _less(downloaded, succeeded), "end_to_end_seconds": _less(ended, first_send)}
-    return out
+# Per request key, the times stages are measured between, from its events: the first of each state, the first final
+# state, the first send, and the send that was accepted (the last `submitting` at or before the first `submitted`).
+# Made once per report in TEMP tables by two passes over `events` (a GROUP BY, then the submits before the first
+# acceptance), so batches read them with their requests instead of fetching each batch's events.
+_MARKS = ("submitted", "first_send", "running", "succeeded", "downloaded", "ended", "accepted")
+_FINALS_SQL = "(" + ", ".join(f"'{state}'" for state in sorted(FINAL_STATES)) + ")"
+_MARKS_SQL = (
+    "DROP TABLE IF EXISTS temp.report_marks",
+    "DROP TABLE IF EXISTS temp.report_accepted",
+    "DROP TABLE IF EXISTS temp.report_tries",
+    "CREATE TABLE temp.report_marks (key TEXT PRIMARY KEY, submitted REAL, first_send REAL, running REAL, "
+    "succeeded REAL, downloaded REAL, ended REAL)",
+    "INSERT INTO temp.report_marks SELECT key, "  # noqa: S608 - the states are constants here, never data
+    "MIN(CASE WHEN state = 'submitted' THEN at END), MIN(CASE WHEN state = 'submitting' THEN at END), "
+    "MIN(CASE WHEN state = 'running' THEN at END), MIN(CASE WHEN state = 'succeeded' THEN at END), "
+    f"MIN(CASE WHEN state = 'downloaded' THEN at END), MIN(CASE WHEN state IN {_FINALS_SQL} THEN at END) "
+    "FROM events GROUP BY key",
+    "CREATE TABLE temp.report_accepted (key TEXT PRIMARY KEY, accepted REAL)",
+    "INSERT INTO temp.report_accepted SELECT e.key, MAX(e.at) FROM events e JOIN temp.report_marks m "
+    "ON m.key = e.key WHERE e.state = 'submitting' AND e.at <= m.submitted GROUP BY e.key",
+    # Calls per request, and those that did not end `ok` (no outcome counts as not ok)
+    "CREATE TABLE temp.report_tries (key TEXT PRIMARY KEY, tries INTEGER, failed INTEGER)",
+    "INSERT INTO temp.report_tries SELECT key, COUNT(*), SUM(outcome IS NOT 'ok') FROM attempts GROUP BY key",
+)
+_REQUESTS_SQL = ("SELECT r.*, m.submitted, m.first_send, m.running, m.succeeded, m.downloaded, m.ended, a.accepted, "
+                 "t.tries, t.failed FROM requests r LEFT JOIN temp.report_marks m ON m.key = r.key "
+                 "LEFT JOIN temp.report_accepted a ON a.key = r.key LEFT JOIN temp.report_tries t ON t.key = r.key "
+                 "ORDER BY r.ord")
+
+
+def make_marks(db: sqlite3.Connection) -> None:
+    """The TEMP tables of stage marks and call counts of every request of ``db``'s ledger (see :data:`_MARKS`)."""
+    for sql in _MARKS_SQL:
+        db.execute(sql)
+
+
+def stage_seconds(marks: Sequence[float | None]) -> dict[str, float | None]:
+    """The seconds spent in each stage (None where a stage did not happen), from a request's marks (in the order
+    of :data:`_MARKS`)."""
+    submitted, first_send, running, succeeded, downloaded, ended, accepted = marks
+    generation = _less(succeeded, running)
+    return {"submit_seconds": _less(submitted, accepted), "queue_seconds": _less(running, submitted),
+            "generation_seconds": generation if generation is not None else _less(succeeded, submitted),
+            "download_seconds": _less(downloaded, succeeded), "end_to_end_seconds": _less(ended, first_send)}
+
+
+def stage_times(db: sqlite3.Connection) -> dict[str, dict[str, float | None]]:
+    """Per request key with events in ``db``'s ``events`` table: :func:`stage_seconds`."""
+    make_marks(db)
+    rows = db.execute("SELECT m.key, m.submitted, m.first_send, m.running, m.succeeded, m.downloaded, m.ended, "
+                      "a.accepted FROM temp.report_marks m LEFT JOIN temp.report_accepted a ON a.key = m.key")
+    return {key: stage_seconds(marks) for key, *marks in rows}
 
 
 def _less(end: float | None, start: float | None) -> float | None:
@@ -302,24 +324,17 @@ def _params(texts: list[str]) -> Columns:
     return data
 
 
-def results_columns(requests: list[dict[str, Any]], events: list[tuple[str, str, float]],
-                    attempts: list[tuple[str, str | None]], assets: list[tuple[Any, ...]],
+def results_columns(requests: list[dict[str, Any]], marks: list[Sequence[Any]], assets: list[tuple[Any, ...]],
                     asset_names: list[str]) -> Columns:
     """One batch of the results table (every column of :data:`RESULT_COLUMNS`, in that order): one value per
-    request of ``requests`` (rows of the ledger's ``requests`` table), from its events ``(key, state, at)``,
-    attempts ``(key, outcome)`` and assets (rows with the columns ``asset_names``)."""
+    request of ``requests`` (rows of the ledger's ``requests`` table), from its marks (per request, in order: the
+    stage marks of :data:`_MARKS`, its calls, and those that failed) and its assets (rows with the columns
+    ``asset_names``)."""
     keys = [request["key"] for request in requests]
     params = _params([request["params"] for request in requests])
-    timings = stage_times(events)
+    timings = [stage_seconds(row[:len(_MARKS)]) for row in marks]
     files = _asset_lists(assets, asset_names)
-    tried: dict[str, int] = {}
-    failed: dict[str, int] = {}
-    for key, outcome in attempts:
-        tried[key] = tried.get(key, 0) + 1
-        if outcome != "ok":
-            failed[key] = failed.get(key, 0) + 1
     no_files: dict[str, list[Any]] = {new: [] for new in _ASSET_LISTS.values()}
-    no_times = dict.fromkeys((f"{stage}_seconds" for stage in STAGES), None)
     column: Columns = {}
 
     def requests_column(name: str, convert: Callable[[Any], Any] = lambda value: value) -> list[Any]:
@@ -340,7 +355,7 @@ def results_columns(requests: list[dict[str, Any]], events: list[tuple[str, str,
         elif name in QUEUE_COLUMNS or name == "estimated_credits":
             column[name] = requests_column(name, _float)  # NULL, or absent from an older ledger: None
         elif name.endswith("_seconds"):
-            column[name] = [timings.get(key, no_times)[name] for key in keys]
+            column[name] = [timing[name] for timing in timings]
         elif name in LIST_COLUMNS:
             column[name] = [files.get(key, no_files)[name] for key in keys]
     column["manifest"] = requests_column("source_file")
@@ -351,8 +366,8 @@ def results_columns(requests: list[dict[str, Any]], events: list[tuple[str, str,
     column["cache_hit"] = cache_hits
     column["asset_count"] = [len(paths) for paths in column["asset_paths"]]
     column["asset_bytes"] = [int(sum(size or 0 for size in sizes)) for sizes in column["asset_sizes"]]
-    column["attempts"] = [tried.get(key, 0) for key in keys]
-    column["failed_attempts"] = [failed.get(key, 0) for key in keys]
+    column["attempts"] = [int(row[-2] or 0) for row in marks]
+    column["failed_attempts"] = [int(row[-1] or 0) for row in marks]
     # Credits are spent when the service accepted the submit (it gave a record id); a cache hit spends nothing.
     column["credits_spent"] = [estimated if record is not None and not hit else 0.0 for estimated, record, hit in
                                zip(column["estimated_credits"], column["history_record_id"], cache_hits,
@@ -362,29 +377,33 @@ def results_columns(requests: list[dict[str, Any]], events: list[tuple[str, str,
 
 def iter_batches(db: sqlite3.Connection, batch: int | None = None) -> Iterator[Columns]:
     """The results table in batches of requests, in plan order (see :func:`results_columns`); at least one batch,
-    empty when there are no requests. The only per-request data held is the batch's."""
+    empty when there are no requests. The only per-request data held is the batch's (and the TEMP tables of
+    :func:`make_marks`, which SQLite keeps on disk beyond its page cache)."""
     size = batch or BATCH_REQUESTS
     try:
+        make_marks(db)
         asset_names = [column[1] for column in db.execute("PRAGMA table_info(assets)")]
-        cursor = db.execute("SELECT * FROM requests ORDER BY ord")
-        names = [column[0] for column in cursor.description]
+        cursor = db.execute(_REQUESTS_SQL)
+        width = len(cursor.description) - len(_MARKS) - 2
+        names = [column[0] for column in cursor.description[:width]]
         yielded = False
         while True:
-            requests = [dict(zip(names, row, strict=True)) for row in cursor.fetchmany(size)]
-            if not requests and yielded:
+            rows = cursor.fetchmany(size)
+            if not rows and yielded:
                 return
+            requests = [dict(zip(names, row[:width], strict=True)) for row in rows]
             keys = json.dumps([request["key"] for request in requests])
-            events, attempts, assets = (db.execute(sql, (keys,)).fetchall() for _, sql in _BATCH_QUERIES)
+            assets = db.execute(_ASSETS_SQL, (keys,)).fetchall()
             yielded = True
-            yield results_columns(requests, events, attempts, assets, asset_names)
-            if len(requests) < size:
+            yield results_columns(requests, [row[width:] for row in rows], assets, asset_names)
+            if len(rows) < size:
                 return
     except sqlite3.Error as exc:
         raise LedgerError(f"{_file_of(db)}: not a usable ledger ({exc})") from exc
 
 
 def arrow_table(columns: Columns) -> pa.Table:
-    """A batch of results as an Arrow table of :data:`PARQUET_SCHEMA` (its row group of results.parquet): the same
+    """A batch of results as an Arrow table of :data:`PARQUET_SCHEMA` (its rows of results.parquet): the same
     types whatever values a batch happens to hold, and pandas' dtypes in its metadata."""
     return pa.Table.from_pydict(columns, schema=PARQUET_SCHEMA)
 
