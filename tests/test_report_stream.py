@@ -158,8 +158,8 @@ def test_a_report_holds_one_batch_of_requests_at_a_time(folders: Path, monkeypat
     sizes: list[int] = []
     build = results_module.results_columns
 
-    def recording(requests: list[dict[str, Any]], *rest: Any) -> results_module.Columns:
-        sizes.append(len(requests))
+    def recording(requests: results_module.Columns, *rest: Any) -> results_module.Columns:
+        sizes.append(len(requests["key"]))
         return build(requests, *rest)
 
     monkeypatch.setattr(results_module, "BATCH_REQUESTS", 2)

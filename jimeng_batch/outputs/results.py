@@ -26,7 +26,7 @@ import json
 import math
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -262,8 +262,11 @@ _MARKS_SQL = (
     "CREATE TABLE temp.report_tries (key TEXT PRIMARY KEY, tries INTEGER, failed INTEGER)",
     "INSERT INTO temp.report_tries SELECT key, COUNT(*), SUM(outcome IS NOT 'ok') FROM attempts GROUP BY key",
 )
-_REQUESTS_SQL = ("SELECT r.*, m.submitted, m.first_send, m.running, m.succeeded, m.downloaded, m.ended, a.accepted, "
-                 "t.tries, t.failed FROM requests r LEFT JOIN temp.report_marks m ON m.key = r.key "
+_REQUESTS_SQL = ("SELECT r.*, m.submitted AS mark_submitted, m.first_send AS mark_first_send, "
+                 "m.running AS mark_running, m.succeeded AS mark_succeeded, m.downloaded AS mark_downloaded, "
+                 "m.ended AS mark_ended, "
+                 "a.accepted AS mark_accepted, t.tries AS mark_tries, t.failed AS mark_failed "
+                 "FROM requests r LEFT JOIN temp.report_marks m ON m.key = r.key "
                  "LEFT JOIN temp.report_accepted a ON a.key = r.key LEFT JOIN temp.report_tries t ON t.key = r.key "
                  "ORDER BY r.ord")
 
@@ -324,50 +327,55 @@ def _params(texts: list[str]) -> Columns:
     return data
 
 
-def results_columns(requests: list[dict[str, Any]], marks: list[Sequence[Any]], assets: list[tuple[Any, ...]],
-                    asset_names: list[str]) -> Columns:
+def results_columns(requests: Columns, assets: list[tuple[Any, ...]], asset_names: list[str]) -> Columns:
     """One batch of the results table (every column of :data:`RESULT_COLUMNS`, in that order): one value per
-    request of ``requests`` (rows of the ledger's ``requests`` table), from its marks (per request, in order: the
-    stage marks of :data:`_MARKS`, its calls, and those that failed) and its assets (rows with the columns
-    ``asset_names``)."""
-    keys = [request["key"] for request in requests]
-    params = _params([request["params"] for request in requests])
-    timings = [stage_seconds(row[:len(_MARKS)]) for row in marks]
+    request of ``requests`` (the columns of the ledger's ``requests`` table, with each request's stage marks, as
+    ``mark_<name>`` for each of :data:`_MARKS`, and its calls, ``mark_tries`` and ``mark_failed``), from it and its
+    assets (rows with the columns ``asset_names``)."""
+    count = len(requests["key"])
+
+    def given(name: str) -> list[Any]:  # a column an older ledger may not have: None for every request
+        return requests[name] if name in requests else [None] * count
+
+    params = _params(requests["params"])
     files = _asset_lists(assets, asset_names)
     no_files: dict[str, list[Any]] = {new: [] for new in _ASSET_LISTS.values()}
-    column: Columns = {}
-
-    def requests_column(name: str, convert: Callable[[Any], Any] = lambda value: value) -> list[Any]:
-        return [convert(request.get(name)) for request in requests]
-
-    cache_hits = [request.get("shared_from") == "cache" for request in requests]
+    marks = {name: requests[f"mark_{name}"] for name in _MARKS}
+    column: Columns = {
+        "submit_seconds": list(map(_less, marks["submitted"], marks["accepted"])),
+        "queue_seconds": list(map(_less, marks["running"], marks["submitted"])),
+        "generation_seconds": [_less(succeeded, running) if running is not None else _less(succeeded, submitted)
+                               for succeeded, running, submitted in
+                               zip(marks["succeeded"], marks["running"], marks["submitted"], strict=True)],
+        "download_seconds": list(map(_less, marks["downloaded"], marks["succeeded"])),
+        "end_to_end_seconds": list(map(_less, marks["ended"], marks["first_send"])),
+    }
     for name in RESULT_COLUMNS:
         if name in params:
             column[name] = params[name]
         elif name in ("key", "submit_id", "job", "state"):
-            column[name] = requests_column(name)
+            column[name] = requests[name]
         elif name in ("ord", "sample", "submits", "polls", "retries"):
-            column[name] = requests_column(name, int)
+            column[name] = list(map(int, requests[name]))
         elif name in ("code", "reason", "message", "history_record_id", "task_id", "token", "origin"):
-            column[name] = requests_column(name, _text)  # token: the masked label; the ledger holds nothing else
+            # token: the masked label; the ledger holds nothing else
+            column[name] = [None if value is None else str(value) for value in given(name)]
         elif name in TIME_COLUMNS:
-            column[name] = requests_column(name, lambda value: time_ns(_float(value)))
+            column[name] = [None if value is None else time_ns(float(value)) for value in given(name)]
         elif name in QUEUE_COLUMNS or name == "estimated_credits":
-            column[name] = requests_column(name, _float)  # NULL, or absent from an older ledger: None
-        elif name.endswith("_seconds"):
-            column[name] = [timing[name] for timing in timings]
+            column[name] = [None if value is None else float(value) for value in given(name)]
         elif name in LIST_COLUMNS:
-            column[name] = [files.get(key, no_files)[name] for key in keys]
-    column["manifest"] = requests_column("source_file")
-    column["row"] = requests_column("source_row", lambda value: None if value is None else int(value))
+            column[name] = [files.get(key, no_files)[name] for key in requests["key"]]
+    column["manifest"] = requests["source_file"]
+    column["row"] = [None if value is None else int(value) for value in requests["source_row"]]
     column["meaning"] = [meaning_of(c if isinstance(c, str) else None, r if isinstance(r, str) else None)
-                         for c, r in zip(requests_column("code"), requests_column("reason"), strict=True)]
-    column["simulated"] = [is_simulated(origin) for origin in requests_column("origin")]
-    column["cache_hit"] = cache_hits
-    column["asset_count"] = [len(paths) for paths in column["asset_paths"]]
+                         for c, r in zip(requests["code"], requests["reason"], strict=True)]
+    column["simulated"] = list(map(is_simulated, given("origin")))
+    cache_hits = column["cache_hit"] = [shared == "cache" for shared in given("shared_from")]
+    column["asset_count"] = list(map(len, column["asset_paths"]))
     column["asset_bytes"] = [int(sum(size or 0 for size in sizes)) for sizes in column["asset_sizes"]]
-    column["attempts"] = [int(row[-2] or 0) for row in marks]
-    column["failed_attempts"] = [int(row[-1] or 0) for row in marks]
+    column["attempts"] = [int(tries or 0) for tries in requests["mark_tries"]]
+    column["failed_attempts"] = [int(failed or 0) for failed in requests["mark_failed"]]
     # Credits are spent when the service accepted the submit (it gave a record id); a cache hit spends nothing.
     column["credits_spent"] = [estimated if record is not None and not hit else 0.0 for estimated, record, hit in
                                zip(column["estimated_credits"], column["history_record_id"], cache_hits,
@@ -384,18 +392,18 @@ def iter_batches(db: sqlite3.Connection, batch: int | None = None) -> Iterator[C
         make_marks(db)
         asset_names = [column[1] for column in db.execute("PRAGMA table_info(assets)")]
         cursor = db.execute(_REQUESTS_SQL)
-        width = len(cursor.description) - len(_MARKS) - 2
-        names = [column[0] for column in cursor.description[:width]]
+        names = [column[0] for column in cursor.description]
         yielded = False
         while True:
             rows = cursor.fetchmany(size)
             if not rows and yielded:
                 return
-            requests = [dict(zip(names, row[:width], strict=True)) for row in rows]
-            keys = json.dumps([request["key"] for request in requests])
-            assets = db.execute(_ASSETS_SQL, (keys,)).fetchall()
+            # The rows turned into columns in one step (zip, in C), not a dict per request
+            requests: Columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else \
+                {name: [] for name in names}
+            assets = db.execute(_ASSETS_SQL, (json.dumps(requests["key"]),)).fetchall()
             yielded = True
-            yield results_columns(requests, [row[width:] for row in rows], assets, asset_names)
+            yield results_columns(requests, assets, asset_names)
             if len(rows) < size:
                 return
     except sqlite3.Error as exc:
