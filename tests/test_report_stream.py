@@ -28,7 +28,7 @@ from jimeng_batch.intake.plan import iter_distinct
 from jimeng_batch.outputs import report as report_module
 from jimeng_batch.outputs import results as results_module
 from jimeng_batch.outputs.report import write_report
-from jimeng_batch.outputs.results import RESULTS_SCHEMA
+from jimeng_batch.outputs.results import RESULTS_SCHEMA, TIME_COLUMNS
 from jimeng_batch.protocol.request_spec import RequestSpec
 
 FAULTS = """
@@ -137,6 +137,22 @@ def test_the_streamed_report_writes_what_the_whole_table_report_did(folders: Pat
     _same_parquet(out / "results.parquet", tmp_path / "old" / "results.parquet")
     _close(report.metrics, metrics)
     _close(json.loads((out / "metrics.json").read_text(encoding="utf-8")), json.loads(json.dumps(metrics)))
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_the_results_frame_of_the_api_is_the_whole_table_frame(folders: Path, name: str) -> None:
+    """`results(out_dir)` builds its frame from the report's plain columns: the same values and dtypes as the
+    whole-table pandas frame the report was first written from (every folder, empty and planned-only too). The
+    one difference allowed: times are always nanoseconds, as results.parquet has them, where the old frame's
+    were microseconds in a column with no time at all (pandas' choice for an all-missing column)."""
+    expected = whole_results(folders / name)
+    for column in TIME_COLUMNS:
+        expected[column] = expected[column].astype("datetime64[ns, UTC]")
+    got = results_module.results_table(folders / name)
+    if expected.empty:
+        assert got.empty and list(got.columns) == list(expected.columns)
+        return
+    pd.testing.assert_frame_equal(got, expected)
 
 
 def test_the_folders_cover_what_they_say(folders: Path) -> None:
