@@ -261,3 +261,35 @@ def test_fail_on_from_the_command_line(sim_run: Callable[..., tuple[int, str, st
     code, _, err = sim_run(text, "--no-report", "--budget", "1", "--fail-on", "none", out="o4")
     assert code == 3, err  # a stop is not a final state: --fail-on does not hide it
 
+
+
+def test_a_ledger_of_the_first_schema_version_is_reported(tmp_path: Path) -> None:
+    """Reports open ledgers read-only, unmigrated: one from the first schema version (no origin, queue or
+    shared-asset columns, assets without variants) still gives every results column, None where it had nothing."""
+    from jimeng_batch.engine.ledger import MIGRATIONS
+    from jimeng_batch.outputs.report import write_report
+
+    out = tmp_path / "old"
+    out.mkdir()
+    db = sqlite3.connect(out / "ledger.sqlite")
+    db.executescript(MIGRATIONS[0].sql)
+    assert "origin" not in [row[1] for row in db.execute("PRAGMA table_info(requests)")]
+    db.execute("INSERT INTO runs (id, started_at, finished_at, manifest, manifest_sha256, tool_version, options, "
+               "status, exit_code) VALUES (1, 1.7e9, 1.7e9, 'm.yaml', 'ab', '0.0.1', '{}', 'finished', 0)")
+    params = json.dumps({"type": "image", "region": "cn", "model": "jimeng-4.0", "prompt": "p", "resolution": "2k",
+                         "ratio": "1:1", "sample_strength": 0.5})
+    db.execute("INSERT INTO requests (key, submit_id, ord, job, source_file, sample, type, model, resolution, params, "
+               "estimated_credits, state, created_at, updated_at, history_record_id) VALUES ('k1', 's1', 0, 'j', "
+               "'m.yaml', 0, 'image', 'jimeng-4.0', '2k', ?, 1.0, 'downloaded', 1.7e9, 1.7e9, 'h1')", (params,))
+    db.execute("INSERT INTO assets (key, idx, kind, path, sha256, size, downloaded_at) "
+               "VALUES ('k1', 0, 'image', 'a.png', 'ff', 3, 1.7e9)")
+    db.executemany("INSERT INTO events (key, state, at) VALUES ('k1', ?, ?)",
+                   [("submitting", 1.7e9), ("submitted", 1.7e9 + 1), ("succeeded", 1.7e9 + 5),
+                    ("downloaded", 1.7e9 + 6)])
+    db.commit()
+    db.close()
+    report = write_report(out, step_summary=False)
+    assert report.metrics["totalRequests"] == 1 and report.metrics["credits"]["spent"] == 1.0
+    (row,) = pd.read_parquet(out / "results.parquet").to_dict(orient="records")
+    assert row["end_to_end_seconds"] == 6.0 and row["submit_seconds"] == 1.0 and row["asset_bytes"] == 3
+    assert pd.isna(row["origin"]) and pd.isna(row["queue_position"]) and list(row["asset_variants"]) == [None]
