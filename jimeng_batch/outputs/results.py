@@ -2,8 +2,8 @@
 
 :func:`iter_batches` reads ``ledger.sqlite`` (read-only); :func:`results_columns`, which builds a batch from the
 ledger's rows, is a pure function of them, so reports are reproducible from a ledger alone. A batch is plain Python
-columns (:data:`Columns`): the report writes its files from them without pandas, whose import alone would be half
-of a report's memory. pandas frames of the same values (:func:`results_frame`, :func:`results_table`) are for the
+columns (:data:`Columns`): the report writes its files from them without pandas, whose import alone was about
+40 MiB of a report's memory. pandas frames of the same values (:func:`results_frame`, :func:`results_table`) are for the
 Python API and the export.
 
 Stage timings come from the ledger's ``events`` (every state change with its time):
@@ -26,7 +26,7 @@ import json
 import math
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +115,7 @@ def _pandas_type(kind: pa.DataType) -> str:
 
 def _pandas_metadata() -> bytes:
     """results.parquet's ``pandas`` metadata, as ``Table.from_pandas`` writes it: built here so that writing the
-    file needs no pandas (its import alone is some 100 MiB of a report's memory)."""
+    file needs no pandas (its import alone is about 40 MiB of a report's memory)."""
     columns = [{"name": name, "field_name": name, "pandas_type": _pandas_type(RESULTS_SCHEMA.field(name).type),
                 "numpy_type": _DTYPES.get(name, "str"),
                 "metadata": {"timezone": "UTC"} if name in TIME_COLUMNS else None} for name in RESULT_COLUMNS]
@@ -136,8 +136,8 @@ PARQUET_SCHEMA = RESULTS_SCHEMA.with_metadata({b"pandas": _pandas_metadata()})
 Columns = dict[str, list[Any]]
 
 # Requests per batch when the results are streamed: a batch (its requests, events, attempts and assets, and its
-# results columns) is the only per-request data a report holds at a time. Measured (bench/bench_report.py): a
-# batch of 2,000 as plain Python lists is some 10 MiB.
+# results columns) is the only per-request data a report holds at a time: a batch of 2,000 as plain Python lists
+# is about 10 MiB.
 BATCH_REQUESTS = 2_000
 
 # A batch's files (its requests' other tables come joined to them: see :data:`_MARKS`).
@@ -277,22 +277,29 @@ def make_marks(db: sqlite3.Connection) -> None:
         db.execute(sql)
 
 
-def stage_seconds(marks: Sequence[float | None]) -> dict[str, float | None]:
-    """The seconds spent in each stage (None where a stage did not happen), from a request's marks (in the order
-    of :data:`_MARKS`)."""
-    submitted, first_send, running, succeeded, downloaded, ended, accepted = marks
-    generation = _less(succeeded, running)
-    return {"submit_seconds": _less(submitted, accepted), "queue_seconds": _less(running, submitted),
-            "generation_seconds": generation if generation is not None else _less(succeeded, submitted),
-            "download_seconds": _less(downloaded, succeeded), "end_to_end_seconds": _less(ended, first_send)}
+def stage_columns(marks: dict[str, list[Any]]) -> dict[str, list[float | None]]:
+    """The seconds spent in each stage (None where a stage did not happen), one per request, from the requests'
+    marks (a list per name of :data:`_MARKS`): the one definition of the stages (see the module's docstring)."""
+    generation = list(map(_less, marks["succeeded"], marks["running"]))
+    return {"submit_seconds": list(map(_less, marks["submitted"], marks["accepted"])),
+            "queue_seconds": list(map(_less, marks["running"], marks["submitted"])),
+            # without a poll that saw it running: from the submit (the time queued included)
+            "generation_seconds": [seconds if seconds is not None else _less(succeeded, submitted) for
+                                   seconds, succeeded, submitted in
+                                   zip(generation, marks["succeeded"], marks["submitted"], strict=True)],
+            "download_seconds": list(map(_less, marks["downloaded"], marks["succeeded"])),
+            "end_to_end_seconds": list(map(_less, marks["ended"], marks["first_send"]))}
 
 
 def stage_times(db: sqlite3.Connection) -> dict[str, dict[str, float | None]]:
-    """Per request key with events in ``db``'s ``events`` table: :func:`stage_seconds`."""
+    """Per request key with events in ``db``'s ``events`` table: its stage times (:func:`stage_columns`)."""
     make_marks(db)
     rows = db.execute("SELECT m.key, m.submitted, m.first_send, m.running, m.succeeded, m.downloaded, m.ended, "
-                      "a.accepted FROM temp.report_marks m LEFT JOIN temp.report_accepted a ON a.key = m.key")
-    return {key: stage_seconds(marks) for key, *marks in rows}
+                      "a.accepted FROM temp.report_marks m LEFT JOIN temp.report_accepted a ON a.key = m.key"
+                      ).fetchall()
+    keys = [row[0] for row in rows]
+    times = stage_columns({name: [row[1 + index] for row in rows] for index, name in enumerate(_MARKS)})
+    return {key: {stage: values[place] for stage, values in times.items()} for place, key in enumerate(keys)}
 
 
 def _less(end: float | None, start: float | None) -> float | None:
@@ -340,16 +347,7 @@ def results_columns(requests: Columns, assets: list[tuple[Any, ...]], asset_name
     params = _params(requests["params"])
     files = _asset_lists(assets, asset_names)
     no_files: dict[str, list[Any]] = {new: [] for new in _ASSET_LISTS.values()}
-    marks = {name: requests[f"mark_{name}"] for name in _MARKS}
-    column: Columns = {
-        "submit_seconds": list(map(_less, marks["submitted"], marks["accepted"])),
-        "queue_seconds": list(map(_less, marks["running"], marks["submitted"])),
-        "generation_seconds": [_less(succeeded, running) if running is not None else _less(succeeded, submitted)
-                               for succeeded, running, submitted in
-                               zip(marks["succeeded"], marks["running"], marks["submitted"], strict=True)],
-        "download_seconds": list(map(_less, marks["downloaded"], marks["succeeded"])),
-        "end_to_end_seconds": list(map(_less, marks["ended"], marks["first_send"])),
-    }
+    column: Columns = dict(stage_columns({name: requests[f"mark_{name}"] for name in _MARKS}))
     for name in RESULT_COLUMNS:
         if name in params:
             column[name] = params[name]
