@@ -357,11 +357,11 @@ def results_columns(requests: Columns, assets: list[tuple[Any, ...]], asset_name
             column[name] = list(map(int, requests[name]))
         elif name in ("code", "reason", "message", "history_record_id", "task_id", "token", "origin"):
             # token: the masked label; the ledger holds nothing else
-            column[name] = [None if value is None else str(value) for value in given(name)]
+            column[name] = list(map(_text, given(name)))
         elif name in TIME_COLUMNS:
-            column[name] = [None if value is None else time_ns(float(value)) for value in given(name)]
+            column[name] = [time_ns(_float(value)) for value in given(name)]
         elif name in QUEUE_COLUMNS or name == "estimated_credits":
-            column[name] = [None if value is None else float(value) for value in given(name)]
+            column[name] = list(map(_float, given(name)))
         elif name in LIST_COLUMNS:
             column[name] = [files.get(key, no_files)[name] for key in requests["key"]]
     column["manifest"] = requests["source_file"]
