@@ -68,9 +68,10 @@ manifest = load_manifest(Path(sys.argv[1]))
 assert not summarize(manifest).problems
 with Ledger.in_folder(Path(sys.argv[2])) as ledger:
     ledger.begin_run(manifest.display, "", "bench", {})
-    rows = ledger.plan_rows(write=True)
-    ledger.add_planned(_new_requests(manifest, None, rows, ledger))
-    rows.commit()
+    with ledger.planning():
+        rows = ledger.plan_rows(write=True)
+        ledger.add_planned(_new_requests(manifest, None, rows, ledger))
+        rows.commit()
 """
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_main
@@ -13,6 +14,7 @@ from conftest import run_main
 from jimeng_batch.engine.ledger import LATEST_VERSION, Ledger, PlanRows
 from jimeng_batch.intake import manifest as manifest_module
 from jimeng_batch.intake.plan import KnownRow
+from jimeng_batch.protocol.request_spec import RequestSpec
 
 FAST = ["--preflight", "off", "--no-cache", "--quiet"]
 # Every column a request depends on; the prompts differ, the rest repeat (so rows share their shapes)
@@ -180,3 +182,55 @@ def test_the_whole_sheet_then_a_shard_of_it_edited(tmp_path: Path, monkeypatch: 
     edited[2] = "picture 2 at dawn,jimeng-3.0,16:9"
     counts = _both_ways(tmp_path, monkeypatch, capsys, _sheet(ROWS), _sheet(edited), options=([], ["--shard", "2/2"]))
     assert counts.recalled == 2 * (len(ROWS) - 1)  # recalled whole, then only the shard's requests marked
+
+
+# Planning writes more than one batch (add_planned commits a batch of 2,000 requests at a time outside a plan)
+MANY = [f"picture {i},{'jimeng-4.0' if i % 2 else 'jimeng-3.0'},{'1:1' if i % 3 else '16:9'}" for i in range(4500)]
+
+
+def test_a_plan_is_written_in_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    statements: list[str] = []
+    plan_rows = Ledger.plan_rows
+
+    def traced(ledger: Ledger, *, write: bool) -> PlanRows:
+        ledger.db.set_trace_callback(statements.append)
+        return plan_rows(ledger, write=write)
+
+    monkeypatch.setattr(Ledger, "plan_rows", traced)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.csv").write_text(_sheet(MANY), encoding="utf-8")
+    _plan(capsys, tmp_path / "rows.csv", "out")
+    inserts = [i for i, text in enumerate(statements) if text.startswith("INSERT INTO requests")]
+    remembered = next(i for i, text in enumerate(statements) if "INTO main.plan_rows" in text)
+    assert len(inserts) == len(MANY)
+    assert "COMMIT" not in statements[inserts[0]:remembered + 1]  # the requests and their rows commit together
+    assert len(_requests(tmp_path / "out")) == len(MANY)
+
+
+def test_a_plan_cut_short_leaves_the_ledger_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from jimeng_batch.engine import runner
+    from jimeng_batch.errors import LedgerError
+
+    new_requests = runner._new_requests
+
+    def cut_short(*args: Any, **kwargs: Any) -> Iterator[RequestSpec]:
+        for count, spec in enumerate(new_requests(*args, **kwargs)):
+            if count == 3000:
+                raise LedgerError("the disk is full")
+            yield spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.csv").write_text(_sheet(MANY), encoding="utf-8")
+    monkeypatch.setattr(runner, "_new_requests", cut_short)
+    code, _, err = run_main(["run", "rows.csv", "--out", "out", "--sim", "--budget", "0", *FAST], capsys)
+    assert code == 1 and "the disk is full" in err
+    # Not a part of a plan: neither its first batches of requests nor its rows, which a resume would recall
+    assert _requests(tmp_path / "out") == []
+    with Ledger.open_existing(tmp_path / "out") as ledger:
+        assert ledger.db.execute("SELECT COUNT(*) FROM plan_rows").fetchone() == (0,)
+    monkeypatch.setattr(runner, "_new_requests", new_requests)
+    code, _, err = run_main(["resume", "out", "--budget", "0"], capsys)
+    assert code == 3, err
+    assert len(_requests(tmp_path / "out")) == len(MANY)

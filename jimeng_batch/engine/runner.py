@@ -408,9 +408,10 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
                           tokens=len(tokens))
             planned_anew = planned is None
             if planned is None:
-                rows = ledger.plan_rows(write=True)
-                added = ledger.add_planned(_new_requests(manifest, config.shard, rows, ledger))
-                rows.commit()
+                with ledger.planning():
+                    rows = ledger.plan_rows(write=True)
+                    added = ledger.add_planned(_new_requests(manifest, config.shard, rows, ledger))
+                    rows.commit()
                 planned = {"fingerprint": fingerprint, "images": _image_records(manifest), "id": ledger.run_id}
             else:
                 added = 0
