@@ -2,8 +2,10 @@
 
 Run: python bench/bench_plan.py [--rows 10000 100000]
 
-For each size it writes a CSV of distinct prompts, then runs `jimeng-batch plan FILE --format jsonl --out ...` in a
-child process and reports rows per second and the child's peak RSS. The yardsticks, measured in the same run:
+For each size it writes a CSV of distinct prompts, then runs `jimeng-batch plan FILE` (every row checked and expanded,
+its key and credits worked out; the summary printed) and `jimeng-batch plan FILE --format jsonl --out ...` (the
+same, and every request's draft envelope written, about 2.5 KB a row) in child processes, and reports rows per
+second and each child's peak RSS. The yardsticks, measured in the same run:
 `pandas.read_csv` of the same file in a child of its own (interpreter start and pandas' import included, like the
 plan's own start), and `read_csv` timed in-process (the read alone). `run`'s own planning (the same checks and
 expansion, the requests written into a new ledger instead of a file; `run --sim --budget 0`, which plans and sends
@@ -80,19 +82,22 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     options = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"{'rows':>9} {'plan s':>7} {'rows/s':>8} {'plan MiB':>9} {'read_csv s':>11} {'in-proc s':>10} "
+    print(f"{'rows':>9} {'summary s':>10} {'rows/s':>8} {'MiB':>5} {'x child':>8} {'plan s':>7} {'rows/s':>8} {'plan MiB':>9} {'read_csv s':>11} {'in-proc s':>10} "
           f"{'read_csv MiB':>13} {'x child':>8} {'x in-proc':>10} {'RSS ratio':>10} {'run plan s':>11} "
           f"{'run rows/s':>11} {'run MiB':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for rows in options.rows:
             csv_path = Path(folder) / f"rows{rows}.csv"
             write_csv(csv_path, rows)
+            summary_s, summary_rss = measure(["-m", "jimeng_batch", "plan", str(csv_path)])
             seconds, rss = measure(["-m", "jimeng_batch", "plan", str(csv_path), "--format", "jsonl",
                                     "--out", str(Path(folder) / "plan.jsonl")])
+            (Path(folder) / "plan.jsonl").unlink()
             pandas_s, pandas_rss = measure(["-c", f"import pandas; pandas.read_csv({str(csv_path)!r})"])
             in_process = read_csv_in_process(csv_path)
             run_s, run_rss = measure(["-c", RUN_PLANNING, str(csv_path), str(Path(folder) / f"run{rows}")])
-            print(f"{rows:>9} {seconds:>7.1f} {rows / seconds:>8.0f} {rss:>9.0f} {pandas_s:>11.2f} {in_process:>10.3f} "
+            print(f"{rows:>9} {summary_s:>10.1f} {rows / summary_s:>8.0f} {summary_rss:>5.0f} "
+                  f"{summary_s / pandas_s:>7.1f}x {seconds:>7.1f} {rows / seconds:>8.0f} {rss:>9.0f} {pandas_s:>11.2f} {in_process:>10.3f} "
                   f"{pandas_rss:>13.0f} {seconds / pandas_s:>7.1f}x {seconds / in_process:>9.0f}x "
                   f"{rss / pandas_rss:>9.2f}x {run_s:>11.1f} {rows / run_s:>11.0f} {run_rss:>8.0f}")
 

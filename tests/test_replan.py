@@ -234,3 +234,18 @@ def test_a_plan_cut_short_leaves_the_ledger_as_it_was(tmp_path: Path, monkeypatc
     code, _, err = run_main(["resume", "out", "--budget", "0"], capsys)
     assert code == 3, err
     assert len(_requests(tmp_path / "out")) == len(MANY)
+
+
+def test_the_wal_a_plan_grew_is_cut_back(tmp_path: Path) -> None:
+    from jimeng_batch.intake.manifest import load_manifest
+    from jimeng_batch.intake.plan import iter_distinct
+
+    (tmp_path / "rows.csv").write_text(_sheet(MANY), encoding="utf-8")  # some 3 MiB of WAL
+    with Ledger.in_folder(tmp_path / "out") as ledger:
+        ledger.begin_run("rows.csv", "", "test", {})
+        with ledger.planning():
+            ledger.add_planned(i for i in iter_distinct(load_manifest(tmp_path / "rows.csv"))
+                               if isinstance(i, RequestSpec))
+        # The run goes on with the ledger open: the WAL would stay the plan's size for all of it
+        assert (tmp_path / "out" / "ledger.sqlite-wal").stat().st_size == 0
+        assert ledger.total() == len(MANY)

@@ -408,11 +408,13 @@ class Ledger:
         a plan cut short are no use to it, and a commit every batch only cost time. With WAL each commit writes
         out every page the batch dirtied, and the keys are hashes that land all over the table's indexes: one
         commit made a 300,000-row plan 28% faster (bench/bench_plan.py). SQLite spills what does not fit its
-        cache to the WAL, so memory stays as it was; the WAL grows to the plan's size until it is checkpointed.
+        cache to the WAL, so memory stays as it was. The WAL grows to about the plan's size meanwhile (where a
+        commit a batch kept it to a few MiB): it is copied into the ledger and cut back to nothing at the end.
         """
         try:
             with self._transaction():
                 yield
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError as exc:
             raise LedgerError(f"{self.path}: cannot write the ledger ({exc}); the plan was not written, what was "
                               "recorded before it is kept, and the run can be resumed once the folder is "
