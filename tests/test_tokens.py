@@ -350,3 +350,29 @@ def test_a_proxy_that_cannot_be_reached_is_named_without_its_credentials() -> No
     message = asyncio.run(main())
     assert f"could not connect (nothing was sent) through the proxy http://127.0.0.1:{port}" in message, message
     assert PASSWORD not in message and "pa%40ss" not in message and SID_A not in message
+
+
+def test_a_token_file_that_is_not_text_is_said_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tokens.bin"
+    path.write_bytes(SID_A.encode() + b"\n\xd0\x00\xff" + SID_C.encode())
+    with pytest.raises(ConfigError) as raised:
+        load_tokens(path)
+    message = str(raised.value)
+    assert message == (f"{path}: not UTF-8 text (byte 33 of the file); a token file is text, one session token "
+                       "per line")
+    code, _, err = run_main(["credits", "--token-file", str(path)], capsys)
+    assert code == 2 and "not UTF-8 text" in err and "internal error" not in err and SID_C not in err
+
+
+def test_a_token_file_is_read_no_further_than_a_token_file_is_long(tmp_path: Path) -> None:
+    path = tmp_path / "huge.txt"
+    path.write_text(f"{SID_A}\n" * 40_000, encoding="utf-8")  # 1.3 MiB: the wrong file, say a log
+    with pytest.raises(ConfigError, match=r"over 1024 KiB, more than a token file holds") as raised:
+        load_tokens(path)
+    assert SID_A not in str(raised.value)
+
+
+def test_a_token_file_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.txt"
+    path.write_text(f"{SID_A}\n", encoding="utf-8-sig")  # as Notepad saves "UTF-8 with BOM"
+    assert [token.value for token in load_tokens(path)] == [SID_A]

@@ -31,6 +31,7 @@ from jimeng_batch.protocol.catalog import REGIONS
 TOKEN_ENV = "JIMENG_SESSIONID"  # noqa: S105 - the variable's name, not its value
 MASK_VISIBLE = 4
 MIN_SECRET = 8  # shorter "tokens" are not scrubbed from texts (they would match ordinary words)
+MAX_TOKEN_FILE_BYTES = 1 << 20  # a pool of ten thousand tokens with proxies is well under 1 MiB
 # httpx speaks SOCKS only with its `socks` extra installed; without it such a proxy is refused when it is read.
 PROXY_SCHEMES = ("http", "https") + (("socks5", "socks5h") if importlib.util.find_spec("socksio") else ())
 
@@ -234,15 +235,29 @@ def load_tokens(token_file: Path | None = None, environ: dict[str, str] | None =
     """The token pool: from ``token_file`` when given, else from ``JIMENG_SESSIONID``."""
     env = os.environ if environ is None else environ
     if token_file is not None:
-        try:
-            text = token_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{token_file}: cannot read the token file ({exc.strerror})") from exc
-        tokens = parse_tokens(text, source=str(token_file))
+        tokens = parse_tokens(_token_file_text(token_file), source=str(token_file))
         if not tokens:
             raise ConfigError(f"{token_file}: no session token in the file (one per line)")
         return tokens
     return parse_tokens(env.get(TOKEN_ENV, ""), separators=",", source=TOKEN_ENV)
+
+
+def _token_file_text(token_file: Path) -> str:
+    """The text of a token file, read no further than a token file can be long. What is wrong with it is said
+    without quoting any of it: the file holds secrets."""
+    try:
+        with token_file.open("rb") as handle:
+            data = handle.read(MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{token_file}: cannot read the token file ({exc.strerror})") from exc
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(f"{token_file}: over {MAX_TOKEN_FILE_BYTES // 1024} KiB, more than a token file holds "
+                          "(one session token per line); is it the right file?")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{token_file}: not UTF-8 text (byte {exc.start} of the file); a token file is text, one "
+                          "session token per line") from None
 
 
 def for_region(tokens: list[Token], region: str) -> tuple[list[Token], list[Token]]:
