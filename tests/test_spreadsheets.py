@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tracemalloc
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import png, problems, summary_of
 
+from jimeng_batch.errors import ManifestError
 from jimeng_batch.intake.manifest import SpreadsheetOptions, load_manifest
 from jimeng_batch.intake.plan import iter_distinct
 from jimeng_batch.intake.sources import iter_sheet
@@ -76,6 +79,58 @@ def test_a_corrupt_xlsx_is_a_clear_error(write: Callable[..., Path]) -> None:
 
     with pytest.raises(ManifestError, match=r"^s.xlsx: not a readable XLSX workbook"):
         summary_of(path)
+
+
+SHEET_PART = "xl/worksheets/sheet1.xml"
+
+
+def _with_sheet(path: Path, parts: Iterator[bytes]) -> Path:
+    """The workbook at ``path`` with its sheet's part replaced by ``parts``, packed as a zip packs them."""
+    bombed = path.with_name("bombed.xlsx")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(bombed, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+        for info in source.infolist():
+            if info.filename != SHEET_PART:
+                out.writestr(info.filename, source.read(info))
+        with out.open(SHEET_PART, "w", force_zip64=True) as handle:
+            for part in parts:
+                handle.write(part)
+    return bombed
+
+
+def test_an_xlsx_zip_bomb_is_refused_before_it_is_unpacked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = xlsx(tmp_path / "s.xlsx", [["prompt"], ["a lighthouse"]])
+    one_mib = b"a" * (1 << 20)
+    # 600 MiB of one cell's text in a file of 3 MB: openpyxl would hold all of it (and more) to read the row
+    text = (b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData><row r="1">'
+            b'<c r="A1" t="inlineStr"><is><t>prompt</t></is></c></row><row r="2"><c r="A2" t="inlineStr"><is><t>',
+            *(one_mib for _ in range(600)), b"</t></is></c></row></sheetData></worksheet>")
+    bombed = _with_sheet(path, iter(text))
+    assert bombed.stat().st_size < 5 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ManifestError) as raised:
+            summary_of(bombed)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(raised.value) == ("bombed.xlsx: its part xl/worksheets/sheet1.xml would unpack to 600 MiB, over the 512 "
+                                 "MiB a workbook part may have (a sheet of a million rows needs about 150); save "
+                                 "the sheet as CSV, which is streamed")
+    assert peak < 16 << 20
+
+
+def test_an_xlsx_under_the_bound_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jimeng_batch.intake import bounds
+
+    path = xlsx(tmp_path / "s.xlsx", [["prompt"], *([f"picture {i}"] for i in range(2000))])
+    with zipfile.ZipFile(path) as archive:
+        size = archive.getinfo(SHEET_PART).file_size
+    monkeypatch.setattr(bounds, "MAX_XLSX_PART_BYTES", size)  # the bound itself is allowed
+    assert len(specs(path)) == 2000
+    monkeypatch.setattr(bounds, "MAX_XLSX_PART_BYTES", size - 1)
+    with pytest.raises(ManifestError, match="its part xl/worksheets/sheet1.xml would unpack to 0 MiB, over the 0 MiB"):
+        specs(path)
 
 
 def test_rows_override_the_jobs_fields(write: Callable[..., Path]) -> None:

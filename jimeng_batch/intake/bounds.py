@@ -10,3 +10,10 @@ the tool reads, in :mod:`jimeng_batch.yaml_bounds`.
 from __future__ import annotations
 
 MAX_REQUESTS_PER_JOB = 1_000_000
+
+# An XLSX workbook is a zip of XML parts. openpyxl streams the sheet but holds some parts whole (the shared strings,
+# every distinct cell text of the workbook), and a zip can declare a part of gigabytes in a file of kilobytes. So
+# each part's declared size is checked before anything is unpacked: zipfile unpacks no further than a part's
+# declared size (past it, the part fails its CRC). A sheet of a million rows of 100-character prompts unpacks to
+# parts of some 150 MB (sheet) and 120 MB (shared strings).
+MAX_XLSX_PART_BYTES = 512 << 20

@@ -20,7 +20,8 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError, describe
+from jimeng_batch.errors import Location, ManifestError, Problem, SchemaError, describe, printable
+from jimeng_batch.intake import bounds
 from jimeng_batch.yaml_bounds import BoundedLoader, YamlTooBig, check_bounds
 
 PathKey = tuple[str | int, ...]
@@ -419,11 +420,23 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
+def _check_parts(path: Path, shown: str) -> None:
+    """Refuse a workbook with a part that would unpack past the bound, before any of it is unpacked."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.file_size > bounds.MAX_XLSX_PART_BYTES:
+                raise ManifestError(
+                    f"{shown}: its part {printable(info.filename)} would unpack to {info.file_size / 2**20:,.0f} "
+                    f"MiB, over the {bounds.MAX_XLSX_PART_BYTES / 2**20:,.0f} MiB a workbook part may have (a "
+                    "sheet of a million rows needs about 150); save the sheet as CSV, which is streamed")
+
+
 def _iter_xlsx(path: Path, shown: str) -> Iterator[list[str]]:
     import openpyxl  # imported here: only spreadsheet users pay for it
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
+        _check_parts(path, shown)
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
         raise ManifestError(f"{shown}: not a readable XLSX workbook ({exc})") from exc
