@@ -72,7 +72,7 @@ with Ledger.in_folder(Path(sys.argv[2])) as ledger:
     ledger.begin_run(manifest.display, "", "bench", {})
     with ledger.planning():
         rows = ledger.plan_rows(write=True)
-        ledger.add_planned(_new_requests(manifest, None, rows, ledger))
+        ledger.add_planned(_new_requests(manifest, None, rows, ledger), distinct=True)
         rows.commit()
 """
 

@@ -205,6 +205,8 @@ def test_a_plan_is_written_in_one_transaction(tmp_path: Path, monkeypatch: pytes
     remembered = next(i for i, text in enumerate(statements) if "INTO main.plan_rows" in text)
     assert len(inserts) == len(MANY)
     assert "COMMIT" not in statements[inserts[0]:remembered + 1]  # the requests and their rows commit together
+    # A first plan's requests are distinct and the ledger held none: no key is looked up
+    assert not [text for text in statements if text.startswith("SELECT key FROM requests WHERE key IN")]
     assert len(_requests(tmp_path / "out")) == len(MANY)
 
 

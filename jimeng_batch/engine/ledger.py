@@ -462,11 +462,14 @@ class Ledger:
     # -- requests ------------------------------------------------------------------------------------------------
 
     @_writes
-    def add_planned(self, specs: Iterable[RequestSpec], batch: int = 2000) -> int:
+    def add_planned(self, specs: Iterable[RequestSpec], batch: int = 2000, *, distinct: bool = False) -> int:
         """Record every request not yet in the ledger as planned, and mark every request ``specs`` names as part of
-        this run's plan (``planned_in``); returns how many were new."""
+        this run's plan (``planned_in``); returns how many were new. ``distinct``: ``specs`` name each key once
+        (as the runner's plan does), so in a ledger that held no requests none is looked up (3 s of a first plan
+        of a million rows)."""
         now = self._clock()
         before = self.total()
+        look_up = before > 0 or not distinct
         pending: list[tuple[Any, ...]] = []
         # Read once (a scan of the table): the run holds the folder's lock, so it is the only writer
         ords = itertools.count(int(self.db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM requests").fetchone()[0]))
@@ -475,7 +478,7 @@ class Ledger:
             with self._transaction():
                 # The new requests take the next places in order, without gaps for the ones the ledger holds
                 # already: so that a plan that passes over those (the rows a memo recalls) numbers alike.
-                known = self._known_keys([row[0] for row in pending])
+                known = self._known_keys([row[0] for row in pending]) if look_up else set()
                 self.db.executemany(
                     "INSERT INTO requests (key, submit_id, ord, job, source_file, source_row, sample, type, model, "
                     "resolution, params, estimated_credits, state, created_at, updated_at, run_id, planned_in) "
@@ -795,8 +798,10 @@ class PlanRows:
         # A first plan (or one of a ledger from before plan rows) has nothing to recall: no query per row then
         self.empty = db.execute("SELECT 1 FROM main.plan_rows LIMIT 1").fetchone() is None
         if write:
-            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS new_plan_rows (digest BLOB PRIMARY KEY, job TEXT, "
-                            "regions TEXT, models TEXT, keys TEXT) WITHOUT ROWID")
+            # Appended as they come, and copied in digest order: a digest is a hash, so inserting each into a
+            # keyed table lands all over it (a million rows: 6.3 s of a plan's 55 in SQLite, 2.7 s appended and sorted)
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS new_plan_rows (digest BLOB, job TEXT, "
+                            "regions TEXT, models TEXT, keys TEXT)")
 
     def recall(self, digest: bytes) -> KnownRow | None:
         if self.empty:
@@ -819,7 +824,7 @@ class PlanRows:
     def _flush(self) -> None:
         if self.pending:
             with Ledger._Tx(self.db):
-                self.db.executemany("INSERT OR REPLACE INTO temp.new_plan_rows VALUES (?, ?, ?, ?, ?)",
+                self.db.executemany("INSERT INTO temp.new_plan_rows VALUES (?, ?, ?, ?, ?)",
                                     self.pending)
             self.pending.clear()
 
@@ -827,5 +832,6 @@ class PlanRows:
         """Make the rows remembered recallable: call once the requests they made are all in the ledger."""
         self._flush()
         with Ledger._Tx(self.db):
-            self.db.execute("INSERT OR REPLACE INTO main.plan_rows SELECT * FROM temp.new_plan_rows")
+            self.db.execute("INSERT OR REPLACE INTO main.plan_rows SELECT * FROM temp.new_plan_rows "
+                            "ORDER BY digest")
             self.db.execute("DELETE FROM temp.new_plan_rows")

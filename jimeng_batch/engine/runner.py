@@ -410,7 +410,7 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
             if planned is None:
                 with ledger.planning():
                     rows = ledger.plan_rows(write=True)
-                    added = ledger.add_planned(_new_requests(manifest, config.shard, rows, ledger))
+                    added = ledger.add_planned(_new_requests(manifest, config.shard, rows, ledger), distinct=True)
                     rows.commit()
                 planned = {"fingerprint": fingerprint, "images": _image_records(manifest), "id": ledger.run_id}
             else:
