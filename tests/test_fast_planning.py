@@ -170,6 +170,16 @@ def _whole_way(manifest: Manifest) -> list[RequestSpec | Problem]:
     return out
 
 
+def _rows_file(tmp_path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    path = tmp_path / "rows.csv"
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    return path
+
+
 ROW_CELLS = {
     "prompt": st.sampled_from(["a cat", "a dog", "{x} cat", "a|b", "a \\| b", "ü 😀", "{", "x}", "100%"]),
     "model": st.sampled_from(["", "jimeng-4.0", "jimeng-3.0", "jimeng-9.9", "jimeng-video-3.0"]),
@@ -188,14 +198,34 @@ def test_rows_from_recipes_equal_rows_taken_the_whole_way(tmp_path: Path, column
                                                            data: st.DataObject) -> None:
     header = ["prompt", *columns]
     rows = data.draw(st.lists(st.tuples(*(ROW_CELLS[name] for name in header)), min_size=1, max_size=12))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    path = tmp_path / "rows.csv"
-    path.write_text(buffer.getvalue(), encoding="utf-8")
-    manifest = load_manifest(path)
+    manifest = load_manifest(_rows_file(tmp_path, header, rows))
     assert list(iter_requests(manifest)) == _whole_way(manifest)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(columns=st.lists(st.sampled_from(sorted(set(ROW_CELLS) - {"prompt"})), unique=True, max_size=4),
+       data=st.data())
+def test_a_runs_check_finds_what_a_counted_plan_finds(tmp_path: Path, columns: list[str],
+                                                      data: st.DataObject) -> None:
+    # A run checks with counting=False (rows of a seen shape not made into requests): the same problems, and the
+    # same regions, jobs and models, as the plan that counts every request
+    header = ["prompt", *columns]
+    rows = data.draw(st.lists(st.tuples(*(ROW_CELLS[name] for name in header)), min_size=1, max_size=12))
+    manifest = load_manifest(_rows_file(tmp_path, header, rows))
+    counted, checked = summarize(manifest), summarize(manifest, counting=False)
+    assert checked.problems == counted.problems and checked.more_problems == counted.more_problems
+    assert checked.regions == counted.regions and checked.region_jobs == counted.region_jobs
+    assert checked.needs_a_bogus() == counted.needs_a_bogus()
+
+
+def test_a_runs_check_makes_only_a_shapes_first_row_into_requests(tmp_path: Path) -> None:
+    rows = [(f"picture {i}", "jimeng-4.0" if i % 2 else "jimeng-3.0") for i in range(40)]
+    manifest = load_manifest(_rows_file(tmp_path, ["prompt", "model"], rows))
+    assert summarize(manifest).distinct == 40
+    checked = summarize(manifest, counting=False)
+    assert checked.distinct == 2 and checked.known_rows == 38 and not checked.problems
+    assert checked.known_models == {"jimeng-4.0", "jimeng-3.0"}  # told by the rows not made into requests
+    assert checked.region_jobs == {"cn": {"rows"}}
 
 
 def test_rows_of_a_seen_shape_take_the_shortcut(tmp_path: Path) -> None:

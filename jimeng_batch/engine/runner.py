@@ -376,7 +376,7 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
     if planned is None:
         # Check everything before anything is created: an invalid manifest leaves no output folder behind.
         with _earlier_rows(out_dir) as earlier:  # rows unchanged since the last plan: not checked again
-            summary = summarize(manifest, memo=earlier)
+            summary = summarize(manifest, memo=earlier, counting=False)
         if summary.problems:
             raise SchemaError(summary.problems)
         _refuse_unsupported(config, summary.needs_a_bogus())
