@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 from run_helpers import IMAGES, planned_folder, write_manifest
@@ -64,4 +65,31 @@ def test_a_page_holds_at_most_its_size(tmp_path: Path) -> None:
         assert fetched == [2, 2, 1]
     finally:
         ledger.db = real
+        ledger.close()
+
+
+def test_checking_the_files_does_not_hold_every_asset_row(tmp_path: Path) -> None:
+    # 60,000 files recorded (fetched whole, their rows alone were some 15 MB), two of them damaged
+    ledger = _ledger(tmp_path)
+    try:
+        keys = [row[0] for row in ledger.db.execute("SELECT key FROM requests ORDER BY ord")]
+        (tmp_path / "out" / "assets").mkdir(exist_ok=True)
+        for index, key in enumerate(keys):
+            (tmp_path / "out" / "assets" / f"{key}.png").write_bytes(b"x" * (index + 1))
+        rows = [(keys[i % len(keys)], i, f"assets/{keys[i % len(keys)]}.png", (i % len(keys)) + 1)
+                for i in range(60_000)]
+        rows[7] = (rows[7][0], 7, "assets/gone.png", 1)
+        rows[11] = (rows[11][0], 11, rows[11][2], 999)  # cut short
+        with ledger.db:
+            ledger.db.executemany("INSERT INTO assets (key, idx, kind, path, sha256, size, downloaded_at) VALUES "
+                                  "(?, ?, 'image', ?, 'x', ?, 0)", rows)
+        tracemalloc.start()
+        try:
+            damaged = ledger.verify_assets(tmp_path / "out")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert damaged == dict(sorted({rows[7][0]: 1, rows[11][0]: 1}.items()))
+        assert peak < 2 << 20
+    finally:
         ledger.close()

@@ -18,6 +18,7 @@ import functools
 import itertools
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -572,10 +573,13 @@ class Ledger:
         ``hashes`` (``--verify``) reads every file and compares its sha256 too.
         """
         damaged: Counter[str] = Counter()
-        for key, path, size, sha256 in self.db.execute("SELECT key, path, size, sha256 FROM assets").fetchall():
-            file = folder / path
+        base = os.fspath(folder)
+        # Streamed, not fetched whole (a folder of a million requests holds millions of files), and stat-ed by
+        # joined strings: building a Path for each was half the time of checking 100,000 files
+        for key, path, size, sha256 in self.db.execute("SELECT key, path, size, sha256 FROM assets"):
+            file = os.path.join(base, path)
             try:
-                ok = file.stat().st_size == size and (not hashes or file_sha256(file) == sha256)
+                ok = os.stat(file).st_size == size and (not hashes or file_sha256(Path(file)) == sha256)
             except OSError:
                 ok = False
             if not ok:
