@@ -170,6 +170,31 @@ def test_a_report_holds_one_batch_of_requests_at_a_time(folders: Path, monkeypat
     assert sum(sizes) == report.metrics["totalRequests"] == 9 and max(sizes) == 2
 
 
+def test_a_report_puts_the_processs_arrow_memory_pool_back(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report's batches are allocated by the system allocator (it gives memory back between batches); a program
+    that writes a report keeps its own pool afterwards, and gets it back when the report fails."""
+    own = pa.default_memory_pool().backend_name
+    assert own != "system"  # pyarrow's default (mimalloc or jemalloc) where the wheel has one
+    during: list[str] = []
+    build = results_module.results_columns
+
+    def recording(*args: Any) -> results_module.Columns:
+        during.append(pa.default_memory_pool().backend_name)
+        return build(*args)
+
+    monkeypatch.setattr(results_module, "results_columns", recording)
+    write_report(folders / "mixed", step_summary=False)
+    assert set(during) == {"system"} and pa.default_memory_pool().backend_name == own
+
+    def failing(*args: Any) -> results_module.Columns:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results_module, "results_columns", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(folders / "mixed", step_summary=False)
+    assert pa.default_memory_pool().backend_name == own
+
+
 def test_a_report_does_not_import_pandas_and_pandas_still_works_after(folders: Path) -> None:
     """A report never imports pandas (about a quarter of its memory), not even through pyarrow; and the same
     process can still use pandas with pyarrow afterwards: read the results, build the results table, convert a

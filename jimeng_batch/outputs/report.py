@@ -42,7 +42,7 @@ from jimeng_batch.outputs.results import (
     is_missing,
     iter_batches,
     run_rows,
-    use_system_allocator,
+    system_allocator,
 )
 
 if TYPE_CHECKING:
@@ -80,14 +80,13 @@ def write_report(out_dir: Path, *, step_summary: bool = True, title: str | None 
     One pass over the ledger, a batch of requests at a time: each batch is appended to the three results files
     and to the metrics' work table, and the first :data:`HTML_ROWS` requests and failures are kept for the pages;
     nothing else per request is held."""
-    use_system_allocator()
     arrow_without_pandas()
     db = connect(out_dir)
     try:
         runs = run_rows(db)
         builder = MetricsBuilder(db)
         shown = _Shown()
-        with _ResultFiles(out_dir) as files:
+        with system_allocator(), _ResultFiles(out_dir) as files:
             for batch in iter_batches(db):
                 files.add(batch)
                 builder.add(batch)

@@ -19,6 +19,7 @@ Stage timings come from the ledger's ``events`` (every state change with its tim
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.abc
 import importlib.metadata
@@ -147,11 +148,18 @@ _ASSET_LISTS = {"path": "asset_paths", "sha256": "asset_sha256", "size": "asset_
                 "fallback_reason": "asset_fallback_reasons"}
 
 
-def use_system_allocator() -> None:
-    """Have Arrow allocate with the system allocator: its default pool (mimalloc) keeps what a batch freed for
-    itself, some 15 MiB more at the peak of a report; glibc gives it back to the next batch."""
-    if pa.default_memory_pool().backend_name != "system":
-        pa.set_memory_pool(pa.system_memory_pool())
+@contextlib.contextmanager
+def system_allocator() -> Iterator[None]:
+    """Have Arrow allocate with the system allocator meanwhile: its default pool (mimalloc) keeps what a batch
+    freed for itself, some 15 MiB more at the peak of a report; glibc gives it back to the next batch. The pool
+    the process had is put back after, so a program that writes a report keeps its own (each buffer keeps the
+    pool it came from, so those made meanwhile are freed where they were allocated)."""
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
 
 
 class _HidePandas(importlib.abc.MetaPathFinder):
