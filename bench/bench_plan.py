@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_run import machine  # noqa: E402
+from bench_run import machine
 
 MODELS = ("jimeng-4.0", "jimeng-4.5", "jimeng-3.0")
 RATIOS = ("1:1", "16:9", "3:4", "4:3")
@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     options = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"{'rows':>9} {'summary s':>10} {'rows/s':>8} {'MiB':>5} {'x child':>8} {'plan s':>7} {'rows/s':>8} {'plan MiB':>9} {'read_csv s':>11} {'in-proc s':>10} "
+    print(f"{'rows':>9} {'summary s':>10} {'rows/s':>8} {'MiB':>5} {'x child':>8} {'plan s':>7} {'rows/s':>8} "
+          f"{'plan MiB':>9} {'read_csv s':>11} {'in-proc s':>10} "
           f"{'read_csv MiB':>13} {'x child':>8} {'x in-proc':>10} {'RSS ratio':>10} {'run plan s':>11} "
           f"{'run rows/s':>11} {'run MiB':>8}")
     with tempfile.TemporaryDirectory() as folder:
@@ -97,7 +98,8 @@ def main() -> None:
             in_process = read_csv_in_process(csv_path)
             run_s, run_rss = measure(["-c", RUN_PLANNING, str(csv_path), str(Path(folder) / f"run{rows}")])
             print(f"{rows:>9} {summary_s:>10.1f} {rows / summary_s:>8.0f} {summary_rss:>5.0f} "
-                  f"{summary_s / pandas_s:>7.1f}x {seconds:>7.1f} {rows / seconds:>8.0f} {rss:>9.0f} {pandas_s:>11.2f} {in_process:>10.3f} "
+                  f"{summary_s / pandas_s:>7.1f}x {seconds:>7.1f} {rows / seconds:>8.0f} {rss:>9.0f} "
+                  f"{pandas_s:>11.2f} {in_process:>10.3f} "
                   f"{pandas_rss:>13.0f} {seconds / pandas_s:>7.1f}x {seconds / in_process:>9.0f}x "
                   f"{rss / pandas_rss:>9.2f}x {run_s:>11.1f} {rows / run_s:>11.0f} {run_rss:>8.0f}")
 

@@ -49,7 +49,8 @@ class RecordingSleep:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def envelope(draft: dict[str, Any], submit_id: str, root_model: str, extend: dict[str, Any] | None = None) -> dict[str, Any]:
+def envelope(draft: dict[str, Any], submit_id: str, root_model: str,
+             extend: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "extend": extend if extend is not None else {"root_model": root_model, "template_id": ""},
         "submit_id": submit_id,

@@ -95,7 +95,7 @@ def test_run_results_and_metrics_from_a_script(tmp_path: Path) -> None:
 
 def test_run_rejects_options_it_does_not_know_or_cannot_use(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, IMAGES)
-    with pytest.raises(jb.ConfigError, match="unknown run option.*concurency"):
+    with pytest.raises(jb.ConfigError, match=r"unknown run option.*concurency"):
         jb.run(path, sim=True, out=tmp_path / "out", concurency=2)
     with pytest.raises(jb.ConfigError, match="budget must be a number of credits"):
         jb.run(path, sim=True, out=tmp_path / "out", budget=float("nan"))

@@ -37,14 +37,15 @@ def test_validate_ok_and_bad(write: Callable[..., Path], capsys: pytest.CaptureF
         pytest.param(["validate", "missing.yaml"], "missing.yaml: no such file", id="missing-file"),
         pytest.param(["validate", "notes.txt"], "notes.txt: unknown manifest type '.txt'; use .yaml, .yml, .csv or "
                                                 ".xlsx", id="unknown-suffix"),
-        pytest.param(["plan", "folder.yaml"], "Invalid value for 'FILE': File 'folder.yaml' is a directory.", id="folder"),
+        pytest.param(["plan", "folder.yaml"], "Invalid value for 'FILE': File 'folder.yaml' is a directory.",
+                     id="folder"),
     ],
 )
 def test_bad_files_exit_2_with_one_line(write: Callable[..., Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     write("notes.txt", "hello")
     (tmp_path / "folder.yaml").mkdir()
-    code, out, err = run_main(args, capsys)
+    code, _out, err = run_main(args, capsys)
     assert code == 2
     assert err.strip().endswith(message)
     assert "Traceback" not in err
@@ -214,7 +215,7 @@ def test_report_of_a_planned_only_folder_is_clean(write: Callable[..., Path], tm
 
 def test_every_example_job_validates(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
-    examples = sorted(str(p.relative_to(REPO)) for p in (REPO / "jobs").glob("*.yaml")) + ["jobs/prompts.csv"]
+    examples = [*sorted(str(p.relative_to(REPO)) for p in (REPO / "jobs").glob("*.yaml")), "jobs/prompts.csv"]
     code, out, err = run_main(["validate", *examples], capsys)
     assert code == 0, err
     assert out.count("ok: ") == len(examples) >= 6

@@ -105,9 +105,9 @@ def test_bad_values_are_config_errors(values: dict[str, Any], message: str) -> N
 
 def test_unknown_options_are_named(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, "jobs: [{type: image, prompt: a}]\n")
-    with pytest.raises(ConfigError, match="unknown run option.*polls_per_sec.*allowed: .*backoff_base"):
+    with pytest.raises(ConfigError, match=r"unknown run option.*polls_per_sec.*allowed: .*backoff_base"):
         configure(path, {"polls_per_sec": 3})
-    with pytest.raises(ConfigError, match="unknown run option.*nope"):
+    with pytest.raises(ConfigError, match=r"unknown run option.*nope"):
         RunConfig().replace(nope=1)
 
 

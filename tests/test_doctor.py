@@ -270,7 +270,8 @@ def test_untrusted_shapes_become_a_reason_for_that_token() -> None:
         "session is not known as alive)",
         f"could not read the balance of {token.label}: /commerce/v1/benefits/user_credit: malformed answer: "
         "data.credit: text, not an object",
-    ) + check.problems[2:]
+        *check.problems[2:],
+    )
     assert len(check.problems) == 3
     assert check.problems[2].startswith("could not check the protocol constants: /mweb/v1/get_common_config: HTTP 500")
 

@@ -70,7 +70,7 @@ CELLS = st.one_of(st.sampled_from(["", "a", "jimeng-4.0", "1:1|9:9", "2k", "abc"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(header=st.lists(st.sampled_from(FIELDS[:16] + ["var.x", "var.", "extra"]), min_size=1, max_size=5),
+@given(header=st.lists(st.sampled_from([*FIELDS[:16], "var.x", "var.", "extra"]), min_size=1, max_size=5),
        rows=st.lists(st.lists(CELLS, max_size=6), max_size=4))
 def test_random_spreadsheets_never_crash(tmp_path: Path, header: list[str], rows: list[list[str]]) -> None:
     buffer = io.StringIO()
@@ -93,7 +93,7 @@ def test_cell_cache_keeps_equal_values_of_different_types_apart() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(row=st.dictionaries(st.sampled_from(FIELDS[:16] + ["var.x"]), st.one_of(CELLS, st.integers(-5, 5),
+@given(row=st.dictionaries(st.sampled_from([*FIELDS[:16], "var.x"]), st.one_of(CELLS, st.integers(-5, 5),
                                                                               st.lists(CELLS, max_size=3)), max_size=5))
 def test_cell_by_cell_check_equals_the_whole_row_schema(row: dict[str, Any]) -> None:
     def locate(path: tuple[str | int, ...], is_key: bool) -> Location:

@@ -55,7 +55,8 @@ def charged(stats: dict[str, Any]) -> Counter[str]:
 
 MANY = """
     jobs:
-      - {name: many, type: image, resolution: 1k, prompt: "picture {n}", vars: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}}
+      - {name: many, type: image, resolution: 1k, prompt: "picture {n}",
+         vars: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}}
 """
 
 

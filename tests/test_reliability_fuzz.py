@@ -381,9 +381,9 @@ Table = list[list[Any]]
 
 @st.composite
 def valid_table(draw: st.DrawFn) -> Table:
-    columns = ["prompt"] + draw(st.lists(st.sampled_from(["model", "ratio", "resolution", "count", "seed",
-                                                          "sample_strength", "negative_prompt", "var.thing"]),
-                                         max_size=4, unique=True))
+    columns = ["prompt", *draw(st.lists(st.sampled_from(["model", "ratio", "resolution", "count", "seed",
+                                                         "sample_strength", "negative_prompt", "var.thing"]),
+                                        max_size=4, unique=True))]
     columns = draw(st.permutations(columns))
     rows: Table = []
     for number in range(draw(st.integers(1, 5))):
@@ -392,7 +392,7 @@ def valid_table(draw: st.DrawFn) -> Table:
             if column == "prompt":
                 value: Any = f"{draw(PROMPTS)} {number}" + (" {thing}" if "var.thing" in columns else "")
             elif column == "model":
-                value = draw(st.sampled_from(IMAGE_MODELS + ["jimeng-4.0|jimeng-4.1", ""]))
+                value = draw(st.sampled_from([*IMAGE_MODELS, "jimeng-4.0|jimeng-4.1", ""]))
             elif column == "ratio":
                 value = draw(st.sampled_from(["1:1", "16:9|9:16", ""]))
             elif column == "resolution":
@@ -415,7 +415,8 @@ def valid_table(draw: st.DrawFn) -> Table:
 
 
 COLUMN_TYPOS = {"prompt": "promt", "model": "modle", "ratio": "raito", "resolution": "res", "count": "counts",
-                "seed": "Seed ", "sample_strength": "strength", "negative_prompt": "negative", "var.thing": "vars.thing"}
+                "seed": "Seed ", "sample_strength": "strength", "negative_prompt": "negative",
+                "var.thing": "vars.thing"}
 BAD_CELLS: dict[str, list[Any]] = {
     "count": ["two", "0", "-1", "1.5", "1e999", "99999999999999999999", "9" * 5000, True, 2.5,
               datetime.datetime(2024, 1, 2)],

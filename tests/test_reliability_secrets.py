@@ -166,7 +166,8 @@ def test_no_token_in_files_logs_messages_or_status(workspace: Path) -> None:
         env = cli_env(JIMENG_SESSIONID=f"{TOKEN_B},{bad}")
         done = run_cli_process(["run", manifest, "--out", str(workspace / "bad"), "--base-url", "http://127.0.0.1:9",
                                 "--quiet"], env)
-        assert done.returncode == 2 and done.stderr.startswith(f"JIMENG_SESSIONID: token 2 ({TOKEN_A[:4]}…("), done.stderr
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"JIMENG_SESSIONID: token 2 ({TOKEN_A[:4]}…("), done.stderr
         printed.extend([done.stdout, done.stderr])
     assert not (workspace / "bad").exists()
 

@@ -20,9 +20,9 @@ from run_helpers import (
     write_manifest,
 )
 
-from jimeng_batch.engine.states import State as states
 from jimeng_batch.engine.cache import ResultCache
 from jimeng_batch.engine.executor import Executor
+from jimeng_batch.engine.states import State as states
 
 
 def charged_once(stats: dict) -> None:  # type: ignore[type-arg]
@@ -318,7 +318,7 @@ def test_record_not_found_shortly_after_submit_is_pending(tmp_path: Path, kind: 
     with simulator(faults={"not_found_after_submit_s": 0.05}) as server:
         run = drive(manifest, server, out=tmp_path / "out", options=fast_options(poll_interval=0.02))
     assert run.result.counts == {"downloaded": 1}
-    assert list(run.column("polls").values())[0] > 1  # the first polls found nothing, and that was not an error
+    assert next(iter(run.column("polls").values())) > 1  # the first polls found nothing, and that was not an error
 
 
 def test_a_truncated_or_missing_asset_is_downloaded_again(tmp_path: Path) -> None:
@@ -342,7 +342,7 @@ def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path
     from jimeng_batch.errors import ConfigError
 
     (tmp_path / "blocker").write_text("a file where the folder should be")
-    with pytest.raises(ConfigError, match="cannot create a folder here .*Not a directory.*choose a folder you can "
+    with pytest.raises(ConfigError, match=r"cannot create a folder here .*Not a directory.*choose a folder you can "
                                           "write"):
         Ledger.in_folder(tmp_path / "blocker" / "out")
     with pytest.raises(ConfigError, match="is a file; --out must name a folder"):

@@ -54,7 +54,7 @@ def test_shards_partition_the_requests(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, ROWS % ", ".join(f"t{i}" for i in range(40)))
     everything = keys(path)
     parts = [keys(path, Shard(k, 3)) for k in (1, 2, 3)]
-    assert sorted(sum(parts, [])) == sorted(everything)
+    assert sorted(key for part in parts for key in part) == sorted(everything)
     assert all(parts), "forty keys and not one in some shard: the hash is not spreading them"
     for part in parts:  # each shard keeps plan order
         assert part == [key for key in everything if key in set(part)]
@@ -106,7 +106,8 @@ def test_a_shard_is_remembered_by_resume(tmp_path: Path, capsys: pytest.CaptureF
     db = sqlite3.connect(tmp_path / "out" / "ledger.sqlite")
     try:
         stored = [row[0] for row in db.execute("SELECT key FROM requests ORDER BY ord")]
-        shards = [json.loads(row[0])["config"].get("shard") for row in db.execute("SELECT options FROM runs ORDER BY id")]
+        options = db.execute("SELECT options FROM runs ORDER BY id")
+        shards = [json.loads(row[0])["config"].get("shard") for row in options]
     finally:
         db.close()
     assert stored == keys(path, Shard(2, 2)) and shards == ["2/2", "2/2"]

@@ -155,7 +155,7 @@ def test_the_upload_flow_is_signed_and_carries_the_crc() -> None:
 
     image = asyncio.run(main())
     assert image.uri == "tos-x/1" and (image.width, image.height) == (4, 3)  # type: ignore[attr-defined]
-    token_call, apply, put, commit = seen
+    _token_call, apply, put, commit = seen
     assert apply.url.host == "imagex.example" and apply.method == "GET"
     assert apply.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AK/20231114/cn-north-1/imagex/")
     assert "SignedHeaders=x-amz-date;x-amz-security-token," in apply.headers["authorization"]

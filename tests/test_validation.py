@@ -88,7 +88,8 @@ CASES = [
                  ["m.yaml:4:11: seed does not apply to image_to_image jobs (it is for image and video jobs)"],
                  id="blend-takes-no-seed"),
     pytest.param("jobs: []\n", ["m.yaml:1:7: jobs: the list must have at least 1 item(s)"], id="no-jobs"),
-    pytest.param("jobs:\n  - type: image_to_image\n    prompt: a\n    references:\n      - {image: a.png, uri: tos-x}\n",
+    pytest.param("jobs:\n  - type: image_to_image\n    prompt: a\n    references:\n"
+                 "      - {image: a.png, uri: tos-x}\n",
                  ["m.yaml:5:9: jobs[1].references[1]: give either `image` or `uri`, not both"],
                  id="reference-image-and-uri"),
     pytest.param("cache: {ttl: sometimes}\njobs:\n  - {type: image, prompt: a}\n",
