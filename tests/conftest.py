@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import textwrap
 from collections.abc import Callable, Iterator
@@ -98,3 +99,12 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         raise SystemExit(0)
     out, err = capsys.readouterr()
     return int(exit_info.value.code or 0), out, err
+
+
+def csv_file(path: Path, header: list[str], rows: list[list[str]] | list[tuple[str, ...]]) -> Path:
+    """``path`` written as a CSV of ``header`` and ``rows``, quoted the way spreadsheet programs do."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import png
+from conftest import csv_file, png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -170,16 +168,6 @@ def _whole_way(manifest: Manifest) -> list[RequestSpec | Problem]:
     return out
 
 
-def _rows_file(tmp_path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    path = tmp_path / "rows.csv"
-    path.write_text(buffer.getvalue(), encoding="utf-8")
-    return path
-
-
 ROW_CELLS = {
     "prompt": st.sampled_from(["a cat", "a dog", "{x} cat", "a|b", "a \\| b", "ü 😀", "{", "x}", "100%"]),
     "model": st.sampled_from(["", "jimeng-4.0", "jimeng-3.0", "jimeng-9.9", "jimeng-video-3.0"]),
@@ -191,27 +179,29 @@ ROW_CELLS = {
 }
 
 
+@st.composite
+def sheets(draw: st.DrawFn) -> tuple[list[str], list[tuple[str, ...]]]:
+    """A prompt column and up to four others, and up to 12 rows of their cells."""
+    header = ["prompt", *draw(st.lists(st.sampled_from(sorted(set(ROW_CELLS) - {"prompt"})), unique=True,
+                                       max_size=4))]
+    return header, draw(st.lists(st.tuples(*(ROW_CELLS[name] for name in header)), min_size=1, max_size=12))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(columns=st.lists(st.sampled_from(sorted(set(ROW_CELLS) - {"prompt"})), unique=True, max_size=4),
-       data=st.data())
-def test_rows_from_recipes_equal_rows_taken_the_whole_way(tmp_path: Path, columns: list[str],
-                                                           data: st.DataObject) -> None:
-    header = ["prompt", *columns]
-    rows = data.draw(st.lists(st.tuples(*(ROW_CELLS[name] for name in header)), min_size=1, max_size=12))
-    manifest = load_manifest(_rows_file(tmp_path, header, rows))
+@given(sheet=sheets())
+def test_rows_from_recipes_equal_rows_taken_the_whole_way(tmp_path: Path,
+                                                           sheet: tuple[list[str], list[tuple[str, ...]]]) -> None:
+    manifest = load_manifest(csv_file(tmp_path / "rows.csv", *sheet))
     assert list(iter_requests(manifest)) == _whole_way(manifest)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(columns=st.lists(st.sampled_from(sorted(set(ROW_CELLS) - {"prompt"})), unique=True, max_size=4),
-       data=st.data())
-def test_a_runs_check_finds_what_a_counted_plan_finds(tmp_path: Path, columns: list[str],
-                                                      data: st.DataObject) -> None:
+@given(sheet=sheets())
+def test_a_runs_check_finds_what_a_counted_plan_finds(tmp_path: Path,
+                                                      sheet: tuple[list[str], list[tuple[str, ...]]]) -> None:
     # A run checks with counting=False (rows of a seen shape not made into requests): the same problems, and the
     # same regions, jobs and models, as the plan that counts every request
-    header = ["prompt", *columns]
-    rows = data.draw(st.lists(st.tuples(*(ROW_CELLS[name] for name in header)), min_size=1, max_size=12))
-    manifest = load_manifest(_rows_file(tmp_path, header, rows))
+    manifest = load_manifest(csv_file(tmp_path / "rows.csv", *sheet))
     counted, checked = summarize(manifest), summarize(manifest, counting=False)
     assert checked.problems == counted.problems and checked.more_problems == counted.more_problems
     assert checked.regions == counted.regions and checked.region_jobs == counted.region_jobs
@@ -220,7 +210,7 @@ def test_a_runs_check_finds_what_a_counted_plan_finds(tmp_path: Path, columns: l
 
 def test_a_runs_check_makes_only_a_shapes_first_row_into_requests(tmp_path: Path) -> None:
     rows = [(f"picture {i}", "jimeng-4.0" if i % 2 else "jimeng-3.0") for i in range(40)]
-    manifest = load_manifest(_rows_file(tmp_path, ["prompt", "model"], rows))
+    manifest = load_manifest(csv_file(tmp_path / "rows.csv", ["prompt", "model"], rows))
     assert summarize(manifest).distinct == 40
     checked = summarize(manifest, counting=False)
     assert checked.distinct == 2 and checked.known_rows == 38 and not checked.problems

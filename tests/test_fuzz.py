@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
 import yaml
+from conftest import csv_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,13 +72,7 @@ CELLS = st.one_of(st.sampled_from(["", "a", "jimeng-4.0", "1:1|9:9", "2k", "abc"
 @given(header=st.lists(st.sampled_from([*FIELDS[:16], "var.x", "var.", "extra"]), min_size=1, max_size=5),
        rows=st.lists(st.lists(CELLS, max_size=6), max_size=4))
 def test_random_spreadsheets_never_crash(tmp_path: Path, header: list[str], rows: list[list[str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    path = tmp_path / "s.csv"
-    path.write_text(buffer.getvalue(), encoding="utf-8")
-    check(path)
+    check(csv_file(tmp_path / "s.csv", header, rows))
 
 
 def test_cell_cache_keeps_equal_values_of_different_types_apart() -> None:
