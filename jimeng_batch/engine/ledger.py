@@ -276,6 +276,12 @@ class QueueSight:
     forecast_queue_seconds: float | None  # forecast_cost_time.forecast_queue_cost
 
 
+def _cannot_write(path: Path, exc: sqlite3.OperationalError, lost: str = "") -> LedgerError:
+    """The error of a failed write (disk full, read-only folder); ``lost``: what it leaves unwritten."""
+    return LedgerError(f"{path}: cannot write the ledger ({exc}); {lost}what was recorded before is kept, and the "
+                       "run can be resumed once the folder is writable")
+
+
 def _writes(method: Callable[..., T]) -> Callable[..., T]:
     """Turn a failed write (disk full, read-only folder) into a LedgerError that says so."""
 
@@ -284,8 +290,7 @@ def _writes(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.OperationalError as exc:
-            raise LedgerError(f"{self.path}: cannot write the ledger ({exc}); what was recorded before is kept, "
-                              "and the run can be resumed once the folder is writable") from exc
+            raise _cannot_write(self.path, exc) from exc
 
     return wrapper
 
@@ -417,9 +422,7 @@ class Ledger:
                 yield
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError as exc:
-            raise LedgerError(f"{self.path}: cannot write the ledger ({exc}); the plan was not written, what was "
-                              "recorded before it is kept, and the run can be resumed once the folder is "
-                              "writable") from exc
+            raise _cannot_write(self.path, exc, "the plan was not written; ") from exc
 
     # -- runs ----------------------------------------------------------------------------------------------------
 
