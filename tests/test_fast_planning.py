@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import csv_file, png
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from jimeng_batch.errors import Location, Problem
-from jimeng_batch.intake.expand import expand
+from jimeng_batch.intake.expand import Recipe, expand
 from jimeng_batch.intake.manifest import Manifest, Template, load_manifest
 from jimeng_batch.intake.plan import (
     PlanLines,
@@ -26,11 +27,12 @@ from jimeng_batch.intake.plan import (
     plan_web_id,
     summarize,
 )
-from jimeng_batch.intake.schema import ROW_SCHEMA, compile_check, load_schema, validate, validate_row
+from jimeng_batch.intake.schema import MANIFEST_SCHEMA, ROW_SCHEMA, compile_check, load_schema, validate, validate_row
+from jimeng_batch.intake.sharding import parse_shard
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.drafts import build_request
 from jimeng_batch.protocol.json_template import JsonTemplate, slot
-from jimeng_batch.protocol.request_spec import RequestSpec
+from jimeng_batch.protocol.request_spec import RequestSpec, Source
 
 ROW = load_schema(ROW_SCHEMA)
 COLUMNS = [*ROW["properties"], "var.x"]
@@ -54,6 +56,12 @@ def _schema(column: str) -> Any:
     if column in ROW["properties"]:
         return ROW["properties"][column]
     return next(iter(ROW["patternProperties"].values()))
+
+
+@pytest.mark.parametrize("name", [MANIFEST_SCHEMA, ROW_SCHEMA])
+def test_the_shipped_schemas_are_valid_json_schemas(name: str) -> None:
+    # Checked here rather than at every start of the tool
+    Draft202012Validator.check_schema(load_schema(name))
 
 
 def test_every_column_of_the_row_schema_compiles() -> None:
@@ -206,6 +214,47 @@ def test_a_runs_check_finds_what_a_counted_plan_finds(tmp_path: Path,
     assert checked.problems == counted.problems and checked.more_problems == counted.more_problems
     assert checked.regions == counted.regions and checked.region_jobs == counted.region_jobs
     assert checked.needs_a_bogus() == counted.needs_a_bogus()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sheet=sheets(), shard=st.sampled_from([None, "1/2", "2/2", "2/3"]))
+def test_a_tallied_summary_counts_what_the_requests_count(tmp_path: Path,
+                                                         sheet: tuple[list[str], list[tuple[str, ...]]],
+                                                         shard: str | None) -> None:
+    # A summary tallies the keys of rows of a seen shape (no requests built); a callback makes it build every
+    # request: the same counts, credits, images, regions and problems, in any shard
+    manifest = load_manifest(csv_file(tmp_path / "rows.csv", *sheet))
+    chosen = None if shard is None else parse_shard(shard)
+    tallied, built = summarize(manifest, shard=chosen), summarize(manifest, lambda spec: None, shard=chosen)
+    assert tallied.as_dict() == built.as_dict()
+    assert tallied.problems == built.problems and tallied.region_jobs == built.region_jobs
+
+
+def test_a_summary_builds_requests_only_for_a_shapes_first_row(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [(f"picture {i}", "jimeng-4.0" if i % 2 else "jimeng-3.0", "2") for i in range(40)]
+    manifest = load_manifest(csv_file(tmp_path / "rows.csv", ["prompt", "model", "count"], rows))
+    built: list[RequestSpec] = []
+    digests: list[bytes] = []
+    specs, tallied = Recipe.specs, Recipe.digests
+
+    def counted_specs(recipe: Recipe, prompt: str, source: Source) -> Any:
+        for spec in specs(recipe, prompt, source):
+            built.append(spec)
+            yield spec
+
+    def counted_digests(recipe: Recipe, prompt: str) -> list[bytes]:
+        digests.extend(tallied(recipe, prompt))
+        return digests[-recipe.count:]
+
+    monkeypatch.setattr(Recipe, "specs", counted_specs)
+    monkeypatch.setattr(Recipe, "digests", counted_digests)
+    summary = summarize(manifest)
+    assert summary.distinct == summary.requests == 80
+    assert len(digests) == 76  # 38 rows of two samples, tallied
+    assert len({spec.key for spec in built}) == 4  # two shapes' first rows, and what each shape adds (one spec)
+    every = [bytes.fromhex(spec.key) for spec in iter_requests(manifest)]
+    assert set(digests) == set(every[4:])  # the tallied keys are the requests' own
 
 
 def test_a_runs_check_makes_only_a_shapes_first_row_into_requests(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # the C escaper json.dumps uses
 from typing import Any
 
 from jimeng_batch.errors import Problem
@@ -33,6 +34,7 @@ from jimeng_batch.protocol.request_spec import ImageInput, RequestSpec, Source
 # Bump when the canonical form changes: it changes every key, so old ledgers and caches no longer match.
 KEY_VERSION = 1
 KEY_HEX_CHARS = 32
+KEY_BYTES = KEY_HEX_CHARS // 2
 # The namespace of submit_ids: uuid5(namespace, key).
 SUBMIT_ID_NAMESPACE = uuid.UUID("6f1f3c0e-8d0a-5b57-9a43-6a696d656e67")
 
@@ -157,25 +159,38 @@ class Recipe:
     fields: dict[str, Any]  # the RequestSpec fields that are not the prompt's or the sample's
     count: int
     given_seed: Any
-    # The canonical text of the key's input with slots for the prompt and the sample (see :meth:`reused`)
-    key_text: JsonTemplate | None = None
+    # The canonical text of the key's input as a %-format of two values, the prompt as JSON and the sample (see
+    # :meth:`reused`); None: each key is serialised in full
+    key_format: str | None = None
 
     def reused(self) -> Recipe:
-        """This recipe, made ready to be used for many prompts: the key's canonical text is cut once, then only
-        filled in (the text it gives is checked against the canonical form once; None of it if it differs)."""
+        """This recipe, made ready to be used for many prompts: the key's canonical text is cut once at the prompt
+        and the sample, then only filled in (the text it gives is checked against the canonical form once; not
+        used if it differs)."""
         marked = canonical_json({"v": KEY_VERSION, **self.params, "prompt": slot("prompt"), "sample": slot("sample")})
         if "@@" not in canonical_json(self.params):  # no marker of the user's own to be taken for a slot
             template = JsonTemplate(marked)
-            sample = {"v": KEY_VERSION, **self.params, "sample": 0}
-            if template.fill({"prompt": self.params["prompt"], "sample": 0}) == canonical_json(sample):
-                self.key_text = template
+            # Sorted keys put the prompt before the sample, each once and at the top level: two plain values
+            if template.places == [("prompt", "", 1), ("sample", "", 1)]:
+                sample = {"v": KEY_VERSION, **self.params, "sample": 0}
+                if template.format % (encode_basestring(self.params["prompt"]), 0) == canonical_json(sample):
+                    self.key_format = template.format
         return self
 
     def _key(self, params: dict[str, Any], prompt: str, sample: int) -> tuple[str, str]:
-        if self.key_text is None:
+        if self.key_format is None:
             return request_key({**params, "sample": sample})
-        digest = hashlib.sha256(self.key_text.fill({"prompt": prompt, "sample": sample}).encode("utf-8")).hexdigest()
+        digest = hashlib.sha256((self.key_format % (encode_basestring(prompt), sample)).encode("utf-8")).hexdigest()
         return digest[:KEY_HEX_CHARS], digest
+
+    def digests(self, prompt: str) -> list[bytes]:
+        """The keys of :meth:`specs` (``prompt``) as their 16 bytes, without the requests: what counting needs."""
+        if self.key_format is None:
+            params = self.params | {"prompt": prompt}
+            return [bytes.fromhex(self._key(params, prompt, sample)[0]) for sample in range(self.count)]
+        text, key_format = encode_basestring(prompt), self.key_format
+        return [hashlib.sha256((key_format % (text, sample)).encode("utf-8")).digest()[:KEY_BYTES]
+                for sample in range(self.count)]
 
     def specs(self, prompt: str, source: Source) -> Iterator[RequestSpec]:
         params = self.params if prompt == self.params["prompt"] else self.params | {"prompt": prompt}

@@ -34,17 +34,20 @@ def iter_requests(manifest: Manifest, shard: Shard | None = None) -> Iterator[Re
     """Every request of the manifest (of ``shard`` only, if given), in order, or the problems found on the way
     (duplicates included)."""
     for item in iter_planned(manifest, shard):
-        assert not isinstance(item, KnownRow)  # only with a memo
+        assert not isinstance(item, KnownRow | Tallied)  # only with a memo, or when tallying
         yield item
 
 
 def iter_planned(manifest: Manifest, shard: Shard | None = None, memo: RowMemo | None = None,
-                 remember: bool = False, counting: bool = True) -> Iterator[RequestSpec | Problem | KnownRow]:
+                 remember: bool = False, counting: bool = True, tally: bool = False
+                 ) -> Iterator[RequestSpec | Problem | KnownRow | Tallied]:
     """Like :func:`iter_requests`, with the spreadsheet rows ``memo`` recalls given as :class:`KnownRow` (their
     requests are in the ledger already) instead of being checked and expanded again; ``remember``: each row
     planned anew that could be recalled next time is told to the memo; ``counting=False``: a row of a shape
-    already made is given as a :class:`KnownRow` without keys, where its requests go (see :class:`RowShortcut`)."""
-    for item in manifest.items(RowShortcut(manifest, memo, remember, counting)):
+    already made is given as a :class:`KnownRow` without keys, where its requests go (see :class:`RowShortcut`);
+    ``tally``: a row of a shape already made is given as :class:`Tallied` (its keys, no requests), which ``shard``
+    does not filter."""
+    for item in manifest.items(RowShortcut(manifest, memo, remember, counting, tally)):
         if isinstance(item, Template):
             for expanded in expand(item, manifest.settings):
                 if shard is None or not isinstance(expanded, RequestSpec) or shard.contains(expanded.key):
@@ -65,6 +68,31 @@ class KnownRow:
     regions: tuple[str, ...]
     models: tuple[str, ...]
     keys: tuple[str, ...]  # every request of the row, whatever the shard
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What each request of one recipe adds to a plan's counts, besides its key."""
+
+    group: tuple[str, str, str]  # type, model, resolution
+    region: str
+    job: str
+    credits: float
+    images: int | None  # None for video
+
+    @classmethod
+    def of(cls, spec: RequestSpec) -> Share:
+        return cls((spec.type, spec.model, spec.resolution), spec.region, spec.source.job, spec.estimated_credits,
+                   spec.expected_images)
+
+
+@dataclass(frozen=True, slots=True)
+class Tallied:
+    """The requests one recipe makes of a spreadsheet row, for counting: their keys (16 bytes each) and what each
+    adds. A count needs no more, and building every request was most of a summary's time."""
+
+    share: Share
+    digests: list[bytes]
 
 
 class RowMemo(Protocol):
@@ -113,9 +141,13 @@ class RowShortcut:
     """
 
     def __init__(self, manifest: Manifest, memo: RowMemo | None = None, remember: bool = False,
-                 counting: bool = True) -> None:
+                 counting: bool = True, tally: bool = False) -> None:
         self.manifest = manifest
         self.recipes: dict[tuple[Any, ...], list[Recipe] | None] = {}
+        # tally: a row of a shape seen is given as its keys and its recipes' shares (Tallied), for a count
+        self.tally = tally
+        self.shares: dict[tuple[Any, ...], list[Share]] = {}
+        self.variables: dict[tuple[str, ...], bool] = {}  # by a row's column names: whether one is a variable
         # counting=False: only whether rows pass and where their requests go are wanted (a run's check before it
         # plans), so a row of a shape seen is not made into requests: it is told as its shape's first row's
         # regions and models, which it shares (a fifth of a check pass's time)
@@ -125,7 +157,8 @@ class RowShortcut:
         self.remember = remember
         self.jobs: dict[int, bytes | None] = {}  # job index -> its digest
 
-    def __call__(self, job: JobDef, row: SheetRow, shown: str) -> Iterable[RequestSpec | Problem | KnownRow]:
+    def __call__(self, job: JobDef, row: SheetRow, shown: str
+                 ) -> Iterable[RequestSpec | Problem | KnownRow | Tallied]:
         if self.memo is None:
             return self._made(job, row, shown)
         if job.index not in self.jobs:
@@ -144,13 +177,16 @@ class RowShortcut:
                                                 tuple(sorted({s.model for s in specs})), tuple(s.key for s in specs)))
         return made
 
-    def _made(self, job: JobDef, row: SheetRow, shown: str) -> Iterable[RequestSpec | Problem | KnownRow]:
+    def _made(self, job: JobDef, row: SheetRow, shown: str
+              ) -> Iterable[RequestSpec | Problem | KnownRow | Tallied]:
         """The row's requests (or problems), by its shape's recipes where it can."""
         cells = row.cells
         prompt = cells.get("prompt")
-        if prompt is None or not _PLAIN_PROMPT.fullmatch(prompt) or any(n.startswith(VAR_COLUMN_PREFIX) for n in cells):
+        if prompt is None or not _PLAIN_PROMPT.fullmatch(prompt) or self._has_variables(cells):
             return self._whole_way(job, row, shown, None)
-        shape = (job.index, *(item for item in cells.items() if item[0] != "prompt"))
+        rest = cells.copy()
+        del rest["prompt"]
+        shape = (job.index, *rest.items())
         if shape not in self.recipes:
             found: list[Recipe] = []
             made = list(self._whole_way(job, row, shown, found))
@@ -158,8 +194,12 @@ class RowShortcut:
                 forgotten = next(iter(self.recipes))
                 del self.recipes[forgotten]
                 self.where.pop(forgotten, None)
+                self.shares.pop(forgotten, None)
             clean = found and all(isinstance(i, RequestSpec) for i in made)
             self.recipes[shape] = [recipe.reused() for recipe in found] if clean else None
+            if clean and self.tally and all(recipe.count > 0 for recipe in found):
+                source = Source(self.manifest.display, job.name, job.index, row.number)
+                self.shares[shape] = [Share.of(next(iter(recipe.specs(prompt, source)))) for recipe in found]
             if clean and not self.counting:
                 specs = [item for item in made if isinstance(item, RequestSpec)]
                 self.where[shape] = KnownRow(job.name, tuple(sorted({s.region for s in specs})),
@@ -170,8 +210,21 @@ class RowShortcut:
             return self._whole_way(job, row, shown, None)
         if not self.counting:
             return [self.where[shape]]
+        if self.tally and shape in self.shares:
+            return [Tallied(share, recipe.digests(prompt)) for recipe, share in zip(recipes, self.shares[shape],
+                                                                                     strict=True)]
         source = Source(self.manifest.display, job.name, job.index, row.number)
         return [spec for recipe in recipes for spec in recipe.specs(prompt, source)]
+
+    def _has_variables(self, cells: dict[str, str]) -> bool:
+        """Whether a row has a template variable cell (rows share a few sets of column names: worked out once each)."""
+        names = tuple(cells)
+        found = self.variables.get(names)
+        if found is None:
+            if len(self.variables) >= MAX_ROW_SHAPES:
+                self.variables.clear()
+            found = self.variables[names] = any(name.startswith(VAR_COLUMN_PREFIX) for name in names)
+        return found
 
     def _whole_way(self, job: JobDef, row: SheetRow, shown: str,
                    recipes: list[Recipe] | None) -> Iterator[RequestSpec | Problem]:
@@ -223,6 +276,21 @@ class PlanSummary:
     # Rows a memo recalled (their requests are in the ledger, and not counted above), and their models.
     known_rows: int = 0
     known_models: set[str] = field(default_factory=set)
+
+    def count(self, share: Share) -> None:
+        """One more distinct request."""
+        self.distinct += 1
+        group, region, credits = share.group, share.region, share.credits
+        self.groups[group] += 1
+        self.group_credits[group] = self.group_credits.get(group, 0.0) + credits
+        self.estimated_credits += credits
+        self.region_requests[region] += 1
+        self.region_jobs.setdefault(region, set()).add(share.job)
+        self.region_credits[region] = self.region_credits.get(region, 0.0) + credits
+        if share.images is not None:
+            self.images += share.images
+            self.image_credits += credits
+            self.group_images[group] = self.group_images.get(group, 0) + share.images
 
     @property
     def regions(self) -> list[str]:
@@ -283,7 +351,18 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
                           len(manifest.jobs))
     seen: set[bytes] = set()
     reported: set[Problem] = set()  # rows inheriting the same job field repeat that field's problem
-    for item in iter_planned(manifest, shard, memo, counting=counting):
+    # Without a memo or a callback, rows of a shape seen come as their keys (Tallied): the same counts, faster
+    tally = counting and on_request is None and memo is None
+    for item in iter_planned(manifest, shard, memo, counting=counting, tally=tally):
+        if isinstance(item, Tallied):
+            for digest in item.digests:
+                if shard is not None and not shard.contains_digest(digest):
+                    continue
+                summary.requests += 1
+                if digest not in seen:
+                    seen.add(digest)
+                    summary.count(item.share)
+            continue
         if isinstance(item, KnownRow):  # in the ledger already: only where it goes and with what model counts
             summary.known_rows += 1
             summary.known_models.update(item.models)
@@ -305,19 +384,7 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
         if digest in seen:
             continue
         seen.add(digest)
-        summary.distinct += 1
-        group = (item.type, item.model, item.resolution)
-        summary.groups[group] += 1
-        summary.group_credits[group] = summary.group_credits.get(group, 0.0) + item.estimated_credits
-        summary.estimated_credits += item.estimated_credits
-        summary.region_requests[item.region] += 1
-        summary.region_jobs.setdefault(item.region, set()).add(item.source.job)
-        summary.region_credits[item.region] = summary.region_credits.get(item.region, 0.0) + item.estimated_credits
-        images = item.expected_images
-        if images is not None:
-            summary.images += images
-            summary.image_credits += item.estimated_credits
-            summary.group_images[group] = summary.group_images.get(group, 0) + images
+        summary.count(Share.of(item))
         if on_request is not None and not summary.problems:
             on_request(item)
     local = manifest.local_images()

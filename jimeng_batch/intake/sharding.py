@@ -27,6 +27,10 @@ class Shard:
         """Whether the request with this key belongs to this shard."""
         return int(key[:16], 16) % self.count == self.index - 1
 
+    def contains_digest(self, digest: bytes) -> bool:
+        """:meth:`contains` of a key given as its bytes (its first 8 are the 16 hex digits above)."""
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 

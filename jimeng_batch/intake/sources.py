@@ -308,18 +308,20 @@ def iter_sheet(path: Path) -> Iterator[SheetRow]:
     if header is None:
         return
     names = [name.strip() for name in header]
+    width = len(names)
+    blank_names = not all(names)
     for offset, values in enumerate(rows):
-        cells = {
-            names[i]: value.strip()
-            for i, value in enumerate(values)
-            if i < len(names) and names[i] and value is not None and value.strip() != ""
-        }
-        extra = [v for v in values[len(names):] if v is not None and v.strip()]
-        if extra:
-            cells["\0extra"] = str(len(extra))  # reported as a located problem by the row checks
-        unnamed = [v for name, v in zip(names, values, strict=False) if not name and v is not None and v.strip()]
-        if unnamed:  # a value under a blank header cell would otherwise be dropped without a word
-            cells["\0unnamed"] = str(len(unnamed))
+        # zip stops at the header's width: cells past it are counted below
+        cells = {name: text for name, value in zip(names, values, strict=False)
+                 if name and value is not None and (text := value.strip())}
+        if len(values) > width:
+            extra = [v for v in values[width:] if v is not None and v.strip()]
+            if extra:
+                cells["\0extra"] = str(len(extra))  # reported as a located problem by the row checks
+        if blank_names:
+            unnamed = [v for name, v in zip(names, values, strict=False) if not name and v is not None and v.strip()]
+            if unnamed:  # a value under a blank header cell would otherwise be dropped without a word
+                cells["\0unnamed"] = str(len(unnamed))
         if cells:
             yield SheetRow(offset + 2, cells)
 
