@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from jimeng_batch.errors import Location, Problem
+from jimeng_batch.intake import sources
 from jimeng_batch.intake.expand import Recipe, expand
 from jimeng_batch.intake.manifest import Manifest, Template, load_manifest
 from jimeng_batch.intake.plan import (
@@ -177,8 +179,9 @@ def _whole_way(manifest: Manifest) -> list[RequestSpec | Problem]:
 
 
 ROW_CELLS = {
-    "prompt": st.sampled_from(["a cat", "a dog", "{x} cat", "a|b", "a \\| b", "ü 😀", "{", "x}", "100%"]),
-    "model": st.sampled_from(["", "jimeng-4.0", "jimeng-3.0", "jimeng-9.9", "jimeng-video-3.0"]),
+    "prompt": st.sampled_from(["a cat", "a dog", " a cat ", "{x} cat", "a|b", "a \\| b", "ü 😀", "{", "x}", "100%",
+                               " "]),
+    "model": st.sampled_from(["", "jimeng-4.0", " jimeng-4.0", "jimeng-3.0", "jimeng-9.9", "jimeng-video-3.0"]),
     "ratio": st.sampled_from(["", "1:1", "16:9", "9:9", "1:1|16:9"]),
     "resolution": st.sampled_from(["", "2k", "4k", "720p"]),
     "seed": st.sampled_from(["", "1", "-1", "x", "1|2"]),
@@ -217,15 +220,18 @@ def test_a_runs_check_finds_what_a_counted_plan_finds(tmp_path: Path,
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sheet=sheets(), shard=st.sampled_from([None, "1/2", "2/2", "2/3"]))
+@given(sheet=sheets(), shard=st.sampled_from([None, "1/2", "2/2", "2/3"]), chunk=st.sampled_from([1, 3, 1000]))
 def test_a_tallied_summary_counts_what_the_requests_count(tmp_path: Path,
                                                          sheet: tuple[list[str], list[tuple[str, ...]]],
-                                                         shard: str | None) -> None:
-    # A summary tallies the keys of rows of a seen shape (no requests built); a callback makes it build every
-    # request: the same counts, credits, images, regions and problems, in any shard
+                                                         shard: str | None, chunk: int) -> None:
+    # A summary tallies the keys of rows of a seen shape, most straight from the records as read (no requests
+    # built); a callback makes it build every request: the same counts, credits, images, regions and problems, in
+    # any shard, with the sheet read in chunks of any size
     manifest = load_manifest(csv_file(tmp_path / "rows.csv", *sheet))
     chosen = None if shard is None else parse_shard(shard)
-    tallied, built = summarize(manifest, shard=chosen), summarize(manifest, lambda spec: None, shard=chosen)
+    with patch.object(sources, "SHEET_CHUNK_ROWS", chunk):
+        tallied = summarize(manifest, shard=chosen)
+    built = summarize(manifest, lambda spec: None, shard=chosen)
     assert tallied.as_dict() == built.as_dict()
     assert tallied.problems == built.problems and tallied.region_jobs == built.region_jobs
 

@@ -12,7 +12,7 @@ from conftest import png, problems, summary_of
 
 from jimeng_batch.errors import ManifestError
 from jimeng_batch.intake.manifest import SpreadsheetOptions, load_manifest
-from jimeng_batch.intake.plan import iter_distinct
+from jimeng_batch.intake.plan import iter_distinct, summarize
 from jimeng_batch.intake.sources import iter_sheet
 from jimeng_batch.protocol.request_spec import RequestSpec
 
@@ -187,3 +187,16 @@ def test_not_utf8_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(ManifestError, match=r"latin.csv:2:4: not UTF-8 text \(invalid continuation byte at byte 10\); "
                                             r"save it as CSV UTF-8"):
         summary_of(tmp_path / "latin.csv")
+
+
+def test_an_xlsx_is_tallied_as_its_requests_count(tmp_path: Path) -> None:
+    # Rows of a seen shape are counted from their cells as read: numbers, blanks and spaces as the XLSX gives them
+    rows: list[list[object]] = [["prompt", "model", "seed", "count"]]
+    rows += [[f" picture {i % 5} ", "jimeng-4.0" if i % 2 else "jimeng-3.0", 42 if i % 3 else None,
+              None if i % 3 else 2] for i in range(60)]  # each row twice: 30 apart
+    rows += [[None, "jimeng-4.0", 42, None], ["", "", None, None]]
+    manifest = load_manifest(xlsx(tmp_path / "rows.xlsx", rows))
+    tallied, built = summarize(manifest), summarize(manifest, lambda spec: None)
+    assert tallied.as_dict() == built.as_dict() and tallied.problems == built.problems
+    assert [(p.location.row, p.location.column_name) for p in tallied.problems] == [(62, None)]
+    assert tallied.distinct == 30 and tallied.requests == 80

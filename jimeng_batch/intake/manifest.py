@@ -29,11 +29,12 @@ from jimeng_batch.intake.schema import (
     validate_row,
 )
 from jimeng_batch.intake.sources import (
+    SheetChunk,
     SheetRow,
     SourceMap,
     display_path,
     is_spreadsheet,
-    iter_sheet,
+    iter_sheet_chunks,
     load_yaml,
     read_header,
 )
@@ -146,9 +147,12 @@ class Manifest:
         """Every job (or spreadsheet row of a job) as a template, or the problems found reading it."""
         return self.items(self.row_template)
 
-    def items(self, per_row: Callable[[JobDef, SheetRow, str], Iterable[T]]) -> Iterator[Template | Problem | T]:
+    def items(self, per_row: Callable[[JobDef, SheetRow, str], Iterable[T]],
+              per_chunk: Callable[[JobDef, SheetChunk, str], Iterable[T]] | None = None
+              ) -> Iterator[Template | Problem | T]:
         """Like :meth:`templates`, with each spreadsheet row given to ``per_row`` (the job, the row and the sheet
-        as shown): planning takes a shortcut for rows like ones it has seen (:meth:`row_template` otherwise)."""
+        as shown): planning takes a shortcut for rows like ones it has seen (:meth:`row_template` otherwise).
+        ``per_chunk``: the rows are given to it a chunk of records at a time instead (a count's faster reading)."""
         yield from self.load_problems
         for job in self.jobs:
             if job.rows is None:
@@ -159,9 +163,10 @@ class Manifest:
                     job.base_dir,
                 )
             else:
-                yield from self._row_templates(job, per_row)
+                yield from self._row_templates(job, per_row, per_chunk)
 
-    def _row_templates(self, job: JobDef, per_row: Callable[[JobDef, SheetRow, str], Iterable[T]]
+    def _row_templates(self, job: JobDef, per_row: Callable[[JobDef, SheetRow, str], Iterable[T]],
+                       per_chunk: Callable[[JobDef, SheetChunk, str], Iterable[T]] | None
                        ) -> Iterator[Template | Problem | T]:
         assert job.rows is not None
         shown = display_path(job.rows)
@@ -178,15 +183,22 @@ class Manifest:
         yield from header_problems
         if header_problems:
             return
-        rows = 0
+        any_rows = False
         try:
-            for row in iter_sheet(job.rows):
-                rows += 1
-                yield from per_row(job, row, shown)
+            for chunk in iter_sheet_chunks(job.rows):
+                if not any_rows:
+                    any_rows = any(chunk.row(number, values) is not None for number, values in chunk.records)
+                if per_chunk is not None:
+                    yield from per_chunk(job, chunk, shown)
+                    continue
+                for number, values in chunk.records:
+                    row = chunk.row(number, values)
+                    if row is not None:
+                        yield from per_row(job, row, shown)
         except SchemaError as exc:  # the file cannot be read past here (broken quoting): said with the rest
             yield from exc.problems
             return
-        if not rows:
+        if not any_rows:
             # Like `jobs: []` in YAML: a batch of nothing is more likely a mistake (the wrong sheet) than meant.
             yield Problem(Location(shown, row=2), "no request rows below the header; add a row per request")
 

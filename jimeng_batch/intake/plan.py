@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any, Protocol
 
 from jimeng_batch._version import __version__
@@ -21,7 +22,7 @@ from jimeng_batch.errors import Problem
 from jimeng_batch.intake.expand import KEY_VERSION, Recipe, expand
 from jimeng_batch.intake.manifest import IMAGE_FIELDS, VAR_COLUMN_PREFIX, JobDef, Manifest, Template
 from jimeng_batch.intake.sharding import Shard
-from jimeng_batch.intake.sources import SheetRow
+from jimeng_batch.intake.sources import SheetChunk, SheetRow
 from jimeng_batch.protocol import catalog
 from jimeng_batch.protocol.drafts import build_request, default_web_id, node_ids
 from jimeng_batch.protocol.json_template import JsonTemplate, slot
@@ -47,7 +48,8 @@ def iter_planned(manifest: Manifest, shard: Shard | None = None, memo: RowMemo |
     already made is given as a :class:`KnownRow` without keys, where its requests go (see :class:`RowShortcut`);
     ``tally``: a row of a shape already made is given as :class:`Tallied` (its keys, no requests), which ``shard``
     does not filter."""
-    for item in manifest.items(RowShortcut(manifest, memo, remember, counting, tally)):
+    shortcut = RowShortcut(manifest, memo, remember, counting, tally)
+    for item in manifest.items(shortcut, shortcut.records if tally and memo is None else None):
         if isinstance(item, Template):
             for expanded in expand(item, manifest.settings):
                 if shard is None or not isinstance(expanded, RequestSpec) or shard.contains(expanded.key):
@@ -129,6 +131,15 @@ _PLAIN_PROMPT = re.compile(r"[^{}|\\]+")
 MAX_ROW_SHAPES = 4096  # the shapes remembered (oldest forgotten first), so that memory stays flat
 
 
+@dataclass(slots=True)
+class _Shape:
+    """What the first row of a shape left for the later ones."""
+
+    recipes: list[Recipe] | None = None  # None: the first had a problem (or made nothing); each goes the whole way
+    where: KnownRow | None = None  # counting=False: what each later row is told as
+    shares: list[tuple[Recipe, Share]] | None = None  # tally: each recipe and what its requests add
+
+
 class RowShortcut:
     """Spreadsheet rows to requests, each shape of row checked and expanded once.
 
@@ -143,19 +154,20 @@ class RowShortcut:
     def __init__(self, manifest: Manifest, memo: RowMemo | None = None, remember: bool = False,
                  counting: bool = True, tally: bool = False) -> None:
         self.manifest = manifest
-        self.recipes: dict[tuple[Any, ...], list[Recipe] | None] = {}
-        # tally: a row of a shape seen is given as its keys and its recipes' shares (Tallied), for a count
-        self.tally = tally
-        self.shares: dict[tuple[Any, ...], list[Share]] = {}
-        self.variables: dict[tuple[str, ...], bool] = {}  # by a row's column names: whether one is a variable
+        # By shape (the job and every cell but the prompt): how its later rows are made
+        self.shapes: dict[tuple[Any, ...], _Shape] = {}
         # counting=False: only whether rows pass and where their requests go are wanted (a run's check before it
         # plans), so a row of a shape seen is not made into requests: it is told as its shape's first row's
         # regions and models, which it shares (a fifth of a check pass's time)
         self.counting = counting
-        self.where: dict[tuple[Any, ...], KnownRow] = {}
+        # tally: a row of a shape seen is given as its keys and its recipes' shares (Tallied), for a count
+        self.tally = tally
         self.memo = memo
         self.remember = remember
         self.jobs: dict[int, bytes | None] = {}  # job index -> its digest
+        self.variables: dict[tuple[str, ...], bool] = {}  # by a row's column names: whether one is a variable
+        # tally, a sheet read a chunk at a time: by job and record as read (its prompt blanked), its shape's shares
+        self.by_record: dict[tuple[Any, ...], list[tuple[Recipe, Share]]] = {}
 
     def __call__(self, job: JobDef, row: SheetRow, shown: str
                  ) -> Iterable[RequestSpec | Problem | KnownRow | Tallied]:
@@ -180,41 +192,89 @@ class RowShortcut:
     def _made(self, job: JobDef, row: SheetRow, shown: str
               ) -> Iterable[RequestSpec | Problem | KnownRow | Tallied]:
         """The row's requests (or problems), by its shape's recipes where it can."""
-        cells = row.cells
+        prompt, shape = self._shape(job, row.cells)
+        if prompt is None or shape is None:
+            return self._whole_way(job, row, shown, None)
+        seen = self.shapes.get(shape)  # one lookup: hashing the shape is a good part of a row's time
+        if seen is None:
+            return self._first_of_shape(job, row, shown, shape, prompt)
+        if seen.recipes is None:
+            return self._whole_way(job, row, shown, None)
+        if seen.where is not None:
+            return [seen.where]
+        if seen.shares is not None:
+            return [Tallied(share, recipe.digests(prompt)) for recipe, share in seen.shares]
+        source = Source(self.manifest.display, job.name, job.index, row.number)
+        return [spec for recipe in seen.recipes for spec in recipe.specs(prompt, source)]
+
+    def _shape(self, job: JobDef, cells: dict[str, str]) -> tuple[str | None, tuple[Any, ...] | None]:
+        """A row's prompt and its shape; no shape for a row that must go the whole way."""
         prompt = cells.get("prompt")
         if prompt is None or not _PLAIN_PROMPT.fullmatch(prompt) or self._has_variables(cells):
-            return self._whole_way(job, row, shown, None)
+            return prompt, None
         rest = cells.copy()
         del rest["prompt"]
-        shape = (job.index, *rest.items())
-        if shape not in self.recipes:
-            found: list[Recipe] = []
-            made = list(self._whole_way(job, row, shown, found))
-            if len(self.recipes) >= MAX_ROW_SHAPES:
-                forgotten = next(iter(self.recipes))
-                del self.recipes[forgotten]
-                self.where.pop(forgotten, None)
-                self.shares.pop(forgotten, None)
-            clean = found and all(isinstance(i, RequestSpec) for i in made)
-            self.recipes[shape] = [recipe.reused() for recipe in found] if clean else None
-            if clean and self.tally and all(recipe.count > 0 for recipe in found):
-                source = Source(self.manifest.display, job.name, job.index, row.number)
-                self.shares[shape] = [Share.of(next(iter(recipe.specs(prompt, source)))) for recipe in found]
-            if clean and not self.counting:
-                specs = [item for item in made if isinstance(item, RequestSpec)]
-                self.where[shape] = KnownRow(job.name, tuple(sorted({s.region for s in specs})),
-                                             tuple(sorted({s.model for s in specs})), ())
-            return made
-        recipes = self.recipes[shape]
-        if recipes is None:
-            return self._whole_way(job, row, shown, None)
+        return prompt, (job.index, *rest.items())
+
+    def records(self, job: JobDef, chunk: SheetChunk, shown: str
+                ) -> Iterable[RequestSpec | Problem | KnownRow | Tallied]:
+        """A chunk of a sheet's records (``tally`` only): a record like one tallied before (the same cells as read
+        but for the prompt, which is plain) is tallied straight from its cells, without being read into a row;
+        the others go as rows. The tallies of the chunk come after its other items (a count's order does not
+        matter)."""
+        assert self.tally and self.memo is None
+        made: list[RequestSpec | Problem | KnownRow | Tallied] = []
+        digests: dict[int, tuple[Share, list[bytes]]] = {}  # by share (its id): the chunk's keys
+        at = chunk.names.index("prompt") if "prompt" in chunk.names else -1
+        records = self.by_record
+        for number, values in chunk.records:
+            if 0 <= at < len(values):
+                prompt = values[at]
+                values[at] = ""  # the record but for its prompt, as read
+                key = (job.index, *values)
+                values[at] = prompt
+                shares = records.get(key)
+                if shares is not None and prompt:  # an empty XLSX cell reads as None
+                    prompt = prompt.strip()
+                    if prompt and _PLAIN_PROMPT.fullmatch(prompt):
+                        for recipe, share in shares:
+                            digests.setdefault(id(share), (share, []))[1].extend(recipe.digests(prompt))
+                        continue
+            row = chunk.row(number, values)
+            if row is None:
+                continue
+            made.extend(self(job, row, shown))
+            if at >= 0:  # remember the record's shape, if it has tallies
+                seen = self.shapes.get(self._shape(job, row.cells)[1] or ())
+                if seen is not None and seen.shares is not None:
+                    if len(records) >= MAX_ROW_SHAPES:
+                        records.clear()
+                    values = values.copy()
+                    if at < len(values):
+                        values[at] = ""
+                    records[(job.index, *values)] = seen.shares
+        made.extend(Tallied(share, keys) for share, keys in digests.values())
+        return made
+
+    def _first_of_shape(self, job: JobDef, row: SheetRow, shown: str, shape: tuple[Any, ...], prompt: str
+                        ) -> list[RequestSpec | Problem]:
+        """The first row of a shape, taken the whole way, and what later rows of its shape can be made from."""
+        found: list[Recipe] = []
+        made = list(self._whole_way(job, row, shown, found))
+        if len(self.shapes) >= MAX_ROW_SHAPES:
+            del self.shapes[next(iter(self.shapes))]
+        seen = self.shapes[shape] = _Shape()
+        if not found or not all(isinstance(i, RequestSpec) for i in made):
+            return made  # recipes None: every row of this shape goes the whole way
+        seen.recipes = [recipe.reused() for recipe in found]
+        specs = [item for item in made if isinstance(item, RequestSpec)]
         if not self.counting:
-            return [self.where[shape]]
-        if self.tally and shape in self.shares:
-            return [Tallied(share, recipe.digests(prompt)) for recipe, share in zip(recipes, self.shares[shape],
-                                                                                     strict=True)]
-        source = Source(self.manifest.display, job.name, job.index, row.number)
-        return [spec for recipe in recipes for spec in recipe.specs(prompt, source)]
+            seen.where = KnownRow(job.name, tuple(sorted({s.region for s in specs})),
+                                  tuple(sorted({s.model for s in specs})), ())
+        elif self.tally and all(recipe.count > 0 for recipe in seen.recipes):
+            source = Source(self.manifest.display, job.name, job.index, row.number)
+            seen.shares = [(recipe, Share.of(next(iter(recipe.specs(prompt, source))))) for recipe in seen.recipes]
+        return made
 
     def _has_variables(self, cells: dict[str, str]) -> bool:
         """Whether a row has a template variable cell (rows share a few sets of column names: worked out once each)."""
@@ -276,21 +336,39 @@ class PlanSummary:
     # Rows a memo recalled (their requests are in the ledger, and not counted above), and their models.
     known_rows: int = 0
     known_models: set[str] = field(default_factory=set)
+    _shares: Counter[Share] = field(default_factory=Counter, repr=False)  # distinct requests counted, not settled
 
-    def count(self, share: Share) -> None:
-        """One more distinct request."""
-        self.distinct += 1
-        group, region, credits = share.group, share.region, share.credits
-        self.groups[group] += 1
-        self.group_credits[group] = self.group_credits.get(group, 0.0) + credits
-        self.estimated_credits += credits
-        self.region_requests[region] += 1
-        self.region_jobs.setdefault(region, set()).add(share.job)
-        self.region_credits[region] = self.region_credits.get(region, 0.0) + credits
-        if share.images is not None:
-            self.images += share.images
-            self.image_credits += credits
-            self.group_images[group] = self.group_images.get(group, 0) + share.images
+    def count(self, share: Share, distinct: int = 1) -> None:
+        """``distinct`` more distinct requests of ``share`` (added up into the counts by :meth:`settle`)."""
+        if distinct:
+            self.distinct += distinct
+            self._shares[share] += distinct
+
+    def settle(self) -> None:
+        """Add up the requests counted into the counts, credits and images by group and region. Credits are summed
+        exactly and rounded once, so that the order requests are counted in cannot change a figure."""
+        total, image_credits = Fraction(0), Fraction(0)
+        groups: dict[tuple[str, str, str], Fraction] = {}
+        regions: dict[str, Fraction] = {}
+        for share, n in self._shares.items():
+            group, region, credits = share.group, share.region, Fraction(share.credits) * n
+            self.groups[group] += n
+            groups[group] = groups.get(group, Fraction(0)) + credits
+            total += credits
+            self.region_requests[region] += n
+            self.region_jobs.setdefault(region, set()).add(share.job)
+            regions[region] = regions.get(region, Fraction(0)) + credits
+            if share.images is not None:
+                self.images += share.images * n
+                image_credits += credits
+                self.group_images[group] = self.group_images.get(group, 0) + share.images * n
+        self._shares.clear()
+        self.estimated_credits += float(total)
+        self.image_credits += float(image_credits)
+        for group, credits in groups.items():
+            self.group_credits[group] = self.group_credits.get(group, 0.0) + float(credits)
+        for region, credits in regions.items():
+            self.region_credits[region] = self.region_credits.get(region, 0.0) + float(credits)
 
     @property
     def regions(self) -> list[str]:
@@ -355,13 +433,11 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
     tally = counting and on_request is None and memo is None
     for item in iter_planned(manifest, shard, memo, counting=counting, tally=tally):
         if isinstance(item, Tallied):
-            for digest in item.digests:
-                if shard is not None and not shard.contains_digest(digest):
-                    continue
-                summary.requests += 1
-                if digest not in seen:
-                    seen.add(digest)
-                    summary.count(item.share)
+            digests = item.digests if shard is None else [d for d in item.digests if shard.contains_digest(d)]
+            before = len(seen)
+            seen.update(digests)
+            summary.requests += len(digests)
+            summary.count(item.share, len(seen) - before)
             continue
         if isinstance(item, KnownRow):  # in the ledger already: only where it goes and with what model counts
             summary.known_rows += 1
@@ -387,6 +463,7 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
         summary.count(Share.of(item))
         if on_request is not None and not summary.problems:
             on_request(item)
+    summary.settle()
     local = manifest.local_images()
     summary.local_images = len({info.sha256 for info in local.values()})
     summary.local_image_bytes = sum({info.sha256: info.size for info in local.values()}.values())

@@ -303,27 +303,65 @@ def read_header(path: Path) -> list[str]:
 
 def iter_sheet(path: Path) -> Iterator[SheetRow]:
     """Stream the data rows of a CSV or XLSX file. Blank rows are skipped; blank cells are left out."""
+    for chunk in iter_sheet_chunks(path):
+        for number, values in chunk.records:
+            row = chunk.row(number, values)
+            if row is not None:
+                yield row
+
+
+@dataclass(frozen=True, slots=True)
+class SheetChunk:
+    """Consecutive records of a spreadsheet as read (each its row number and its cells, not yet stripped), for a
+    reader that can tell many of them apart without reading each into a :class:`SheetRow`."""
+
+    names: list[str]  # the header's column names, stripped
+    records: list[tuple[int, list[str]]]
+
+    def row(self, number: int, values: list[str]) -> SheetRow | None:
+        """One record as a :class:`SheetRow`; None for a blank row."""
+        names = self.names
+        # zip stops at the header's width: cells past it are counted below
+        cells = {name: text for name, value in zip(names, values, strict=False)
+                 if name and value is not None and (text := value.strip())}
+        if len(values) > len(names):
+            extra = [v for v in values[len(names):] if v is not None and v.strip()]
+            if extra:
+                cells["\0extra"] = str(len(extra))  # reported as a located problem by the row checks
+        if not all(names):
+            unnamed = [v for name, v in zip(names, values, strict=False) if not name and v is not None and v.strip()]
+            if unnamed:  # a value under a blank header cell would otherwise be dropped without a word
+                cells["\0unnamed"] = str(len(unnamed))
+        return SheetRow(number, cells) if cells else None
+
+
+SHEET_CHUNK_ROWS = 1000  # records per chunk: few enough to keep memory flat, enough to amortise a chunk's handling
+
+
+def iter_sheet_chunks(path: Path, size: int | None = None) -> Iterator[SheetChunk]:
+    """The records of a CSV or XLSX file below its header, ``size`` (default :data:`SHEET_CHUNK_ROWS`) at a time. A
+    file that cannot be read past some record (broken quoting) gives the records before it, then raises."""
+    size = size or SHEET_CHUNK_ROWS
     rows = _iter_raw(path)
     header = next(rows, None)
     if header is None:
         return
     names = [name.strip() for name in header]
-    width = len(names)
-    blank_names = not all(names)
-    for offset, values in enumerate(rows):
-        # zip stops at the header's width: cells past it are counted below
-        cells = {name: text for name, value in zip(names, values, strict=False)
-                 if name and value is not None and (text := value.strip())}
-        if len(values) > width:
-            extra = [v for v in values[width:] if v is not None and v.strip()]
-            if extra:
-                cells["\0extra"] = str(len(extra))  # reported as a located problem by the row checks
-        if blank_names:
-            unnamed = [v for name, v in zip(names, values, strict=False) if not name and v is not None and v.strip()]
-            if unnamed:  # a value under a blank header cell would otherwise be dropped without a word
-                cells["\0unnamed"] = str(len(unnamed))
-        if cells:
-            yield SheetRow(offset + 2, cells)
+    records: list[tuple[int, list[str]]] = []
+    number = 1
+    try:
+        for values in rows:
+            number += 1
+            records.append((number, values))
+            if len(records) >= size:
+                yield SheetChunk(names, records)
+                records = []
+    except SchemaError:
+        if records:
+            yield SheetChunk(names, records)
+        raise
+    if records:
+        yield SheetChunk(names, records)
 
 
 def _iter_raw(path: Path) -> Iterator[list[str]]:
