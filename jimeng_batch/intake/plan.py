@@ -49,7 +49,8 @@ def iter_planned(manifest: Manifest, shard: Shard | None = None, memo: RowMemo |
     ``tally``: a row of a shape already made is given as :class:`Tallied` (its keys, no requests), which ``shard``
     does not filter."""
     shortcut = RowShortcut(manifest, memo, remember, counting, tally)
-    for item in manifest.items(shortcut, shortcut.records if tally and memo is None else None):
+    fast = memo is None and (tally or not counting)
+    for item in manifest.items(shortcut, shortcut.records if fast else None):
         if isinstance(item, Template):
             for expanded in expand(item, manifest.settings):
                 if shard is None or not isinstance(expanded, RequestSpec) or shard.contains(expanded.key):
@@ -166,8 +167,8 @@ class RowShortcut:
         self.remember = remember
         self.jobs: dict[int, bytes | None] = {}  # job index -> its digest
         self.variables: dict[tuple[str, ...], bool] = {}  # by a row's column names: whether one is a variable
-        # tally, a sheet read a chunk at a time: by job and record as read (its prompt blanked), its shape's shares
-        self.by_record: dict[tuple[Any, ...], list[tuple[Recipe, Share]]] = {}
+        # a sheet read a chunk at a time: by job and record as read (its prompt blanked), its shape
+        self.by_record: dict[tuple[Any, ...], _Shape] = {}
 
     def __call__(self, job: JobDef, row: SheetRow, shown: str
                  ) -> Iterable[RequestSpec | Problem | KnownRow | Tallied]:
@@ -218,11 +219,12 @@ class RowShortcut:
 
     def records(self, job: JobDef, chunk: SheetChunk, shown: str
                 ) -> Iterable[RequestSpec | Problem | KnownRow | Tallied]:
-        """A chunk of a sheet's records (``tally`` only): a record like one tallied before (the same cells as read
-        but for the prompt, which is plain) is tallied straight from its cells, without being read into a row;
-        the others go as rows. The tallies of the chunk come after its other items (a count's order does not
+        """A chunk of a sheet's records (without a memo; ``tally`` or not ``counting``): a record like one made
+        before (the same cells as read but for the prompt, which is plain) is told straight from its cells,
+        without being read into a row: as its shape's :class:`KnownRow` (not counting) or its keys (tally); the
+        others go as rows. The tallies of the chunk come after its other items (a count's order does not
         matter)."""
-        assert self.tally and self.memo is None
+        assert self.memo is None and (self.tally or not self.counting)
         made: list[RequestSpec | Problem | KnownRow | Tallied] = []
         digests: dict[int, tuple[Share, list[bytes]]] = {}  # by share (its id): the chunk's keys
         at = chunk.names.index("prompt") if "prompt" in chunk.names else -1
@@ -233,26 +235,29 @@ class RowShortcut:
                 values[at] = ""  # the record but for its prompt, as read
                 key = (job.index, *values)
                 values[at] = prompt
-                shares = records.get(key)
-                if shares is not None and prompt:  # an empty XLSX cell reads as None
+                seen = records.get(key)
+                if seen is not None and prompt:  # an empty XLSX cell reads as None
                     prompt = prompt.strip()
                     if prompt and _PLAIN_PROMPT.fullmatch(prompt):
-                        for recipe, share in shares:
-                            digests.setdefault(id(share), (share, []))[1].extend(recipe.digests(prompt))
+                        if seen.where is not None:
+                            made.append(seen.where)
+                        else:
+                            for recipe, share in seen.shares or ():
+                                digests.setdefault(id(share), (share, []))[1].extend(recipe.digests(prompt))
                         continue
             row = chunk.row(number, values)
             if row is None:
                 continue
             made.extend(self(job, row, shown))
-            if at >= 0:  # remember the record's shape, if it has tallies
+            if at >= 0:  # remember the record's shape, if its later rows can be told from their cells
                 seen = self.shapes.get(self._shape(job, row.cells)[1] or ())
-                if seen is not None and seen.shares is not None:
+                if seen is not None and (seen.where is not None or seen.shares is not None):
                     if len(records) >= MAX_ROW_SHAPES:
                         records.clear()
                     values = values.copy()
                     if at < len(values):
                         values[at] = ""
-                    records[(job.index, *values)] = seen.shares
+                    records[(job.index, *values)] = seen
         made.extend(Tallied(share, keys) for share, keys in digests.values())
         return made
 
