@@ -428,7 +428,9 @@ def summarize(manifest: Manifest, on_request: Callable[[RequestSpec], object] | 
     in the same pass, and throws the file away if a problem turns up). ``counting=False``: only the problems and
     where the requests go (``regions``, ``region_jobs``, the models of :meth:`PlanSummary.needs_a_bogus`) are
     right; the counts and credits leave out the rows of a shape already seen (the check a run makes before it
-    plans, which counts again as it writes).
+    plans, which counts again as it writes). With neither a callback nor a memo, the requests of spreadsheet rows of
+    a shape already seen are counted from their keys (:class:`Tallied`), not built: the same summary, several
+    times faster (a test compares the two on generated sheets).
     """
     summary = PlanSummary(manifest.display, manifest.settings.region, manifest.settings.protocol_profile,
                           len(manifest.jobs))
