@@ -120,6 +120,33 @@ def test_an_xlsx_zip_bomb_is_refused_before_it_is_unpacked(tmp_path: Path, monke
     assert peak < 16 << 20
 
 
+def test_an_xlsx_listing_too_many_parts_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A zip's list of parts is read whole into objects: a small file can list a million empty parts. The count is
+    # read from the zip's end record, before that list
+    monkeypatch.chdir(tmp_path)
+    path = xlsx(tmp_path / "s.xlsx", [["prompt"], ["a lighthouse"]])
+    listed = tmp_path / "listed.xlsx"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(listed, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        for i in range(10_001 - len(source.infolist())):
+            target.writestr(f"xl/media/empty{i}.bin", b"")
+    with pytest.raises(ManifestError) as raised:
+        summary_of(listed)
+    assert str(raised.value).startswith("listed.xlsx: it lists 10,001 parts in 0.6 MiB, over the 10,000 parts and 4 "
+                                        "MiB a workbook may list (a workbook has tens); save the sheet as CSV")
+
+
+def test_a_zip64_xlsx_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = bytearray(xlsx(tmp_path / "s.xlsx", [["prompt"], ["a lighthouse"]]).read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 10:end + 12] = b"\xff\xff"  # the part count a ZIP64 archive leaves to its own record
+    (tmp_path / "big.xlsx").write_bytes(bytes(data))
+    with pytest.raises(ManifestError, match=r"^big\.xlsx: a ZIP64 archive \(over 65,535 parts or 4 GiB\)"):
+        summary_of(tmp_path / "big.xlsx")
+
+
 def test_an_xlsx_under_the_bound_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jimeng_batch.intake import bounds
 

@@ -17,3 +17,10 @@ MAX_REQUESTS_PER_JOB = 1_000_000
 # declared size (past it, the part fails its CRC). A sheet of a million rows of 100-character prompts unpacks to
 # parts of some 150 MB (sheet) and 120 MB (shared strings).
 MAX_XLSX_PART_BYTES = 512 << 20
+
+# The zip's central directory (one record per part) is read whole, into an object per part, before any part is
+# looked at: a file of 100 MB can list a million empty parts (some 400 MB of objects). Its declared part count and
+# size are checked first, from the record at the end of the file. A workbook has tens of parts; a few thousand
+# would be a workbook of hundreds of sheets.
+MAX_XLSX_PARTS = 10_000
+MAX_XLSX_DIRECTORY_BYTES = 4 << 20

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -461,7 +462,19 @@ def _cell_text(value: Any) -> str:
 
 
 def _check_parts(path: Path, shown: str) -> None:
-    """Refuse a workbook with a part that would unpack past the bound, before any of it is unpacked."""
+    """Refuse a workbook with too many parts, or with a part that would unpack past the bound, before any of it is
+    unpacked (and before its list of parts is read)."""
+    declared = _declared_directory(path)
+    if declared is not None:
+        parts, size = declared
+        if parts == _ZIP64_ENTRIES or size == _ZIP64_SIZE:
+            raise ManifestError(f"{shown}: a ZIP64 archive (over 65,535 parts or 4 GiB), more than a workbook may be; "
+                                "save the sheet as CSV, which is streamed")
+        if parts > bounds.MAX_XLSX_PARTS or size > bounds.MAX_XLSX_DIRECTORY_BYTES:
+            raise ManifestError(
+                f"{shown}: it lists {parts:,} parts in {size / 2**20:,.1f} MiB, over the {bounds.MAX_XLSX_PARTS:,} "
+                f"parts and {bounds.MAX_XLSX_DIRECTORY_BYTES / 2**20:,.0f} MiB a workbook may list (a workbook has "
+                "tens); save the sheet as CSV, which is streamed")
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if info.file_size > bounds.MAX_XLSX_PART_BYTES:
@@ -469,6 +482,29 @@ def _check_parts(path: Path, shown: str) -> None:
                     f"{shown}: its part {printable(info.filename)} would unpack to {info.file_size / 2**20:,.0f} "
                     f"MiB, over the {bounds.MAX_XLSX_PART_BYTES / 2**20:,.0f} MiB a workbook part may have (a "
                     "sheet of a million rows needs about 150); save the sheet as CSV, which is streamed")
+
+
+# The zip's end-of-central-directory record: its signature, then (after 6 bytes) the number of entries (2 bytes)
+# and the directory's size (4 bytes), little-endian; at most a 64 KiB comment follows it.
+_END_OF_DIRECTORY = b"PK\x05\x06"
+_END_RECORD_BYTES = 22
+_ZIP64_ENTRIES, _ZIP64_SIZE = 0xFFFF, 0xFFFFFFFF  # what a ZIP64 archive declares there: see its own record
+
+
+def _declared_directory(path: Path) -> tuple[int, int] | None:
+    """The part count and central directory size a zip's end record declares; None when no end record is found
+    (openpyxl then says it is no zip)."""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        tail_bytes = min(size, _END_RECORD_BYTES + 0xFFFF)
+        handle.seek(size - tail_bytes)
+        tail = handle.read(tail_bytes)
+    at = tail.rfind(_END_OF_DIRECTORY)
+    if at < 0 or len(tail) - at < _END_RECORD_BYTES:
+        return None
+    entries, directory = struct.unpack_from("<HI", tail, at + 10)
+    return entries, directory
 
 
 def _iter_xlsx(path: Path, shown: str) -> Iterator[list[str]]:
