@@ -14,11 +14,10 @@ The Python API, for notebooks and scripts::
 Errors are the :class:`JimengBatchError` tree of :mod:`jimeng_batch.errors`.
 """
 
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from jimeng_batch._version import __version__
-from jimeng_batch.api import Plan, arun, metrics, plan, results, resume, run, validate
-from jimeng_batch.engine.config import RunConfig
-from jimeng_batch.engine.result import RunResult
-from jimeng_batch.engine.states import State
 from jimeng_batch.errors import (
     APIError,
     ConfigError,
@@ -33,7 +32,35 @@ from jimeng_batch.errors import (
     SchemaError,
     StopSubmittingError,
 )
-from jimeng_batch.intake.plan import PlanSummary
+
+if _TYPE_CHECKING:
+    from jimeng_batch.api import Plan, arun, metrics, plan, results, resume, run, validate
+    from jimeng_batch.engine.config import RunConfig
+    from jimeng_batch.engine.result import RunResult
+    from jimeng_batch.engine.states import State
+    from jimeng_batch.intake.plan import PlanSummary
+
+# Imported when first used (PEP 562): every command imports some module of the package, which runs this file, and
+# the run's engine, httpx and the simulator were a third of a second of the start of `plan` or `validate`.
+_LAZY = {
+    **dict.fromkeys(("Plan", "arun", "metrics", "plan", "results", "resume", "run", "validate"), "jimeng_batch.api"),
+    "RunConfig": "jimeng_batch.engine.config", "RunResult": "jimeng_batch.engine.result",
+    "State": "jimeng_batch.engine.states", "PlanSummary": "jimeng_batch.intake.plan",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jimeng_batch' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "APIError",

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -25,8 +25,6 @@ from rich.table import Table
 from rich.text import Text
 
 from jimeng_batch._version import __version__
-from jimeng_batch.api import run_batch
-from jimeng_batch.engine.account_catalog import CatalogRead
 from jimeng_batch.engine.config import (
     BASE_URL_ENV,
     CATALOG_MODES,
@@ -39,19 +37,15 @@ from jimeng_batch.engine.config import (
     protocol_choice,
     resolve_config,
 )
-from jimeng_batch.engine.doctor import Target, pool_exit_code
-from jimeng_batch.engine.doctor import credits as run_credits
-from jimeng_batch.engine.doctor import doctor as run_doctor
 from jimeng_batch.engine.ledger import LEDGER_NAME, Ledger
 from jimeng_batch.engine.lock import FolderLock, holder
 from jimeng_batch.engine.poll_schedule import BURST, DEFAULT_POLLS_PER_SECOND
 from jimeng_batch.engine.result import EXIT_STOPPED, RunResult, verdict
 from jimeng_batch.engine.run_log import LOG_FORMATS
-from jimeng_batch.engine.runner import configure, configure_resume, output_folder, run_tokens
 from jimeng_batch.engine.states import FAIL_ON_STATES, IN_FLIGHT_STATES, STATES, State
 from jimeng_batch.errors import ConfigError, JimengBatchError, OutputError, SchemaError, describe, printable
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
-from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
+from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest, output_folder
 from jimeng_batch.intake.offered import check_offered
 from jimeng_batch.intake.plan import (
     PlanLines,
@@ -66,12 +60,19 @@ from jimeng_batch.intake.sharding import Shard, parse_shard
 from jimeng_batch.intake.sources import display_path
 from jimeng_batch.outputs import DEFAULT_LICENSE
 from jimeng_batch.protocol import catalog, live_catalog
-from jimeng_batch.protocol.client import CreditBalance
 from jimeng_batch.protocol.constants import ProtocolChoice
 from jimeng_batch.protocol.constants import resolve as resolve_protocol
 from jimeng_batch.protocol.drafts import GENERATE_PATH, default_web_id
 from jimeng_batch.protocol.request_spec import RequestSpec
-from jimeng_batch.protocol.tokens import Token
+
+if TYPE_CHECKING:
+    from jimeng_batch.engine.account_catalog import CatalogRead
+    from jimeng_batch.engine.doctor import Target
+    from jimeng_batch.protocol.client import CreditBalance
+    from jimeng_batch.protocol.tokens import Token
+
+# The run's engine (httpx, the executor, the service client) and the simulator are imported by the commands that
+# use them, not here: `plan` and `validate` start in half the time.
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "JIMENG_BATCH_DEBUG"
@@ -205,7 +206,28 @@ def _read_catalog(config: RunConfig, region: str, versions: catalog.ProtocolVers
     return read_catalog_now(config, region, versions, web_id)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def _simulator() -> click.Command | None:
+    try:
+        from jimeng_batch.sim.cli import sim
+    except ImportError:  # the simulator is optional for the manifest commands
+        return None
+    return sim
+
+
+class _Commands(click.Group):
+    """The commands, with `sim` imported only when it is called or the commands are listed (the simulator's server
+    stack is a fifth of a second of every start otherwise)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *(["sim"] if _simulator() is not None else [])])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "sim":
+            return _simulator()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="jimeng-batch")
 def cli() -> None:
     """Declarative, validated, resumable batches of Jimeng / Dreamina generations."""
@@ -870,6 +892,9 @@ def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwa
     """Run FILE: submit, poll and download every request, resumably. Run it again to continue."""
     protocol = _protocol_choice(kwargs, None)  # the run adds the environment's and stores them
     given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text), "protocol": protocol}
+    from jimeng_batch.api import run_batch
+    from jimeng_batch.engine.runner import configure
+
     manifest, config = configure(file, given)
     _finish_run(run_batch(manifest, config, out=out, quiet=quiet), config)
 
@@ -883,6 +908,9 @@ def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
     again replacing that one."""
     again = _protocol_choice(kwargs, None)  # the environment of this shell changes nothing that was stored
     given = _given(kwargs) | ({"protocol": again} if again != ProtocolChoice() else {})
+    from jimeng_batch.api import run_batch
+    from jimeng_batch.engine.runner import configure_resume
+
     manifest, config = configure_resume(out_dir, given)
     _finish_run(run_batch(manifest, config, out=out_dir, quiet=quiet), config)
 
@@ -896,6 +924,9 @@ def _accounts(file: Path | None, region: str | None, kwargs: dict[str, Any]) -> 
     protocol constants a run of FILE would send, flags and environment included) and the pool: with ``--region``,
     that region's tokens only; without, every token, each checked against its own region's hosts (its prefix's,
     else FILE's region, else cn)."""
+    from jimeng_batch.engine.doctor import Target
+    from jimeng_batch.engine.runner import configure, run_tokens
+
     choice = _protocol_choice(kwargs, None)  # the environment's constants go under it in configure / below
     given = _given(kwargs) | {"protocol": choice}
     manifest = None
@@ -942,6 +973,8 @@ def _problem_lines(rows: list[tuple[str, tuple[str, ...]]]) -> None:
 def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) -> None:
     """Check every token before credits are spent: alive, region, credits, today's claim, and whether the service
     accepts the protocol constants (FILE's, when given). Exit 0: every token can generate; 1: some; 3: none."""
+    from jimeng_batch.engine.doctor import doctor as run_doctor
+
     config, target, tokens = _accounts(file, region, kwargs)
     report = run_doctor(config, target, tokens)
     if as_json:
@@ -978,6 +1011,9 @@ def doctor(file: Path | None, region: str | None, as_json: bool, **kwargs: Any) 
 def credits(claim: bool, region: str | None, as_json: bool, **kwargs: Any) -> None:
     """The balance of every token of the pool, and with --claim the daily claim across it.
     Exit 0: every token answered; 1: some did not (or their claim was refused); 3: none did."""
+    from jimeng_batch.engine.doctor import credits as run_credits
+    from jimeng_batch.engine.doctor import pool_exit_code
+
     config, target, tokens = _accounts(None, region, kwargs)
     lines = run_credits(config, target, tokens, claim=claim)
     code = pool_exit_code(line.ok for line in lines)
@@ -1111,15 +1147,6 @@ def merge(inputs: tuple[Path, ...], into: Path, no_report: bool, allow_mixed_ori
         write_report(into, title=done.title)
 
 
-def _attach_simulator() -> None:
-    try:
-        from jimeng_batch.sim.cli import sim
-    except ImportError:  # the simulator is optional for the manifest commands
-        return
-    cli.add_command(sim)
-
-
-_attach_simulator()
 
 
 def main(argv: list[str] | None = None) -> None:

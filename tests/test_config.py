@@ -230,7 +230,7 @@ def test_resume_does_not_repeat_one_run_actions(tmp_path: Path, capsys: pytest.C
 def test_a_flag_given_to_resume_replaces_that_field_only(recorded_run: Path, monkeypatch: pytest.MonkeyPatch,
                                                          field: str, flag: list[str], value: Any) -> None:
     """What `resume` runs with: the stored run, with the one field the flag names replaced."""
-    from jimeng_batch import cli
+    from jimeng_batch import api, cli
 
     seen: dict[str, RunConfig] = {}
 
@@ -238,7 +238,7 @@ def test_a_flag_given_to_resume_replaces_that_field_only(recorded_run: Path, mon
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli, "run_batch", capture)
+    monkeypatch.setattr(api, "run_batch", capture)  # `resume` imports it from the API when it runs
     with pytest.raises(SystemExit):
         cli.main(["resume", str(recorded_run / "out"), "--quiet", *flag])
     stored = RunConfig.from_json(_stored_config(recorded_run / "out"))

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import httpx
-
 from jimeng_batch.engine.cache import DEFAULT_TTL, default_cache_path
 from jimeng_batch.engine.poll_schedule import DEFAULT_POLLS_PER_SECOND, POLL_FIRST, POLL_MAX
 from jimeng_batch.engine.retry import RetryPolicy
@@ -318,6 +316,8 @@ def base_urls(value: str) -> dict[str, str]:
 
 def url_problem(url: str) -> str | None:
     """What is wrong with a service address (None: nothing): it must be an http(s) URL with a host."""
+    import httpx  # here: most commands name no address, and httpx is a tenth of a second of a start
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:

@@ -51,7 +51,7 @@ from jimeng_batch.errors import (
 )
 from jimeng_batch.intake.bounds import MAX_REQUESTS_PER_JOB
 from jimeng_batch.intake.expand import KEY_VERSION
-from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest
+from jimeng_batch.intake.manifest import Manifest, SpreadsheetOptions, load_manifest, output_folder
 from jimeng_batch.intake.offered import check_offered
 from jimeng_batch.intake.plan import KnownRow, iter_planned, plan_web_id, summarize, unsupported_live_models
 from jimeng_batch.intake.sharding import Shard, parse_shard
@@ -70,15 +70,6 @@ SIM_TOKEN = "simulator-demo-session-0000000000"  # noqa: S105 - the simulator ac
 
 def manifest_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def output_folder(manifest: Manifest, requested: Path | None) -> Path:
-    """``--out``, else the manifest's ``output.dir`` (relative to the manifest), else ``out/<manifest name>``."""
-    if requested is not None:
-        return requested
-    if manifest.settings.output_dir:
-        return (manifest.path.parent / manifest.settings.output_dir).resolve()
-    return Path("out") / manifest.path.stem
 
 
 def run_tokens(config: RunConfig, region: str | None = None, *, uses: Mapping[str, Sequence[str]] | None = None,

@@ -654,3 +654,12 @@ def read_row(row: SheetRow, shown: str) -> tuple[dict[str, Any], list[Problem]]:
         return Location(shown, row=row.number, column_name=column)
 
     return values, problems + validate_row(values, locate)  # the cells read, checked whatever else is wrong
+
+
+def output_folder(manifest: Manifest, requested: Path | None) -> Path:
+    """``--out``, else the manifest's ``output.dir`` (relative to the manifest), else ``out/<manifest name>``."""
+    if requested is not None:
+        return requested
+    if manifest.settings.output_dir:
+        return (manifest.path.parent / manifest.settings.output_dir).resolve()
+    return Path("out") / manifest.path.stem

@@ -16,8 +16,10 @@ raise them; tests lower them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:  # imported where a timeout is made: `plan` and `validate` never call the service
+    import httpx
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -37,6 +39,8 @@ class CallLimits:
 
     @property
     def timeout(self) -> httpx.Timeout:
+        import httpx
+
         return httpx.Timeout(connect=self.connect_timeout, read=self.read_timeout, write=self.read_timeout,
                              pool=None)
 
