@@ -184,6 +184,42 @@ def test_the_whole_sheet_then_a_shard_of_it_edited(tmp_path: Path, monkeypatch: 
     assert counts.recalled == 2 * (len(ROWS) - 1)  # recalled whole, then only the shard's requests marked
 
 
+def _remembered(out: Path) -> int:
+    db = sqlite3.connect(out / "ledger.sqlite")
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM plan_rows").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_plan_of_the_whole_sheet_forgets_the_rows_it_no_longer_has(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # The memo holds the sheet as it is, not every version of it: sorting or editing a sheet again and again would
+    # otherwise add all of its rows each time
+    edited = [*ROWS]
+    edited[5] = "picture 5 at dusk,jimeng-4.0,1:1"
+    inserted = ["a new picture,jimeng-4.0,16:9", *ROWS]  # every row below moves
+    _both_ways(tmp_path, monkeypatch, capsys, _sheet(ROWS), _sheet(edited))
+    assert _remembered(tmp_path / "memo") == len(ROWS)
+    (tmp_path / "rows.csv").write_text(_sheet(inserted), encoding="utf-8")
+    _plan(capsys, tmp_path / "rows.csv", "memo")
+    assert _remembered(tmp_path / "memo") == len(inserted)
+    (tmp_path / "rows.csv").write_text(_sheet(ROWS), encoding="utf-8")
+    counts = Counts(monkeypatch, recall=True)
+    _plan(capsys, tmp_path / "rows.csv", "memo")  # the rows back where they were: planned again, same requests
+    assert counts.recalled == 0 and _remembered(tmp_path / "memo") == len(ROWS)
+    assert len(_requests(tmp_path / "memo")) == len(ROWS) + 2  # the edited row's and the inserted row's
+
+
+def test_a_sharded_plan_forgets_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    edited = [*ROWS]
+    edited[2] = "picture 2 at dawn,jimeng-3.0,16:9"
+    _both_ways(tmp_path, monkeypatch, capsys, _sheet(ROWS), _sheet(edited), options=([], ["--shard", "2/2"]))
+    assert _remembered(tmp_path / "memo") == len(ROWS)  # a shard sees only part of the plan: the old row is kept
+
+
 # Planning writes more than one batch (add_planned commits a batch of 2,000 requests at a time outside a plan)
 MANY = [f"picture {i},{'jimeng-4.0' if i % 2 else 'jimeng-3.0'},{'1:1' if i % 3 else '16:9'}" for i in range(4500)]
 
@@ -193,9 +229,9 @@ def test_a_plan_is_written_in_one_transaction(tmp_path: Path, monkeypatch: pytes
     statements: list[str] = []
     plan_rows = Ledger.plan_rows
 
-    def traced(ledger: Ledger, *, write: bool) -> PlanRows:
+    def traced(ledger: Ledger, *, write: bool, prune: bool = False) -> PlanRows:
         ledger.db.set_trace_callback(statements.append)
-        return plan_rows(ledger, write=write)
+        return plan_rows(ledger, write=write, prune=prune)
 
     monkeypatch.setattr(Ledger, "plan_rows", traced)
     monkeypatch.chdir(tmp_path)

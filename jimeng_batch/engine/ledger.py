@@ -527,9 +527,10 @@ class Ledger:
             with self._transaction():
                 self.db.executemany("UPDATE requests SET planned_in = ? WHERE key = ?", pending)
 
-    def plan_rows(self, *, write: bool) -> PlanRows:
-        """The rows of earlier plans, to recall (and, with ``write``, to remember this plan's new rows)."""
-        return PlanRows(self.db, write=write)
+    def plan_rows(self, *, write: bool, prune: bool = False) -> PlanRows:
+        """The rows of earlier plans, to recall (and, with ``write``, to remember this plan's new rows; with
+        ``prune``, a plan of the whole manifest, to forget the rows it neither recalled nor remembered)."""
+        return PlanRows(self.db, write=write, prune=prune)
 
     @_writes
     def set_aside_unplanned(self, plan: int) -> tuple[int, int]:
@@ -794,21 +795,28 @@ class PlanRows:
 
     A recalled row's requests are all in the ledger: the rows a plan remembers are held in a temporary table (the
     connection's own, gone if the process dies) and become recallable only in :meth:`commit`, called once every
-    request of the plan is written; requests are never deleted.
+    request of the plan is written; requests are never deleted. ``prune`` (a plan of the whole manifest): the rows
+    it recalls are noted too, and :meth:`commit` forgets every other row, so that the memo holds the sheet as it is
+    now, not every version of it (a sorted sheet of a million rows would add a million rows each time); a row that
+    comes back is planned again, and finds its requests in the ledger.
     """
 
-    def __init__(self, db: sqlite3.Connection, *, write: bool, batch: int = 2000) -> None:
+    def __init__(self, db: sqlite3.Connection, *, write: bool, prune: bool = False, batch: int = 2000) -> None:
         self.db = db
         self.write = write
         self.batch = batch
         self.pending: list[tuple[bytes, str, str, str, str]] = []
+        self.kept: list[tuple[bytes]] = []  # prune: the digests recalled, not yet in temp.kept_plan_rows
         # A first plan (or one of a ledger from before plan rows) has nothing to recall: no query per row then
         self.empty = db.execute("SELECT 1 FROM main.plan_rows LIMIT 1").fetchone() is None
+        self.prune = prune and write and not self.empty  # nothing to forget in a first plan
         if write:
             # Appended as they come, and copied in digest order: a digest is a hash, so inserting each into a
             # keyed table lands all over it (a million rows: 6.3 s of a plan's 55 in SQLite, 2.7 s appended and sorted)
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS new_plan_rows (digest BLOB, job TEXT, "
                             "regions TEXT, models TEXT, keys TEXT)")
+        if self.prune:
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS kept_plan_rows (digest BLOB)")
 
     def recall(self, digest: bytes) -> KnownRow | None:
         if self.empty:
@@ -817,6 +825,10 @@ class PlanRows:
                               (digest,)).fetchone()
         if row is None:
             return None
+        if self.prune:
+            self.kept.append((digest,))
+            if len(self.kept) >= self.batch:
+                self._flush()
         job, regions, models, keys = row
         return KnownRow(str(job), *(tuple(str(text).split(_SEPARATOR)) for text in (regions, models, keys)))
 
@@ -834,6 +846,10 @@ class PlanRows:
                 self.db.executemany("INSERT INTO temp.new_plan_rows VALUES (?, ?, ?, ?, ?)",
                                     self.pending)
             self.pending.clear()
+        if self.kept:
+            with Ledger._Tx(self.db):
+                self.db.executemany("INSERT INTO temp.kept_plan_rows VALUES (?)", self.kept)
+            self.kept.clear()
 
     def commit(self) -> None:
         """Make the rows remembered recallable: call once the requests they made are all in the ledger."""
@@ -841,4 +857,8 @@ class PlanRows:
         with Ledger._Tx(self.db):
             self.db.execute("INSERT OR REPLACE INTO main.plan_rows SELECT * FROM temp.new_plan_rows "
                             "ORDER BY digest")
+            if self.prune:
+                self.db.execute("DELETE FROM main.plan_rows WHERE digest NOT IN (SELECT digest FROM "
+                                "temp.new_plan_rows) AND digest NOT IN (SELECT digest FROM temp.kept_plan_rows)")
+                self.db.execute("DELETE FROM temp.kept_plan_rows")
             self.db.execute("DELETE FROM temp.new_plan_rows")

@@ -400,7 +400,8 @@ def _prepare(manifest: Manifest, config: RunConfig, out: Path | None) -> _Prepar
             planned_anew = planned is None
             if planned is None:
                 with ledger.planning():
-                    rows = ledger.plan_rows(write=True)
+                    # A plan of the whole manifest forgets the rows it no longer has (a shard's sees only part)
+                    rows = ledger.plan_rows(write=True, prune=config.shard is None)
                     added = ledger.add_planned(_new_requests(manifest, config.shard, rows, ledger), distinct=True)
                     rows.commit()
                 planned = {"fingerprint": fingerprint, "images": _image_records(manifest), "id": ledger.run_id}
