@@ -49,8 +49,7 @@ def iter_planned(manifest: Manifest, shard: Shard | None = None, memo: RowMemo |
     ``tally``: a row of a shape already made is given as :class:`Tallied` (its keys, no requests), which ``shard``
     does not filter."""
     shortcut = RowShortcut(manifest, memo, remember, counting, tally)
-    fast = memo is None and (tally or not counting)
-    for item in manifest.items(shortcut, shortcut.records if fast else None):
+    for item in manifest.items(shortcut, shortcut.records if memo is None else None):
         if isinstance(item, Template):
             for expanded in expand(item, manifest.settings):
                 if shard is None or not isinstance(expanded, RequestSpec) or shard.contains(expanded.key):
@@ -219,12 +218,12 @@ class RowShortcut:
 
     def records(self, job: JobDef, chunk: SheetChunk, shown: str
                 ) -> Iterable[RequestSpec | Problem | KnownRow | Tallied]:
-        """A chunk of a sheet's records (without a memo; ``tally`` or not ``counting``): a record like one made
-        before (the same cells as read but for the prompt, which is plain) is told straight from its cells,
-        without being read into a row: as its shape's :class:`KnownRow` (not counting) or its keys (tally); the
-        others go as rows. The tallies of the chunk come after its other items (a count's order does not
-        matter)."""
-        assert self.memo is None and (self.tally or not self.counting)
+        """A chunk of a sheet's records (without a memo): a record like one made before (the same cells as read
+        but for the prompt, which is plain) is made straight from its cells, without being read into a row: as
+        its shape's :class:`KnownRow` (not counting), its keys (tally) or its requests from the recipes; the others
+        go as rows. Requests and problems come in the rows' order; the tallies of the chunk come after them (a
+        count's order does not matter)."""
+        assert self.memo is None
         made: list[RequestSpec | Problem | KnownRow | Tallied] = []
         digests: dict[int, tuple[Share, list[bytes]]] = {}  # by share (its id): the chunk's keys
         at = chunk.names.index("prompt") if "prompt" in chunk.names else -1
@@ -241,9 +240,13 @@ class RowShortcut:
                     if prompt and _PLAIN_PROMPT.fullmatch(prompt):
                         if seen.where is not None:
                             made.append(seen.where)
-                        else:
-                            for recipe, share in seen.shares or ():
+                        elif seen.shares is not None:
+                            for recipe, share in seen.shares:
                                 digests.setdefault(id(share), (share, []))[1].extend(recipe.digests(prompt))
+                        else:
+                            source = Source(self.manifest.display, job.name, job.index, number)
+                            for recipe in seen.recipes or ():
+                                made.extend(recipe.specs(prompt, source))
                         continue
             row = chunk.row(number, values)
             if row is None:
@@ -251,7 +254,7 @@ class RowShortcut:
             made.extend(self(job, row, shown))
             if at >= 0:  # remember the record's shape, if its later rows can be told from their cells
                 seen = self.shapes.get(self._shape(job, row.cells)[1] or ())
-                if seen is not None and (seen.where is not None or seen.shares is not None):
+                if seen is not None and seen.recipes is not None:
                     if len(records) >= MAX_ROW_SHAPES:
                         records.clear()
                     values = values.copy()
