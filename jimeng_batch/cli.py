@@ -456,11 +456,12 @@ def _print_set_aside(manifest: Manifest, shard: Shard | None, folder: Path | Non
 
 
 def _credits(value: float) -> str:
-    return f"{value:g}"
+    # 12 significant digits: `g` alone wrote a million credits as 1e+06
+    return f"{value:.12g}"
 
 
 def _per_image(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3g}"
+    return "–" if value is None else f"{value:.3g}" if value < 1000 else f"{value:.0f}"
 
 
 @cli.command()

@@ -77,6 +77,20 @@ def test_plan_summary_counts_and_credits(write: Callable[..., Path], capsys: pyt
     assert (data["distinct_requests"], data["estimated_credits"], len(data["groups"])) == (5, 24.0, 3)
 
 
+def test_plan_summary_writes_large_credits_in_full(write: Callable[..., Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # `g` formatting wrote a million credits as 1e+06 in the table a person reviews a batch by
+    path = write("m.yaml", """
+        costs: {jimeng-4.0: 250000}
+        jobs:
+          - {type: image, prompt: [a, b, c, d], model: jimeng-4.0, images: 1}
+        """)
+    code, out, _ = run_main(["plan", str(path)], capsys)
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert code == 0 and "e+" not in out
+    assert "total 4 4 1000000 250000" in lines
+
+
 def test_plan_jsonl_has_every_request_in_full(write: Callable[..., Path], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     path = write("m.yaml", "jobs:\n  - {type: image, prompt: [a, b, a], count: 2}\n")
