@@ -25,12 +25,16 @@ COMPARED = ("key, submit_id, ord, job, source_file, source_row, sample, type, mo
             "estimated_credits, state, reason, run_id, planned_in")
 
 
-def _requests(out: Path) -> list[tuple[object, ...]]:
+def _query(out: Path, sql: str) -> list[tuple[object, ...]]:
     db = sqlite3.connect(out / "ledger.sqlite")
     try:
-        return db.execute(f"SELECT {COMPARED} FROM requests ORDER BY ord").fetchall()
+        return db.execute(sql).fetchall()
     finally:
         db.close()
+
+
+def _requests(out: Path) -> list[tuple[object, ...]]:
+    return _query(out, f"SELECT {COMPARED} FROM requests ORDER BY ord")
 
 
 class Counts:
@@ -185,11 +189,7 @@ def test_the_whole_sheet_then_a_shard_of_it_edited(tmp_path: Path, monkeypatch: 
 
 
 def _remembered(out: Path) -> int:
-    db = sqlite3.connect(out / "ledger.sqlite")
-    try:
-        return int(db.execute("SELECT COUNT(*) FROM plan_rows").fetchone()[0])
-    finally:
-        db.close()
+    return len(_query(out, "SELECT digest FROM plan_rows"))
 
 
 def test_a_plan_of_the_whole_sheet_forgets_the_rows_it_no_longer_has(tmp_path: Path,
