@@ -461,7 +461,9 @@ def _credits(value: float) -> str:
 
 
 def _per_image(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+    if value is None:
+        return "–"
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"  # three figures, but never an exponent
 
 
 @cli.command()
@@ -891,11 +893,11 @@ def _finish_run(result: RunResult, config: RunConfig) -> None:
 @spreadsheet_options
 def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwargs: Any) -> None:
     """Run FILE: submit, poll and download every request, resumably. Run it again to continue."""
-    protocol = _protocol_choice(kwargs, None)  # the run adds the environment's and stores them
-    given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text), "protocol": protocol}
     from jimeng_batch.api import run_batch
     from jimeng_batch.engine.runner import configure
 
+    protocol = _protocol_choice(kwargs, None)  # the run adds the environment's and stores them
+    given = _given(kwargs) | {"sheet": _sheet_options(kwargs), "shard": _shard(shard_text), "protocol": protocol}
     manifest, config = configure(file, given)
     _finish_run(run_batch(manifest, config, out=out, quiet=quiet), config)
 
@@ -907,11 +909,11 @@ def run(file: Path, out: Path | None, shard_text: str | None, quiet: bool, **kwa
 def resume(out_dir: Path, quiet: bool, **kwargs: Any) -> None:
     """Continue the last run recorded in OUT_DIR where it stopped: the same manifest and options, any option given
     again replacing that one."""
-    again = _protocol_choice(kwargs, None)  # the environment of this shell changes nothing that was stored
-    given = _given(kwargs) | ({"protocol": again} if again != ProtocolChoice() else {})
     from jimeng_batch.api import run_batch
     from jimeng_batch.engine.runner import configure_resume
 
+    again = _protocol_choice(kwargs, None)  # the environment of this shell changes nothing that was stored
+    given = _given(kwargs) | ({"protocol": again} if again != ProtocolChoice() else {})
     manifest, config = configure_resume(out_dir, given)
     _finish_run(run_batch(manifest, config, out=out_dir, quiet=quiet), config)
 
@@ -1146,8 +1148,6 @@ def merge(inputs: tuple[Path, ...], into: Path, no_report: bool, allow_mixed_ori
         from jimeng_batch.outputs.report import write_report
 
         write_report(into, title=done.title)
-
-
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -204,8 +204,12 @@ class RowShortcut:
             return [seen.where]
         if seen.shares is not None:
             return [Tallied(share, recipe.digests(prompt)) for recipe, share in seen.shares]
-        source = Source(self.manifest.display, job.name, job.index, row.number)
-        return [spec for recipe in seen.recipes for spec in recipe.specs(prompt, source)]
+        return self._specs(job, row.number, prompt, seen.recipes)
+
+    def _specs(self, job: JobDef, number: int, prompt: str, recipes: list[Recipe]) -> list[RequestSpec]:
+        """The requests of row ``number`` of a seen shape, made from the shape's recipes."""
+        source = Source(self.manifest.display, job.name, job.index, number)
+        return [spec for recipe in recipes for spec in recipe.specs(prompt, source)]
 
     def _shape(self, job: JobDef, cells: dict[str, str]) -> tuple[str | None, tuple[Any, ...] | None]:
         """A row's prompt and its shape; no shape for a row that must go the whole way."""
@@ -229,6 +233,7 @@ class RowShortcut:
         at = chunk.names.index("prompt") if "prompt" in chunk.names else -1
         records = self.by_record
         for number, values in chunk.records:
+            key = None
             if 0 <= at < len(values):
                 prompt = values[at]
                 values[at] = ""  # the record but for its prompt, as read
@@ -244,23 +249,19 @@ class RowShortcut:
                             for recipe, share in seen.shares:
                                 digests.setdefault(id(share), (share, []))[1].extend(recipe.digests(prompt))
                         else:
-                            source = Source(self.manifest.display, job.name, job.index, number)
-                            for recipe in seen.recipes or ():
-                                made.extend(recipe.specs(prompt, source))
+                            assert seen.recipes is not None  # only shapes with recipes are remembered
+                            made.extend(self._specs(job, number, prompt, seen.recipes))
                         continue
             row = chunk.row(number, values)
             if row is None:
                 continue
             made.extend(self(job, row, shown))
-            if at >= 0:  # remember the record's shape, if its later rows can be told from their cells
+            if key is not None:  # remember the record's shape, if its later rows can be made from their cells
                 seen = self.shapes.get(self._shape(job, row.cells)[1] or ())
                 if seen is not None and seen.recipes is not None:
                     if len(records) >= MAX_ROW_SHAPES:
                         records.clear()
-                    values = values.copy()
-                    if at < len(values):
-                        values[at] = ""
-                    records[(job.index, *values)] = seen
+                    records[key] = seen
         made.extend(Tallied(share, keys) for share, keys in digests.values())
         return made
 

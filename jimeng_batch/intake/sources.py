@@ -318,6 +318,7 @@ class SheetChunk:
 
     names: list[str]  # the header's column names, stripped
     records: list[tuple[int, list[str]]]
+    all_named: bool  # every column has a name (worked out once, not per row)
 
     def row(self, number: int, values: list[str]) -> SheetRow | None:
         """One record as a :class:`SheetRow`; None for a blank row."""
@@ -329,7 +330,7 @@ class SheetChunk:
             extra = [v for v in values[len(names):] if v is not None and v.strip()]
             if extra:
                 cells["\0extra"] = str(len(extra))  # reported as a located problem by the row checks
-        if not all(names):
+        if not self.all_named:
             unnamed = [v for name, v in zip(names, values, strict=False) if not name and v is not None and v.strip()]
             if unnamed:  # a value under a blank header cell would otherwise be dropped without a word
                 cells["\0unnamed"] = str(len(unnamed))
@@ -348,6 +349,7 @@ def iter_sheet_chunks(path: Path, size: int | None = None) -> Iterator[SheetChun
     if header is None:
         return
     names = [name.strip() for name in header]
+    all_named = all(names)
     records: list[tuple[int, list[str]]] = []
     number = 1
     try:
@@ -355,14 +357,14 @@ def iter_sheet_chunks(path: Path, size: int | None = None) -> Iterator[SheetChun
             number += 1
             records.append((number, values))
             if len(records) >= size:
-                yield SheetChunk(names, records)
+                yield SheetChunk(names, records, all_named)
                 records = []
     except SchemaError:
         if records:
-            yield SheetChunk(names, records)
+            yield SheetChunk(names, records, all_named)
         raise
     if records:
-        yield SheetChunk(names, records)
+        yield SheetChunk(names, records, all_named)
 
 
 def _iter_raw(path: Path) -> Iterator[list[str]]:
